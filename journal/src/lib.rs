@@ -1,0 +1,20 @@
+//! The DMS journal: what happened to every backup target on this node, and what to do next.
+//!
+//! Pure parts (no I/O, no clock, no async runtime): identifiers ([`ids`]), records
+//! ([`event`]), folded state ([`state`]), the decision function ([`machine`]) and the
+//! boot-time reconcile plan ([`reconcile`]). Impure parts, one dependency each: the record
+//! format ([`codec`], the only bincode user) and the durable store ([`store`], the only sled
+//! user).
+
+pub mod codec;
+pub mod event;
+pub mod ids;
+pub mod machine;
+pub mod reconcile;
+pub mod state;
+pub mod store;
+
+pub use event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
+pub use ids::{BootId, HelperIdentity, IdError, OperationId, RequestKey, TargetId, Timestamp};
+pub use machine::{decide, Command, Decision, Effect, Rejection};
+pub use state::{Action, JournalState, MountStep, Phase, TargetState, UnmountStep};

@@ -1,0 +1,1 @@
+//! Boot-time reconcile plan (pure).
