@@ -81,6 +81,15 @@ pub enum Effect {
         cleanup: Cleanup,
         mount_path: Option<String>,
     },
+    /// Remove a PID file that names no helper of ours, if it still holds `pid`
+    /// (`None`: its content is unreadable). Never signals anything.
+    RemoveStalePidFile {
+        pid: Option<u32>,
+    },
+    /// Rewrite the PID file of a helper the journal knows (it went missing).
+    WritePidFile {
+        helper: HelperIdentity,
+    },
     /// Answer the requester.
     Reply {
         request: Option<RequestKey>,
@@ -98,6 +107,10 @@ pub struct Decision {
 /// Why a command was not acted upon. Nothing is journaled for a rejection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
+    /// The same request is already being worked on (a redelivery while it runs): its reply
+    /// will come from the running operation.
+    #[error("request {request} is already in progress on target {target}")]
+    InFlight { target: TargetId, request: RequestKey },
     #[error("target {target} is busy with another operation ({action:?} since {since})")]
     Busy { target: TargetId, action: Action, since: String },
     #[error("outcome for operation {got} arrived, but the current operation is {current}")]
@@ -164,7 +177,14 @@ impl Draft<'_> {
         }
     }
 
-    fn busy(&self) -> Rejection {
+    fn busy(&self, request: &Option<RequestKey>) -> Rejection {
+        let running = self.state.op.as_ref().and_then(|op| op.request.as_ref());
+        if let (Some(running), Some(asked)) = (running, request) {
+            if running == asked {
+                let target = self.state.target.clone();
+                return Rejection::InFlight { target, request: asked.clone() };
+            }
+        }
         let (action, since) = match &self.state.op {
             Some(op) => (op.action, op.started_at.to_string()),
             None => (Action::Mount, "unknown".to_owned()),
@@ -215,7 +235,7 @@ impl Draft<'_> {
         }
         let current = self.state.mount_path();
         match self.state.phase {
-            Phase::Mounting(_) | Phase::Unmounting(_) => return Err(self.busy()),
+            Phase::Mounting(_) | Phase::Unmounting(_) => return Err(self.busy(request)),
             Phase::Mounted if current == Some(spec.mount_path.as_str()) => {
                 let path = spec.mount_path.clone();
                 self.answer(op, request, Outcome::AlreadyMounted { path });
@@ -265,7 +285,7 @@ impl Draft<'_> {
         }
         let at_path = self.state.mount_path() == Some(mount_path);
         match self.state.phase {
-            Phase::Mounting(_) | Phase::Unmounting(_) => return Err(self.busy()),
+            Phase::Mounting(_) | Phase::Unmounting(_) => return Err(self.busy(request)),
             Phase::Unmounted => {
                 let path = mount_path.to_owned();
                 self.answer(op, request, Outcome::NotMounted { path });

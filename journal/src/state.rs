@@ -6,7 +6,7 @@
 //! exhaustive match; `dms-journal verify` and the model tests use it.
 
 use crate::event::{Cleanup, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
-use crate::ids::{HelperIdentity, OperationId, RequestKey, TargetId, Timestamp};
+use crate::ids::{BootId, HelperIdentity, OperationId, RequestKey, TargetId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -87,6 +87,9 @@ pub struct TargetState {
     pub op: Option<Operation>,
     pub requests: BTreeMap<RequestKey, Decided>,
     pub updated_at: Timestamp,
+    /// The boot of the last record folded in. Reality from another boot is gone: the
+    /// reconciler treats every claim made under an older boot as void.
+    pub boot: Option<BootId>,
     /// Records folded into this state (including those compacted away).
     pub records: u64,
 }
@@ -110,6 +113,7 @@ impl TargetState {
             op: None,
             requests: BTreeMap::new(),
             updated_at: Timestamp(0),
+            boot: None,
             records: 0,
         }
     }
@@ -173,6 +177,7 @@ impl TargetState {
     pub fn apply(&mut self, record: &Record) {
         self.records += 1;
         self.updated_at = self.updated_at.max(record.at);
+        self.boot = Some(record.boot);
         match &record.event {
             Event::Requested { spec } => {
                 self.spec = Some(spec.clone());

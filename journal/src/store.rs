@@ -1,1 +1,0 @@
-//! The durable store: the only sled user.

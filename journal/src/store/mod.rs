@@ -1,0 +1,391 @@
+//! The durable store: the only sled user.
+//!
+//! One sled tree holds every target's records (keyed by target and seq), a request-key
+//! index and per-target snapshots; [`keys`] describes the layout. What the store
+//! guarantees:
+//!
+//! - [`Journal::append`] is atomic (one sled batch) and durable (flushed) before it returns,
+//!   which is what lets the engine perform the effects the records license (DESIGN §3.1).
+//!   Concurrent appenders share flushes ([`commit`]).
+//! - [`Journal::open`] replays everything into a [`JournalState`] and never panics on what
+//!   it finds: a record that does not decode ends that target's replay there and is
+//!   reported as a [`Problem`]; other targets are unaffected ([`read`]).
+//! - [`Journal::compact`] bounds growth without losing any current state or unfinished
+//!   operation ([`compact`]).
+
+mod commit;
+mod compact;
+mod damage;
+mod keys;
+mod read;
+
+use crate::codec::{self, CodecError};
+use crate::event::Record;
+use crate::ids::{RequestKey, TargetId, Timestamp};
+use crate::state::{JournalState, TargetState};
+use commit::{lock, GroupCommit};
+use damage::Damage;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A record's position in the journal. Allocated in append order and never reused for a
+/// durable record, across restarts too.
+pub type Seq = u64;
+
+/// A record as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: Seq,
+    pub record: Record,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// The bytes do not decode (CRC, torn write, garbage, unknown version): replay of the
+    /// target stops before it.
+    Corrupt,
+    /// The record decodes but was not legal in the state it was appended to. Replay applies
+    /// it anyway (apply is total): the record says what happened, legal or not.
+    Illegal,
+}
+
+/// Something wrong found in the journal. A finding, not an error: replay continues.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub target: String,
+    pub seq: Seq,
+    pub kind: ProblemKind,
+    pub error: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ProblemKind::Corrupt => "corrupt",
+            ProblemKind::Illegal => "illegal",
+        };
+        write!(f, "target {}, seq {}: {kind} record: {}", self.target, self.seq, self.error)
+    }
+}
+
+impl std::error::Error for Problem {}
+
+/// What [`Journal::open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    pub state: JournalState,
+    /// Records folded during this replay (records covered by a snapshot are not counted).
+    pub records: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// One target's journal as stored: its snapshot and the records after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub target: TargetId,
+    /// The compacted state and the seq it covers. Records up to that seq are not listed.
+    pub snapshot: Option<(Seq, TargetState)>,
+    /// In seq order. A damaged snapshot shows up here as the first entry (an `Err` carrying
+    /// the snapshot's seq); a damaged record as an `Err` in its place, and the listing goes
+    /// on past it.
+    pub records: Vec<Result<Stored, Problem>>,
+}
+
+/// One snapshot as [`Journal::snapshots`] lists it: target, covered seq, decoded state.
+pub type SnapshotEntry = (TargetId, Seq, Result<TargetState, Problem>);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CompactionReport {
+    /// Targets whose snapshot was (re)written or whose records were removed.
+    pub targets_compacted: usize,
+    pub records_removed: u64,
+    /// Decided requests older than the retention window dropped from snapshots; a
+    /// redelivery of one of them is treated as a new request.
+    pub requests_forgotten: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("journal {} is locked by another process (is the daemon running?)", path.display())]
+    Locked { path: PathBuf },
+    #[error("cannot open journal {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot write {what} to journal {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot flush journal {}: {source}", path.display())]
+    Flush {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot read {what} from journal {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("cannot encode {what} for journal {}: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: CodecError,
+    },
+    #[error("journal {} holds a damaged {what}: {error}", path.display())]
+    Corrupt { path: PathBuf, what: String, error: String },
+}
+
+/// The journal of this node. Share it through an `Arc`: every method takes `&self`.
+pub struct Journal {
+    db: sled::Db,
+    path: PathBuf,
+    /// Held while a batch is applied, so seq order is apply order and compaction can
+    /// update the request index without racing an append.
+    writer: Mutex<Writer>,
+    commit: GroupCommit,
+    /// Compactions are rare and must not interleave with each other.
+    compacting: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    next: Seq,
+    /// Damage found at open, set aside by the first append to its target ([`damage`]).
+    damaged: BTreeMap<TargetId, Damage>,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.path)
+            .field("writer", &*lock(&self.writer))
+            .field("flushes", &self.flushes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// sled's own page cache default is 1 GiB; a journal of small records needs far less.
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+impl Journal {
+    /// Open (creating if needed) and replay. Fails with [`StoreError::Locked`] when another
+    /// handle, in this process or another one, has the journal open.
+    pub fn open(path: &Path) -> Result<(Journal, Replay), StoreError> {
+        let db = open_db(path)?;
+        let replayed = read::replay(&db, path)?;
+        let journal = Journal {
+            db,
+            path: path.to_path_buf(),
+            writer: Mutex::new(Writer { next: replayed.last_seq + 1, damaged: replayed.damaged }),
+            commit: GroupCommit::default(),
+            compacting: Mutex::new(()),
+        };
+        Ok((journal, replayed.replay))
+    }
+
+    /// Append `records` atomically and durably; returns their seqs, in order. The records
+    /// may be for different targets. On error nothing may be assumed either way (the batch
+    /// may or may not survive a crash): the caller must not perform the effects the records
+    /// license. The first append to a target whose replay stopped at damage also sets that
+    /// damage aside ([`damage`]), so these records are replayed on top of the state the
+    /// caller decided on.
+    pub fn append(&self, records: &[Record]) -> Result<Vec<Seq>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = records
+            .iter()
+            .map(|r| {
+                codec::encode_record(r).map_err(|source| StoreError::Encode {
+                    path: self.path.clone(),
+                    what: format!("{} record of target {}", r.event.name(), r.target),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (seqs, ticket) = {
+            let mut writer = lock(&self.writer);
+            let seqs: Vec<Seq> = (writer.next..).take(records.len()).collect();
+            let mut batch = sled::Batch::default();
+            let targets: BTreeSet<&TargetId> = records.iter().map(|r| &r.target).collect();
+            let damaged: Vec<&TargetId> =
+                targets.into_iter().filter(|t| writer.damaged.contains_key(*t)).collect();
+            for target in &damaged {
+                if let Some(damage) = writer.damaged.get(*target) {
+                    damage::set_aside(&self.db, &self.path, target, *damage, &mut batch)?;
+                }
+            }
+            for ((record, bytes), seq) in records.iter().zip(encoded).zip(&seqs) {
+                batch.insert(keys::record(&record.target, *seq), bytes);
+                if let Some(key) = &record.request {
+                    batch.insert(keys::request(key), record.target.as_str().as_bytes());
+                }
+            }
+            self.db.apply_batch(batch).map_err(|source| self.write_error("records", source))?;
+            writer.next += records.len() as u64;
+            for target in damaged {
+                writer.damaged.remove(target);
+            }
+            (seqs, self.commit.applied())
+        };
+        self.wait_durable(ticket)?;
+        Ok(seqs)
+    }
+
+    /// The target's snapshot and the records after it, damaged ones included as problems.
+    pub fn history(&self, target: &TargetId) -> Result<History, StoreError> {
+        read::history(&self.db, &self.path, target)
+    }
+
+    /// Which target the request with this key was last journaled for. Requests forgotten
+    /// by compaction are not found.
+    pub fn request_target(&self, key: &RequestKey) -> Result<Option<TargetId>, StoreError> {
+        let value = self.db.get(keys::request(key)).map_err(|source| StoreError::Read {
+            path: self.path.clone(),
+            what: format!("request index entry {key}"),
+            source,
+        })?;
+        value
+            .map(|v| {
+                keys::parse_index_value(&v).map_err(|error| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    what: format!("request index entry {key}"),
+                    error,
+                })
+            })
+            .transpose()
+    }
+
+    /// Every record not covered by a snapshot: grouped by target (in target order), in seq
+    /// order within a target. Damaged records (and read errors) are `Err` items in place.
+    pub fn records(&self) -> impl Iterator<Item = Result<Stored, Problem>> + '_ {
+        read::records(&self.db)
+    }
+
+    /// Every snapshot with the seq it covers, in target order. Snapshot keys that do not
+    /// name a valid target cannot be listed here; [`Journal::open`] reports them.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>, StoreError> {
+        read::snapshots(&self.db, &self.path)
+    }
+
+    /// Fold each target's old, finished history into its snapshot and delete it. Records
+    /// with `at < now - retention_ms` are eligible up to the last point where the target
+    /// was at rest; decided requests older than that cutoff are forgotten.
+    pub fn compact(
+        &self,
+        now: Timestamp,
+        retention_ms: u64,
+    ) -> Result<CompactionReport, StoreError> {
+        let _one_at_a_time = lock(&self.compacting);
+        compact::run(self, now.saturating_sub_millis(retention_ms))
+    }
+
+    /// Physical flushes performed so far (by appends, compaction and test writes).
+    pub fn flushes(&self) -> u64 {
+        self.commit.flushes()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fault injection for crash tests: store `bytes` as the record `seq` of `target`, as a
+    /// torn or corrupted write would leave it, and flush. Production code never calls this.
+    #[doc(hidden)]
+    pub fn write_raw_for_tests(
+        &self,
+        target: &TargetId,
+        seq: Seq,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        self.write_raw(keys::record(target, seq), bytes, seq)
+    }
+
+    /// Fault injection for crash tests: store `envelope` as `target`'s snapshot covering
+    /// `seq`, and flush. Production code never calls this.
+    #[doc(hidden)]
+    pub fn write_raw_snapshot_for_tests(
+        &self,
+        target: &TargetId,
+        seq: Seq,
+        envelope: &[u8],
+    ) -> Result<(), StoreError> {
+        self.write_raw(keys::snapshot(target), &keys::snapshot_value(seq, envelope), seq)
+    }
+
+    fn write_raw(&self, key: Vec<u8>, value: &[u8], seq: Seq) -> Result<(), StoreError> {
+        let ticket = {
+            let mut writer = lock(&self.writer);
+            self.db
+                .insert(key, value)
+                .map_err(|source| self.write_error("raw test value", source))?;
+            writer.next = writer.next.max(seq.saturating_add(1));
+            self.commit.applied()
+        };
+        self.wait_durable(ticket)
+    }
+
+    fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
+        self.commit
+            .wait_durable(ticket, || self.db.flush().map(drop))
+            .map_err(|source| StoreError::Flush { path: self.path.clone(), source })
+    }
+
+    fn write_error(&self, what: &str, source: sled::Error) -> StoreError {
+        StoreError::Write { path: self.path.clone(), what: what.to_owned(), source }
+    }
+}
+
+/// Between fork and exec, a child process of *any* thread holds a copy of every open
+/// descriptor, the journal's included, and with it the journal's flock(2) lock: a handle
+/// dropped and reopened meanwhile finds the journal locked by its own process for a few
+/// milliseconds. So a lock is retried briefly before it is reported; a running daemon
+/// holds it far longer than this.
+const LOCK_RETRIES_MS: [u64; 5] = [5, 10, 20, 40, 80];
+
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let mut retries = LOCK_RETRIES_MS.iter();
+    loop {
+        let opened = sled::Config::new().path(path).cache_capacity(CACHE_BYTES).open();
+        let result = opened.map_err(|source| open_error(path, source));
+        match (&result, retries.next()) {
+            (Err(StoreError::Locked { .. }), Some(ms)) => {
+                std::thread::sleep(std::time::Duration::from_millis(*ms));
+            }
+            _ => return result,
+        }
+    }
+}
+
+/// sled 0.34 reports a held lock as `Error::Io` of kind `Other` whose message starts with
+/// "could not acquire lock on" (its `try_lock` wraps fs2's `WouldBlock`). flock(2) locks
+/// belong to the open file description, so a second open in the same process is refused
+/// the same way as one from another process.
+fn open_error(path: &Path, source: sled::Error) -> StoreError {
+    let locked = match &source {
+        sled::Error::Io(e) => {
+            e.kind() == std::io::ErrorKind::WouldBlock
+                || e.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    };
+    if locked {
+        StoreError::Locked { path: path.to_path_buf() }
+    } else {
+        StoreError::Open { path: path.to_path_buf(), source }
+    }
+}

@@ -1,0 +1,443 @@
+//! The reconcile plan against the whole matrix of journal states × reality, plus the
+//! named situations of DESIGN §3 and the seed's PID-file guide.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use dms_journal::reconcile::{plan, MountEntry, Observations, PidFile, Plan, Process};
+use dms_journal::{
+    Clock, Command, Effect, Event, JournalState, Phase, TargetState, Timestamp, UnmountStep,
+};
+use support::*;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum HelperIs {
+    Alive,
+    Exited,
+    PidReused,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MountIs {
+    Live,
+    Absent,
+    Dead,
+}
+
+const PID: u32 = 4242;
+
+fn journal_of(states: Vec<TargetState>) -> JournalState {
+    let mut j = JournalState::default();
+    for s in states {
+        j.targets.insert(s.target.clone(), s);
+    }
+    j
+}
+
+fn obs() -> Observations {
+    Observations { mount_base: BASE.into(), mounts: vec![], pid_files: vec![], processes: vec![] }
+}
+
+/// Reality for target `name`: a helper process in the given condition (with a PID file
+/// naming it), and a mount in the given condition.
+fn reality(name: &str, s3: bool, h: HelperIs, m: MountIs) -> Observations {
+    let mut o = obs();
+    if s3 {
+        o.pid_files.push(PidFile { name: name.into(), pid: Some(PID) });
+        match h {
+            HelperIs::Alive => o.processes.push(Process {
+                pid: PID,
+                start_ticks: helper(PID).start_ticks,
+                helper_for: Some(path_of(name)),
+            }),
+            HelperIs::Exited => {}
+            HelperIs::PidReused => {
+                o.processes.push(Process { pid: PID, start_ticks: 1, helper_for: None })
+            }
+        }
+    }
+    let fstype = if s3 { "fuse.s3vaultfuse" } else { "nfs4" };
+    match m {
+        MountIs::Live => {
+            o.mounts.push(MountEntry { path: path_of(name), fstype: fstype.into(), dead: false })
+        }
+        MountIs::Dead => {
+            o.mounts.push(MountEntry { path: path_of(name), fstype: fstype.into(), dead: true })
+        }
+        MountIs::Absent => {}
+    }
+    o
+}
+
+fn clock_of(new_boot: bool) -> Clock {
+    Clock { now: Timestamp(1_790_000_100_000), boot: if new_boot { boot(2) } else { boot(1) } }
+}
+
+/// Every journal state a target can be left in by a crash, as (label, is_s3, state).
+fn crash_states() -> Vec<(&'static str, bool, TargetState)> {
+    let name = "t";
+    let step = |s: &mut Rig, c: Command| {
+        s.ok(c);
+    };
+    let mut out = Vec::new();
+    let mut r = Rig::new(name);
+    step(&mut r, Command::Mount { op: op(1), request: key("k"), spec: s3(name) });
+    out.push(("s3 Requested", true, r.state.clone()));
+    step(&mut r, Command::CredsFetched { op: op(1), result: Ok(()) });
+    out.push(("s3 CredsFetched", true, r.state.clone()));
+    step(&mut r, Command::HelperSpawned { op: op(1), result: Ok(helper(PID)) });
+    out.push(("s3 Spawned", true, r.state.clone()));
+    step(&mut r, Command::MountChecked { op: op(1), result: Ok(()) });
+    out.push(("s3 Mounted", true, r.state.clone()));
+    step(&mut r, Command::Unmount { op: op(2), request: key("u"), mount_path: path_of(name) });
+    out.push(("s3 UnmountRequested", true, r.state.clone()));
+    step(&mut r, Command::HelperStopped { op: op(2), result: Ok(()) });
+    out.push(("s3 HelperStopped", true, r.state.clone()));
+    out.push(("s3 Dirty", true, Rig::dirty_s3(name, PID).state));
+    let mut r = Rig::new(name);
+    step(&mut r, Command::Mount { op: op(1), request: key("k"), spec: nfs(name) });
+    out.push(("nfs Requested", false, r.state.clone()));
+    step(&mut r, Command::MountChecked { op: op(1), result: Ok(()) });
+    out.push(("nfs Mounted", false, r.state.clone()));
+    step(&mut r, Command::Unmount { op: op(2), request: key("u"), mount_path: path_of(name) });
+    out.push(("nfs UnmountRequested", false, r.state.clone()));
+    out
+}
+
+/// Apply a plan's records to the journal, checking each is legal.
+fn apply(journal: &mut JournalState, p: &Plan) {
+    for step in &p.steps {
+        for r in &step.records {
+            let state = journal.target_or_new(&r.target);
+            state.check(&r.event).unwrap_or_else(|e| panic!("plan produced {e}"));
+            journal.apply(r);
+        }
+    }
+}
+
+fn effects(p: &Plan) -> Vec<&Effect> {
+    p.steps.iter().flat_map(|s| &s.effects).collect()
+}
+
+fn signalled(p: &Plan) -> Vec<u32> {
+    effects(p)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::StopHelper { helper, .. } => Some(helper.pid),
+            Effect::Cleanup { cleanup, .. } => cleanup.helper.map(|h| h.pid),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
+    use HelperIs::*;
+    use MountIs::*;
+    let mut cells = 0;
+    for (label, is_s3, state) in crash_states() {
+        for h in [Alive, Exited, PidReused] {
+            for m in [Live, Absent, Dead] {
+                for new_boot in [false, true] {
+                    cells += 1;
+                    let cell =
+                        format!("{label} / helper {h:?} / mount {m:?} / new boot {new_boot}");
+                    let o = reality("t", is_s3, h, m);
+                    let clock = clock_of(new_boot);
+                    let mut journal = journal_of(vec![state.clone()]);
+                    let p = plan(&journal, &o, clock);
+                    apply(&mut journal, &p);
+                    let after = journal.target(&target("t")).unwrap();
+
+                    // Only a proven helper of this boot is ever signalled.
+                    let may_signal = h == Alive && !new_boot && is_s3;
+                    assert!(
+                        signalled(&p).iter().all(|_| may_signal),
+                        "{cell}: signalled {:?}",
+                        signalled(&p)
+                    );
+                    // Mounting never survives a reconcile; an unmount either resumes or ends.
+                    assert!(
+                        !matches!(after.phase, Phase::Mounting(_)),
+                        "{cell}: still {}",
+                        after.phase
+                    );
+                    if let Phase::Unmounting(_) = after.phase {
+                        assert!(
+                            effects(&p).iter().any(|e| matches!(
+                                e,
+                                Effect::StopHelper { .. } | Effect::Unmount { .. }
+                            )),
+                            "{cell}: unmount left without a resume effect"
+                        );
+                    }
+                    // Mounted means a live mount of this boot and, for S3, a live helper.
+                    if after.phase == Phase::Mounted {
+                        assert!(!new_boot, "{cell}: a reboot must void mounted");
+                        assert_eq!(m, Live, "{cell}: mounted without a live mount");
+                        if is_s3 {
+                            assert_eq!(h, Alive, "{cell}: mounted without its helper");
+                            assert_eq!(after.helper.map(|x| x.pid), Some(PID), "{cell}");
+                        }
+                    }
+                    // Dirty targets get their cleanup now.
+                    if let Phase::Dirty(_) = after.phase {
+                        assert!(
+                            effects(&p).iter().any(|e| matches!(e, Effect::Cleanup { .. })),
+                            "{cell}: dirty without cleanup"
+                        );
+                    }
+                    // A stale PID file is never left behind by a target that ends unmounted.
+                    if after.phase == Phase::Unmounted && is_s3 {
+                        let removes = effects(&p).iter().any(|e| match e {
+                            Effect::Cleanup { cleanup, .. } => cleanup.pid_file,
+                            Effect::Unmount { .. } | Effect::RemoveStalePidFile { .. } => true,
+                            _ => false,
+                        });
+                        let already_clean = state.phase == Phase::Unmounted;
+                        assert!(
+                            removes || already_clean,
+                            "{cell}: PID file kept for an unmounted target"
+                        );
+                    }
+                    // A live mount is only detached when it is ours: never after a reboot.
+                    let detaches_live = effects(&p).iter().any(|e| match e {
+                        Effect::Cleanup { cleanup, .. } => cleanup.mount && m == Live,
+                        Effect::Unmount { .. } => m == Live,
+                        _ => false,
+                    });
+                    assert!(
+                        !(new_boot && detaches_live),
+                        "{cell}: detached a live mount of the new boot"
+                    );
+                    // The plan is stable: planning again on the result changes nothing more
+                    // unless effects were pending (reality did not change in between).
+                    if effects(&p).is_empty() {
+                        let again = plan(&journal, &o, clock);
+                        assert!(
+                            again.steps.is_empty(),
+                            "{cell}: not a fixed point: {:?}",
+                            again.steps
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cells, 10 * 3 * 3 * 2);
+}
+
+fn only_step(p: &Plan) -> (Vec<dms_journal::Record>, Vec<Effect>) {
+    assert_eq!(p.steps.len(), 1, "{:?}", p.steps);
+    (p.steps[0].records.clone(), p.steps[0].effects.clone())
+}
+
+#[test]
+fn given_mounted_s3_with_live_helper_and_mount_when_planned_then_nothing_happens() {
+    let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);
+    let p = plan(&j, &reality("t", true, HelperIs::Alive, MountIs::Live), clock_of(false));
+    assert_eq!(p, Plan::default());
+}
+
+#[test]
+fn given_mounted_s3_whose_pid_file_is_gone_when_planned_then_it_is_rewritten() {
+    let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);
+    let mut o = reality("t", true, HelperIs::Alive, MountIs::Live);
+    o.pid_files.clear();
+    let (records, effects) = only_step(&plan(&j, &o, clock_of(false)));
+    assert!(records.is_empty());
+    assert_eq!(effects, [Effect::WritePidFile { helper: helper(PID) }]);
+}
+
+#[test]
+fn given_mounted_s3_whose_helper_died_when_planned_then_lost_and_dead_mount_detached() {
+    let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);
+    let (records, effects) =
+        only_step(&plan(&j, &reality("t", true, HelperIs::Exited, MountIs::Dead), clock_of(false)));
+    match &records[0].event {
+        Event::Lost { reason, cleanup } => {
+            assert_eq!(reason, &format!("helper pid {PID} exited"));
+            assert!(cleanup.helper.is_none() && cleanup.mount && cleanup.pid_file);
+        }
+        other => panic!("expected Lost, got {other:?}"),
+    }
+    assert!(
+        matches!(&effects[..], [Effect::Cleanup { mount_path: Some(p), .. }] if *p == path_of("t"))
+    );
+}
+
+#[test]
+fn given_mounted_s3_whose_pid_was_reused_when_planned_then_lost_and_the_process_is_not_signalled() {
+    let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);
+    let p = plan(&j, &reality("t", true, HelperIs::PidReused, MountIs::Dead), clock_of(false));
+    let (records, _) = only_step(&p);
+    assert!(
+        matches!(&records[0].event, Event::Lost { reason, .. } if reason.contains("belongs to another process"))
+    );
+    assert!(signalled(&p).is_empty());
+}
+
+#[test]
+fn given_mounted_targets_when_the_boot_id_changed_then_every_one_is_lost() {
+    let j = journal_of(vec![Rig::mounted_s3("a", PID).state, Rig::mounted_nfs("b").state]);
+    let p = plan(&j, &obs(), clock_of(true));
+    assert_eq!(p.steps.len(), 2);
+    for s in &p.steps {
+        assert!(
+            matches!(&s.records[..], [r] if matches!(&r.event, Event::Lost { reason, cleanup } if reason.contains("rebooted") && cleanup.is_empty()))
+        );
+        assert_eq!(s.records[0].boot, boot(2));
+    }
+}
+
+#[test]
+fn given_spawned_with_live_helper_and_live_mount_when_planned_then_adopted_and_request_succeeds() {
+    let mut r = Rig::new("t");
+    r.ok(Command::Mount { op: op(1), request: key("k"), spec: s3("t") });
+    r.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    r.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(PID)) });
+    let mut j = journal_of(vec![r.state]);
+    let p = plan(&j, &reality("t", true, HelperIs::Alive, MountIs::Live), clock_of(false));
+    apply(&mut j, &p);
+    let t = j.target(&target("t")).unwrap();
+    assert_eq!(t.phase, Phase::Mounted);
+    assert!(t.requests[&key("k").unwrap()].outcome.is_success());
+}
+
+#[test]
+fn given_creds_fetched_and_an_unjournaled_helper_when_planned_then_it_is_found_by_path_and_stopped()
+{
+    // The daemon died between spawning the helper and journaling Spawned.
+    let mut r = Rig::new("t");
+    r.ok(Command::Mount { op: op(1), request: key("k"), spec: s3("t") });
+    r.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    let mut j = journal_of(vec![r.state]);
+    let mut o = reality("t", true, HelperIs::Alive, MountIs::Absent);
+    o.pid_files.clear(); // it died before writing the PID file, too
+    let p = plan(&j, &o, clock_of(false));
+    assert_eq!(signalled(&p), [PID]);
+    apply(&mut j, &p);
+    let t = j.target(&target("t")).unwrap();
+    assert!(matches!(t.phase, Phase::Dirty(c) if c.helper == Some(helper(PID))));
+    // The request was never answered: a redelivery runs it again.
+    assert!(t.requests.is_empty());
+}
+
+#[test]
+fn given_requested_with_a_helper_serving_the_path_when_planned_then_it_is_not_ours_and_not_signalled(
+) {
+    let mut r = Rig::new("t");
+    r.ok(Command::Mount { op: op(1), request: key("k"), spec: s3("t") });
+    let p = plan(
+        &journal_of(vec![r.state]),
+        &reality("t", true, HelperIs::Alive, MountIs::Absent),
+        clock_of(false),
+    );
+    assert!(signalled(&p).is_empty());
+}
+
+#[test]
+fn given_an_interrupted_unmount_when_planned_then_it_resumes_with_the_same_operation() {
+    let mut r = Rig::mounted_s3("t", PID);
+    r.ok(Command::Unmount { op: op(2), request: key("u"), mount_path: path_of("t") });
+    let j = journal_of(vec![r.state.clone()]);
+    let (records, effects) =
+        only_step(&plan(&j, &reality("t", true, HelperIs::Alive, MountIs::Live), clock_of(false)));
+    assert!(records.is_empty());
+    assert_eq!(effects, [Effect::StopHelper { op: op(2), helper: helper(PID) }]);
+
+    r.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
+    assert_eq!(r.state.phase, Phase::Unmounting(UnmountStep::HelperStopped));
+    let j = journal_of(vec![r.state.clone()]);
+    let (_, effects) =
+        only_step(&plan(&j, &reality("t", true, HelperIs::Exited, MountIs::Dead), clock_of(false)));
+    assert_eq!(effects, [Effect::Unmount { op: op(2), mount_path: path_of("t"), nfs: false }]);
+
+    // Nothing left at all: the unmount is complete and its request is answered.
+    let mut j = journal_of(vec![r.state]);
+    let mut o = reality("t", true, HelperIs::Exited, MountIs::Absent);
+    o.pid_files.clear();
+    let p = plan(&j, &o, clock_of(false));
+    apply(&mut j, &p);
+    let t = j.target(&target("t")).unwrap();
+    assert_eq!(t.phase, Phase::Unmounted);
+    assert!(t.requests[&key("u").unwrap()].outcome.is_success());
+}
+
+#[test]
+fn given_a_hand_written_pid_file_for_a_live_helper_when_planned_then_adopted() {
+    let mut o = reality("manual", true, HelperIs::Alive, MountIs::Live);
+    o.processes[0].start_ticks = 777;
+    let mut j = JournalState::default();
+    let p = plan(&j, &o, clock_of(false));
+    apply(&mut j, &p);
+    let t = j.target(&target("manual")).unwrap();
+    assert_eq!(t.phase, Phase::Mounted);
+    assert_eq!(t.helper.map(|h| (h.pid, h.start_ticks)), Some((PID, 777)));
+    assert_eq!(t.mount_path(), Some(path_of("manual").as_str()));
+    assert!(p.findings.is_empty(), "{:?}", p.findings);
+}
+
+#[test]
+fn given_a_pid_file_for_an_unrelated_or_dead_process_when_planned_then_only_the_file_goes() {
+    for h in [HelperIs::PidReused, HelperIs::Exited] {
+        let o = reality("stale", true, h, MountIs::Absent);
+        let p = plan(&JournalState::default(), &o, clock_of(false));
+        let (records, effects) = only_step(&p);
+        assert!(matches!(&records[0].event, Event::Cleaned { .. }));
+        assert_eq!(effects, [Effect::RemoveStalePidFile { pid: Some(PID) }]);
+        assert!(signalled(&p).is_empty());
+    }
+}
+
+#[test]
+fn given_a_live_helper_without_its_mount_and_no_journal_when_planned_then_left_alone_and_reported()
+{
+    let o = reality("slow", true, HelperIs::Alive, MountIs::Absent);
+    let p = plan(&JournalState::default(), &o, clock_of(false));
+    assert!(p.steps.is_empty());
+    assert!(p.findings.iter().any(|f| f.what.contains("no live mount")));
+}
+
+#[test]
+fn given_pid_files_with_bad_names_or_content_when_planned_then_handled_without_panic() {
+    let mut o = obs();
+    o.pid_files.push(PidFile { name: "../etc".into(), pid: Some(1) });
+    o.pid_files.push(PidFile { name: "junk".into(), pid: None });
+    let p = plan(&JournalState::default(), &o, clock_of(false));
+    assert!(p.findings.iter().any(|f| f.what.contains("not named after a valid target id")));
+    let (_, effects) = only_step(&p);
+    assert_eq!(effects, [Effect::RemoveStalePidFile { pid: None }]);
+}
+
+#[test]
+fn given_a_mount_under_the_base_that_nothing_claims_when_planned_then_reported_not_touched() {
+    let mut o = obs();
+    o.mounts.push(MountEntry { path: path_of("foreign"), fstype: "fuse.sshfs".into(), dead: true });
+    let p = plan(&JournalState::default(), &o, clock_of(false));
+    assert!(p.steps.is_empty());
+    assert_eq!(p.findings.len(), 1);
+    assert!(p.findings[0].what.contains("not claimed"));
+}
+
+#[test]
+fn given_mounted_s3_where_the_path_holds_a_foreign_filesystem_when_planned_then_lost_and_foreign_mount_kept(
+) {
+    let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);
+    let mut o = reality("t", true, HelperIs::Exited, MountIs::Absent);
+    o.mounts.push(MountEntry { path: path_of("t"), fstype: "ext4".into(), dead: false });
+    let p = plan(&j, &o, clock_of(false));
+    let (records, _) = only_step(&p);
+    assert!(matches!(&records[0].event, Event::Lost { cleanup, .. } if !cleanup.mount));
+    assert!(p.findings.iter().any(|f| f.what.contains("not a s3 mount")));
+}
+
+#[test]
+fn given_dirty_target_whose_leftovers_are_gone_when_planned_then_cleaned() {
+    let mut j = journal_of(vec![Rig::dirty_s3("t", PID).state]);
+    let mut o = reality("t", true, HelperIs::Exited, MountIs::Absent);
+    o.pid_files.clear();
+    let p = plan(&j, &o, clock_of(false));
+    apply(&mut j, &p);
+    assert_eq!(j.target(&target("t")).unwrap().phase, Phase::Unmounted);
+}

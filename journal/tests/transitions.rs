@@ -1,0 +1,490 @@
+//! Given/when/then tests of the decision function: every legal transition, every refusal.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use dms_journal::machine::MountFailure;
+use dms_journal::{
+    Cleanup, Command, Effect, Event, FailureClass, MountStep, Outcome, Phase, Rejection,
+    UnmountStep,
+};
+use support::*;
+
+#[test]
+fn given_unmounted_when_s3_mount_runs_its_chain_then_requested_credsfetched_spawned_verified() {
+    let mut rig = Rig::new("t1");
+    let d = rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: s3("t1") });
+    assert_eq!(Rig::events(&d), ["Requested"]);
+    assert_eq!(
+        d.effects,
+        [Effect::FetchCredentials {
+            op: op(1),
+            secret_ref: "https://barbican:9311/v1/secrets/t1".into()
+        }]
+    );
+    assert_eq!(rig.state.phase, Phase::Mounting(MountStep::Requested));
+
+    let d = rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    assert_eq!(Rig::events(&d), ["CredsFetched"]);
+    assert_eq!(d.effects, [Effect::SpawnHelper { op: op(1), mount_path: path_of("t1") }]);
+
+    let d = rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(42)) });
+    assert_eq!(Rig::events(&d), ["Spawned"]);
+    assert_eq!(
+        d.effects,
+        [Effect::VerifyMount { op: op(1), helper: helper(42), mount_path: path_of("t1") }]
+    );
+    assert_eq!(rig.state.helper, Some(helper(42)));
+
+    let d = rig.ok(Command::MountChecked { op: op(1), result: Ok(()) });
+    assert_eq!(Rig::events(&d), ["Verified"]);
+    let outcome = Outcome::Mounted { kind: "s3".into(), path: path_of("t1") };
+    assert_eq!(d.effects, [Effect::Reply { request: key("k1"), outcome: outcome.clone() }]);
+    assert_eq!(rig.state.phase, Phase::Mounted);
+    assert!(rig.state.op.is_none());
+    assert_eq!(rig.state.requests[&key("k1").unwrap()].outcome, outcome);
+    // Every record carries the context.
+    assert!(d.records.iter().all(|r| r.request == key("k1") && r.op == Some(op(1))));
+    assert!(d.records.iter().all(|r| r.at == clock().now && r.boot == clock().boot));
+}
+
+#[test]
+fn given_unmounted_when_nfs_mount_succeeds_then_requested_then_verified_without_creds() {
+    let mut rig = Rig::new("n1");
+    let d = rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: nfs("n1") });
+    assert_eq!(Rig::events(&d), ["Requested"]);
+    assert!(
+        matches!(&d.effects[..], [Effect::MountNfs { options, .. }] if options == "nosuid,nodev")
+    );
+    let d = rig.ok(Command::MountChecked { op: op(1), result: Ok(()) });
+    assert_eq!(Rig::events(&d), ["Verified"]);
+    assert!(
+        matches!(&d.effects[..], [Effect::Reply { outcome: Outcome::Mounted { kind, .. }, .. }] if kind == "nfs")
+    );
+    assert!(rig.state.helper.is_none());
+}
+
+#[test]
+fn given_requested_when_credentials_fail_then_failed_final_and_error_reply() {
+    let mut rig = Rig::new("t1");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: s3("t1") });
+    let d =
+        rig.ok(Command::CredsFetched { op: op(1), result: Err("Barbican returned 401".into()) });
+    let reason = "Failed to fetch credentials: Barbican returned 401".to_owned();
+    assert_eq!(
+        Rig::last_event(&d),
+        &Event::Failed { reason: reason.clone(), class: FailureClass::Final }
+    );
+    assert_eq!(
+        d.effects,
+        [Effect::Reply { request: key("k1"), outcome: Outcome::Failed { reason } }]
+    );
+    assert_eq!(rig.state.phase, Phase::Unmounted);
+}
+
+#[test]
+fn given_creds_fetched_when_spawn_fails_then_failed_final() {
+    let mut rig = Rig::new("t1");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: s3("t1") });
+    rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    let d = rig.ok(Command::HelperSpawned { op: op(1), result: Err("ENOENT".into()) });
+    assert!(
+        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Final, reason } if reason == "Failed to start helper: ENOENT")
+    );
+    assert_eq!(rig.state.phase, Phase::Unmounted);
+}
+
+#[test]
+fn given_spawned_when_verification_fails_then_uncertain_cleanup_then_cleaned() {
+    let mut rig = Rig::new("t1");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: s3("t1") });
+    rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(7)) });
+    let d = rig.ok(Command::MountChecked {
+        op: op(1),
+        result: Err(MountFailure {
+            reason: "helper exited with status 0".into(),
+            maybe_mounted: false,
+        }),
+    });
+    let cleanup = Cleanup { helper: Some(helper(7)), mount: true, pid_file: true };
+    let reason = "Mount verification failed: helper exited with status 0".to_owned();
+    assert_eq!(
+        Rig::last_event(&d),
+        &Event::Failed { reason: reason.clone(), class: FailureClass::Uncertain(cleanup) }
+    );
+    assert_eq!(
+        d.effects,
+        [
+            Effect::Cleanup { cleanup, mount_path: Some(path_of("t1")) },
+            Effect::Reply { request: key("k1"), outcome: Outcome::Failed { reason } },
+        ]
+    );
+    assert_eq!(rig.state.phase, Phase::Dirty(cleanup));
+
+    // A failed cleanup changes nothing; a successful one records Cleaned.
+    let d = rig.ok(Command::CleanupDone { result: Err("EBUSY".into()) });
+    assert!(d.records.is_empty() && d.effects.is_empty());
+    assert_eq!(rig.state.phase, Phase::Dirty(cleanup));
+    let d = rig.ok(Command::CleanupDone { result: Ok("helper stopped, mount detached".into()) });
+    assert_eq!(Rig::events(&d), ["Cleaned"]);
+    assert_eq!(rig.state.phase, Phase::Unmounted);
+    assert!(rig.state.helper.is_none());
+}
+
+#[test]
+fn given_nfs_requested_when_mount_fails_cleanly_or_times_out_then_final_or_uncertain() {
+    let mut rig = Rig::new("n1");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: nfs("n1") });
+    let d = rig.ok(Command::MountChecked {
+        op: op(1),
+        result: Err(MountFailure {
+            reason: "access denied by server".into(),
+            maybe_mounted: false,
+        }),
+    });
+    assert!(
+        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Final, reason } if reason == "NFS mount failed: access denied by server")
+    );
+
+    let mut rig = Rig::new("n2");
+    rig.ok(Command::Mount { op: op(2), request: key("k2"), spec: nfs("n2") });
+    rig.ok(Command::MountChecked {
+        op: op(2),
+        result: Err(MountFailure { reason: "timed out after 30s".into(), maybe_mounted: true }),
+    });
+    assert_eq!(
+        rig.state.phase,
+        Phase::Dirty(Cleanup { helper: None, mount: true, pid_file: false })
+    );
+}
+
+#[test]
+fn given_mounted_s3_when_unmounted_then_unmount_chain_and_success_reply() {
+    let mut rig = Rig::mounted_s3("t1", 9);
+    let d = rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("t1") });
+    assert_eq!(Rig::events(&d), ["UnmountRequested"]);
+    assert_eq!(d.effects, [Effect::StopHelper { op: op(2), helper: helper(9) }]);
+    let d = rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
+    assert_eq!(Rig::events(&d), ["HelperStopped"]);
+    assert_eq!(d.effects, [Effect::Unmount { op: op(2), mount_path: path_of("t1"), nfs: false }]);
+    assert_eq!(rig.state.phase, Phase::Unmounting(UnmountStep::HelperStopped));
+    let d = rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
+    assert_eq!(Rig::events(&d), ["Unmounted"]);
+    assert_eq!(
+        d.effects,
+        [Effect::Reply { request: key("u1"), outcome: Outcome::Unmounted { path: path_of("t1") } }]
+    );
+    assert_eq!(rig.state.phase, Phase::Unmounted);
+    assert!(rig.state.helper.is_none());
+}
+
+#[test]
+fn given_mounted_nfs_when_unmounted_then_no_helper_step() {
+    let mut rig = Rig::mounted_nfs("n1");
+    let d = rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("n1") });
+    assert_eq!(d.effects, [Effect::Unmount { op: op(2), mount_path: path_of("n1"), nfs: true }]);
+    // An NFS target has no helper to stop.
+    assert!(matches!(
+        rig.run(Command::HelperStopped { op: op(2), result: Ok(()) }),
+        Err(Rejection::Unexpected { .. })
+    ));
+    let d = rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
+    assert_eq!(Rig::events(&d), ["Unmounted"]);
+}
+
+#[test]
+fn given_unmounting_when_stop_or_umount_fails_then_uncertain_dirty() {
+    let mut rig = Rig::mounted_s3("t1", 9);
+    rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("t1") });
+    let d = rig
+        .ok(Command::HelperStopped { op: op(2), result: Err("still alive after SIGKILL".into()) });
+    let cleanup = Cleanup { helper: Some(helper(9)), mount: true, pid_file: true };
+    assert!(
+        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Uncertain(c), reason } if *c == cleanup && reason == "Unmount failed: still alive after SIGKILL")
+    );
+    assert_eq!(rig.state.phase, Phase::Dirty(cleanup));
+
+    let mut rig = Rig::mounted_nfs("n1");
+    rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("n1") });
+    let d = rig.ok(Command::UnmountDone { op: op(2), result: Err("device is busy".into()) });
+    assert!(
+        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Uncertain(c), .. } if *c == Cleanup { helper: None, mount: true, pid_file: false })
+    );
+}
+
+#[test]
+fn given_mounted_when_mounted_again_at_same_path_then_answered_already_mounted() {
+    let mut rig = Rig::mounted_s3("t1", 9);
+    let d = rig.ok(Command::Mount { op: op(2), request: key("k2"), spec: s3("t1") });
+    let outcome = Outcome::AlreadyMounted { path: path_of("t1") };
+    assert_eq!(Rig::last_event(&d), &Event::Answered { outcome: outcome.clone() });
+    assert_eq!(d.effects, [Effect::Reply { request: key("k2"), outcome }]);
+    assert_eq!(rig.state.phase, Phase::Mounted);
+    assert_eq!(rig.state.helper, Some(helper(9)));
+}
+
+#[test]
+fn given_mounted_when_mount_asks_for_another_path_then_error_and_nothing_changes() {
+    let mut rig = Rig::mounted_s3("t1", 9);
+    let mut other = s3("t1");
+    other.mount_path = path_of("elsewhere");
+    let d = rig.ok(Command::Mount { op: op(2), request: key("k2"), spec: other });
+    assert!(
+        matches!(Rig::last_event(&d), Event::Answered { outcome: Outcome::Failed { reason } } if reason.contains("already mounted at"))
+    );
+    assert_eq!(rig.state.mount_path(), Some(path_of("t1").as_str()));
+}
+
+#[test]
+fn given_unmounted_or_other_path_when_unmount_then_answered_not_mounted() {
+    let mut rig = Rig::new("t1");
+    let d = rig.ok(Command::Unmount { op: op(1), request: key("u1"), mount_path: path_of("t1") });
+    assert_eq!(
+        Rig::last_event(&d),
+        &Event::Answered { outcome: Outcome::NotMounted { path: path_of("t1") } }
+    );
+    let mut rig = Rig::mounted_s3("t1", 9);
+    let d = rig.ok(Command::Unmount { op: op(2), request: key("u2"), mount_path: path_of("x") });
+    assert_eq!(
+        Rig::last_event(&d),
+        &Event::Answered { outcome: Outcome::NotMounted { path: path_of("x") } }
+    );
+    assert_eq!(rig.state.phase, Phase::Mounted);
+}
+
+#[test]
+fn given_a_decided_request_when_it_is_redelivered_then_same_outcome_and_no_records() {
+    // Success, failure and plain answers are all replayed verbatim.
+    let mut rig = Rig::mounted_s3("t1", 9);
+    let again = rig.ok(Command::Mount { op: op(5), request: key("m1"), spec: s3("t1") });
+    assert!(again.records.is_empty());
+    assert_eq!(
+        again.effects,
+        [Effect::Reply {
+            request: key("m1"),
+            outcome: Outcome::Mounted { kind: "s3".into(), path: path_of("t1") }
+        }]
+    );
+    // Even after the target moved on, an old request is not redone.
+    rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("t1") });
+    rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
+    rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
+    let stale = rig.ok(Command::Mount { op: op(6), request: key("m1"), spec: s3("t1") });
+    assert!(stale.records.is_empty(), "a redelivered old mount must not mount again");
+    assert_eq!(rig.state.phase, Phase::Unmounted);
+
+    let mut rig = Rig::new("t2");
+    rig.ok(Command::Mount { op: op(1), request: key("f1"), spec: s3("t2") });
+    rig.ok(Command::CredsFetched { op: op(1), result: Err("404".into()) });
+    let again = rig.ok(Command::Mount { op: op(2), request: key("f1"), spec: s3("t2") });
+    assert!(again.records.is_empty());
+    assert!(
+        matches!(&again.effects[..], [Effect::Reply { outcome: Outcome::Failed { reason }, .. }] if reason == "Failed to fetch credentials: 404")
+    );
+
+    let mut rig = Rig::new("t3");
+    rig.ok(Command::Unmount { op: op(1), request: key("a1"), mount_path: path_of("t3") });
+    let again =
+        rig.ok(Command::Unmount { op: op(2), request: key("a1"), mount_path: path_of("t3") });
+    assert!(again.records.is_empty());
+}
+
+#[test]
+fn given_an_operation_in_flight_when_another_request_arrives_then_busy() {
+    let mut rig = Rig::new("t1");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: s3("t1") });
+    for cmd in [
+        Command::Mount { op: op(2), request: key("k2"), spec: s3("t1") },
+        Command::Unmount { op: op(2), request: key("k2"), mount_path: path_of("t1") },
+    ] {
+        assert!(matches!(rig.run(cmd), Err(Rejection::Busy { .. })));
+    }
+    // The running request itself, redelivered, is told apart from a competing one.
+    assert!(matches!(
+        rig.run(Command::Mount { op: op(3), request: key("k1"), spec: s3("t1") }),
+        Err(Rejection::InFlight { .. })
+    ));
+    let mut rig = Rig::mounted_s3("t1", 9);
+    rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("t1") });
+    assert!(matches!(
+        rig.run(Command::Mount { op: op(3), request: key("k3"), spec: s3("t1") }),
+        Err(Rejection::Busy { .. })
+    ));
+}
+
+#[test]
+fn given_an_outcome_for_another_operation_when_decided_then_stale_and_nothing_changes() {
+    let mut rig = Rig::new("t1");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: s3("t1") });
+    let before = rig.state.clone();
+    assert!(matches!(
+        rig.run(Command::CredsFetched { op: op(9), result: Ok(()) }),
+        Err(Rejection::StaleOutcome { .. })
+    ));
+    assert_eq!(rig.state, before);
+}
+
+#[test]
+fn given_outcomes_that_do_not_fit_the_step_when_decided_then_unexpected() {
+    let unexpected = |rig: &mut Rig, cmd: Command| {
+        let before = rig.state.clone();
+        let r = rig.run(cmd.clone());
+        assert!(matches!(r, Err(Rejection::Unexpected { .. })), "{cmd:?} gave {r:?}");
+        assert_eq!(rig.state, before);
+    };
+    // Nothing in flight: every effect outcome is unexpected.
+    let mut idle = Rig::new("t0");
+    unexpected(&mut idle, Command::CredsFetched { op: op(1), result: Ok(()) });
+    unexpected(&mut idle, Command::UnmountDone { op: op(1), result: Ok(()) });
+    unexpected(&mut idle, Command::CleanupDone { result: Ok("x".into()) });
+    // S3 at Requested: only credentials can come next.
+    let mut rig = Rig::new("t1");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: s3("t1") });
+    unexpected(&mut rig, Command::HelperSpawned { op: op(1), result: Ok(helper(1)) });
+    unexpected(&mut rig, Command::MountChecked { op: op(1), result: Ok(()) });
+    unexpected(&mut rig, Command::UnmountDone { op: op(1), result: Ok(()) });
+    unexpected(&mut rig, Command::HelperStopped { op: op(1), result: Ok(()) });
+    // NFS has no credential step.
+    let mut rig = Rig::new("n1");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: nfs("n1") });
+    unexpected(&mut rig, Command::CredsFetched { op: op(1), result: Ok(()) });
+    // S3 at CredsFetched: not verified before spawned.
+    let mut rig = Rig::new("t2");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: s3("t2") });
+    rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    unexpected(&mut rig, Command::MountChecked { op: op(1), result: Ok(()) });
+    // Unmounting after the helper stopped: it cannot stop twice.
+    let mut rig = Rig::mounted_s3("t3", 3);
+    rig.ok(Command::Unmount { op: op(2), request: key("u"), mount_path: path_of("t3") });
+    rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
+    unexpected(&mut rig, Command::HelperStopped { op: op(2), result: Ok(()) });
+    unexpected(&mut rig, Command::CredsFetched { op: op(2), result: Ok(()) });
+}
+
+#[test]
+fn given_dirty_when_mount_then_refused_with_reason_and_when_unmount_then_cleanup_chain() {
+    let mut rig = Rig::dirty_s3("t1", 5);
+    let d = rig.ok(Command::Mount { op: op(2), request: key("k2"), spec: s3("t1") });
+    assert!(
+        matches!(Rig::last_event(&d), Event::Answered { outcome: Outcome::Failed { reason } } if reason.contains("needs cleanup"))
+    );
+    assert!(matches!(rig.state.phase, Phase::Dirty(_)));
+
+    let d = rig.ok(Command::Unmount { op: op(3), request: key("u3"), mount_path: path_of("t1") });
+    assert_eq!(Rig::events(&d), ["UnmountRequested"]);
+    assert_eq!(d.effects, [Effect::StopHelper { op: op(3), helper: helper(5) }]);
+    rig.ok(Command::HelperStopped { op: op(3), result: Ok(()) });
+    rig.ok(Command::UnmountDone { op: op(3), result: Ok(()) });
+    assert_eq!(rig.state.phase, Phase::Unmounted);
+
+    // A dirty NFS target (no helper) goes straight to umount.
+    let mut rig = Rig::new("n1");
+    rig.ok(Command::Mount { op: op(1), request: key("k1"), spec: nfs("n1") });
+    rig.ok(Command::MountChecked {
+        op: op(1),
+        result: Err(MountFailure { reason: "timeout".into(), maybe_mounted: true }),
+    });
+    let d = rig.ok(Command::Unmount { op: op(2), request: key("u2"), mount_path: path_of("n1") });
+    assert_eq!(d.effects, [Effect::Unmount { op: op(2), mount_path: path_of("n1"), nfs: true }]);
+}
+
+#[test]
+fn given_a_request_without_a_key_when_mounted_then_works_and_nothing_is_remembered() {
+    let mut rig = Rig::new("t1");
+    rig.ok(Command::Mount { op: op(1), request: None, spec: nfs("t1") });
+    let d = rig.ok(Command::MountChecked { op: op(1), result: Ok(()) });
+    assert!(matches!(&d.effects[..], [Effect::Reply { request: None, .. }]));
+    assert!(rig.state.requests.is_empty());
+}
+
+/// The legality table, written out independently of `TargetState::check`: for each phase
+/// the events that may follow it. Every other (phase, event) pair must be refused.
+#[test]
+fn given_every_phase_when_any_event_is_checked_then_only_the_table_allows_it() {
+    use dms_journal::{HelperIdentity, TargetState};
+    let events = |h: HelperIdentity| {
+        vec![
+            Event::Requested { spec: s3("t") },
+            Event::CredsFetched,
+            Event::Spawned { helper: h },
+            Event::Verified,
+            Event::UnmountRequested { mount_path: path_of("t") },
+            Event::HelperStopped,
+            Event::Unmounted,
+            Event::Failed { reason: "r".into(), class: FailureClass::Final },
+            Event::Answered { outcome: Outcome::NotMounted { path: path_of("t") } },
+            Event::Adopted { spec: s3("t"), helper: Some(h), reason: "r".into() },
+            Event::Lost { reason: "r".into(), cleanup: Cleanup::default() },
+            Event::Abandoned { reason: "r".into(), cleanup: Cleanup::default() },
+            Event::Cleaned { what: "w".into() },
+        ]
+    };
+    let s3_requested = {
+        let mut r = Rig::new("t");
+        r.ok(Command::Mount { op: op(1), request: key("k"), spec: s3("t") });
+        r.state
+    };
+    let nfs_requested = {
+        let mut r = Rig::new("t");
+        r.ok(Command::Mount { op: op(1), request: key("k"), spec: nfs("t") });
+        r.state
+    };
+    let creds = {
+        let mut r = Rig { state: s3_requested.clone() };
+        r.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+        r.state
+    };
+    let spawned = {
+        let mut r = Rig { state: creds.clone() };
+        r.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(4)) });
+        r.state
+    };
+    let unmounting = |mut r: Rig| {
+        r.ok(Command::Unmount { op: op(2), request: key("u"), mount_path: path_of("t") });
+        r.state
+    };
+    let s3_unmounting = unmounting(Rig::mounted_s3("t", 4));
+    let nfs_unmounting = unmounting(Rig::mounted_nfs("t"));
+    let helper_stopped = {
+        let mut r = Rig { state: s3_unmounting.clone() };
+        r.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
+        r.state
+    };
+    let table: Vec<(&str, TargetState, &[&str])> = vec![
+        (
+            "unmounted",
+            TargetState::new(target("t")),
+            &["Requested", "Answered", "Adopted", "Cleaned"],
+        ),
+        ("s3 requested", s3_requested, &["CredsFetched", "Failed", "Adopted", "Abandoned"]),
+        ("nfs requested", nfs_requested, &["Verified", "Failed", "Adopted", "Abandoned"]),
+        ("creds fetched", creds, &["Spawned", "Failed", "Adopted", "Abandoned"]),
+        ("spawned", spawned, &["Verified", "Failed", "Adopted", "Abandoned"]),
+        (
+            "mounted",
+            Rig::mounted_s3("t", 4).state,
+            &["UnmountRequested", "Answered", "Adopted", "Lost"],
+        ),
+        ("s3 unmounting", s3_unmounting, &["HelperStopped", "Unmounted", "Failed"]),
+        ("nfs unmounting", nfs_unmounting, &["Unmounted", "Failed"]),
+        ("helper stopped", helper_stopped, &["Unmounted", "Failed"]),
+        (
+            "dirty",
+            Rig::dirty_s3("t", 4).state,
+            &["UnmountRequested", "Answered", "Adopted", "Cleaned"],
+        ),
+    ];
+    for (name, state, legal) in table {
+        for event in events(helper(4)) {
+            let expected = legal.contains(&event.name());
+            assert_eq!(
+                state.check(&event).is_ok(),
+                expected,
+                "phase {name}: {} should be {}",
+                event.name(),
+                if expected { "legal" } else { "illegal" }
+            );
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! `dms`: the Dynamic Mount Service daemon.
+//!
+//! The daemon (`dms-server`: configuration, RabbitMQ transport, executors, engine,
+//! reconciler) is built on the journal crate re-exported here. Until it lands, this crate
+//! only pins the workspace shape of DESIGN §6; everything that exists today lives in
+//! [`journal`].
+
+pub use dms_journal as journal;
