@@ -55,6 +55,8 @@ pub enum CodecError {
     UnsupportedVersion { found: u16 },
     #[error("envelope kind {found} where {expected:?} was expected")]
     WrongKind { found: u8, expected: Kind },
+    #[error("reserved header byte is {found:#04x}, not 0")]
+    Reserved { found: u8 },
     #[error("payload length {declared} exceeds the limit of {limit} bytes")]
     TooLarge { declared: usize, limit: usize },
     #[error("payload is {actual} bytes but the header declares {declared} (torn write?)")]
@@ -122,6 +124,9 @@ fn decode<T: serde::de::DeserializeOwned>(kind: Kind, bytes: &[u8]) -> Result<T,
     }
     if header[6] != kind as u8 {
         return Err(CodecError::WrongKind { found: header[6], expected: kind });
+    }
+    if header[7] != 0 {
+        return Err(CodecError::Reserved { found: header[7] });
     }
     let declared = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
     if declared > kind.limit() {

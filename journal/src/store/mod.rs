@@ -6,13 +6,15 @@
 //!
 //! - [`Journal::append`] is atomic (one sled batch) and durable (flushed) before it returns,
 //!   which is what lets the engine perform the effects the records license (DESIGN §3.1).
-//!   Concurrent appenders share flushes ([`commit`]).
+//!   Concurrent appends are combined into one batch and one flush ([`combine`]); flushes
+//!   are shared with compaction ([`commit`]).
 //! - [`Journal::open`] replays everything into a [`JournalState`] and never panics on what
 //!   it finds: a record that does not decode ends that target's replay there and is
 //!   reported as a [`Problem`]; other targets are unaffected ([`read`]).
 //! - [`Journal::compact`] bounds growth without losing any current state or unfinished
 //!   operation ([`compact`]).
 
+mod combine;
 mod commit;
 mod compact;
 mod damage;
@@ -23,6 +25,7 @@ use crate::codec::{self, CodecError};
 use crate::event::Record;
 use crate::ids::{RequestKey, TargetId, Timestamp};
 use crate::state::{JournalState, TargetState};
+use combine::Combiner;
 use commit::{lock, GroupCommit};
 use damage::Damage;
 use serde::Serialize;
@@ -108,7 +111,7 @@ pub struct CompactionReport {
     pub requests_forgotten: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("journal {} is locked by another process (is the daemon running?)", path.display())]
     Locked { path: PathBuf },
@@ -157,8 +160,18 @@ pub struct Journal {
     /// update the request index without racing an append.
     writer: Mutex<Writer>,
     commit: GroupCommit,
+    /// Concurrent appends are applied and flushed together by one of their writers.
+    combiner: Combiner<Vec<Encoded>, StoreError>,
     /// Compactions are rare and must not interleave with each other.
     compacting: Mutex<()>,
+}
+
+/// A record encoded outside any lock, waiting for its seq.
+#[derive(Debug)]
+struct Encoded {
+    target: TargetId,
+    request: Option<RequestKey>,
+    bytes: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -192,6 +205,7 @@ impl Journal {
             path: path.to_path_buf(),
             writer: Mutex::new(Writer { next: replayed.last_seq + 1, damaged: replayed.damaged }),
             commit: GroupCommit::default(),
+            combiner: Combiner::default(),
             compacting: Mutex::new(()),
         };
         Ok((journal, replayed.replay))
@@ -207,43 +221,53 @@ impl Journal {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let encoded = records
+        let job = records
             .iter()
             .map(|r| {
-                codec::encode_record(r).map_err(|source| StoreError::Encode {
+                let bytes = codec::encode_record(r).map_err(|source| StoreError::Encode {
                     path: self.path.clone(),
                     what: format!("{} record of target {}", r.event.name(), r.target),
                     source,
-                })
+                })?;
+                Ok(Encoded { target: r.target.clone(), request: r.request.clone(), bytes })
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let (seqs, ticket) = {
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let count = job.len() as u64;
+        let first = self.combiner.submit(job, count, |jobs| self.apply_durably(jobs))?;
+        Ok((first..first + count).collect())
+    }
+
+    /// The leader's part of [`Self::append`]: every queued job in one batch, one flush.
+    fn apply_durably(&self, jobs: Vec<Vec<Encoded>>) -> Result<Seq, StoreError> {
+        let (first, ticket) = {
             let mut writer = lock(&self.writer);
-            let seqs: Vec<Seq> = (writer.next..).take(records.len()).collect();
+            let first = writer.next;
             let mut batch = sled::Batch::default();
-            let targets: BTreeSet<&TargetId> = records.iter().map(|r| &r.target).collect();
-            let damaged: Vec<&TargetId> =
-                targets.into_iter().filter(|t| writer.damaged.contains_key(*t)).collect();
+            let targets: BTreeSet<&TargetId> = jobs.iter().flatten().map(|e| &e.target).collect();
+            let damaged: Vec<TargetId> =
+                targets.into_iter().filter(|t| writer.damaged.contains_key(*t)).cloned().collect();
             for target in &damaged {
-                if let Some(damage) = writer.damaged.get(*target) {
+                if let Some(damage) = writer.damaged.get(target) {
                     damage::set_aside(&self.db, &self.path, target, *damage, &mut batch)?;
                 }
             }
-            for ((record, bytes), seq) in records.iter().zip(encoded).zip(&seqs) {
-                batch.insert(keys::record(&record.target, *seq), bytes);
-                if let Some(key) = &record.request {
-                    batch.insert(keys::request(key), record.target.as_str().as_bytes());
+            let mut seq = first;
+            for encoded in jobs.into_iter().flatten() {
+                batch.insert(keys::record(&encoded.target, seq), encoded.bytes);
+                if let Some(key) = &encoded.request {
+                    batch.insert(keys::request(key), encoded.target.as_str().as_bytes());
                 }
+                seq += 1;
             }
             self.db.apply_batch(batch).map_err(|source| self.write_error("records", source))?;
-            writer.next += records.len() as u64;
-            for target in damaged {
+            writer.next = seq;
+            for target in &damaged {
                 writer.damaged.remove(target);
             }
-            (seqs, self.commit.applied())
+            (first, self.commit.applied())
         };
         self.wait_durable(ticket)?;
-        Ok(seqs)
+        Ok(first)
     }
 
     /// The target's snapshot and the records after it, damaged ones included as problems.
