@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 ensure_build_deps
 
 step() { printf '\n== %s\n' "$*"; }
+log="$(mktemp /tmp/dms-test.XXXXXX)"
+trap 'rm -f "$log"' EXIT
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -20,11 +22,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo clippy (fuzz package)"
 (cd fuzz && cargo clippy --all-targets --locked -- -D warnings)
 
-step "tests: workspace"
-cargo test --workspace --locked
-
-step "tests: fuzz corpus replay (stable; see fuzz/README.md for real fuzzing)"
-(cd fuzz && cargo test --locked)
-
 step "benchmark smoke run (small scale; figures are not compared here)"
 DMS_BENCH_EVENTS=20000 cargo bench -p dms-journal --bench journal_bench --locked
+
+step "tests: workspace"
+cargo test --workspace --locked 2>&1 | tee -a "$log"
+
+step "tests: fuzz corpus replay (stable; see fuzz/README.md for real fuzzing)"
+(cd fuzz && cargo test --locked) 2>&1 | tee -a "$log"
+
+# One closing line for the whole suite (set -o pipefail already failed the script on any
+# failing cargo test above).
+passed=$(grep '^test result:' "$log" | grep -o '[0-9]\+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep '^test result:' "$log" | grep -o '[0-9]\+ failed' | awk '{s+=$1} END {print s+0}')
+printf '\n%s passed, %s failed\n' "$passed" "$failed"
+[ "$passed" -gt 0 ] && [ "$failed" -eq 0 ]
