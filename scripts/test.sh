@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 . scripts/lib/deps.sh
 ensure_build_deps
+ensure_test_infra
 
 step() { printf '\n== %s\n' "$*"; }
 log="$(mktemp /tmp/dms-test.XXXXXX)"

@@ -6,3 +6,12 @@
 //! [`journal`].
 
 pub use dms_journal as journal;
+
+pub mod config;
+pub mod engine;
+pub mod exec;
+pub mod observe;
+pub mod server;
+pub mod telemetry;
+pub mod transport;
+pub mod wire;

@@ -1,7 +1,7 @@
-//! Fuzz targets for `dms-journal`, as plain functions.
+//! Fuzz targets for `dms-journal` and the `dms` wire codec, as plain functions.
 //!
-//! The libFuzzer binaries in `fuzz_targets/` are one-line wrappers around [`decode_record`]
-//! and [`state_machine`], so that `tests/replay_corpus.rs` can replay the committed corpus
+//! The libFuzzer binaries in `fuzz_targets/` are one-line wrappers around [`decode_record`],
+//! [`state_machine`] and [`wire`], so that `tests/replay_corpus.rs` can replay the committed corpus
 //! (`corpus/<target>/*`) through exactly the same code with `cargo test` on stable Rust.
 //! Each function panics when an invariant does not hold; see the modules for what they check.
 
@@ -9,6 +9,7 @@ pub mod codec_target;
 pub mod model;
 pub mod script;
 pub mod seeds;
+pub mod wire_target;
 
 /// Arbitrary bytes through `decode_record` and `decode_snapshot` ([`codec_target`]).
 pub fn decode_record(data: &[u8]) {
@@ -21,9 +22,15 @@ pub fn state_machine(data: &[u8]) {
     model::run(data);
 }
 
+/// Bytes as an AMQP delivery (properties + body) through `dms::wire::parse`
+/// ([`wire_target`]).
+pub fn wire(data: &[u8]) {
+    wire_target::run(data);
+}
+
 /// A fuzz target's body: panics when an invariant does not hold.
 pub type Target = fn(&[u8]);
 
 /// Every target, by the name of its binary and corpus directory.
-pub const TARGETS: [(&str, Target); 2] =
-    [("decode_record", decode_record), ("state_machine", state_machine)];
+pub const TARGETS: [(&str, Target); 3] =
+    [("decode_record", decode_record), ("state_machine", state_machine), ("wire", wire)];

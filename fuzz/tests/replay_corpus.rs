@@ -67,9 +67,14 @@ fn replay_state_machine_corpus() {
 }
 
 #[test]
+fn replay_wire_corpus() {
+    replay("wire", dms_fuzz::wire);
+}
+
+#[test]
 fn every_target_has_a_replay_test() {
     let names: BTreeSet<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, BTreeSet::from(["decode_record", "state_machine"]));
+    assert_eq!(names, BTreeSet::from(["decode_record", "state_machine", "wire"]));
     for (name, _) in TARGETS {
         let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("fuzz_targets")
@@ -192,4 +197,46 @@ fn decode_record_seeds_cover_every_event() {
         assert!(names.contains(&format!("seed-record-{event}-0")), "no seed for {event}");
     }
     assert!(names.iter().filter(|n| n.starts_with("seed-snapshot-")).count() >= 8);
+}
+
+/// The wire seeds are only worth replaying if they are accepted as well as refused in every
+/// way the codec knows.
+#[test]
+fn wire_seeds_reach_every_refusal() {
+    let mut accepted = 0;
+    let mut refusals = BTreeSet::new();
+    for seed in seeds::all().iter().filter(|s| s.target == "wire") {
+        let (props, with_prefix, body) = dms_fuzz::wire_target::decode(&seed.bytes);
+        let mut policy = dms::wire::Policy::default();
+        if with_prefix {
+            policy.secret_ref_prefixes = vec![dms_fuzz::wire_target::PREFIX.to_owned()];
+        }
+        match dms::wire::parse(body, &props, &policy) {
+            Ok(_) => accepted += 1,
+            Err(rejected) => {
+                let debug = format!("{:?}", rejected.error);
+                let variant = debug.split([' ', '(', '{']).next().unwrap().to_owned();
+                refusals.insert(variant);
+            }
+        }
+    }
+    assert!(accepted >= 6, "{accepted} seeds accepted");
+    let expected = [
+        "BadExport",
+        "BadMountPath",
+        "BadNfsOptions",
+        "BadRequestKey",
+        "BadSecretRef",
+        "BadTargetId",
+        "BadToken",
+        "InvalidJson",
+        "MissingExport",
+        "MissingField",
+        "MissingMountPath",
+        "TooLarge",
+        "UnknownAction",
+        "UnsupportedType",
+        "WrongType",
+    ];
+    assert_eq!(refusals, expected.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>());
 }

@@ -186,7 +186,7 @@ fn concurrent(path: &Path, baseline: f64) -> Res<()> {
 fn replay(path: &Path, events: u64) -> Res<()> {
     let targets_n = (events / 100).clamp(1, MAX_TARGETS);
     let targets = (0..targets_n).map(|n| target("t", n)).collect::<Res<Vec<_>>>()?;
-    let per_target = |n: u64| if n % 2 == 0 { 98 } else { 102 };
+    let per_target = |n: u64| if n.is_multiple_of(2) { 98 } else { 102 };
     let (journal, _) = Journal::open(path)?;
     let start = Instant::now();
     let mut batch = Vec::with_capacity(BATCH);

@@ -17,3 +17,49 @@ ensure_build_deps() {
     fi
     rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
 }
+
+# Installs what the integration tests start by themselves (tests/support): RabbitMQ, s3fs
+# + FUSE, unshare, curl, and a Python venv with moto[server] (S3) and barbican (pinned by
+# scripts/infra/test-constraints.txt). Idempotent; takes well under a second when
+# everything is already there. The venv lives in $DMS_TEST_VENV (default
+# /var/lib/dms-test/venv), which the tests read too. Debian's rabbitmq-server is never
+# left running: service starts are blocked during the install, and the tests run private
+# nodes on their own ports, node names and epmd ports anyway.
+ensure_test_infra() {
+    local venv="${DMS_TEST_VENV:-/var/lib/dms-test/venv}"
+    local here
+    here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    local constraints="$here/infra/test-constraints.txt"
+    local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps)
+    local missing=() p
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "ensure_test_infra: installing ${missing[*]}"
+        local policy=/usr/sbin/policy-rc.d own_policy=0
+        if [ ! -e "$policy" ]; then
+            printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && own_policy=1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        [ "$own_policy" = 1 ] && rm -f "$policy"
+        # Where an init system did start the packaged broker anyway, stop it.
+        if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+            systemctl stop rabbitmq-server || true
+            systemctl disable rabbitmq-server >/dev/null 2>&1 || true
+        fi
+    fi
+
+    local want
+    want="$(sha256sum "$constraints" | cut -d' ' -f1) moto[server]==5.2.5 barbican==23.0.0"
+    if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.dms-test-infra" 2>/dev/null)" != "$want" ]; then
+        echo "ensure_test_infra: creating the test venv $venv (moto, barbican)"
+        mkdir -p "$(dirname "$venv")"
+        /usr/bin/python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check -c "$constraints" \
+            'moto[server]==5.2.5' 'barbican==23.0.0'
+        echo "$want" > "$venv/.dms-test-infra"
+    fi
+    [ -c /dev/fuse ] || echo "ensure_test_infra: warning: /dev/fuse is missing; the s3fs tests will fail" >&2
+}

@@ -1,4 +1,4 @@
-//! The seed corpus: named inputs for both targets, generated here so they stay meaningful
+//! The seed corpus: named inputs for every target, generated here so they stay meaningful
 //! when the formats change. `tests/replay_corpus.rs` checks that the committed
 //! `corpus/<target>/seed-*` files are exactly these, and rewrites them with `DMS_BLESS=1`.
 //!
@@ -7,8 +7,10 @@
 //!   requests, checkpoints and reboots mid-operation), plus a few raw byte strings.
 //! * `decode_record`: valid encodings of records and snapshots those scripts produce, the
 //!   reconciler's events (which `decide` never returns), and damaged envelopes.
+//! * `wire`: the seed guide's requests and one input per refusal of the codec.
 
 mod scripts;
+mod wire;
 
 use crate::model::{self, spec_kind, BOOT, START};
 use dms_journal::codec::{encode_record, encode_snapshot, HEADER_LEN};
@@ -26,7 +28,7 @@ pub struct Seed {
     pub bytes: Vec<u8>,
 }
 
-/// Every seed, for both targets.
+/// Every seed, for every target.
 pub fn all() -> Vec<Seed> {
     let mut seeds = Vec::new();
     for (name, script) in scripts() {
@@ -41,6 +43,9 @@ pub fn all() -> Vec<Seed> {
     }
     for (name, bytes) in encodings() {
         seeds.push(Seed { target: "decode_record", name: format!("seed-{name}"), bytes });
+    }
+    for (name, bytes) in wire::inputs() {
+        seeds.push(Seed { target: "wire", name: format!("seed-{name}"), bytes });
     }
     seeds
 }

@@ -76,7 +76,7 @@ fn from_hex_file(text: &str) -> Result<Vec<u8>, String> {
         .filter(|l| !l.trim_start().starts_with('#'))
         .flat_map(|l| l.bytes().filter(|b| !b.is_ascii_whitespace()))
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err("odd number of hex digits".to_owned());
     }
     digits

@@ -153,7 +153,7 @@ fn given_a_mixed_workload_when_replayed_then_the_state_equals_the_in_memory_fold
                 let op = (round * 3 + i as u64) as u8;
                 let key = format!("{name}-{round}");
                 let mut batch = mounted(name, at, Some(&key), op);
-                if (round + i as u64) % 2 == 0 {
+                if (round + i as u64).is_multiple_of(2) {
                     batch.extend(unmounted(name, at + 5, Some(&format!("{key}-u")), op + 100));
                 } else {
                     batch.push(answered(name, at + 5, &format!("{key}-again"), op));

@@ -1,0 +1,45 @@
+//! dms-server: the Dynamic Mount Service daemon. Configuration comes from the `[server]`
+//! section of the config file and `DMS_*` environment variables (see docs/configuration.md).
+
+use anyhow::Context;
+use clap::Parser;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dms-server",
+    version,
+    about = "Dynamic Mount Service: mounts backup targets on request from RabbitMQ"
+)]
+struct Args {
+    /// Config file (default: $DMS_CONFIG, else /etc/trilio-dms/server.conf)
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = match dms::config::Config::from_process_env(args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("dms-server: invalid configuration:\n{e}");
+            std::process::exit(78); // EX_CONFIG
+        }
+    };
+    dms::telemetry::init(config.log_level.as_str());
+    tracing::info!(node = %config.node_id.as_str(), queue = %config.queue_name(), broker = %config.rabbitmq_url, "starting");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    runtime.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            dms::telemetry::stop_signal().await;
+            tracing::info!("stop requested: finishing in-flight requests, leaving mounts running");
+            let _ = tx.send(true);
+        });
+        dms::server::run(config, rx).await
+    })?;
+    Ok(())
+}

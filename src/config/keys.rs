@@ -1,0 +1,82 @@
+//! Every configuration key, its environment variable, default and meaning: one table, so
+//! the loader, the unknown-key check and `docs/configuration.md` cannot drift apart (a test
+//! compares the document with [`markdown_table`]).
+
+use crate::wire::DEFAULT_MOUNT_BASE;
+
+/// What happens when a key is set nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    Required,
+    /// Unset means "off" / "none".
+    Optional,
+    Default(&'static str),
+    /// A default too long for the table; the text says where it is documented.
+    Builtin(&'static str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    pub name: &'static str,
+    pub env: &'static str,
+    pub fallback: Fallback,
+    pub doc: &'static str,
+}
+
+const fn key(name: &'static str, env: &'static str, fallback: Fallback, doc: &'static str) -> Key {
+    Key { name, env, fallback, doc }
+}
+
+use Fallback::{Default as D, Optional as O, Required as R};
+
+pub const KEYS: &[Key] = &[
+    key("rabbitmq_url", "DMS_RABBITMQ_URL", R, "Broker URL, `amqp://` or `amqps://`. Its password is never logged."),
+    key("node_id", "DMS_NODE_ID", R, "This node's name (`A-Z a-z 0-9 . _ -`, no leading dot, at most 128 bytes); the daemon consumes queue `dms.<node_id>`."),
+    key("auth_url", "DMS_AUTH_URL", O, "Keystone URL (`http(s)://`); informational, requests bring their own token."),
+    key("mount_base_path", "DMS_MOUNT_BASE", D(DEFAULT_MOUNT_BASE), "Absolute directory every requested mount path must lie strictly inside."),
+    key("log_level", "DMS_LOG_LEVEL", D("info"), "`error`, `warn`, `info`, `debug` or `trace` (any case; `warning` and `critical` are accepted)."),
+    key("s3vaultfuse_bin", "DMS_S3VAULTFUSE_BIN", D("/usr/bin/s3vaultfuse.py"), "Absolute path of the S3 FUSE helper, started with no arguments."),
+    key("pid_dir", "DMS_PID_DIR", D("/run/dms/s3"), "Directory of the helpers' PID files (`<target id>.pid`)."),
+    key("journal_path", "DMS_JOURNAL_PATH", D("/var/lib/dms/journal"), "Directory of the sled journal."),
+    key("mount_program", "DMS_MOUNT_PROGRAM", D("mount"), "mount(8): a program name looked up in `PATH`, or an absolute path."),
+    key("umount_program", "DMS_UMOUNT_PROGRAM", D("umount"), "umount(8): a program name looked up in `PATH`, or an absolute path."),
+    key("rootwrap_bin", "DMS_ROOTWRAP_BIN", O, "Absolute path of a rootwrap program to prefix mount/umount with; set together with `rootwrap_conf`."),
+    key("rootwrap_conf", "DMS_ROOTWRAP_CONF", O, "Absolute path of the rootwrap configuration; set together with `rootwrap_bin`."),
+    key("helper_log_dir", "DMS_HELPER_LOG_DIR", D("/var/log/dms/helpers"), "Directory of the helpers' stdout/stderr log files."),
+    key("credentials_timeout", "DMS_CREDENTIALS_TIMEOUT", D("10"), "Seconds allowed for fetching credentials from Barbican."),
+    key("helper_mount_timeout", "DMS_HELPER_MOUNT_TIMEOUT", D("30"), "Seconds a started helper has to make its mount appear."),
+    key("helper_stop_grace", "DMS_HELPER_STOP_GRACE", D("10"), "Seconds between SIGTERM and SIGKILL when stopping a helper."),
+    key("nfs_mount_timeout", "DMS_NFS_MOUNT_TIMEOUT", D("60"), "Seconds allowed for mount(8) of an NFS target."),
+    key("umount_timeout", "DMS_UMOUNT_TIMEOUT", D("30"), "Seconds allowed for each umount(8) attempt."),
+    key("max_concurrent_targets", "DMS_MAX_CONCURRENT_TARGETS", D("16"), "Targets worked on at once (1–1024); requests for one target are always serialized."),
+    key("prefetch", "DMS_PREFETCH", D("32"), "AMQP prefetch count: unacked deliveries in flight (1–65535)."),
+    key("barbican_ca_file", "DMS_BARBICAN_CA_FILE", O, "Absolute path of a PEM CA bundle to verify Barbican's TLS certificate with."),
+    key("barbican_insecure", "DMS_BARBICAN_INSECURE", D("false"), "`true` turns off TLS verification towards Barbican. An explicit opt-out; logged at start-up."),
+    key("secret_ref_prefixes", "DMS_SECRET_REF_PREFIXES", O, "Comma-separated `http(s)://` URL prefixes every `secret_ref` must start with (at a `/` boundary). Unset: any plain http(s) URL."),
+    key("nfs_allowed_options", "DMS_NFS_ALLOWED_OPTIONS", Fallback::Builtin("see below"), "Comma-separated NFS mount option names a request may use. `suid`, `dev`, `exec` are never allowed; `nosuid,nodev` are always added."),
+];
+
+/// The variable that names the configuration file (`--config PATH` wins over it).
+pub const CONFIG_ENV: &str = "DMS_CONFIG";
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/trilio-dms/server.conf";
+
+pub fn find(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// The reference table of `docs/configuration.md`.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| key | environment variable | default | meaning |\n| --- | --- | --- | --- |\n",
+    );
+    for k in KEYS {
+        let default = match k.fallback {
+            Fallback::Required => "**required**".to_owned(),
+            Fallback::Optional => "unset".to_owned(),
+            Fallback::Builtin(text) => text.to_owned(),
+            Fallback::Default(d) => format!("`{d}`"),
+        };
+        out.push_str(&format!("| `{}` | `{}` | {default} | {} |\n", k.name, k.env, k.doc));
+    }
+    out
+}

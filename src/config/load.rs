@@ -1,0 +1,240 @@
+//! Sources → [`Config`]: file first, environment over it, then every key parsed, with each
+//! failure collected rather than returned, so one run reports all of them.
+
+use super::keys::{self, Fallback, Key, CONFIG_ENV};
+use super::values::{self, AmqpUrl, LogLevel, NodeId};
+use super::{ini, Config, ConfigError, Origin, Problem, Rootwrap, Sources, Timeouts};
+use crate::wire::nfs::DEFAULT_ALLOWED_OPTIONS;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+struct Loader {
+    values: BTreeMap<&'static str, (String, Origin)>,
+    problems: Vec<Problem>,
+}
+
+pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
+    let mut loader = Loader { values: BTreeMap::new(), problems: Vec::new() };
+    let config_file = loader.read_file(&sources);
+    for key in keys::KEYS {
+        if let Some(value) = sources.env.get(key.env) {
+            loader.values.insert(key.name, (value.clone(), Origin::Env(key.env.to_owned())));
+        }
+    }
+    let config = loader.build(config_file);
+    match config {
+        Some(config) if loader.problems.is_empty() => Ok(config),
+        _ => {
+            if loader.problems.is_empty() {
+                // Unreachable by construction: every `None` above recorded a problem.
+                loader.problems.push(Problem {
+                    key: None,
+                    origin: Origin::Unset,
+                    message: "configuration incomplete".into(),
+                });
+            }
+            Err(ConfigError { problems: loader.problems })
+        }
+    }
+}
+
+impl Loader {
+    /// Reads the selected file into `values`; returns its path if it was read.
+    fn read_file(&mut self, sources: &Sources<'_>) -> Option<PathBuf> {
+        let from_env = sources.env.get(CONFIG_ENV).filter(|p| !p.is_empty()).map(PathBuf::from);
+        let (path, must_exist) = match (&sources.config_path, from_env) {
+            (Some(path), _) => (path.clone(), true),
+            (None, Some(path)) => (path, true),
+            (None, None) => (sources.default_config_path.clone(), false),
+        };
+        let file_problem = |message: String| Problem {
+            key: None,
+            origin: Origin::File { path: path.clone(), line: None },
+            message,
+        };
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(_) => {
+                    self.problems.push(file_problem("is not valid UTF-8".into()));
+                    return None;
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return None,
+            Err(e) => {
+                self.problems.push(file_problem(format!("cannot be read: {e}")));
+                return None;
+            }
+        };
+        let parsed = ini::parse(&text);
+        let at = |line| Origin::File { path: path.clone(), line: Some(line) };
+        for (line, message) in parsed.errors {
+            self.problems.push(Problem { key: None, origin: at(line), message });
+        }
+        for (name, entry) in parsed.entries {
+            match keys::find(&name) {
+                Some(key) => {
+                    self.values.insert(key.name, (entry.value, at(entry.line)));
+                }
+                None => self.problems.push(Problem {
+                    key: Some(name.clone()),
+                    origin: at(entry.line),
+                    message: unknown_key_message(&name),
+                }),
+            }
+        }
+        Some(path)
+    }
+
+    fn problem(&mut self, key: &Key, origin: Origin, message: String) {
+        self.problems.push(Problem { key: Some(key.name.to_owned()), origin, message });
+    }
+
+    /// `Some(Some(v))`: set and valid, or defaulted; `Some(None)`: optional and unset (or
+    /// set empty, which switches it off); `None`: a problem was recorded.
+    fn get<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<Option<T>> {
+        let key = keys::find(name)?;
+        let (raw, origin) = match self.values.get(key.name) {
+            Some((raw, origin)) => (raw.clone(), origin.clone()),
+            None => match key.fallback {
+                Fallback::Default(default) => (default.to_owned(), Origin::Default),
+                Fallback::Required => {
+                    let msg = format!("is required: set {} or `{}` in [server]", key.env, key.name);
+                    self.problem(key, Origin::Unset, msg);
+                    return None;
+                }
+                Fallback::Optional | Fallback::Builtin(_) => return Some(None),
+            },
+        };
+        if raw.is_empty() {
+            return match key.fallback {
+                Fallback::Optional => Some(None),
+                Fallback::Required => {
+                    self.problem(key, origin, "is required but empty".into());
+                    None
+                }
+                Fallback::Default(_) | Fallback::Builtin(_) => {
+                    self.problem(key, origin, "is empty; unset it to get the default".into());
+                    None
+                }
+            };
+        }
+        match parse(&raw) {
+            Ok(value) => Some(Some(value)),
+            Err(message) => {
+                self.problem(key, origin, message);
+                None
+            }
+        }
+    }
+
+    /// A key with a default or required: always a value when no problem was recorded.
+    fn value<T>(&mut self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        self.get(name, parse).flatten()
+    }
+
+    fn origin(&self, name: &str) -> Origin {
+        self.values.get(name).map_or(Origin::Unset, |(_, origin)| origin.clone())
+    }
+
+    fn build(&mut self, config_file: Option<PathBuf>) -> Option<Config> {
+        // Every key is parsed before any `?`, so all problems are collected.
+        let rabbitmq_url = self.value("rabbitmq_url", AmqpUrl::parse);
+        let node_id = self.value("node_id", NodeId::parse);
+        let auth_url = self.get("auth_url", values::http_url);
+        let mount_base_path = self.value("mount_base_path", values::mount_base);
+        let log_level = self.value("log_level", LogLevel::parse);
+        let s3vaultfuse_bin = self.value("s3vaultfuse_bin", values::abs_path);
+        let pid_dir = self.value("pid_dir", values::abs_path);
+        let journal_path = self.value("journal_path", values::abs_path);
+        let mount_program = self.value("mount_program", values::program);
+        let umount_program = self.value("umount_program", values::program);
+        let rootwrap_bin = self.get("rootwrap_bin", values::abs_path);
+        let rootwrap_conf = self.get("rootwrap_conf", values::abs_path);
+        let helper_log_dir = self.value("helper_log_dir", values::abs_path);
+        let credentials = self.value("credentials_timeout", values::seconds);
+        let helper_mount = self.value("helper_mount_timeout", values::seconds);
+        let helper_stop_grace = self.value("helper_stop_grace", values::seconds);
+        let nfs_mount = self.value("nfs_mount_timeout", values::seconds);
+        let umount = self.value("umount_timeout", values::seconds);
+        let max_concurrent_targets =
+            self.value("max_concurrent_targets", |s| values::integer::<usize>(s, 1, 1024));
+        let prefetch = self.value("prefetch", |s| values::integer::<u16>(s, 1, 65535));
+        let barbican_ca_file = self.get("barbican_ca_file", values::abs_path);
+        let barbican_insecure = self.value("barbican_insecure", values::boolean);
+        let secret_ref_prefixes = self.get("secret_ref_prefixes", values::url_prefixes);
+        let nfs_allowed_options = self.get("nfs_allowed_options", values::nfs_option_names);
+
+        let rootwrap = match (rootwrap_bin.clone()?, rootwrap_conf.clone()?) {
+            (Some(bin), Some(conf)) => Some(Rootwrap { bin, conf }),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                let (set, unset) = if rootwrap_bin.flatten().is_some() {
+                    ("rootwrap_bin", "rootwrap_conf")
+                } else {
+                    ("rootwrap_conf", "rootwrap_bin")
+                };
+                let origin = self.origin(set);
+                let key = keys::find(set)?;
+                self.problem(
+                    key,
+                    origin,
+                    format!("is set but {unset} is not; set both or neither"),
+                );
+                return None;
+            }
+        };
+        let barbican_ca_file = barbican_ca_file?;
+        if barbican_insecure? && barbican_ca_file.is_some() {
+            let origin = self.origin("barbican_ca_file");
+            let key = keys::find("barbican_ca_file")?;
+            self.problem(key, origin, "has no effect with barbican_insecure = true".into());
+            return None;
+        }
+        Some(Config {
+            config_file,
+            rabbitmq_url: rabbitmq_url?,
+            node_id: node_id?,
+            auth_url: auth_url?,
+            mount_base_path: mount_base_path?,
+            log_level: log_level?,
+            s3vaultfuse_bin: s3vaultfuse_bin?,
+            pid_dir: pid_dir?,
+            journal_path: journal_path?,
+            mount_program: mount_program?,
+            umount_program: umount_program?,
+            rootwrap,
+            helper_log_dir: helper_log_dir?,
+            timeouts: Timeouts {
+                credentials: credentials?,
+                helper_mount: helper_mount?,
+                helper_stop_grace: helper_stop_grace?,
+                nfs_mount: nfs_mount?,
+                umount: umount?,
+            },
+            max_concurrent_targets: max_concurrent_targets?,
+            prefetch: prefetch?,
+            barbican_ca_file,
+            barbican_insecure: barbican_insecure?,
+            secret_ref_prefixes: secret_ref_prefixes?.unwrap_or_default(),
+            nfs_allowed_options: nfs_allowed_options?.unwrap_or_else(|| {
+                DEFAULT_ALLOWED_OPTIONS.iter().map(|s| (*s).to_owned()).collect()
+            }),
+        })
+    }
+}
+
+/// A typo such as `mount_base` should point at `mount_base_path`.
+fn unknown_key_message(name: &str) -> String {
+    let similar = keys::KEYS.iter().find(|k| {
+        k.name.starts_with(name) || name.starts_with(k.name) || k.env.eq_ignore_ascii_case(name)
+    });
+    match similar {
+        Some(k) => format!("unknown key (did you mean `{}`?)", k.name),
+        None => "unknown key".into(),
+    }
+}

@@ -1,0 +1,277 @@
+//! Value types and parsers for configuration keys. Each parser returns the message of one
+//! problem (the caller adds the key and where the value came from).
+
+use dms_journal::TargetId;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The broker URL. Its password must never reach a log line, so `Display` and `Debug` show
+/// it as `***`; [`AmqpUrl::expose`] is for the one place that connects.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AmqpUrl {
+    raw: String,
+    /// Byte range of the password inside `raw`.
+    password: Option<(usize, usize)>,
+}
+
+impl AmqpUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err("must not contain whitespace or control characters".into());
+        }
+        let Some((scheme, rest)) = raw.split_once("://") else {
+            return Err("must be an amqp:// or amqps:// URL".into());
+        };
+        match scheme {
+            "amqp" | "amqps" => {}
+            "rabbit" | "rabbitmq" => {
+                return Err(format!(
+                    "scheme '{scheme}://' is oslo.messaging's spelling; use amqp://"
+                ))
+            }
+            _ => return Err("must be an amqp:// or amqps:// URL".into()),
+        }
+        let offset = scheme.len() + 3;
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let (password, host_port) = match authority.rsplit_once('@') {
+            Some((userinfo, host_port)) => {
+                let password = userinfo.split_once(':').map(|(user, pass)| {
+                    let start = offset + user.len() + 1;
+                    (start, start + pass.len())
+                });
+                (password, host_port)
+            }
+            None => (None, authority),
+        };
+        let (host, port) = match host_port.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((host, port)) => (host, port.strip_prefix(':')),
+                None => return Err("has an unterminated IPv6 address".into()),
+            },
+            None => match host_port.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (host_port, None),
+            },
+        };
+        if host.is_empty() {
+            return Err("has no host".into());
+        }
+        if let Some(port) = port {
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err("has an invalid port".into());
+            }
+        }
+        Ok(Self { raw: raw.to_owned(), password })
+    }
+
+    /// The URL with its password, for the broker connection only.
+    pub fn expose(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.raw.starts_with("amqps://")
+    }
+}
+
+impl fmt::Display for AmqpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.password {
+            Some((start, end)) => write!(f, "{}***{}", &self.raw[..start], &self.raw[end..]),
+            None => f.write_str(&self.raw),
+        }
+    }
+}
+
+impl fmt::Debug for AmqpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AmqpUrl({self})")
+    }
+}
+
+/// This node's name. It becomes the queue name `dms.<node_id>` shared with clients, so it
+/// follows the target-id rules: no surprises in `rabbitmqctl` output or in file names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeId(String);
+
+impl NodeId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        TargetId::new(raw).map(|id| Self(id.as_str().to_owned())).map_err(|e| {
+            // IdError speaks of "target id"; here it is the node's.
+            e.to_string().replace("target id", "node id")
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn queue_name(&self) -> String {
+        format!("dms.{}", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// Python's level names are accepted too, since seed configs say `INFO`/`WARNING`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "error" | "critical" => Ok(Self::Error),
+            "warn" | "warning" => Ok(Self::Warn),
+            "info" => Ok(Self::Info),
+            "debug" => Ok(Self::Debug),
+            "trace" => Ok(Self::Trace),
+            _ => Err("must be one of error, warn, info, debug, trace".into()),
+        }
+    }
+
+    /// The name `tracing`'s filters understand.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+/// An absolute path in canonical form: `//` and `.` are folded (operators write them
+/// harmlessly), `..` is refused (it would make "inside the base" depend on symlinks).
+pub(super) fn abs_path(raw: &str) -> Result<PathBuf, String> {
+    if raw.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    if !raw.starts_with('/') {
+        return Err("must be an absolute path".into());
+    }
+    let mut out = String::new();
+    for component in raw.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if component == ".." {
+            return Err("must not contain '..'".into());
+        }
+        out.push('/');
+        out.push_str(component);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(PathBuf::from(out))
+}
+
+/// The mount base: an absolute path that is not `/` itself.
+pub(super) fn mount_base(raw: &str) -> Result<PathBuf, String> {
+    let path = abs_path(raw)?;
+    if path.as_os_str() == "/" {
+        return Err("must not be '/'".into());
+    }
+    Ok(path)
+}
+
+/// A program to run: a bare name looked up in `PATH`, or an absolute path.
+pub(super) fn program(raw: &str) -> Result<PathBuf, String> {
+    if raw.contains('/') {
+        return abs_path(raw).map_err(|_| "must be a program name or an absolute path".into());
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-');
+    if raw.starts_with(['-', '.']) || !raw.chars().all(ok) {
+        return Err("must be a program name or an absolute path".into());
+    }
+    Ok(PathBuf::from(raw))
+}
+
+/// Seconds, with up to millisecond precision (`0.5` is fine for tests), 0 < s ≤ 1 day.
+pub(super) fn seconds(raw: &str) -> Result<Duration, String> {
+    let (whole, frac) = raw.split_once('.').unwrap_or((raw, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) || frac.len() > 3 || raw.ends_with('.') {
+        return Err("must be a number of seconds (e.g. 30 or 0.5)".into());
+    }
+    let whole: u64 = whole.parse().map_err(|_| "is too large".to_owned())?;
+    let millis: u64 = format!("{frac:0<3}").parse().unwrap_or(0);
+    let total = Duration::from_secs(whole) + Duration::from_millis(millis);
+    if total.is_zero() || total > Duration::from_secs(86_400) {
+        return Err("must be more than 0 and at most 86400 seconds".into());
+    }
+    Ok(total)
+}
+
+pub(super) fn boolean(raw: &str) -> Result<bool, String> {
+    match raw.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
+pub(super) fn integer<T: TryFrom<u64>>(raw: &str, min: u64, max: u64) -> Result<T, String> {
+    raw.parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| format!("must be a whole number from {min} to {max}"))
+}
+
+/// An `http(s)://host...` URL with nothing an HTTP client would reinterpret.
+pub(super) fn http_url(raw: &str) -> Result<String, String> {
+    let rest = raw.strip_prefix("https://").or_else(|| raw.strip_prefix("http://"));
+    match rest {
+        _ if raw.chars().any(|c| c.is_control() || c.is_whitespace()) => {
+            Err("must not contain whitespace or control characters".into())
+        }
+        Some(rest) if !rest.is_empty() && !rest.starts_with(['/', ':']) => Ok(raw.to_owned()),
+        _ => Err("must be an http:// or https:// URL with a host".into()),
+    }
+}
+
+/// A comma-separated list, items trimmed, empty items refused (a stray comma is a typo).
+fn list(raw: &str) -> Result<Vec<&str>, String> {
+    let items: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if items.iter().any(|i| i.is_empty()) {
+        return Err("has an empty item (stray comma?)".into());
+    }
+    Ok(items)
+}
+
+pub(super) fn url_prefixes(raw: &str) -> Result<Vec<String>, String> {
+    list(raw)?
+        .into_iter()
+        .map(|item| {
+            if item.contains(['?', '#', '@', '%', '\\']) {
+                return Err(format!("prefix '{item}' must not contain ? # @ % or \\"));
+            }
+            http_url(item).map_err(|e| format!("prefix '{item}' {e}"))
+        })
+        .collect()
+}
+
+pub(super) fn nfs_option_names(raw: &str) -> Result<BTreeSet<String>, String> {
+    let mut names = BTreeSet::new();
+    for item in list(raw)? {
+        if crate::wire::nfs::REFUSED_OPTIONS.contains(&item) {
+            return Err(format!("'{item}' can never be allowed (nosuid,nodev are enforced)"));
+        }
+        if !item.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(format!("'{item}' is not an option name (a-z 0-9 _)"));
+        }
+        names.insert(item.to_owned());
+    }
+    Ok(names)
+}

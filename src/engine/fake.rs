@@ -1,0 +1,155 @@
+//! Recording fakes of the engine's ports, with failures on demand: for fast tests of the
+//! engine's logic beside the real-host tests. All three share one call log, so a test can
+//! assert the order of effects across boundaries.
+
+use super::ports::{Credentials, Mounts, Processes};
+use crate::exec::credentials::S3Credentials;
+use crate::exec::helper::HelperEnv;
+use crate::wire::Secret;
+use dms_journal::machine::MountFailure;
+use dms_journal::{BootId, HelperIdentity, TargetId};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// The shared call log and the fake host's state.
+#[derive(Debug, Default)]
+pub struct World {
+    pub calls: Mutex<Vec<String>>,
+    pub mounted: Mutex<BTreeSet<String>>,
+    pub helpers: Mutex<BTreeSet<u32>>,
+    pub pid_files: Mutex<BTreeSet<String>>,
+    /// Failures on demand, by operation name: "fetch", "spawn", "verify", "mount_nfs",
+    /// "stop", "unmount". The value is the error text.
+    pub fail: Mutex<Vec<(String, String)>>,
+    next_pid: AtomicU32,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl World {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { next_pid: AtomicU32::new(1000), ..Self::default() })
+    }
+
+    pub fn fail(&self, op: &str, error: &str) {
+        lock(&self.fail).push((op.to_owned(), error.to_owned()));
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        lock(&self.calls).clone()
+    }
+
+    fn record(&self, call: String) {
+        lock(&self.calls).push(call);
+    }
+
+    /// The injected failure for `op`, consumed.
+    fn failure(&self, op: &str) -> Option<String> {
+        let mut fail = lock(&self.fail);
+        let i = fail.iter().position(|(o, _)| o == op)?;
+        Some(fail.remove(i).1)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeCredentials(pub Arc<World>);
+
+impl Credentials for FakeCredentials {
+    async fn fetch(&self, secret_ref: &str, token: &Secret) -> Result<S3Credentials, String> {
+        self.0.record(format!("fetch {secret_ref} token={}", !token.expose().is_empty()));
+        if let Some(e) = self.0.failure("fetch") {
+            return Err(e);
+        }
+        S3Credentials::parse(br#"{"aws_access_key_id":"AKIAFAKE","aws_secret_access_key":"fake-secret","bucket":"b"}"#)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeProcesses {
+    pub world: Arc<World>,
+    pub boot: BootId,
+}
+
+impl Processes for FakeProcesses {
+    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String> {
+        let path = env.get("vault_data_directory").unwrap_or("?");
+        let keys =
+            env.get("AWS_ACCESS_KEY_ID").is_some() && env.get("AWS_SECRET_ACCESS_KEY").is_some();
+        self.world.record(format!("spawn {target} {path} keys={keys}"));
+        if let Some(e) = self.world.failure("spawn") {
+            return Err(e);
+        }
+        let pid = self.world.next_pid.fetch_add(1, Ordering::SeqCst);
+        lock(&self.world.helpers).insert(pid);
+        lock(&self.world.pid_files).insert(target.to_string());
+        Ok(HelperIdentity { pid, start_ticks: u64::from(pid) * 10, boot: self.boot })
+    }
+
+    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<(), String> {
+        self.world.record(format!("stop {target} pid {}", helper.pid));
+        if let Some(e) = self.world.failure("stop") {
+            return Err(e);
+        }
+        lock(&self.world.helpers).remove(&helper.pid);
+        lock(&self.world.pid_files).remove(target.as_str());
+        Ok(())
+    }
+
+    fn remove_pid_file(&self, target: &TargetId) -> Result<(), String> {
+        self.world.record(format!("remove pid file {target}"));
+        lock(&self.world.pid_files).remove(target.as_str());
+        Ok(())
+    }
+
+    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String> {
+        self.world.record(format!("remove stale pid file {target} {pid:?}"));
+        lock(&self.world.pid_files).remove(target.as_str());
+        Ok(())
+    }
+
+    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), String> {
+        self.world.record(format!("write pid file {target} {pid}"));
+        lock(&self.world.pid_files).insert(target.to_string());
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeMounts(pub Arc<World>);
+
+impl Mounts for FakeMounts {
+    fn wait_for_helper_mount(
+        &self,
+        path: &str,
+        helper: HelperIdentity,
+    ) -> Result<(), MountFailure> {
+        self.0.record(format!("verify {path} pid {}", helper.pid));
+        if let Some(reason) = self.0.failure("verify") {
+            return Err(MountFailure { reason, maybe_mounted: false });
+        }
+        lock(&self.0.mounted).insert(path.to_owned());
+        Ok(())
+    }
+
+    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Result<(), MountFailure> {
+        self.0.record(format!("mount nfs {export} {path} -o {options}"));
+        if let Some(reason) = self.0.failure("mount_nfs") {
+            return Err(MountFailure { reason, maybe_mounted: false });
+        }
+        lock(&self.0.mounted).insert(path.to_owned());
+        Ok(())
+    }
+
+    fn unmount(&self, path: &str, nfs: bool) -> Result<(), String> {
+        self.0.record(format!("unmount {path} nfs={nfs}"));
+        if let Some(e) = self.0.failure("unmount") {
+            return Err(e);
+        }
+        lock(&self.0.mounted).remove(path);
+        Ok(())
+    }
+}

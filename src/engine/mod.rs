@@ -1,0 +1,196 @@
+//! The engine: the one owner of the journal's state. For each request it runs the loop
+//! command → [`decide`] → durable append → effects → outcome as the next command, until
+//! the machine answers.
+//!
+//! Requests for one target are serialized (a per-target lock); different targets run
+//! concurrently up to a bound (a semaphore). Credentials live in the request's own task
+//! and die with it. A journal that cannot be written is a broken system, not a "no":
+//! [`EngineError::Journal`] tells the transport to stop taking requests and not to ack.
+
+pub mod fake;
+mod perform;
+pub mod ports;
+
+use dms_journal::reconcile::Plan;
+use dms_journal::store::{Journal, StoreError};
+use dms_journal::{
+    decide, BootId, Clock, Command, Decision, JournalState, OperationId, Outcome, Record, TargetId,
+    TargetState, Timestamp,
+};
+use ports::{Credentials, Mounts, Processes};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Semaphore;
+
+use crate::wire::Request;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the journal cannot be written: {0}")]
+    Journal(#[from] StoreError),
+    #[error("the engine is shutting down")]
+    Closed,
+}
+
+/// The executors one engine drives.
+#[derive(Debug)]
+pub struct Executors<C, P, M> {
+    pub credentials: C,
+    pub processes: P,
+    pub mounts: M,
+}
+
+pub struct Engine<C, P, M> {
+    journal: Arc<Journal>,
+    state: Mutex<JournalState>,
+    targets: Mutex<HashMap<TargetId, Arc<tokio::sync::Mutex<()>>>>,
+    permits: Semaphore,
+    exec: Arc<Executors<C, P, M>>,
+    boot: BootId,
+}
+
+impl<C, P, M> std::fmt::Debug for Engine<C, P, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("journal", &self.journal)
+            .field("boot", &self.boot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
+    pub fn new(
+        journal: Arc<Journal>,
+        state: JournalState,
+        exec: Executors<C, P, M>,
+        boot: BootId,
+        max_concurrent: usize,
+    ) -> Self {
+        Self {
+            journal,
+            state: Mutex::new(state),
+            targets: Mutex::new(HashMap::new()),
+            permits: Semaphore::new(max_concurrent.max(1)),
+            exec: Arc::new(exec),
+            boot,
+        }
+    }
+
+    pub fn executors(&self) -> &Executors<C, P, M> {
+        &self.exec
+    }
+
+    /// A copy of one target's state (for the admin view and tests).
+    pub fn target_state(&self, target: &TargetId) -> TargetState {
+        lock(&self.state).target_or_new(target)
+    }
+
+    /// A copy of the whole folded journal.
+    pub fn snapshot(&self) -> JournalState {
+        lock(&self.state).clone()
+    }
+
+    /// Serve one validated request to its outcome.
+    pub async fn handle(&self, request: &Request) -> Result<Outcome, EngineError> {
+        let _permit = self.permits.acquire().await.map_err(|_| EngineError::Closed)?;
+        let target_lock = self.target_lock(&request.target);
+        let _serial = target_lock.lock().await;
+        let command = request.command(OperationId::random());
+        let outcome = perform::Run::new(self, request).drive(command).await;
+        drop(_serial);
+        self.release_target_lock(&request.target, target_lock);
+        outcome
+    }
+
+    /// Run `command` for `target` outside of a request (reconciler outcomes, cleanups):
+    /// serialized with the target's requests like any of them.
+    pub async fn run_command(
+        &self,
+        target: &TargetId,
+        command: Command,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let target_lock = self.target_lock(target);
+        let _serial = target_lock.lock().await;
+        let result = perform::Run::detached(self, target.clone()).drive_optional(command).await;
+        drop(_serial);
+        self.release_target_lock(target, target_lock);
+        result
+    }
+
+    /// Perform a reconcile plan: each step's records are made durable before its effects
+    /// run (write-ahead, as for requests), and effect outcomes go through the machine.
+    /// Steps run one target at a time; the plan was computed before anything changed.
+    pub async fn reconcile(&self, plan: Plan) -> Result<(), EngineError> {
+        for step in plan.steps {
+            let target_lock = self.target_lock(&step.target);
+            let serial = target_lock.lock().await;
+            self.append(step.records).await?;
+            let result =
+                perform::Run::detached(self, step.target.clone()).drive_effects(step.effects).await;
+            drop(serial);
+            self.release_target_lock(&step.target, target_lock);
+            result?;
+        }
+        Ok(())
+    }
+
+    fn target_lock(&self, target: &TargetId) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(lock(&self.targets).entry(target.clone()).or_default())
+    }
+
+    /// Forget a target's lock once nobody waits for it, so the map stays as small as the
+    /// set of targets in flight.
+    fn release_target_lock(&self, target: &TargetId, held: Arc<tokio::sync::Mutex<()>>) {
+        let mut targets = lock(&self.targets);
+        drop(held);
+        if targets.get(target).is_some_and(|l| Arc::strong_count(l) == 1) {
+            targets.remove(target);
+        }
+    }
+
+    fn clock(&self) -> Clock {
+        let now =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        Clock { now: Timestamp(now), boot: self.boot }
+    }
+
+    /// Decide and make the records durable, then fold them into the state.
+    async fn decide_and_append(
+        &self,
+        target: &TargetId,
+        command: &Command,
+    ) -> Result<Result<Decision, dms_journal::Rejection>, EngineError> {
+        let state = self.target_state(target);
+        let decision = match decide(&state, command, self.clock()) {
+            Ok(d) => d,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        self.append(decision.records.clone()).await?;
+        Ok(Ok(decision))
+    }
+
+    /// Append durably (on the blocking pool: it waits for the disk), then apply.
+    pub async fn append(&self, records: Vec<Record>) -> Result<(), EngineError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let journal = Arc::clone(&self.journal);
+        let records =
+            tokio::task::spawn_blocking(move || journal.append(&records).map(|_| records))
+                .await
+                .map_err(|_| EngineError::Closed)??;
+        let mut state = lock(&self.state);
+        for record in &records {
+            state.apply(record);
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! The engine's boundaries with the world: one small trait each, so the engine can be run
+//! against recording fakes ([`super::fake`]) as well as the host ([`HostProcesses`],
+//! [`HostMounts`], [`Barbican`]).
+//!
+//! Process and mount operations block (they wait for processes and the kernel); the
+//! engine runs them on the blocking pool. Each carries its own deadline.
+
+use crate::exec::credentials::{Barbican, S3Credentials};
+use crate::exec::helper::{HelperEnv, HelperExit, Helpers};
+use crate::exec::mounts::{self, Mounter};
+use crate::wire::Secret;
+use dms_journal::machine::MountFailure;
+use dms_journal::{HelperIdentity, TargetId};
+use std::future::Future;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+/// Where S3 credentials come from. The error is the reason after "Failed to fetch
+/// credentials: ".
+pub trait Credentials: Send + Sync + 'static {
+    fn fetch(
+        &self,
+        secret_ref: &str,
+        token: &Secret,
+    ) -> impl Future<Output = Result<S3Credentials, String>> + Send;
+}
+
+/// Helper processes and their PID files.
+pub trait Processes: Send + Sync + 'static {
+    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String>;
+    /// Identity-checked; a helper already gone is success.
+    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<(), String>;
+    /// Remove the target's PID file whatever it says (the target is being unmounted).
+    fn remove_pid_file(&self, target: &TargetId) -> Result<(), String>;
+    /// Remove it only if it still names `pid` (`None`: only if unreadable).
+    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String>;
+    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), String>;
+}
+
+/// The mount table and mount(8)/umount(8).
+pub trait Mounts: Send + Sync + 'static {
+    /// Wait for `helper`'s FUSE mount at `path` to appear and answer.
+    fn wait_for_helper_mount(&self, path: &str, helper: HelperIdentity)
+        -> Result<(), MountFailure>;
+    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Result<(), MountFailure>;
+    /// Success only when the mount table no longer has anything at `path`.
+    fn unmount(&self, path: &str, nfs: bool) -> Result<(), String>;
+}
+
+impl Credentials for Barbican {
+    async fn fetch(&self, secret_ref: &str, token: &Secret) -> Result<S3Credentials, String> {
+        Barbican::fetch(self, secret_ref, token).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Helpers on this host; exits are reported to the supervisor through `exits`.
+#[derive(Debug)]
+pub struct HostProcesses {
+    pub helpers: Helpers,
+    pub exits: std::sync::Mutex<Sender<HelperExit>>,
+}
+
+impl Processes for HostProcesses {
+    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String> {
+        // The helper mounts onto its directory; the path was validated inside the base.
+        if let Some(path) = env.get("vault_data_directory") {
+            std::fs::create_dir_all(path).map_err(|e| format!("cannot create {path}: {e}"))?;
+        }
+        let exits = self
+            .exits
+            .lock()
+            .map(|tx| tx.clone())
+            .map_err(|_| "exit channel poisoned".to_owned())?;
+        self.helpers.spawn(target, env, exits).map_err(|e| e.to_string())
+    }
+
+    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<(), String> {
+        self.helpers.stop(target, helper).map_err(|e| e.to_string())
+    }
+
+    fn remove_pid_file(&self, target: &TargetId) -> Result<(), String> {
+        match std::fs::remove_file(self.helpers.pid_dir.path(target)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot remove the PID file of {target}: {e}")),
+        }
+    }
+
+    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String> {
+        self.helpers.pid_dir.remove_if(target, pid).map(drop).map_err(|e| e.to_string())
+    }
+
+    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), String> {
+        self.helpers.pid_dir.write(target, pid).map_err(|e| e.to_string())
+    }
+}
+
+/// Mounts on this host.
+#[derive(Debug, Clone)]
+pub struct HostMounts {
+    pub mounter: Mounter,
+    pub helpers: Helpers,
+    pub helper_mount_timeout: Duration,
+}
+
+impl Mounts for HostMounts {
+    fn wait_for_helper_mount(
+        &self,
+        path: &str,
+        helper: HelperIdentity,
+    ) -> Result<(), MountFailure> {
+        let pidfd = self
+            .helpers
+            .pidfd(helper)
+            .map_err(|e| MountFailure { reason: e.to_string(), maybe_mounted: true })?;
+        let Some(pidfd) = pidfd else {
+            let mounted = mounts::mount_at(path).map(|m| m.is_some()).unwrap_or(true);
+            return Err(MountFailure {
+                reason: "the helper exited before mounting".into(),
+                maybe_mounted: mounted,
+            });
+        };
+        mounts::wait_for_mount(path, mounts::is_fuse, Some(&pidfd), self.helper_mount_timeout)
+    }
+
+    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Result<(), MountFailure> {
+        self.mounter.mount_nfs(export, options, path)
+    }
+
+    fn unmount(&self, path: &str, nfs: bool) -> Result<(), String> {
+        self.mounter.unmount(path, nfs)
+    }
+}

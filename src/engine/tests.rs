@@ -1,0 +1,208 @@
+//! The engine against recording fakes and a real journal in a temp dir.
+#![allow(clippy::unwrap_used)]
+
+use super::fake::{FakeCredentials, FakeMounts, FakeProcesses, World};
+use super::*;
+use crate::wire::{Action, Secret};
+use dms_journal::{Phase, RequestKey, TargetKind, TargetSpec};
+
+type TestEngine = Engine<FakeCredentials, FakeProcesses, FakeMounts>;
+
+const BASE: &str = "/var/lib/trilio/triliovault-mounts";
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    world: Arc<World>,
+    engine: Arc<TestEngine>,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, replay) = Journal::open(&dir.path().join("journal")).unwrap();
+    let world = World::new();
+    let boot = BootId(uuid::Uuid::from_u128(7));
+    let exec = Executors {
+        credentials: FakeCredentials(Arc::clone(&world)),
+        processes: FakeProcesses { world: Arc::clone(&world), boot },
+        mounts: FakeMounts(Arc::clone(&world)),
+    };
+    let engine = Arc::new(Engine::new(Arc::new(journal), replay.state, exec, boot, 8));
+    Rig { _dir: dir, world, engine }
+}
+
+fn s3_mount(target: &str, key: &str) -> Request {
+    let t = TargetId::new(target).unwrap();
+    Request {
+        key: Some(RequestKey::new(key).unwrap()),
+        reply_to: Some("amq.gen-reply".into()),
+        action: Action::Mount(TargetSpec {
+            kind: TargetKind::S3 {
+                secret_ref: format!("http://barbican:9311/v1/secrets/{target}"),
+            },
+            mount_path: format!("{BASE}/{target}"),
+        }),
+        target: t,
+        token: Some(Secret::new("tok".into())),
+    }
+}
+
+fn nfs_mount(target: &str, key: &str) -> Request {
+    let mut r = s3_mount(target, key);
+    r.action = Action::Mount(TargetSpec {
+        kind: TargetKind::Nfs {
+            export: "10.0.0.5:/exports/b".into(),
+            options: "nosuid,nodev".into(),
+        },
+        mount_path: format!("{BASE}/{target}"),
+    });
+    r.token = None;
+    r
+}
+
+fn unmount(target: &str, key: &str) -> Request {
+    let mut r = s3_mount(target, key);
+    r.action = Action::Unmount { mount_path: format!("{BASE}/{target}") };
+    r.token = None;
+    r
+}
+
+fn history(rig: &Rig, target: &str) -> Vec<&'static str> {
+    // The engine's own journal handle: read the target's records back from disk.
+    let h = rig.engine.journal.history(&TargetId::new(target).unwrap()).unwrap();
+    h.records.into_iter().map(|r| r.unwrap().record.event.name()).collect()
+}
+
+#[tokio::test]
+async fn given_an_s3_mount_when_handled_then_creds_spawn_verify_in_order_and_the_chain_is_journaled(
+) {
+    let rig = rig();
+    let outcome = rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    assert_eq!(outcome, Outcome::Mounted { kind: "s3".into(), path: format!("{BASE}/t1") });
+    assert_eq!(
+        rig.world.calls(),
+        [
+            "fetch http://barbican:9311/v1/secrets/t1 token=true".to_owned(),
+            format!("spawn t1 {BASE}/t1 keys=true"),
+            format!("verify {BASE}/t1 pid 1000"),
+        ]
+    );
+    assert_eq!(history(&rig, "t1"), ["Requested", "CredsFetched", "Spawned", "Verified"]);
+    assert_eq!(rig.engine.target_state(&TargetId::new("t1").unwrap()).phase, Phase::Mounted);
+
+    // A redelivery is answered from the journal; nothing runs again.
+    let again = rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    assert_eq!(again, outcome);
+    assert_eq!(rig.world.calls().len(), 3);
+}
+
+#[tokio::test]
+async fn given_a_helper_that_never_mounts_when_handled_then_error_and_everything_is_cleaned() {
+    let rig = rig();
+    rig.world.fail("verify", "no FUSE mount after 30s");
+    let outcome = rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Failed { reason: "Mount verification failed: no FUSE mount after 30s".into() }
+    );
+    let calls = rig.world.calls();
+    assert_eq!(
+        &calls[3..],
+        [
+            "stop t1 pid 1000".to_owned(),
+            format!("unmount {BASE}/t1 nfs=false"),
+            "remove pid file t1".to_owned(),
+        ]
+    );
+    assert_eq!(history(&rig, "t1"), ["Requested", "CredsFetched", "Spawned", "Failed", "Cleaned"]);
+    assert_eq!(rig.engine.target_state(&TargetId::new("t1").unwrap()).phase, Phase::Unmounted);
+    assert!(rig.world.helpers.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn given_refused_credentials_when_handled_then_no_helper_is_started() {
+    let rig = rig();
+    rig.world.fail("fetch", "Barbican refused the keystone token (401 Unauthorized)");
+    let outcome = rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Failed {
+            reason: "Failed to fetch credentials: Barbican refused the keystone token (401 Unauthorized)".into()
+        }
+    );
+    assert!(rig.world.calls().iter().all(|c| !c.starts_with("spawn")));
+}
+
+#[tokio::test]
+async fn given_a_mounted_s3_target_when_unmounted_then_stop_unmount_and_pid_file_in_order() {
+    let rig = rig();
+    rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    let outcome = rig.engine.handle(&unmount("t1", "u1")).await.unwrap();
+    assert_eq!(outcome, Outcome::Unmounted { path: format!("{BASE}/t1") });
+    assert_eq!(
+        &rig.world.calls()[3..],
+        [
+            "stop t1 pid 1000".to_owned(),
+            format!("unmount {BASE}/t1 nfs=false"),
+            "remove pid file t1".to_owned(),
+        ]
+    );
+    let outcome = rig.engine.handle(&unmount("t1", "u2")).await.unwrap();
+    assert_eq!(outcome, Outcome::NotMounted { path: format!("{BASE}/t1") });
+}
+
+#[tokio::test]
+async fn given_nfs_when_mounted_and_unmounted_then_mount_8_and_umount_8_only() {
+    let rig = rig();
+    let outcome = rig.engine.handle(&nfs_mount("n1", "k1")).await.unwrap();
+    assert_eq!(outcome, Outcome::Mounted { kind: "nfs".into(), path: format!("{BASE}/n1") });
+    rig.engine.handle(&unmount("n1", "u1")).await.unwrap();
+    assert_eq!(
+        rig.world.calls(),
+        [
+            format!("mount nfs 10.0.0.5:/exports/b {BASE}/n1 -o nosuid,nodev"),
+            format!("unmount {BASE}/n1 nfs=true")
+        ]
+    );
+    assert_eq!(history(&rig, "n1"), ["Requested", "Verified", "UnmountRequested", "Unmounted"]);
+}
+
+#[tokio::test]
+async fn given_many_targets_and_racing_requests_when_handled_concurrently_then_each_target_mounts_once(
+) {
+    let rig = rig();
+    let mut tasks = Vec::new();
+    for n in 0..20 {
+        for k in 0..2 {
+            let engine = Arc::clone(&rig.engine);
+            tasks.push(tokio::spawn(async move {
+                engine.handle(&s3_mount(&format!("t{n}"), &format!("k{n}-{k}"))).await
+            }));
+        }
+    }
+    let mut mounted = 0;
+    let mut already = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Outcome::Mounted { .. } => mounted += 1,
+            Outcome::AlreadyMounted { .. } => already += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((mounted, already), (20, 20), "per target: one mount, one 'already mounted'");
+    let spawns = rig.world.calls().iter().filter(|c| c.starts_with("spawn")).count();
+    assert_eq!(spawns, 20, "a target never gets two helpers");
+}
+
+#[tokio::test]
+async fn given_a_journal_written_by_the_engine_when_reopened_then_the_same_state_is_replayed() {
+    let rig = rig();
+    rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    rig.engine.handle(&nfs_mount("n1", "k2")).await.unwrap();
+    let live = rig.engine.snapshot();
+    let path = rig.engine.journal.path().to_path_buf();
+    let Rig { engine, _dir, .. } = rig;
+    drop(engine);
+    let (_journal, replay) = Journal::open(&path).unwrap();
+    assert_eq!(replay.state, live);
+    assert!(replay.problems.is_empty());
+}

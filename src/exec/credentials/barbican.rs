@@ -1,0 +1,204 @@
+//! Fetching S3 credentials from OpenStack Barbican (DESIGN §2):
+//! `GET <secret_ref>` for the metadata (its `content_types.default` names the payload type),
+//! then `GET <secret_ref>/payload` with that `Accept`, both with `X-Auth-Token`.
+//!
+//! Only transient failures are retried (a 5xx, a 429, a timeout, a refused connection);
+//! 401/403/404 are answers, reported at once with a message the operator can act on. TLS is
+//! verified unless the operator explicitly opts out; an extra CA file may be trusted.
+
+use super::payload::{PayloadError, S3Credentials};
+use crate::wire::Secret;
+use reqwest::{Certificate, Client, StatusCode};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The reason after "Failed to fetch credentials: " in the reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("Barbican refused the keystone token (401 Unauthorized)")]
+    Unauthorized,
+    #[error("the keystone token may not read this secret (403 Forbidden)")]
+    Forbidden,
+    #[error("secret not found in Barbican (404 Not Found): {secret_ref}")]
+    NotFound { secret_ref: String },
+    #[error("Barbican answered {status} after {attempts} attempt(s)")]
+    Status { status: u16, attempts: u32 },
+    #[error("Barbican did not answer within {timeout:?} (after {attempts} attempt(s))")]
+    Timeout { timeout: Duration, attempts: u32 },
+    #[error("cannot reach Barbican after {attempts} attempt(s): {reason}")]
+    Unreachable { reason: String, attempts: u32 },
+    #[error("Barbican secret metadata is unusable: {0}")]
+    Metadata(String),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error("cannot set up the Barbican client: {0}")]
+    Setup(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BarbicanConfig {
+    /// Per request.
+    pub timeout: Duration,
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub ca_file: Option<PathBuf>,
+    /// Explicit operator opt-out of certificate verification.
+    pub insecure: bool,
+}
+
+impl Default for BarbicanConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            backoff: Duration::from_millis(200),
+            ca_file: None,
+            insecure: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Barbican {
+    http: Client,
+    config: BarbicanConfig,
+}
+
+/// One attempt's failure: whether trying again could help.
+enum Attempt {
+    Final(CredentialsError),
+    Transient(Transient),
+}
+
+enum Transient {
+    Status(u16),
+    Timeout,
+    Unreachable(String),
+}
+
+impl Barbican {
+    pub fn new(config: BarbicanConfig) -> Result<Self, CredentialsError> {
+        let mut builder = Client::builder().timeout(config.timeout).connect_timeout(config.timeout);
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                CredentialsError::Setup(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            let cert = Certificate::from_pem(&pem).map_err(|e| {
+                CredentialsError::Setup(format!("CA file {} is not PEM: {e}", path.display()))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        if config.insecure {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().map_err(|e| CredentialsError::Setup(e.to_string()))?;
+        Ok(Self { http, config })
+    }
+
+    pub async fn fetch(
+        &self,
+        secret_ref: &str,
+        token: &Secret,
+    ) -> Result<S3Credentials, CredentialsError> {
+        let secret_ref = secret_ref.trim_end_matches('/');
+        let metadata = self.get(secret_ref, token, "application/json").await?;
+        let content_type = content_type(&metadata)?;
+        let payload = self.get(&format!("{secret_ref}/payload"), token, &content_type).await?;
+        Ok(S3Credentials::parse(&payload)?)
+    }
+
+    /// GET with retries of transient failures.
+    async fn get(
+        &self,
+        url: &str,
+        token: &Secret,
+        accept: &str,
+    ) -> Result<Vec<u8>, CredentialsError> {
+        let attempts = self.config.attempts.max(1);
+        let mut last = Transient::Unreachable("no attempt made".into());
+        for attempt in 1..=attempts {
+            match self.get_once(url, token, accept).await {
+                Ok(body) => return Ok(body),
+                Err(Attempt::Final(e)) => return Err(e),
+                Err(Attempt::Transient(t)) => last = t,
+            }
+            if attempt < attempts {
+                tokio::time::sleep(self.config.backoff * 2u32.pow(attempt - 1)).await;
+            }
+        }
+        Err(match last {
+            Transient::Status(status) => CredentialsError::Status { status, attempts },
+            Transient::Timeout => {
+                CredentialsError::Timeout { timeout: self.config.timeout, attempts }
+            }
+            Transient::Unreachable(reason) => CredentialsError::Unreachable { reason, attempts },
+        })
+    }
+
+    async fn get_once(&self, url: &str, token: &Secret, accept: &str) -> Result<Vec<u8>, Attempt> {
+        let sent = self
+            .http
+            .get(url)
+            .header("X-Auth-Token", token.expose())
+            .header("Accept", accept)
+            .send()
+            .await;
+        let response = sent.map_err(|e| Attempt::Transient(transport(&e)))?;
+        let status = response.status();
+        match status {
+            s if s.is_success() => response
+                .bytes()
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| Attempt::Transient(transport(&e))),
+            StatusCode::UNAUTHORIZED => Err(Attempt::Final(CredentialsError::Unauthorized)),
+            StatusCode::FORBIDDEN => Err(Attempt::Final(CredentialsError::Forbidden)),
+            StatusCode::NOT_FOUND => {
+                Err(Attempt::Final(CredentialsError::NotFound { secret_ref: secret_ref_of(url) }))
+            }
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                Err(Attempt::Transient(Transient::Status(s.as_u16())))
+            }
+            s => Err(Attempt::Final(CredentialsError::Status { status: s.as_u16(), attempts: 1 })),
+        }
+    }
+}
+
+/// The error text of a transport failure, without reqwest's URL decoration (the URL is
+/// already in the context) and without any header.
+fn transport(e: &reqwest::Error) -> Transient {
+    if e.is_timeout() {
+        return Transient::Timeout;
+    }
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        reason = inner.to_string();
+        source = inner.source();
+    }
+    Transient::Unreachable(reason)
+}
+
+fn secret_ref_of(url: &str) -> String {
+    url.strip_suffix("/payload").unwrap_or(url).to_owned()
+}
+
+fn content_type(metadata: &[u8]) -> Result<String, CredentialsError> {
+    let value: serde_json::Value = serde_json::from_slice(metadata)
+        .map_err(|_| CredentialsError::Metadata("not JSON".into()))?;
+    match value.pointer("/content_types/default").and_then(|v| v.as_str()) {
+        Some(ct) if !ct.is_empty() && ct.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
+            Ok(ct.to_owned())
+        }
+        Some(_) => {
+            Err(CredentialsError::Metadata("content_types.default is not a media type".into()))
+        }
+        None => Err(CredentialsError::Metadata(
+            "the secret has no payload (no content_types.default)".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+#[path = "barbican_tests.rs"]
+mod tests;

@@ -1,0 +1,7 @@
+//! S3 credentials: fetched from Barbican per mount, held only in memory.
+
+pub mod barbican;
+pub mod payload;
+
+pub use barbican::{Barbican, BarbicanConfig, CredentialsError};
+pub use payload::{PayloadError, S3Credentials};

@@ -1,0 +1,244 @@
+//! Starting and stopping FUSE helpers (one `s3vaultfuse` process per S3 target).
+//!
+//! What the Python service got wrong, and this module does not:
+//! - A helper outlives the daemon: it gets its own session and process group, `/` as its
+//!   working directory, and its stdout/stderr appended to a per-target log file, never a pipe
+//!   the daemon would have to drain (DESIGN §3.3).
+//! - Its environment is an explicit set (DESIGN §2): nothing of the daemon's own
+//!   environment (the broker password, for one) leaks into it, and no secret is in argv.
+//! - It is signalled only when its full identity (pid + start ticks + boot) still matches,
+//!   through a pidfd, so a reused PID is never hit (DESIGN §3.6).
+//! - Exits are reaped at once by a waiter thread, so a dead helper never lingers as a
+//!   zombie that would still look alive, and the exit is reported to the supervisor.
+
+use crate::observe::pidfile::{PidDir, PidFileError};
+use crate::observe::procfs::{Procfs, TARGET_MARKER};
+use dms_journal::{BootId, HelperIdentity, TargetId};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::process::{kill_process_group, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+use std::fmt;
+use std::fs::OpenOptions;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("cannot open helper log {path}: {source}")]
+    Log { path: PathBuf, source: std::io::Error },
+    #[error("cannot start helper {bin}: {source}")]
+    Exec { bin: PathBuf, source: std::io::Error },
+    #[error("helper exited at once ({status})")]
+    ExitedAtOnce { status: String },
+    #[error(transparent)]
+    PidFile(#[from] PidFileError),
+    #[error("helper pid {pid} is not the journaled process any more; not signalled")]
+    NotOurs { pid: u32 },
+    #[error("cannot signal helper pid {pid}: {source}")]
+    Signal { pid: u32, source: std::io::Error },
+    #[error("helper pid {pid} still runs {waited:?} after SIGKILL")]
+    Unkillable { pid: u32, waited: Duration },
+}
+
+/// The helper's environment: names and values, values never printed (they hold keys).
+#[derive(Clone, Default)]
+pub struct HelperEnv(Vec<(String, String)>);
+
+impl HelperEnv {
+    /// Empty values are left out (DESIGN §2).
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        self.0.retain(|(n, _)| n != name);
+        if !value.is_empty() {
+            self.0.push((name.to_owned(), value));
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl fmt::Debug for HelperEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| format!("{name}=***"))).finish()
+    }
+}
+
+/// A helper's exit, as the waiter thread saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperExit {
+    pub target: TargetId,
+    pub helper: HelperIdentity,
+    pub status: String,
+}
+
+/// Starts and stops helpers for this node.
+#[derive(Debug, Clone)]
+pub struct Helpers {
+    pub bin: PathBuf,
+    pub log_dir: PathBuf,
+    pub pid_dir: PidDir,
+    pub procfs: Procfs,
+    pub boot: BootId,
+    /// Grace between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+impl Helpers {
+    /// Start the helper for `target`, write its PID file, and report its identity. The
+    /// exit, whenever it comes, is sent to `exits`.
+    pub fn spawn(
+        &self,
+        target: &TargetId,
+        env: &HelperEnv,
+        exits: Sender<HelperExit>,
+    ) -> Result<HelperIdentity, HelperError> {
+        let log_path = self.log_dir.join(format!("{target}.log"));
+        let log_error = |source| HelperError::Log { path: log_path.clone(), source };
+        std::fs::create_dir_all(&self.log_dir).map_err(log_error)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&log_path)
+            .map_err(log_error)?;
+        let mut command = Command::new(&self.bin);
+        command
+            .env_clear()
+            .envs(env.0.iter().map(|(n, v)| (n, v)))
+            .env(TARGET_MARKER, target.as_str())
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(log_error)?)
+            .stderr(log);
+        new_session(&mut command);
+        let mut child = command
+            .spawn()
+            .map_err(|source| HelperError::Exec { bin: self.bin.clone(), source })?;
+        let pid = child.id();
+        // The child is not reaped yet, so its PID cannot have been reused: this is it.
+        let helper = match self.procfs.identity(pid, self.boot).ok().flatten() {
+            Some(helper) => helper,
+            None => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                return Err(HelperError::ExitedAtOnce { status });
+            }
+        };
+        if let Err(e) = self.pid_dir.write(target, pid) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.into());
+        }
+        let exit_target = target.clone();
+        let waiter =
+            std::thread::Builder::new().name(format!("dms-helper-{pid}")).spawn(move || {
+                let status = child.wait().map(|s| describe(&s)).unwrap_or_else(|e| e.to_string());
+                let _ = exits.send(HelperExit { target: exit_target, helper, status });
+            });
+        if let Err(source) = waiter {
+            // Without a waiter the exit would go unnoticed: do not run such a helper.
+            let _ = self.stop(target, helper);
+            return Err(HelperError::Exec { bin: self.bin.clone(), source });
+        }
+        Ok(helper)
+    }
+
+    /// SIGTERM the helper and its process group, wait up to the grace period, then SIGKILL.
+    /// Only if the identity still matches; a helper that is already gone is fine. The PID
+    /// file is removed if it still names this helper.
+    pub fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<(), HelperError> {
+        if let Some(pidfd) = self.pidfd(helper)? {
+            let pid = helper.pid;
+            signal(&pidfd, pid, Signal::TERM)?;
+            if !wait_exit(&pidfd, self.stop_grace) {
+                signal(&pidfd, pid, Signal::KILL)?;
+                let waited = Duration::from_secs(5);
+                if !wait_exit(&pidfd, waited) {
+                    return Err(HelperError::Unkillable { pid, waited });
+                }
+            }
+        }
+        self.pid_dir.remove_if(target, Some(helper.pid))?;
+        Ok(())
+    }
+
+    /// A pidfd for `helper` if it is alive and provably the same process, `None` if it is
+    /// gone, an error if the PID now belongs to someone else. Polling it readable tells
+    /// that the helper exited.
+    pub fn pidfd(&self, helper: HelperIdentity) -> Result<Option<OwnedFd>, HelperError> {
+        if helper.boot != self.boot {
+            return Ok(None); // a process of an earlier boot is gone by definition
+        }
+        let Some(pid) = i32::try_from(helper.pid).ok().and_then(Pid::from_raw) else {
+            return Err(HelperError::NotOurs { pid: helper.pid });
+        };
+        let pidfd = match pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::SRCH) => return Ok(None),
+            Err(e) => return Err(HelperError::Signal { pid: helper.pid, source: e.into() }),
+        };
+        // The pidfd pins whatever process has this PID now; check it is ours *after*
+        // opening, so the check and the signals are about the same process.
+        match self.procfs.start_ticks(helper.pid) {
+            Ok(Some(t)) if t == helper.start_ticks => Ok(Some(pidfd)),
+            Ok(None) => Ok(None),
+            _ => Err(HelperError::NotOurs { pid: helper.pid }),
+        }
+    }
+}
+
+/// The leader is signalled through its pidfd; its group (its own session's children, e.g.
+/// a wrapper script's s3fs) while the leader is alive, when its PID is its group's id.
+fn signal(pidfd: &OwnedFd, pid: u32, sig: Signal) -> Result<(), HelperError> {
+    match pidfd_send_signal(pidfd, sig) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::SRCH) => return Ok(()),
+        Err(e) => return Err(HelperError::Signal { pid, source: e.into() }),
+    }
+    if let Some(group) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        let _ = kill_process_group(group, sig);
+    }
+    Ok(())
+}
+
+/// Whether the process behind `pidfd` exits within `timeout` (a pidfd polls readable then).
+fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ts =
+            Timespec { tv_sec: left.as_secs() as i64, tv_nsec: i64::from(left.subsec_nanos()) };
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return false,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// "exit status: 0" / "signal: 9 (SIGKILL)": what an operator reads in the journal.
+fn describe(status: &ExitStatus) -> String {
+    status.to_string()
+}
+
+/// Put the child in a session of its own, so it survives the daemon's terminal and
+/// process group, and leads its own process group (for group signals).
+#[allow(unsafe_code)]
+fn new_session(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls only setsid(2),
+    // which is async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
+    }
+}
+
+#[cfg(test)]
+#[path = "helper_tests.rs"]
+mod tests;

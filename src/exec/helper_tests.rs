@@ -1,0 +1,165 @@
+//! Real processes: a shell script stands in for the helper binary.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::mpsc::{channel, Receiver};
+
+const SCRIPT: &str = r#"#!/bin/sh
+trap 'echo "got TERM"; exit 0' TERM
+env | sort
+echo "started for $vault_data_directory"
+sleep 1000 &
+wait
+"#;
+
+const STUBBORN: &str = r#"#!/bin/sh
+trap '' TERM
+echo "ignoring TERM"
+while :; do sleep 0.05; done
+"#;
+
+struct Rig {
+    dir: tempfile::TempDir,
+    helpers: Helpers,
+    exits: Receiver<HelperExit>,
+    tx: Sender<HelperExit>,
+}
+
+fn rig(script: &str) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("fake-s3vaultfuse");
+    std::fs::write(&bin, script).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let procfs = Procfs::default();
+    let helpers = Helpers {
+        bin,
+        log_dir: dir.path().join("logs"),
+        pid_dir: PidDir::new(dir.path().join("pids")),
+        boot: procfs.boot_id().unwrap(),
+        procfs,
+        stop_grace: Duration::from_millis(300),
+    };
+    let (tx, exits) = channel();
+    Rig { dir, helpers, exits, tx }
+}
+
+fn t(s: &str) -> TargetId {
+    TargetId::new(s).unwrap()
+}
+
+fn env_for(path: &str) -> HelperEnv {
+    let mut env = HelperEnv::default();
+    env.set("vault_data_directory", path);
+    env.set("AWS_SECRET_ACCESS_KEY", "s3cr3t-value");
+    env.set("vault_s3_ssl_cert", "");
+    env
+}
+
+fn wait_for_log(rig: &Rig, target: &str, needle: &str) -> String {
+    let path = rig.dir.path().join(format!("logs/{target}.log"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn given_a_spawned_helper_then_it_has_its_identity_pid_file_session_log_and_only_the_explicit_env()
+{
+    let rig = rig(SCRIPT);
+    let helper = rig.helpers.spawn(&t("t1"), &env_for("/mnt/t1"), rig.tx.clone()).unwrap();
+    assert_eq!(rig.helpers.procfs.identity(helper.pid, rig.helpers.boot).unwrap(), Some(helper));
+    assert_eq!(rig.helpers.pid_dir.read(&t("t1")).unwrap(), Some(Some(helper.pid)));
+    let pid = Pid::from_raw(helper.pid as i32).unwrap();
+    assert_eq!(rustix::process::getsid(Some(pid)).unwrap(), pid, "leads its own session");
+
+    let log = wait_for_log(&rig, "t1", "started for");
+    assert!(log.contains("started for /mnt/t1"), "{log}");
+    assert!(log.contains("DMS_HELPER_TARGET=t1"), "{log}");
+    assert!(!log.contains("vault_s3_ssl_cert"), "empty values are left out: {log}");
+    // Nothing of the daemon's own environment (cargo sets these for the test process).
+    assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
+    assert!(!log.contains("CARGO_MANIFEST_DIR"), "daemon environment leaked: {log}");
+    assert!(!format!("{:?}", env_for("/x")).contains("s3cr3t"), "Debug redacts values");
+
+    rig.helpers.stop(&t("t1"), helper).unwrap();
+    let exit = rig.exits.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(exit.helper, helper);
+    assert_eq!(exit.status, "exit status: 0");
+    assert_eq!(rig.helpers.pid_dir.read(&t("t1")).unwrap(), None, "PID file removed");
+    assert!(wait_for_log(&rig, "t1", "got TERM").contains("got TERM"));
+}
+
+#[test]
+fn given_a_helper_that_ignores_sigterm_when_stopped_then_sigkill_after_the_grace() {
+    let rig = rig(STUBBORN);
+    let helper = rig.helpers.spawn(&t("t2"), &env_for("/mnt/t2"), rig.tx.clone()).unwrap();
+    wait_for_log(&rig, "t2", "ignoring TERM");
+    let started = Instant::now();
+    rig.helpers.stop(&t("t2"), helper).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300), "the grace period was honoured");
+    let exit = rig.exits.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        exit.status.contains("SIGKILL") || exit.status.contains("signal: 9"),
+        "{}",
+        exit.status
+    );
+}
+
+#[test]
+fn given_an_identity_whose_pid_now_belongs_to_another_process_when_stopped_then_nothing_is_signalled(
+) {
+    let rig = rig(SCRIPT);
+    let helper = rig.helpers.spawn(&t("t3"), &env_for("/mnt/t3"), rig.tx.clone()).unwrap();
+    let impostor = HelperIdentity { start_ticks: helper.start_ticks + 1, ..helper };
+    let err = rig.helpers.stop(&t("t3"), impostor).unwrap_err();
+    assert!(matches!(err, HelperError::NotOurs { pid } if pid == helper.pid), "{err}");
+    assert!(rig.exits.recv_timeout(Duration::from_millis(300)).is_err(), "it was not signalled");
+    assert!(rig.helpers.procfs.is_same(&helper, rig.helpers.boot));
+    assert_eq!(
+        rig.helpers.pid_dir.read(&t("t3")).unwrap(),
+        Some(Some(helper.pid)),
+        "PID file kept"
+    );
+    rig.helpers.stop(&t("t3"), helper).unwrap();
+}
+
+#[test]
+fn given_a_helper_of_an_earlier_boot_when_stopped_then_it_is_gone_by_definition() {
+    let rig = rig(SCRIPT);
+    let helper = rig.helpers.spawn(&t("t4"), &env_for("/mnt/t4"), rig.tx.clone()).unwrap();
+    let old = HelperIdentity { boot: BootId(uuid::Uuid::nil()), ..helper };
+    rig.helpers.stop(&t("t4"), old).unwrap();
+    assert!(rig.helpers.procfs.is_same(&helper, rig.helpers.boot), "the live process was not hit");
+    rig.helpers.stop(&t("t4"), helper).unwrap();
+}
+
+#[test]
+fn given_a_helper_that_exits_at_once_when_spawned_then_the_failure_is_seen() {
+    let rig = rig("#!/bin/sh\nexit 0\n");
+    match rig.helpers.spawn(&t("t5"), &env_for("/mnt/t5"), rig.tx.clone()) {
+        Err(HelperError::ExitedAtOnce { status }) => assert!(status.contains('0'), "{status}"),
+        Err(other) => panic!("unexpected error {other}"),
+        // It may still have been running when its identity was read: then its exit
+        // must be reported by the waiter.
+        Ok(helper) => {
+            let exit = rig.exits.recv_timeout(Duration::from_secs(10)).unwrap();
+            assert_eq!(exit.helper, helper);
+            assert_eq!(exit.status, "exit status: 0");
+        }
+    }
+}
+
+#[test]
+fn given_a_missing_binary_when_spawned_then_an_exec_error_and_no_pid_file() {
+    let mut rig = rig(SCRIPT);
+    rig.helpers.bin = rig.dir.path().join("does-not-exist");
+    let err = rig.helpers.spawn(&t("t6"), &env_for("/mnt/t6"), rig.tx.clone()).unwrap_err();
+    assert!(matches!(err, HelperError::Exec { .. }), "{err}");
+    assert_eq!(rig.helpers.pid_dir.read(&t("t6")).unwrap(), None);
+}

@@ -1,0 +1,7 @@
+//! Executors: the code that performs the effects the journal's state machine decides on,
+//! one module per boundary with the host.
+
+pub mod command;
+pub mod credentials;
+pub mod helper;
+pub mod mounts;

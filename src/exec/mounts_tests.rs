@@ -1,0 +1,170 @@
+//! Real mounts, each test inside a private mount namespace of its own: the test re-runs
+//! itself under `unshare -m --propagation private`, so nothing it mounts is visible to the
+//! machine or to other tests, and everything vanishes when it ends.
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::exec::command::Program;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+const INSIDE: &str = "DMS_TEST_PRIVATE_NS";
+
+/// `true` inside the namespace (run the body); outside, run the test there and check it.
+fn isolated(name: &str) -> bool {
+    if std::env::var(INSIDE).as_deref() == Ok(name) {
+        return true;
+    }
+    let full = format!("{}::{name}", module_path!().split_once("::").map_or("", |(_, rest)| rest));
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private"])
+        // Through /proc: the file may be replaced by a rebuild while the tests run.
+        .arg(format!("/proc/{}/exe", std::process::id()))
+        .args([full.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env(INSIDE, name)
+        .output()
+        .expect("unshare(1) from util-linux is required for mount tests");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "isolated run of {full} failed:\n{text}"
+    );
+    false
+}
+
+fn tmpfs(path: &str) {
+    std::fs::create_dir_all(path).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", path])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn any_kind(_: &MountInfo) -> bool {
+    true
+}
+
+fn mounter(dir: &Path) -> Mounter {
+    let _ = dir;
+    Mounter {
+        mount: Program::new("mount"),
+        umount: Program::new("umount"),
+        mount_timeout: Duration::from_secs(10),
+        umount_timeout: Duration::from_secs(10),
+    }
+}
+
+#[test]
+fn given_a_mount_that_appears_later_when_waiting_then_it_is_seen_and_probed() {
+    if !isolated("given_a_mount_that_appears_later_when_waiting_then_it_is_seen_and_probed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t").to_str().unwrap().to_owned();
+    let later = path.clone();
+    let mounter_thread = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        tmpfs(&later);
+    });
+    let started = Instant::now();
+    wait_for_mount(&path, any_kind, None, Duration::from_secs(10)).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    mounter_thread.join().unwrap();
+    assert_eq!(mount_at(&path).unwrap().unwrap().fstype, "tmpfs");
+}
+
+#[test]
+fn given_no_mount_or_the_wrong_kind_when_waiting_then_a_failure_with_the_reason() {
+    if !isolated("given_no_mount_or_the_wrong_kind_when_waiting_then_a_failure_with_the_reason") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t").to_str().unwrap().to_owned();
+    let err = wait_for_mount(&path, any_kind, None, Duration::from_millis(300)).unwrap_err();
+    assert!(err.reason.starts_with("no mount at"), "{}", err.reason);
+    tmpfs(&path);
+    let err = wait_for_mount(&path, is_fuse, None, Duration::from_secs(5)).unwrap_err();
+    assert!(err.reason.contains("tmpfs mount, not the expected kind"), "{}", err.reason);
+}
+
+#[test]
+fn given_a_helper_that_exits_without_mounting_when_waiting_then_it_fails_fast() {
+    if !isolated("given_a_helper_that_exits_without_mounting_when_waiting_then_it_fails_fast") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t").to_str().unwrap().to_owned();
+    let mut child = Command::new("sleep").arg("0.2").spawn().unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    let started = Instant::now();
+    let err = wait_for_mount(&path, any_kind, Some(&pidfd), Duration::from_secs(30)).unwrap_err();
+    assert_eq!(err.reason, "the helper exited before mounting");
+    assert!(!err.maybe_mounted);
+    assert!(started.elapsed() < Duration::from_secs(10), "did not wait for the deadline");
+    child.wait().unwrap();
+}
+
+#[test]
+fn given_a_mount_when_unmounted_then_the_table_confirms_the_directory_goes_and_repeats_are_fine() {
+    if !isolated("given_a_mount_when_unmounted_then_the_table_confirms_the_directory_goes_and_repeats_are_fine") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t").to_str().unwrap().to_owned();
+    tmpfs(&path);
+    let m = mounter(dir.path());
+    m.unmount(&path, false).unwrap();
+    assert!(mount_at(&path).unwrap().is_none());
+    assert!(!Path::new(&path).exists(), "the empty mount directory is removed");
+    m.unmount(&path, false).unwrap();
+}
+
+#[test]
+fn given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort() {
+    if !isolated("given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t").to_str().unwrap().to_owned();
+    tmpfs(&path);
+    let mut busy = Command::new("sleep").arg("30").current_dir(&path).spawn().unwrap();
+    mounter(dir.path()).unmount(&path, true).unwrap();
+    assert!(mount_at(&path).unwrap().is_none());
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+}
+
+#[test]
+fn given_this_kernel_without_nfs_when_mount_8_runs_then_its_error_is_the_reason() {
+    if !isolated("given_this_kernel_without_nfs_when_mount_8_runs_then_its_error_is_the_reason") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n").to_str().unwrap().to_owned();
+    let err = mounter(dir.path())
+        .mount_nfs("127.0.0.1:/exports/none", "nosuid,nodev,soft,timeo=1,retrans=0", &path)
+        .unwrap_err();
+    assert!(!err.reason.is_empty());
+    assert!(mount_at(&path).unwrap().is_none());
+}
+
+#[test]
+fn given_a_hanging_mount_program_when_mounting_nfs_then_the_deadline_kills_it() {
+    if !isolated("given_a_hanging_mount_program_when_mounting_nfs_then_the_deadline_kills_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = dir.path().join("hang-mount");
+    std::fs::write(&stand_in, "#!/bin/sh\nsleep 30\n").unwrap();
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut m = mounter(dir.path());
+    m.mount = Program::new(stand_in);
+    m.mount_timeout = Duration::from_millis(300);
+    let path = dir.path().join("n").to_str().unwrap().to_owned();
+    let err = m.mount_nfs("h:/x", "nosuid,nodev", &path).unwrap_err();
+    assert!(err.maybe_mounted, "a killed mount(8) may have mounted");
+    assert!(err.reason.contains("did not finish"), "{}", err.reason);
+}

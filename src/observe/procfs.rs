@@ -1,0 +1,185 @@
+//! Processes as `/proc` describes them: enough to prove who a process is.
+//!
+//! A PID alone proves nothing (PIDs are reused), so a helper's identity is its PID plus its
+//! start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`) plus the boot id.
+//! Whether a process is *a helper for a path* is read from its environment: the helper
+//! learns its mount path from `vault_data_directory` (DESIGN §2), and the daemon also marks
+//! the helpers it starts with [`TARGET_MARKER`].
+
+use dms_journal::{BootId, HelperIdentity};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Set in the environment of every helper the daemon starts: the target it serves.
+pub const TARGET_MARKER: &str = "DMS_HELPER_TARGET";
+/// How a helper learns its mount path (the s3vaultfuse contract).
+pub const MOUNT_PATH_VAR: &str = "vault_data_directory";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is malformed: {what}")]
+    Malformed { path: PathBuf, what: &'static str },
+}
+
+/// Where `/proc` is; tests may point elsewhere.
+#[derive(Debug, Clone)]
+pub struct Procfs {
+    root: PathBuf,
+}
+
+impl Default for Procfs {
+    fn default() -> Self {
+        Self { root: PathBuf::from("/proc") }
+    }
+}
+
+impl Procfs {
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn read(&self, rel: impl AsRef<Path>) -> Result<Vec<u8>, ProcError> {
+        let path = self.root.join(rel);
+        std::fs::read(&path).map_err(|source| ProcError::Read { path, source })
+    }
+
+    /// The kernel's boot id: a reboot changes it and voids every journaled claim.
+    pub fn boot_id(&self) -> Result<BootId, ProcError> {
+        let rel = "sys/kernel/random/boot_id";
+        let raw = self.read(rel)?;
+        BootId::parse(&String::from_utf8_lossy(&raw))
+            .map_err(|_| ProcError::Malformed { path: self.root.join(rel), what: "not a uuid" })
+    }
+
+    /// The process's start time in clock ticks since boot, or `None` if it is gone (or a
+    /// zombie).
+    pub fn start_ticks(&self, pid: u32) -> Result<Option<u64>, ProcError> {
+        let rel = format!("{pid}/stat");
+        let raw = match self.read(&rel) {
+            Ok(raw) => raw,
+            Err(ProcError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        parse_start_ticks(&raw)
+            .map(Some)
+            .ok_or(ProcError::Malformed { path: self.root.join(rel), what: "no start time field" })
+    }
+
+    /// The identity of a live process, or `None` if it is gone.
+    pub fn identity(&self, pid: u32, boot: BootId) -> Result<Option<HelperIdentity>, ProcError> {
+        Ok(self.start_ticks(pid)?.map(|start_ticks| HelperIdentity { pid, start_ticks, boot }))
+    }
+
+    /// Whether `helper` is alive *and* still the same process.
+    pub fn is_same(&self, helper: &HelperIdentity, boot: BootId) -> bool {
+        helper.boot == boot
+            && matches!(self.start_ticks(helper.pid), Ok(Some(t)) if t == helper.start_ticks)
+    }
+
+    /// One variable of the process's environment (as it was at exec). `None` when the
+    /// process is gone, unreadable, or lacks the variable.
+    pub fn env_var(&self, pid: u32, name: &str) -> Option<String> {
+        let raw = self.read(format!("{pid}/environ")).ok()?;
+        env_lookup(&raw, name)
+    }
+
+    /// Every numeric entry of `/proc`: the PIDs alive right now.
+    pub fn pids(&self) -> Result<Vec<u32>, ProcError> {
+        let dir = std::fs::read_dir(&self.root)
+            .map_err(|source| ProcError::Read { path: self.root.clone(), source })?;
+        Ok(dir
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect())
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`, or `None` for a zombie (it has exited; only its exit
+/// status waits to be collected, so it is dead for every purpose of the daemon). The
+/// command name (field 2) is in parentheses and may itself contain spaces and
+/// parentheses, so counting starts after the *last* `)`.
+fn parse_start_ticks(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    // After the name: field 3 (state) is the first; field 22 is the 20th.
+    let state = fields.next()?;
+    if matches!(state, "Z" | "X" | "x") {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+fn env_lookup(environ: &[u8], name: &str) -> Option<String> {
+    environ.split(|&b| b == 0).find_map(|entry| {
+        let (key, value) = entry.split_at(entry.iter().position(|&b| b == b'=')?);
+        (OsStr::from_bytes(key) == OsStr::new(name))
+            .then(|| String::from_utf8_lossy(&value[1..]).into_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn given_a_command_name_with_spaces_and_parens_when_parsing_stat_then_field_22_is_found() {
+        let stat = b"4242 (evil) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
+        assert_eq!(parse_start_ticks(stat), Some(987_654));
+        assert_eq!(parse_start_ticks(b"4242 (x) S 1"), None);
+        let zombie = b"4242 (x) Z 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 0 0";
+        assert_eq!(parse_start_ticks(zombie), None, "a zombie is not alive");
+        assert_eq!(parse_start_ticks(b"garbage"), None);
+    }
+
+    #[test]
+    fn given_an_environ_block_when_looking_up_then_exact_names_match() {
+        let env =
+            b"PATH=/bin\0vault_data_directory=/mnt/a b\0vault_data_directory_old=/x\0EMPTY=\0";
+        assert_eq!(env_lookup(env, "vault_data_directory").as_deref(), Some("/mnt/a b"));
+        assert_eq!(env_lookup(env, "EMPTY").as_deref(), Some(""));
+        assert_eq!(env_lookup(env, "vault"), None);
+    }
+
+    #[test]
+    fn given_this_process_when_observed_then_identity_is_stable_and_a_reused_pid_is_not_the_same() {
+        let proc = Procfs::default();
+        let boot = proc.boot_id().unwrap();
+        let me = proc.identity(std::process::id(), boot).unwrap().unwrap();
+        assert_eq!(proc.identity(me.pid, boot).unwrap(), Some(me));
+        assert!(proc.is_same(&me, boot));
+        let reused = HelperIdentity { start_ticks: me.start_ticks + 1, ..me };
+        assert!(!proc.is_same(&reused, boot), "another start time is another process");
+        let other_boot = BootId(uuid::Uuid::nil());
+        assert!(!proc.is_same(&me, other_boot), "another boot is another process");
+        assert!(proc.pids().unwrap().contains(&me.pid));
+    }
+
+    #[test]
+    fn given_a_child_with_an_environment_when_observed_then_its_variables_are_read_and_its_exit_seen(
+    ) {
+        let proc = Procfs::default();
+        let boot = proc.boot_id().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .env(MOUNT_PATH_VAR, "/mnt/x")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert_eq!(proc.env_var(pid, MOUNT_PATH_VAR).as_deref(), Some("/mnt/x"));
+        let id = proc.identity(pid, boot).unwrap().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!proc.is_same(&id, boot));
+        assert_eq!(proc.start_ticks(pid).unwrap(), None);
+    }
+}

@@ -1,0 +1,205 @@
+//! The RabbitMQ adapter: the wire contract of DESIGN §2 on top of lapin.
+//!
+//! - Queue `dms.<node_id>` on the default exchange: durable, not exclusive, not auto-delete,
+//!   no arguments (other arguments fail against queues clients already declared).
+//! - Bounded prefetch; heartbeats; a lost connection is retried with capped, jittered
+//!   backoff while the daemon (and every mount) keeps running.
+//! - A delivery is acked only after its outcome is journaled and its reply published
+//!   (with a publisher confirm). A request that dies with its connection is redelivered and
+//!   answered from the journal. A journal that cannot be written stops intake: the delivery
+//!   is requeued and [`serve`] returns the error.
+
+mod delivery;
+
+use crate::engine::ports::{Credentials, Mounts, Processes};
+use crate::engine::{Engine, EngineError};
+use crate::wire::Policy;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// `amqp://...`; `heartbeat` is added when the URL does not set it.
+    pub url: String,
+    pub queue: String,
+    pub prefetch: u16,
+    pub heartbeat_secs: u16,
+    /// How long in-flight requests may take to finish when intake stops.
+    pub drain: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("stopping intake: {0}")]
+    Engine(#[from] EngineError),
+}
+
+/// Serve requests until `shutdown` turns true (then stop intake, let in-flight requests
+/// finish within the drain bound, and return) or the journal fails.
+pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
+    engine: Arc<Engine<C, P, M>>,
+    policy: Arc<Policy>,
+    config: TransportConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), TransportError> {
+    let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<EngineError>(1);
+    let mut in_flight = JoinSet::new();
+    let mut backoff = Backoff::default();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let session = tokio::select! {
+            s = open(&config) => s,
+            _ = shutdown.changed() => break,
+        };
+        let (connection, channel, mut consumer) = match session {
+            Ok(s) => {
+                tracing::info!(queue = %config.queue, "consuming");
+                backoff.reset();
+                s
+            }
+            Err(e) => {
+                let wait = backoff.next();
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot reach the broker");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = shutdown.changed() => break,
+                }
+            }
+        };
+        loop {
+            tokio::select! {
+                next = consumer.next() => match next {
+                    Some(Ok(d)) => {
+                        let (engine, policy, channel, fatal) = (Arc::clone(&engine), Arc::clone(&policy), channel.clone(), fatal_tx.clone());
+                        in_flight.spawn(async move {
+                            if let Err(e) = delivery::handle(&engine, &policy, &channel, d).await {
+                                let _ = fatal.try_send(e);
+                            }
+                        });
+                    }
+                    Some(Err(e)) => { tracing::warn!(error = %e, "consumer failed; reconnecting"); break; }
+                    None => { tracing::warn!("consumer ended; reconnecting"); break; }
+                },
+                Some(e) = fatal_rx.recv() => {
+                    tracing::error!(error = %e, "journal failure: intake stopped");
+                    let _ = connection.close(320, "journal failure".into()).await;
+                    return Err(e.into());
+                }
+                _ = shutdown.changed() => {
+                    drain(&mut in_flight, config.drain).await;
+                    let _ = connection.close(200, "dms-server stopping".into()).await;
+                    return Ok(());
+                }
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
+        }
+        let _ = connection.close(200, "reconnecting".into()).await;
+    }
+    drain(&mut in_flight, config.drain).await;
+    Ok(())
+}
+
+async fn drain(in_flight: &mut JoinSet<()>, bound: Duration) {
+    let all = async { while in_flight.join_next().await.is_some() {} };
+    if tokio::time::timeout(bound, all).await.is_err() {
+        tracing::warn!(
+            left = in_flight.len(),
+            "in-flight requests still running at shutdown; they will be redelivered"
+        );
+    }
+}
+
+async fn open(
+    config: &TransportConfig,
+) -> Result<(Connection, Channel, lapin::Consumer), lapin::Error> {
+    let url = with_heartbeat(&config.url, config.heartbeat_secs);
+    let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        exclusive: false,
+        auto_delete: false,
+        ..Default::default()
+    };
+    channel.queue_declare(config.queue.as_str().into(), durable, FieldTable::default()).await?;
+    let consumer = channel
+        .basic_consume(
+            config.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((connection, channel, consumer))
+}
+
+fn with_heartbeat(url: &str, secs: u16) -> String {
+    if url.contains("heartbeat=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&heartbeat={secs}")
+    } else {
+        format!("{url}?heartbeat={secs}")
+    }
+}
+
+/// Capped exponential backoff with full jitter: many nodes reconnecting to a restarted
+/// broker do not arrive in lockstep.
+#[derive(Debug, Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    const BASE: Duration = Duration::from_millis(200);
+    const CAP: Duration = Duration::from_secs(15);
+
+    fn next(&mut self) -> Duration {
+        let ceiling = Self::BASE.saturating_mul(1 << self.attempt.min(10)).min(Self::CAP);
+        self.attempt += 1;
+        let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+        ceiling / 2 + ceiling / 2 * jitter / 1000
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_failures_when_backing_off_then_waits_grow_to_the_cap_with_jitter_and_reset() {
+        let mut b = Backoff::default();
+        let waits: Vec<Duration> = (0..12).map(|_| b.next()).collect();
+        assert!(waits[0] >= Duration::from_millis(100) && waits[0] <= Duration::from_millis(200));
+        assert!(waits.iter().all(|w| *w <= Backoff::CAP));
+        assert!(waits[11] >= Backoff::CAP / 2);
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn given_urls_when_adding_the_heartbeat_then_existing_settings_win() {
+        assert_eq!(with_heartbeat("amqp://h:5672/%2f", 30), "amqp://h:5672/%2f?heartbeat=30");
+        assert_eq!(
+            with_heartbeat("amqp://h/?frame_max=1", 30),
+            "amqp://h/?frame_max=1&heartbeat=30"
+        );
+        assert_eq!(with_heartbeat("amqp://h/?heartbeat=5", 30), "amqp://h/?heartbeat=5");
+    }
+}

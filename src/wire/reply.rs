@@ -1,0 +1,102 @@
+//! The reply body: `{"status": ..., "error_msg": ..., "success_msg": ...}`, always all three
+//! keys, byte-compatible with the Python service's `json.dumps` output (`", "` and `": "`
+//! separators, non-ASCII escaped as `\uXXXX`), so a client that compared raw bodies or
+//! logged them keeps seeing the same text.
+
+use dms_journal::Outcome;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Error,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// One reply. `Deserialize` is for clients and tests; the daemon sends [`Reply::to_json`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub status: Status,
+    pub error_msg: Option<String>,
+    pub success_msg: Option<String>,
+}
+
+impl Reply {
+    pub fn success(msg: impl Into<String>) -> Self {
+        Self { status: Status::Success, error_msg: None, success_msg: Some(msg.into()) }
+    }
+
+    pub fn error(msg: impl Into<String>) -> Self {
+        Self { status: Status::Error, error_msg: Some(msg.into()), success_msg: None }
+    }
+
+    /// The texts the Python clients know. `NotMounted` is a success, as it was in the
+    /// Python service (and as `Outcome::is_success` says): the target is not mounted, which
+    /// is what an unmount asks for.
+    pub fn from_outcome(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Mounted { kind, path } => Self::success(format!(
+                "{} target mounted successfully at {path}",
+                kind.to_ascii_uppercase()
+            )),
+            Outcome::AlreadyMounted { path } => Self::success(format!("Already mounted at {path}")),
+            Outcome::Unmounted { path } => {
+                Self::success(format!("Target unmounted successfully from {path}"))
+            }
+            Outcome::NotMounted { path } => Self::success(format!("Target not mounted at {path}")),
+            Outcome::Failed { reason } => Self::error(reason.clone()),
+        }
+    }
+
+    /// The body bytes, exactly as Python's `json.dumps(response)` wrote them.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{\"status\": ");
+        push_str(&mut out, self.status.as_str());
+        out.push_str(", \"error_msg\": ");
+        push_opt(&mut out, self.error_msg.as_deref());
+        out.push_str(", \"success_msg\": ");
+        push_opt(&mut out, self.success_msg.as_deref());
+        out.push('}');
+        out
+    }
+}
+
+fn push_opt(out: &mut String, value: Option<&str>) {
+    match value {
+        Some(s) => push_str(out, s),
+        None => out.push_str("null"),
+    }
+}
+
+/// A JSON string literal with Python's `ensure_ascii=True` escaping.
+fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+        }
+    }
+    out.push('"');
+}

@@ -1,0 +1,281 @@
+//! End-to-end harness: the real `dms-server` binary, driven only by `DMS_*` environment
+//! variables as an operator would, and an AMQP client speaking the wire format of the
+//! existing Python clients.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use crate::support::proc::GroupChild;
+use crate::support::{self, Broker};
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub const T: Duration = Duration::from_secs(60);
+
+/// The in-memory FUSE helper of this workspace (built by `cargo test --workspace`).
+pub fn testfs_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| support::repo_root().join("target"));
+    let bin = target.join("debug/dms-testfs");
+    support::require_file(&bin);
+    bin
+}
+
+/// A helper binary that is `dms-testfs` with a fault switch set (the daemon passes helpers
+/// an explicit environment only, so the switch is baked into a wrapper).
+pub fn faulty_helper(dir: &Path, fault: &str) -> PathBuf {
+    let path = dir.join(format!("helper-{}", fault.replace(['=', '.'], "-")));
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nDMS_TESTFS_FAULT={fault} exec {}\n", testfs_bin().display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A running daemon and its files.
+pub struct Daemon {
+    pub child: GroupChild,
+    pub node: String,
+    pub base: PathBuf,
+    pub pid_dir: PathBuf,
+    pub journal: PathBuf,
+    pub log: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Start with the standard layout under `dir` plus `extra` variables.
+    pub fn start(broker: &Broker, dir: &Path, node: &str, extra: &[(&str, String)]) -> Daemon {
+        let base = dir.join("mounts");
+        std::fs::create_dir_all(&base).unwrap();
+        let mut env: Vec<(String, String)> = vec![
+            ("DMS_RABBITMQ_URL".into(), broker.amqp_url()),
+            ("DMS_NODE_ID".into(), node.into()),
+            ("DMS_MOUNT_BASE".into(), base.display().to_string()),
+            ("DMS_S3VAULTFUSE_BIN".into(), testfs_bin().display().to_string()),
+            ("DMS_PID_DIR".into(), dir.join("pids").display().to_string()),
+            ("DMS_JOURNAL_PATH".into(), dir.join("journal").display().to_string()),
+            ("DMS_HELPER_LOG_DIR".into(), dir.join("helper-logs").display().to_string()),
+            ("DMS_LOG_LEVEL".into(), "debug".into()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(name, _)| name != k);
+            env.push(((*k).to_owned(), v.clone()));
+        }
+        Self::spawn(dir, node, env)
+    }
+
+    pub fn spawn(dir: &Path, node: &str, env: Vec<(String, String)>) -> Daemon {
+        let get = |k: &str| PathBuf::from(&env.iter().find(|(n, _)| n == k).unwrap().1);
+        let log = dir.join(format!("dms-server-{}.log", uuid::Uuid::new_v4()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dms-server"));
+        cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
+        let child = GroupChild::spawn("dms-server", cmd, &log);
+        let mut daemon = Daemon {
+            child,
+            node: node.into(),
+            base: get("DMS_MOUNT_BASE"),
+            pid_dir: get("DMS_PID_DIR"),
+            journal: get("DMS_JOURNAL_PATH"),
+            log,
+            env,
+        };
+        daemon.wait_log("consuming");
+        daemon
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_log(&mut self, needle: &str) {
+        let mut exited = None;
+        let found = support::wait_for(&format!("dms-server log line {needle:?}"), T, || {
+            if let Some(status) = self.child.try_wait() {
+                exited = Some(status);
+                return Some(());
+            }
+            self.log_text().contains(needle).then_some(())
+        });
+        if let Some(status) = exited.filter(|_| !self.log_text().contains(needle)) {
+            panic!(
+                "dms-server exited ({status}) before {needle:?}\n--- daemon log ---\n{}",
+                self.log_text()
+            );
+        }
+        if let Err(e) = found {
+            panic!("{e}\n--- daemon log ---\n{}", self.log_text());
+        }
+    }
+
+    pub fn path(&self, target: &str) -> String {
+        self.base.join(target).display().to_string()
+    }
+
+    /// SIGTERM and wait: intake stops, mounts and helpers stay.
+    pub fn stop(mut self) -> String {
+        self.child.signal_group(rustix::process::Signal::TERM);
+        let status = self.child.wait_timeout(T);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "dms-server did not stop cleanly: {status:?}\n{}",
+            self.log_text()
+        );
+        self.log_text()
+    }
+
+    pub fn pid_files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.pid_dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+/// A client of the existing wire format.
+pub struct Client {
+    conn: Connection,
+    channel: Channel,
+    replies: Consumer,
+    reply_queue: String,
+}
+
+impl Client {
+    pub async fn connect(broker: &Broker) -> Client {
+        let conn =
+            Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let q = channel.queue_declare("".into(), opts, FieldTable::default()).await.unwrap();
+        let reply_queue = q.name().as_str().to_owned();
+        let replies = channel
+            .basic_consume(
+                reply_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Client { conn, channel, replies, reply_queue }
+    }
+
+    /// Publish a request body to `dms.<node>` as the Python client does.
+    pub async fn send(&self, node: &str, body: &[u8], correlation_id: &str, reply: bool) {
+        let mut props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_correlation_id(ShortString::from(correlation_id));
+        if reply {
+            props = props.with_reply_to(ShortString::from(self.reply_queue.as_str()));
+        }
+        let queue = format!("dms.{node}");
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .unwrap();
+        assert!(!confirm.await.unwrap().is_nack());
+    }
+
+    /// The next reply, with its correlation id.
+    pub async fn reply(&mut self) -> (String, Value) {
+        let delivery = tokio::time::timeout(T, self.replies.next())
+            .await
+            .expect("no reply within the deadline")
+            .expect("reply consumer ended")
+            .unwrap();
+        let corr = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
+        assert_eq!(
+            delivery.properties.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        (corr, serde_json::from_slice(&delivery.data).unwrap())
+    }
+
+    /// Send and wait for the reply to exactly this request.
+    pub async fn call(&mut self, node: &str, body: &Value, correlation_id: &str) -> Value {
+        self.send(node, body.to_string().as_bytes(), correlation_id, true).await;
+        loop {
+            let (corr, reply) = self.reply().await;
+            if corr == correlation_id {
+                return reply;
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+pub fn ok(msg: &str) -> Value {
+    json!({"status": "success", "error_msg": null, "success_msg": msg})
+}
+
+pub fn err(msg: &str) -> Value {
+    json!({"status": "error", "error_msg": msg, "success_msg": null})
+}
+
+pub fn s3_mount(target: &str, path: &str, secret_ref: &str, token: &str) -> Value {
+    json!({
+        "context": {"user_id": "u-1", "tenant_id": "p-1"},
+        "keystone_token": token,
+        "job": {"jobid": 12345, "action": "backup"},
+        "host": "compute-01",
+        "action": "mount",
+        "backup_target": {
+            "id": target, "deleted": false, "type": "s3", "filesystem_export": null,
+            "filesystem_export_mount_path": path, "status": "available",
+            "secret_ref": secret_ref, "nfs_mount_opts": null
+        }
+    })
+}
+
+pub fn nfs_mount(target: &str, path: &str, export: &str, opts: &str) -> Value {
+    json!({
+        "keystone_token": "unused",
+        "action": "mount",
+        "backup_target": {
+            "id": target, "type": "nfs", "filesystem_export": export,
+            "filesystem_export_mount_path": path, "nfs_mount_opts": opts
+        }
+    })
+}
+
+pub fn unmount(target: &str, path: &str, kind: &str) -> Value {
+    json!({
+        "action": "unmount",
+        "backup_target": {"id": target, "type": kind, "filesystem_export_mount_path": path}
+    })
+}
+
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

@@ -1,0 +1,205 @@
+//! dms-server end to end: a private RabbitMQ node, a real Barbican, real FUSE mounts by the
+//! workspace's in-memory helper (dms-testfs), each test in a private mount namespace.
+#![allow(clippy::unwrap_used)]
+
+mod e2e;
+mod support;
+
+use e2e::{err, ok, s3_mount, unmount, uuid, Client, Daemon};
+use std::path::Path;
+use std::time::Duration;
+use support::mountns::{self, run_isolated};
+use support::{Barbican, Broker};
+
+const TOKEN: &str = "gAAAAAB-e2e-keystone-token";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn credentials(bucket: &str) -> String {
+    serde_json::json!({
+        "aws_access_key_id": "AKIAE2E", "aws_secret_access_key": "e2e-secret-key-value",
+        "bucket": bucket, "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
+    })
+    .to_string()
+}
+
+#[test]
+fn s3_mount_unmount_round_trip_with_idempotent_repeats_and_a_redelivery_answered_from_the_journal()
+{
+    run_isolated("s3_mount_unmount_round_trip_with_idempotent_repeats_and_a_redelivery_answered_from_the_journal", || {
+        let broker = Broker::shared();
+        let barbican = Barbican::start();
+        let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-1"));
+        let dir = support::temp_dir("dms-e2e-");
+        let daemon = Daemon::start(broker, dir.path(), "e2e-s3", &[]);
+        let path = daemon.path("target-1");
+        runtime().block_on(async {
+            let mut client = Client::connect(broker).await;
+            let mount = s3_mount("target-1", &path, &secret_ref, TOKEN);
+            let first = uuid();
+            let reply = client.call(&daemon.node, &mount, &first).await;
+            assert_eq!(reply, ok(&format!("S3 target mounted successfully at {path}")));
+            let entry = mountns::mount_at(Path::new(&path)).expect("the mount is in the table");
+            assert_eq!(entry.fs_type, "fuse.dms-testfs");
+            std::fs::write(Path::new(&path).join("backup.img"), b"data").unwrap();
+            assert_eq!(std::fs::read(Path::new(&path).join("backup.img")).unwrap(), b"data");
+            assert_eq!(daemon.pid_files(), ["target-1.pid"]);
+            let pid = std::fs::read_to_string(daemon.pid_dir.join("target-1.pid")).unwrap();
+
+            // The same request again (a redelivery): the journaled answer, no second helper.
+            let again = client.call(&daemon.node, &mount, &first).await;
+            assert_eq!(again, reply);
+            // A new request for the mounted target.
+            let other = client.call(&daemon.node, &mount, &uuid()).await;
+            assert_eq!(other, ok(&format!("Already mounted at {path}")));
+            assert_eq!(std::fs::read_to_string(daemon.pid_dir.join("target-1.pid")).unwrap(), pid);
+
+            let reply = client.call(&daemon.node, &unmount("target-1", &path, "s3"), &uuid()).await;
+            assert_eq!(reply, ok(&format!("Target unmounted successfully from {path}")));
+            assert!(mountns::mount_at(Path::new(&path)).is_none());
+            assert!(daemon.pid_files().is_empty());
+            let reply = client.call(&daemon.node, &unmount("target-1", &path, "s3"), &uuid()).await;
+            assert_eq!(reply, ok(&format!("Target not mounted at {path}")));
+            client.close().await;
+        });
+        assert!(!barbican.requests().iter().any(|r| r.contains(TOKEN)));
+        let journal = daemon.journal.clone();
+        let log = daemon.stop();
+        assert!(!log.contains(TOKEN) && !log.contains("e2e-secret-key-value"), "a secret reached the log");
+        let out = std::process::Command::new(support::repo_root().join("target/debug/dms-journal"))
+            .args(["--path", journal.to_str().unwrap(), "inspect", "--target", "target-1"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        for event in ["Requested", "CredsFetched", "Spawned", "Verified", "Answered", "UnmountRequested", "HelperStopped", "Unmounted"] {
+            assert!(text.contains(event), "{event} missing from:\n{text}");
+        }
+        assert!(!text.contains(TOKEN) && !text.contains("e2e-secret-key-value"));
+    });
+}
+
+#[test]
+fn bad_requests_get_the_python_error_texts_and_touch_nothing() {
+    run_isolated("bad_requests_get_the_python_error_texts_and_touch_nothing", || {
+        let broker = Broker::shared();
+        let dir = support::temp_dir("dms-e2e-");
+        let daemon = Daemon::start(broker, dir.path(), "e2e-bad", &[]);
+        let base = daemon.base.display().to_string();
+        let outside = dir.path().join("elsewhere").display().to_string();
+        runtime().block_on(async {
+            let mut client = Client::connect(broker).await;
+            let raw = |body: &'static [u8]| body;
+            client.send(&daemon.node, raw(b"{not json"), "c-json", true).await;
+            let (corr, reply) = client.reply().await;
+            assert_eq!((corr.as_str(), reply), ("c-json", err("Invalid JSON format in request")));
+            let cases = [
+                (serde_json::json!({"action": "format", "backup_target": {"id": "t", "type": "s3", "filesystem_export_mount_path": format!("{base}/t")}}), "Unknown action: format"),
+                (serde_json::json!({"action": "mount", "backup_target": {"id": "t", "type": "ceph", "filesystem_export_mount_path": format!("{base}/t")}}), "Unsupported target type: ceph"),
+                (serde_json::json!({"action": "mount", "backup_target": {"id": "t", "type": "nfs", "filesystem_export_mount_path": format!("{base}/t")}}), "Missing filesystem_export for NFS mount"),
+                (serde_json::json!({"action": "mount", "backup_target": {"id": "t", "type": "s3"}}), "Missing filesystem_export_mount_path in backup_target"),
+                (serde_json::json!({"backup_target": {}}), "Missing required field: 'action'"),
+            ];
+            for (body, text) in cases {
+                assert_eq!(client.call(&daemon.node, &body, &uuid()).await, err(text));
+            }
+            // A path traversal in the id, a mount path outside the base: refused, nothing touched.
+            for (id, path) in [("../../etc/passwd", format!("{base}/x")), ("ok-id", outside.clone()), ("ok-id", format!("{base}/../escape"))] {
+                let body = s3_mount(id, &path, "http://127.0.0.1:1/v1/secrets/x", TOKEN);
+                let reply = client.call(&daemon.node, &body, &uuid()).await;
+                assert_eq!(reply["status"], "error", "{id} {path}: {reply}");
+            }
+            client.close().await;
+        });
+        assert!(daemon.pid_files().is_empty());
+        assert!(!Path::new(&outside).exists());
+        assert_eq!(
+            std::fs::read_dir(&daemon.base).unwrap().count(),
+            0,
+            "nothing created under the base"
+        );
+        daemon.stop();
+    });
+}
+
+#[test]
+fn barbican_refusals_and_outages_are_reported_and_no_helper_starts() {
+    run_isolated("barbican_refusals_and_outages_are_reported_and_no_helper_starts", || {
+        let broker = Broker::shared();
+        let barbican = Barbican::start();
+        let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-2"));
+        let dir = support::temp_dir("dms-e2e-");
+        let daemon = Daemon::start(
+            broker,
+            dir.path(),
+            "e2e-barbican",
+            &[("DMS_CREDENTIALS_TIMEOUT", "2".into())],
+        );
+        let path = daemon.path("t-b");
+        runtime().block_on(async {
+            let mut client = Client::connect(broker).await;
+            let reply = client.call(&daemon.node, &s3_mount("t-b", &path, &barbican.unknown_secret_ref(), TOKEN), &uuid()).await;
+            assert!(reply["error_msg"].as_str().unwrap().starts_with("Failed to fetch credentials: secret not found in Barbican (404"), "{reply}");
+            let reply = client.call(&daemon.node, &s3_mount("t-b", &path, &secret_ref, "invalid-token"), &uuid()).await;
+            assert_eq!(reply, err("Failed to fetch credentials: Barbican refused the keystone token (401 Unauthorized)"));
+            barbican.set_fault(&support::Fault::status(500));
+            let reply = client.call(&daemon.node, &s3_mount("t-b", &path, &secret_ref, TOKEN), &uuid()).await;
+            assert_eq!(reply, err("Failed to fetch credentials: Barbican answered 500 after 3 attempt(s)"));
+            barbican.set_fault(&support::Fault::delay(Duration::from_secs(10)));
+            let reply = client.call(&daemon.node, &s3_mount("t-b", &path, &secret_ref, TOKEN), &uuid()).await;
+            assert!(reply["error_msg"].as_str().unwrap().contains("did not answer within"), "{reply}");
+            barbican.clear_fault();
+            client.close().await;
+        });
+        assert!(daemon.pid_files().is_empty(), "no helper was started");
+        assert!(mountns::mount_at(Path::new(&path)).is_none());
+        daemon.stop();
+    });
+}
+
+#[test]
+fn helpers_that_exit_at_once_or_never_mount_fail_the_mount_and_leave_nothing_behind() {
+    run_isolated(
+        "helpers_that_exit_at_once_or_never_mount_fail_the_mount_and_leave_nothing_behind",
+        || {
+            let broker = Broker::shared();
+            let barbican = Barbican::start();
+            let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-3"));
+            for (fault, expected) in
+                [("exit-at-once", "helper exited"), ("never-mount", "no mount at")]
+            {
+                let dir = support::temp_dir("dms-e2e-");
+                let helper = e2e::faulty_helper(dir.path(), fault);
+                let daemon = Daemon::start(
+                    broker,
+                    dir.path(),
+                    &format!("e2e-{fault}"),
+                    &[
+                        ("DMS_S3VAULTFUSE_BIN", helper.display().to_string()),
+                        ("DMS_HELPER_MOUNT_TIMEOUT", "2".into()),
+                    ],
+                );
+                let path = daemon.path("t-f");
+                runtime().block_on(async {
+                    let mut client = Client::connect(broker).await;
+                    let reply = client
+                        .call(&daemon.node, &s3_mount("t-f", &path, &secret_ref, TOKEN), &uuid())
+                        .await;
+                    assert_eq!(reply["status"], "error", "{fault}: {reply}");
+                    let msg = reply["error_msg"].as_str().unwrap();
+                    assert!(msg.contains(expected), "{fault}: {msg}");
+                    client.close().await;
+                });
+                assert!(daemon.pid_files().is_empty(), "{fault}: PID file left behind");
+                assert!(
+                    mountns::mount_at(Path::new(&path)).is_none(),
+                    "{fault}: mount left behind"
+                );
+                let log = daemon.stop();
+                assert!(!log.contains("e2e-secret-key-value"));
+            }
+        },
+    );
+}

@@ -1,0 +1,134 @@
+//! Test support: real components started by the test suite itself.
+//!
+//! Every service is a RAII guard. Its processes run in their own process group and its
+//! state (data, config, logs) lives in a private temp directory; `Drop` kills the process
+//! group(s), stops what the service left behind (RabbitMQ's epmd) and removes the
+//! directory. When a guard is dropped while the test is panicking, the tail of each of its
+//! logs is printed (libtest shows it with the failure). Set `DMS_TEST_KEEP=1` to keep
+//! the temp directories for inspection.
+//!
+//! A guard that is never dropped (the per-binary [`Broker::shared`] lives in a static;
+//! or the test process is SIGKILLed) is cleaned up by a janitor process
+//! (`scripts/infra/janitor.sh`) holding the read end of a pipe whose write end only the
+//! test process holds: when the test process exits for any reason, the pipe closes and the
+//! janitor kills the recorded process groups, stops the private epmd and removes the
+//! directory.
+//!
+//! Components (installed by `ensure_test_infra` in `scripts/lib/deps.sh`; a missing
+//! component FAILS the test, it never skips):
+//! - [`Broker`]: a private RabbitMQ node (Debian's rabbitmq-server) with its own ports,
+//!   node name and epmd port.
+//! - [`S3`]: moto_server (PyPI `moto[server]` in the test venv) with a bucket.
+//! - [`Barbican`]: Barbican from PyPI behind `scripts/infra/barbican_launcher.py`, with
+//!   fault injection.
+//! - [`mountns`]: run a test body in a private mount namespace (re-exec under `unshare`).
+//! - [`http`]: a tiny blocking HTTP/1.1 client for test setup (no async runtime needed).
+//!
+//! The s3vaultfuse stand-in is `scripts/infra/s3vaultfuse-s3fs` ([`s3vaultfuse_s3fs`]).
+
+#![allow(dead_code, unused_imports)]
+
+pub mod barbican;
+pub mod broker;
+pub mod http;
+pub mod mountns;
+pub mod proc;
+pub mod s3;
+
+pub use barbican::{Barbican, Fault};
+pub use broker::Broker;
+pub use s3::S3;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The workspace root (the root package's manifest directory).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `scripts/infra/<name>` in this repository.
+pub fn infra_script(name: &str) -> PathBuf {
+    repo_root().join("scripts/infra").join(name)
+}
+
+/// The s3vaultfuse-compatible helper (s3fs wrapper) to configure as `s3vaultfuse_bin`.
+pub fn s3vaultfuse_s3fs() -> PathBuf {
+    infra_script("s3vaultfuse-s3fs")
+}
+
+/// The Python venv holding moto and barbican: `$DMS_TEST_VENV` or `/var/lib/dms-test/venv`.
+pub fn venv() -> PathBuf {
+    std::env::var_os("DMS_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/dms-test/venv"))
+}
+
+/// `<venv>/bin/<name>`; panics with an install hint if it is missing.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let p = venv().join("bin").join(name);
+    require_file(&p);
+    p
+}
+
+/// Panics (never skips) with an install hint when a required program is missing.
+pub fn require_file(p: &Path) {
+    assert!(
+        p.exists(),
+        "test infrastructure missing: {} does not exist. Install it with \
+         `bash scripts/infra/install-test-infra.sh` (the `ensure_test_infra` function of \
+         scripts/lib/deps.sh, run by scripts/test.sh).",
+        p.display()
+    );
+}
+
+/// A currently free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// Polls `check` every 50-200 ms until it returns `Some`, or fails after `timeout` with
+/// an error naming `what`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// The last `max_lines` lines of a log file, for failure messages.
+pub fn log_tail(path: &Path, max_lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(max_lines);
+            lines[from..].join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Whether temp directories should be kept (`DMS_TEST_KEEP=1`).
+pub fn keep_temp() -> bool {
+    std::env::var_os("DMS_TEST_KEEP").is_some_and(|v| v == "1")
+}
+
+/// A new private temp directory `/tmp/<prefix>XXXXXX` (mode 0700).
+pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").expect("create temp dir in /tmp")
+}

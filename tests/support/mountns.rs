@@ -1,0 +1,139 @@
+//! Running a test body in a private mount namespace, and reading the mount table.
+//!
+//! Pattern: the test re-executes its own binary under
+//! `unshare -m --propagation private <test-binary> --exact <name> --test-threads=1`,
+//! with `DMS_TEST_MOUNT_NS=<name>` set. In the child the same test function finds the
+//! variable and runs the body; mounts it makes live in the child's namespace only and
+//! vanish when the child's processes exit, even if it crashes or is killed. The parent
+//! waits (bounded), prints the child's output (libtest shows it on failure), and fails
+//! unless the child ran exactly one test and it passed, so a misspelt name cannot pass
+//! silently by running zero tests.
+//!
+//! ```ignore
+//! #[test]
+//! fn s3fs_mount_roundtrip() {
+//!     support::mountns::run_isolated("s3fs_mount_roundtrip", || {
+//!         // ... mount things; runs in the child only
+//!     });
+//! }
+//! ```
+//!
+//! `name` is the test's path as libtest prints it (`module::test` for a test inside a
+//! module of the test crate, the plain function name at the crate root).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use super::proc::GroupChild;
+
+const ENV: &str = "DMS_TEST_MOUNT_NS";
+
+/// Whether this process is the re-executed child running `name`.
+pub fn is_isolated_child(name: &str) -> bool {
+    std::env::var(ENV).is_ok_and(|v| v == name)
+}
+
+/// Runs `body` in a private mount namespace (see the module docs), with a 300 s limit.
+pub fn run_isolated(name: &str, body: impl FnOnce()) {
+    run_isolated_with_timeout(name, Duration::from_secs(300), body);
+}
+
+/// [`run_isolated`] with an explicit time limit for the child.
+pub fn run_isolated_with_timeout(name: &str, timeout: Duration, body: impl FnOnce()) {
+    if is_isolated_child(name) {
+        body();
+        return;
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = super::temp_dir("dms-mountns-");
+    let log = dir.path().join("child.log");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "--"])
+        .arg(&exe)
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(ENV, name);
+    let mut child = GroupChild::spawn("isolated test child", cmd, &log);
+    let status = child.wait_timeout(timeout);
+    if status.is_none() {
+        child.kill();
+    }
+    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    println!("----- output of {name} in a private mount namespace -----\n{out}");
+    match status {
+        None => panic!("{name} in a private mount namespace timed out after {timeout:?}"),
+        Some(st) => {
+            assert!(st.success(), "{name} failed in its private mount namespace ({st})");
+            assert!(
+                out.contains("test result: ok. 1 passed"),
+                "the re-executed child did not run exactly one passing test named {name:?}"
+            );
+        }
+    }
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub mount_point: String,
+    pub fs_type: String,
+    pub source: String,
+    pub options: String,
+}
+
+/// The entries of `/proc/self/mountinfo` (octal escapes like `\040` decoded).
+pub fn mounts() -> Vec<MountEntry> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
+    text.lines().filter_map(parse_mountinfo_line).collect()
+}
+
+fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
+    let (pre, post) = line.split_once(" - ")?;
+    let pre: Vec<&str> = pre.split(' ').collect();
+    let post: Vec<&str> = post.split(' ').collect();
+    Some(MountEntry {
+        mount_point: unescape(pre.get(4)?),
+        options: pre.get(5)?.to_string(),
+        fs_type: post.first()?.to_string(),
+        source: unescape(post.get(1)?),
+    })
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if let (b'\\', Some(d)) = (b[i], octal) {
+            let v =
+                u16::from(d[0] - b'0') * 64 + u16::from(d[1] - b'0') * 8 + u16::from(d[2] - b'0');
+            out.push(v.to_le_bytes()[0]);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The last (topmost) mount entry at `path`, if any.
+pub fn mount_at(path: &Path) -> Option<MountEntry> {
+    let p = path.to_string_lossy();
+    mounts().into_iter().rev().find(|m| m.mount_point == p)
+}
+
+/// Waits until a mount of type `fs_type` (e.g. `fuse.s3fs`) is at `path`.
+pub fn wait_for_mount(path: &Path, fs_type: &str, timeout: Duration) -> Result<MountEntry, String> {
+    super::wait_for(&format!("a {fs_type} mount at {}", path.display()), timeout, || {
+        mount_at(path).filter(|m| m.fs_type == fs_type)
+    })
+}
+
+/// Waits until nothing is mounted at `path`.
+pub fn wait_for_unmount(path: &Path, timeout: Duration) -> Result<(), String> {
+    super::wait_for(&format!("{} to be unmounted", path.display()), timeout, || {
+        mount_at(path).is_none().then_some(())
+    })
+}
