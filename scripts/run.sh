@@ -1,23 +1,16 @@
 #!/usr/bin/env bash
-# The main job, as far as it exists today: build the release binaries, write a journal of
-# simulated requests (the engine's decide → append → effect → outcome loop, with made-up
-# effect outcomes and a simulated restart + reconcile), and inspect it with dms-journal.
-# The daemon (dms-server) arrives with issue 3; this script will then start it instead.
-# Usage: scripts/run.sh [JOURNAL_DIR]     (default: a fresh temporary directory)
+# The main job, locally: installs what it needs (build tools, RabbitMQ, the Python venv
+# with Barbican), builds the release binaries, and starts a private RabbitMQ node, a
+# private Barbican and dms-server in a private mount namespace. It then mounts and unmounts
+# an S3 target over AMQP (the in-memory FUSE helper dms-testfs stands in for s3vaultfuse),
+# shows the replies, the mount and the journal, and keeps running until Ctrl-C.
+# Usage: scripts/run.sh          (DMS_DEV_EXIT=1 scripts/run.sh: stop after the demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib/deps.sh
 ensure_build_deps
+ensure_test_infra
 
-dir="${1:-$(mktemp -d /tmp/dms-demo-journal.XXXXXX)}"
-cargo build --release --locked -p dms-journal --bin dms-journal --example demo
-./target/release/examples/demo "$dir"
-echo
-./target/release/dms-journal --path "$dir" inspect
-echo
-./target/release/dms-journal --path "$dir" inspect --target target-s3-001
-echo
-./target/release/dms-journal --path "$dir" verify
-echo
-echo "journal kept at $dir; try: ./target/release/dms-journal --path $dir inspect --json"
+cargo build --release --locked -p dms -p dms-journal -p dms-testfs --bins --example dev_stack
+exec ./target/release/examples/dev_stack

@@ -23,8 +23,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo clippy (fuzz package)"
 (cd fuzz && cargo clippy --all-targets --locked -- -D warnings)
 
-step "benchmark smoke run (small scale; figures are not compared here)"
+step "benchmark smoke runs (small scale; figures are reported, not compared)"
 DMS_BENCH_EVENTS=20000 cargo bench -p dms-journal --bench journal_bench --locked
+DMS_BENCH_QUICK=1 cargo bench -p dms --bench server_bench --locked
 
 step "tests: workspace"
 cargo test --workspace --locked 2>&1 | tee -a "$log"

@@ -85,6 +85,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         umount: program(&config.umount_program),
         mount_timeout: config.timeouts.nfs_mount,
         umount_timeout: config.timeouts.umount,
+        nfs_fstypes: config.nfs_fstypes.clone(),
     };
     let credentials = Barbican::new(BarbicanConfig {
         timeout: config.timeouts.credentials,
@@ -119,6 +120,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         mount_base: config.mount_base_path.to_string_lossy().into_owned(),
         helper_bin: config.s3vaultfuse_bin.clone(),
         probe_timeout: Duration::from_secs(5),
+        nfs_fstypes: config.nfs_fstypes.clone(),
     };
     reconcile_at_boot(&engine, &host, boot).await?;
 

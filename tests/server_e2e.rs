@@ -203,3 +203,108 @@ fn helpers_that_exit_at_once_or_never_mount_fail_the_mount_and_leave_nothing_beh
         },
     );
 }
+
+/// An NFS stand-in for mount(8) (this kernel has no NFS client): it records its argv and
+/// mounts a tmpfs at the target, so the daemon's whole NFS path runs for real around it.
+fn nfs_stand_in(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let argv_log = dir.join("mount-argv.log");
+    let script = dir.join("mount-nfs-stand-in");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n[ \"$1\" = -t ] && [ \"$2\" = nfs ] && [ \"$3\" = -o ] || exit 32\nfor last; do :; done\nexec mount -t tmpfs -o size=1m nfs-stand-in \"$last\"\n",
+            log = argv_log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    (script, argv_log)
+}
+
+#[test]
+fn nfs_round_trip_through_the_mount_program_and_the_real_mount_8_failure_path() {
+    run_isolated(
+        "nfs_round_trip_through_the_mount_program_and_the_real_mount_8_failure_path",
+        || {
+            let broker = Broker::shared();
+            let dir = support::temp_dir("dms-e2e-");
+            let (stand_in, argv_log) = nfs_stand_in(dir.path());
+            let daemon = Daemon::start(
+                broker,
+                dir.path(),
+                "e2e-nfs",
+                &[
+                    ("DMS_MOUNT_PROGRAM", stand_in.display().to_string()),
+                    ("DMS_NFS_FSTYPES", "nfs,nfs4,tmpfs".into()),
+                ],
+            );
+            let path = daemon.path("nfs-1");
+            runtime().block_on(async {
+                let mut client = Client::connect(broker).await;
+                let mount =
+                    e2e::nfs_mount("nfs-1", &path, "192.0.2.10:/exports/backup", "vers=4.1,hard");
+                let reply = client.call(&daemon.node, &mount, &uuid()).await;
+                assert_eq!(reply, ok(&format!("NFS target mounted successfully at {path}")));
+                let argv = std::fs::read_to_string(&argv_log).unwrap();
+                assert_eq!(argv.lines().count(), 1);
+                let line = argv.lines().next().unwrap();
+                assert!(
+                    line.starts_with("-t nfs -o ")
+                        && line.ends_with(&format!(" 192.0.2.10:/exports/backup {path}")),
+                    "{line}"
+                );
+                assert!(
+                    line.contains("nosuid") && line.contains("nodev") && line.contains("vers=4.1"),
+                    "{line}"
+                );
+                assert!(mountns::mount_at(Path::new(&path)).is_some());
+                let again = client.call(&daemon.node, &mount, &uuid()).await;
+                assert_eq!(again, ok(&format!("Already mounted at {path}")));
+                let reply =
+                    client.call(&daemon.node, &unmount("nfs-1", &path, "nfs"), &uuid()).await;
+                assert_eq!(reply, ok(&format!("Target unmounted successfully from {path}")));
+                assert!(mountns::mount_at(Path::new(&path)).is_none());
+                // Options outside the allow-list, or dangerous ones, never reach mount(8).
+                let bad = e2e::nfs_mount(
+                    "nfs-2",
+                    &daemon.path("nfs-2"),
+                    "192.0.2.10:/exports/backup",
+                    "suid,dev",
+                );
+                let reply = client.call(&daemon.node, &bad, &uuid()).await;
+                assert_eq!(reply["status"], "error", "{reply}");
+                assert_eq!(std::fs::read_to_string(&argv_log).unwrap().lines().count(), 1);
+                client.close().await;
+            });
+            daemon.stop();
+
+            // The real mount(8): it cannot mount NFS here, and its error is the reply.
+            let dir = support::temp_dir("dms-e2e-");
+            let daemon = Daemon::start(
+                broker,
+                dir.path(),
+                "e2e-nfs-real",
+                &[("DMS_NFS_MOUNT_TIMEOUT", "20".into())],
+            );
+            let path = daemon.path("nfs-3");
+            runtime().block_on(async {
+                let mut client = Client::connect(broker).await;
+                let mount = e2e::nfs_mount(
+                    "nfs-3",
+                    &path,
+                    "127.0.0.1:/exports/none",
+                    "soft,timeo=10,retrans=0",
+                );
+                let reply = client.call(&daemon.node, &mount, &uuid()).await;
+                let msg = reply["error_msg"].as_str().unwrap_or_default();
+                assert!(
+                    reply["status"] == "error" && msg.starts_with("NFS mount failed: "),
+                    "{reply}"
+                );
+                client.close().await;
+            });
+            assert!(mountns::mount_at(Path::new(&path)).is_none());
+            daemon.stop();
+        },
+    );
+}

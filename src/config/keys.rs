@@ -53,6 +53,7 @@ pub const KEYS: &[Key] = &[
     key("barbican_ca_file", "DMS_BARBICAN_CA_FILE", O, "Absolute path of a PEM CA bundle to verify Barbican's TLS certificate with."),
     key("barbican_insecure", "DMS_BARBICAN_INSECURE", D("false"), "`true` turns off TLS verification towards Barbican. An explicit opt-out; logged at start-up."),
     key("secret_ref_prefixes", "DMS_SECRET_REF_PREFIXES", O, "Comma-separated `http(s)://` URL prefixes every `secret_ref` must start with (at a `/` boundary). Unset: any plain http(s) URL."),
+    key("nfs_fstypes", "DMS_NFS_FSTYPES", D("nfs,nfs4"), "Comma-separated filesystem types the mount table may show for a mounted NFS target (a stand-in `mount_program` may mount another type, e.g. `tmpfs` in tests)."),
     key("nfs_allowed_options", "DMS_NFS_ALLOWED_OPTIONS", Fallback::Builtin("see below"), "Comma-separated NFS mount option names a request may use. `suid`, `dev`, `exec` are never allowed; `nosuid,nodev` are always added."),
 ];
 

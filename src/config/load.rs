@@ -168,6 +168,7 @@ impl Loader {
         let barbican_insecure = self.value("barbican_insecure", values::boolean);
         let secret_ref_prefixes = self.get("secret_ref_prefixes", values::url_prefixes);
         let nfs_allowed_options = self.get("nfs_allowed_options", values::nfs_option_names);
+        let nfs_fstypes = self.value("nfs_fstypes", values::fstypes);
 
         let rootwrap = match (rootwrap_bin.clone()?, rootwrap_conf.clone()?) {
             (Some(bin), Some(conf)) => Some(Rootwrap { bin, conf }),
@@ -221,6 +222,7 @@ impl Loader {
             barbican_ca_file,
             barbican_insecure: barbican_insecure?,
             secret_ref_prefixes: secret_ref_prefixes?.unwrap_or_default(),
+            nfs_fstypes: nfs_fstypes?,
             nfs_allowed_options: nfs_allowed_options?.unwrap_or_else(|| {
                 DEFAULT_ALLOWED_OPTIONS.iter().map(|s| (*s).to_owned()).collect()
             }),

@@ -50,6 +50,8 @@ pub struct Config {
     /// Empty: any plain http(s) `secret_ref` is accepted.
     pub secret_ref_prefixes: Vec<String>,
     pub nfs_allowed_options: BTreeSet<String>,
+    /// What the mount table may call a mounted NFS target.
+    pub nfs_fstypes: Vec<String>,
 }
 
 /// A command prefix for mount/umount (`<bin> <conf> mount ...`), as OpenStack rootwrap

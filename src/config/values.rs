@@ -275,3 +275,23 @@ pub(super) fn nfs_option_names(raw: &str) -> Result<BTreeSet<String>, String> {
     }
     Ok(names)
 }
+
+/// Filesystem type names as the mount table shows them (`nfs4`, `fuse.s3fs`, `tmpfs`).
+pub(super) fn fstypes(raw: &str) -> Result<Vec<String>, String> {
+    let items = list(raw)?;
+    if items.is_empty() {
+        return Err("must name at least one filesystem type".into());
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            if item.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            }) {
+                Ok(item.to_owned())
+            } else {
+                Err(format!("'{item}' is not a filesystem type (a-z 0-9 . _ -)"))
+            }
+        })
+        .collect()
+}

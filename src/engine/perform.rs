@@ -132,6 +132,9 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                     clean(x, &target, cleanup, mount_path.as_deref(), nfs)
                 })
                 .await;
+                if let Err(e) = &result {
+                    tracing::warn!(error = %e, "cleanup incomplete; the target stays dirty");
+                }
                 Some(Command::CleanupDone { result })
             }
             Effect::RemoveStalePidFile { pid } => {
@@ -153,7 +156,9 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
     }
 }
 
-/// Undo what `cleanup` lists; the description is journaled with `Cleaned`.
+/// Undo what `cleanup` lists; the description is journaled with `Cleaned`. Every step is
+/// tried even when an earlier one fails (a PID file naming a process that cannot be
+/// verified is stale all the same); any failure keeps the target dirty for the next try.
 fn clean<C, P: Processes, M: Mounts>(
     x: &Executors<C, P, M>,
     target: &TargetId,
@@ -162,17 +167,22 @@ fn clean<C, P: Processes, M: Mounts>(
     nfs: bool,
 ) -> Result<String, String> {
     let mut done = Vec::new();
+    let mut failed = Vec::new();
+    let mut note = |result: Result<(), String>, what: String| match result {
+        Ok(()) => done.push(what),
+        Err(e) => failed.push(e),
+    };
     if let Some(helper) = cleanup.helper {
-        x.processes.stop(target, helper)?;
-        done.push(format!("helper pid {} stopped", helper.pid));
+        note(x.processes.stop(target, helper), format!("helper pid {} stopped", helper.pid));
     }
     if let (true, Some(path)) = (cleanup.mount, mount_path) {
-        x.mounts.unmount(path, nfs)?;
-        done.push(format!("{path} unmounted"));
+        note(x.mounts.unmount(path, nfs), format!("{path} unmounted"));
     }
     if cleanup.pid_file {
-        x.processes.remove_pid_file(target)?;
-        done.push("PID file removed".into());
+        note(x.processes.remove_pid_file(target), "PID file removed".into());
+    }
+    if !failed.is_empty() {
+        return Err(failed.join("; "));
     }
     Ok(if done.is_empty() { "nothing left behind".into() } else { done.join(", ") })
 }

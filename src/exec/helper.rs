@@ -167,6 +167,18 @@ impl Helpers {
         Ok(())
     }
 
+    /// How long `helper` has been running, if it still is.
+    pub fn uptime(&self, helper: HelperIdentity) -> Option<Duration> {
+        if !self.procfs.is_same(&helper, self.boot) {
+            return None;
+        }
+        let text = std::fs::read_to_string("/proc/uptime").ok()?;
+        let since_boot: f64 = text.split_whitespace().next()?.parse().ok()?;
+        let hz = rustix::param::clock_ticks_per_second() as f64;
+        let started = helper.start_ticks as f64 / hz.max(1.0);
+        Some(Duration::from_secs_f64((since_boot - started).max(0.0)))
+    }
+
     /// A pidfd for `helper` if it is alive and provably the same process, `None` if it is
     /// gone, an error if the PID now belongs to someone else. Polling it readable tells
     /// that the helper exited.

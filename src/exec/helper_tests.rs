@@ -87,7 +87,10 @@ fn given_a_spawned_helper_then_it_has_its_identity_pid_file_session_log_and_only
     assert!(!log.contains("CARGO_MANIFEST_DIR"), "daemon environment leaked: {log}");
     assert!(!format!("{:?}", env_for("/x")).contains("s3cr3t"), "Debug redacts values");
 
+    let uptime = rig.helpers.uptime(helper).unwrap();
+    assert!(uptime < Duration::from_secs(60), "{uptime:?}");
     rig.helpers.stop(&t("t1"), helper).unwrap();
+    assert_eq!(rig.helpers.uptime(helper), None, "a stopped helper has no uptime");
     let exit = rig.exits.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(exit.helper, helper);
     assert_eq!(exit.status, "exit status: 0");

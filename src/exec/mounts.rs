@@ -30,10 +30,6 @@ pub fn is_fuse(m: &MountInfo) -> bool {
     m.fstype == "fuse" || m.fstype.starts_with("fuse.")
 }
 
-pub fn is_nfs(m: &MountInfo) -> bool {
-    m.fstype == "nfs" || m.fstype == "nfs4"
-}
-
 /// Wait until a mount accepted by `kind` is at `path` and answers, the helper behind
 /// `helper` (a pidfd) exits, or `timeout` passes.
 pub fn wait_for_mount(
@@ -119,6 +115,8 @@ pub struct Mounter {
     pub umount: Program,
     pub mount_timeout: Duration,
     pub umount_timeout: Duration,
+    /// What the mount table may call an NFS mount (`nfs`, `nfs4`; tests use a stand-in).
+    pub nfs_fstypes: Vec<String>,
 }
 
 impl Mounter {
@@ -140,7 +138,7 @@ impl Mounter {
             Err(e) => return Err(MountFailure { reason: e.to_string(), maybe_mounted: false }),
         }
         match mount_at(path) {
-            Ok(Some(m)) if is_nfs(&m) => Ok(()),
+            Ok(Some(m)) if self.nfs_fstypes.contains(&m.fstype) => Ok(()),
             Ok(Some(m)) => Err(MountFailure {
                 reason: format!("{path} shows a {} mount after mount(8)", m.fstype),
                 maybe_mounted: true,

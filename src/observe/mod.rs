@@ -40,6 +40,9 @@ pub struct Host {
     pub helper_bin: PathBuf,
     /// How long a mount point may take to answer a `stat` before it is called dead.
     pub probe_timeout: Duration,
+    /// Filesystem types reported to the plan as `nfs` (the configured `nfs_fstypes`), so
+    /// a stand-in mount program's mounts are recognised as the NFS mounts they stand for.
+    pub nfs_fstypes: Vec<String>,
 }
 
 impl Host {
@@ -59,7 +62,7 @@ impl Host {
             .map(|m| MountEntry {
                 dead: !answers(&m.mount_point, self.probe_timeout),
                 path: m.mount_point,
-                fstype: m.fstype,
+                fstype: if self.nfs_fstypes.contains(&m.fstype) { "nfs".into() } else { m.fstype },
             })
             .collect();
         let pid_files = self.pid_dir.list()?;
@@ -130,6 +133,7 @@ mod tests {
             mount_base: "/nonexistent/base".into(),
             helper_bin: "/usr/bin/s3vaultfuse.py".into(),
             probe_timeout: Duration::from_secs(2),
+            nfs_fstypes: vec!["nfs".into()],
         };
         let mut helper = std::process::Command::new("sleep")
             .arg("30")

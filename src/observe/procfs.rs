@@ -60,8 +60,10 @@ impl Procfs {
         let rel = format!("{pid}/stat");
         let raw = match self.read(&rel) {
             Ok(raw) => raw,
+            // A process that exits while being read gives ENOENT or ESRCH: gone either way.
             Err(ProcError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
+                if source.kind() == std::io::ErrorKind::NotFound
+                    || source.raw_os_error() == Some(3) =>
             {
                 return Ok(None)
             }

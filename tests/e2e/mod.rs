@@ -77,7 +77,12 @@ impl Daemon {
     pub fn spawn(dir: &Path, node: &str, env: Vec<(String, String)>) -> Daemon {
         let get = |k: &str| PathBuf::from(&env.iter().find(|(n, _)| n == k).unwrap().1);
         let log = dir.join(format!("dms-server-{}.log", uuid::Uuid::new_v4()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dms-server"));
+        // Tests get the binary from cargo; the dev stack (an example) names it.
+        let bin = std::env::var_os("DMS_E2E_SERVER_BIN")
+            .map(PathBuf::from)
+            .or_else(|| option_env!("CARGO_BIN_EXE_dms-server").map(PathBuf::from))
+            .expect("the dms-server binary (CARGO_BIN_EXE_dms-server or DMS_E2E_SERVER_BIN)");
+        let mut cmd = Command::new(bin);
         cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
         let child = GroupChild::spawn("dms-server", cmd, &log);
         let mut daemon = Daemon {

@@ -1,0 +1,1018 @@
+//! dms-server benchmark: how long a mount takes through the daemon, and how much of that is
+//! the daemon itself. Plain `std` timing, figures on stdout, no assertions on them.
+//!
+//! ```text
+//! cargo build --release -p dms-testfs        # optional: the bench does it itself (below)
+//! cargo bench -p dms --bench server_bench
+//! DMS_BENCH_QUICK=1 cargo bench -p dms --bench server_bench     # smoke run, ~20 s
+//! ```
+//!
+//! Needs what the end-to-end tests need (root, `/dev/fuse`, util-linux `unshare`, Debian's
+//! rabbitmq-server, the Barbican venv: `bash scripts/infra/install-test-infra.sh`).
+//!
+//! Measured, in one run (median and p95; iteration counts are the full run's, about a
+//! fifth of them with `DMS_BENCH_QUICK=1`):
+//!
+//! - **Floor 1 — the helper alone:** exec `dms-testfs` with the helper environment the
+//!   daemon gives it (`vault_data_directory`, AWS keys, `vault_s3_bucket`), time exec → its
+//!   mount is in `/proc/self/mountinfo` (woken by POLLPRI, as the daemon is), then the
+//!   listing of its root (the daemon's probe), then SIGTERM → mount gone and process
+//!   reaped. 50 runs.
+//! - **Floor 2 — a bare AMQP round trip:** a client publishes a persistent request to a
+//!   durable queue with a publisher confirm and waits for the answer on its exclusive reply
+//!   queue; a consumer in this process (its own connection, prefetch, manual ack) publishes
+//!   the reply with a confirm and then acks: the daemon's request/reply shape without the
+//!   daemon. 200 round trips.
+//! - **Floor 3 — the Barbican fetch alone:** the daemon's two GETs (`<secret_ref>` metadata,
+//!   then `<secret_ref>/payload`) against the test Barbican, one reused HTTP client, 50 runs;
+//!   the same against a **stand-in secret store** in this process (plain threads, HTTP/1.1
+//!   keep-alive). Then bursts (what a burst of mounts asks of the store), each with the
+//!   count of TCP listen-queue overflows meanwhile (`/proc/net/netstat`): 16 fetches at once
+//!   straight at the test Barbican, 64 through a **queueing proxy** in front of it, 64 at the
+//!   stand-in. The test Barbican is one Python process (GIL, ~20 ms a fetch, wsgiref with a
+//!   listen backlog of 5 and HTTP/1.0, so a connection per GET): under a burst it drops
+//!   SYNs and clients wait out 1 s, 3 s, ... retransmissions; 64 at once make some fetches
+//!   time out. The proxy accepts everything and forwards 4 connections at a time, as
+//!   Apache/HAProxy in front of a production Barbican would.
+//! - **Daemon latency:** the release `dms-server` (`CARGO_BIN_EXE_dms-server`) with a private
+//!   RabbitMQ, the Barbican holding the credentials and `dms-testfs` as its helper: mount
+//!   (request published → reply received) and unmount, 50 cycles of distinct targets, then
+//!   the daemon's overhead = daemon median − (floor 1 + floor 2 + floor 3) medians. Again
+//!   with the stand-in store, where the floors are far smaller than the overhead.
+//! - **Throughput:** 64 mount requests published at once, time until all 64 replies; then
+//!   64 unmounts. With Barbican behind the proxy: the defaults (`max_concurrent_targets`
+//!   16, `prefetch` 32), `DMS_MAX_CONCURRENT_TARGETS=64` (the prefetch of 32 still caps
+//!   deliveries in flight), and both at 64; with the stand-in store: the defaults, and both
+//!   at 64. Failed requests are counted and reported, not fatal.
+//!
+//! Everything that mounts runs in a private mount namespace: `main` re-executes this binary
+//! under `unshare -m --propagation private` with `DMS_BENCH_MOUNT_NS=1` set, and exits with
+//! the child's status (its output goes straight to this process's stdout/stderr).
+//!
+//! **The helper binary.** `cargo bench -p dms` builds this package's binaries (so
+//! `dms-server`) with the bench profile (release), but not `dms-testfs`, which lives in
+//! another workspace package. Before re-executing, the bench runs
+//! `cargo build --release -p dms-testfs --bin dms-testfs` (`$CARGO`, else `cargo`; a no-op
+//! when it is up to date) into the target directory that holds `dms-server`, so a stale
+//! helper is never measured; if that build fails but a binary is there, it says so and
+//! uses it. `DMS_TESTFS_BIN=/path/to/dms-testfs` skips all that.
+//!
+//! Other knobs: `DMS_BENCH_LOG_LEVEL` (the daemon's `DMS_LOG_LEVEL`, default `info`);
+//! `DMS_BENCH_KEEP=1` keeps the daemon's temp directory (its log has one `request served`
+//! line per request, with `elapsed_ms` inside the daemon). The daemon's journal lives under
+//! `/tmp` (the same disk as the target directory here, not tmpfs: its fsyncs count).
+//!
+//! Run as a test (`cargo test --benches`, no `--bench` argument) it does the quick run.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[path = "../tests/e2e/mod.rs"]
+mod e2e;
+
+use e2e::{s3_mount, unmount, Daemon};
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{mountns, Barbican, Broker};
+
+const NS_ENV: &str = "DMS_BENCH_MOUNT_NS";
+const TESTFS_ENV: &str = "DMS_TESTFS_BIN";
+const TOKEN: &str = "gAAAAAB-bench-keystone-token";
+const ACCESS_KEY: &str = "AKIABENCH";
+const SECRET_KEY: &str = "bench-secret-key-value";
+const BUCKET: &str = "bench-bucket";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Iteration counts for one run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    helper_runs: usize,
+    amqp_round_trips: usize,
+    barbican_fetches: usize,
+    daemon_cycles: usize,
+    burst: usize,
+}
+
+const FULL: Plan = Plan {
+    helper_runs: 50,
+    amqp_round_trips: 200,
+    barbican_fetches: 50,
+    daemon_cycles: 50,
+    burst: 64,
+};
+const QUICK: Plan = Plan {
+    helper_runs: 10,
+    amqp_round_trips: 40,
+    barbican_fetches: 10,
+    daemon_cycles: 10,
+    burst: 16,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and test harness probes
+    }
+    if std::env::var_os(NS_ENV).is_none() {
+        let testfs = build_or_locate_testfs();
+        let exe = std::env::current_exe().expect("current_exe");
+        let status = Command::new("unshare")
+            .args(["-m", "--propagation", "private", "--"])
+            .arg(exe)
+            .args(&args)
+            .env(NS_ENV, "1")
+            .env(TESTFS_ENV, &testfs)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run unshare (util-linux): {e}"));
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let quick = std::env::var_os("DMS_BENCH_QUICK").is_some_and(|v| v == "1")
+        || !args.iter().any(|a| a == "--bench");
+    let plan = if quick { QUICK } else { FULL };
+    let testfs = PathBuf::from(std::env::var_os(TESTFS_ENV).expect("set by the parent"));
+    run(plan, quick, &testfs);
+}
+
+/// `$DMS_TESTFS_BIN`, else `cargo build --release -p dms-testfs` next to `dms-server`.
+fn build_or_locate_testfs() -> PathBuf {
+    if let Some(bin) = std::env::var_os(TESTFS_ENV) {
+        let bin = PathBuf::from(bin);
+        support::require_file(&bin);
+        return bin;
+    }
+    let server = PathBuf::from(env!("CARGO_BIN_EXE_dms-server"));
+    let profile_dir = server.parent().expect("dms-server has a directory");
+    let bin = profile_dir.join("dms-testfs");
+    let target_dir = profile_dir.parent().expect("the profile directory has a parent");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = Command::new(&cargo)
+        .args(["build", "--release", "-p", "dms-testfs", "--bin", "dms-testfs"])
+        .arg("--manifest-path")
+        .arg(support::repo_root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdout(Stdio::null())
+        .status();
+    match built {
+        Ok(s) if s.success() => {}
+        other if bin.exists() => eprintln!(
+            "warning: `cargo build --release -p dms-testfs` failed ({other:?}); using the \
+             existing {}",
+            bin.display()
+        ),
+        other => panic!("cannot build dms-testfs ({other:?}); build it with `cargo build --release -p dms-testfs`"),
+    }
+    support::require_file(&bin);
+    bin
+}
+
+fn run(plan: Plan, quick: bool, testfs: &Path) {
+    println!(
+        "dms-server bench ({} run{}): helper {}",
+        if quick { "quick" } else { "full" },
+        if quick { ", DMS_BENCH_QUICK=1 or run as a test" } else { "" },
+        testfs.display()
+    );
+    let dir = support::temp_dir("dms-bench-");
+    let t = Instant::now();
+    let broker = Broker::start();
+    let barbican = Barbican::start();
+    let secret_ref = barbican.store_secret(TOKEN, &credentials());
+    println!(
+        "infrastructure: private RabbitMQ up in {}, Barbican up in {} ({} total)",
+        secs(broker.startup_time()),
+        secs(barbican.startup_time()),
+        secs(t.elapsed())
+    );
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    let stand_in = start_stand_in_store();
+    let proxy = start_queueing_proxy(barbican_port(&barbican), 4);
+    let proxied_ref = secret_ref.replace(&barbican.url(), &format!("http://127.0.0.1:{proxy}"));
+
+    println!("\n== floors");
+    let helper = floor_helper(testfs, &dir.path().join("floor1"), plan.helper_runs);
+    let amqp = rt.block_on(floor_amqp(&broker, plan.amqp_round_trips));
+    let fetch = rt.block_on(floor_fetch("Barbican", &secret_ref, plan.barbican_fetches));
+    let fetch_fast = rt.block_on(floor_fetch("stand-in", &stand_in, plan.barbican_fetches));
+    rt.block_on(floor_fetch_burst("Barbican", &secret_ref, plan.burst.min(16)));
+    rt.block_on(floor_fetch_burst("Barbican via the proxy", &proxied_ref, plan.burst));
+    rt.block_on(floor_fetch_burst("stand-in", &stand_in, plan.burst));
+
+    for (store, secret, fetched) in
+        [("Barbican", &secret_ref, &fetch), ("the stand-in store", &stand_in, &fetch_fast)]
+    {
+        println!("\n== daemon with {store}: mount/unmount latency, one request at a time");
+        let node = format!("bench-latency-{}", if store == "Barbican" { "b" } else { "s" });
+        let (mount, unmount) =
+            rt.block_on(daemon_latency(&broker, secret, testfs, plan.daemon_cycles, &node));
+        let floor_mount = helper.mount.median() + amqp.median() + fetched.median();
+        let floor_unmount = helper.unmount.median() + amqp.median();
+        println!(
+            "overhead (mount)   = daemon {} - (helper exec→mounted {} + AMQP round trip {} + \
+             fetch {}) = {}",
+            ms(mount.median()),
+            ms(helper.mount.median()),
+            ms(amqp.median()),
+            ms(fetched.median()),
+            signed_ms(mount.median(), floor_mount)
+        );
+        println!(
+            "overhead (unmount) = daemon {} - (helper SIGTERM→unmounted+reaped {} + AMQP \
+             round trip {}) = {}",
+            ms(unmount.median()),
+            ms(helper.unmount.median()),
+            ms(amqp.median()),
+            signed_ms(unmount.median(), floor_unmount)
+        );
+    }
+    println!(
+        "(the daemon also probes each new mount: listing its root alone takes {}; and makes \
+         ~6 durable journal appends per mount)",
+        ms(helper.probe.median())
+    );
+
+    println!("\n== daemon: throughput, {} targets in flight", plan.burst);
+    let wide = || vec![("DMS_MAX_CONCURRENT_TARGETS", "64".to_owned())];
+    let wider =
+        || vec![("DMS_MAX_CONCURRENT_TARGETS", "64".to_owned()), ("DMS_PREFETCH", "64".into())];
+    let configs: [(&str, &str, Settings); 5] = [
+        (
+            "Barbican via the proxy, defaults (max_concurrent_targets 16, prefetch 32)",
+            &proxied_ref,
+            vec![],
+        ),
+        (
+            "Barbican via the proxy, DMS_MAX_CONCURRENT_TARGETS=64 (prefetch 32)",
+            &proxied_ref,
+            wide(),
+        ),
+        (
+            "Barbican via the proxy, DMS_MAX_CONCURRENT_TARGETS=64 DMS_PREFETCH=64",
+            &proxied_ref,
+            wider(),
+        ),
+        ("stand-in store, defaults (16, prefetch 32)", &stand_in, vec![]),
+        ("stand-in store, DMS_MAX_CONCURRENT_TARGETS=64 DMS_PREFETCH=64", &stand_in, wider()),
+    ];
+    for (i, (label, secret, extra)) in configs.iter().enumerate() {
+        rt.block_on(daemon_throughput(
+            &broker,
+            secret,
+            testfs,
+            plan.burst,
+            &format!("bench-burst-{i}"),
+            label,
+            extra,
+        ));
+    }
+    drop(rt);
+    drop(barbican);
+    drop(broker);
+    if std::env::var_os("DMS_BENCH_KEEP").is_some_and(|v| v == "1") {
+        println!("DMS_BENCH_KEEP: keeping {}", dir.keep().display());
+    }
+}
+
+fn barbican_port(barbican: &Barbican) -> u16 {
+    barbican.url().rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the URL")
+}
+
+/// Extra `DMS_*` settings for a daemon.
+type Settings = Vec<(&'static str, String)>;
+
+fn credentials() -> String {
+    serde_json::json!({
+        "aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY,
+        "bucket": BUCKET, "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
+    })
+    .to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// Samples and formatting
+
+#[derive(Debug, Default)]
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    /// Nearest-rank percentile.
+    fn pct(&self, p: f64) -> Duration {
+        let mut s = self.0.clone();
+        s.sort_unstable();
+        let rank = ((s.len() as f64 * p).ceil() as usize).clamp(1, s.len());
+        s[rank - 1]
+    }
+
+    fn median(&self) -> Duration {
+        self.pct(0.5)
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "median {}, p95 {}, min {}, max {} (n={})",
+            ms(self.median()),
+            ms(self.pct(0.95)),
+            ms(self.pct(0.0)),
+            ms(self.pct(1.0)),
+            self.0.len()
+        )
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn signed_ms(a: Duration, b: Duration) -> String {
+    format!("{:+.2} ms", (a.as_secs_f64() - b.as_secs_f64()) * 1e3)
+}
+
+// ---------------------------------------------------------------------------------------
+// Floor 1: the helper alone
+
+#[derive(Debug, Default)]
+struct HelperFloor {
+    mount: Samples,
+    probe: Samples,
+    unmount: Samples,
+}
+
+/// A helper that is SIGKILLed if the bench panics before stopping it.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn floor_helper(bin: &Path, dir: &Path, runs: usize) -> HelperFloor {
+    std::fs::create_dir_all(dir).unwrap();
+    let log_path = dir.join("helper.log");
+    let warmup = 3;
+    let mut floor = HelperFloor::default();
+    for i in 0..warmup + runs {
+        let path = dir.join(format!("target-{i}"));
+        std::fs::create_dir(&path).unwrap();
+        let log = File::options().create(true).append(true).open(&log_path).unwrap();
+        let mut table = File::open("/proc/self/mountinfo").unwrap();
+        let mut cmd = Command::new(bin);
+        // As the daemon starts it: an explicit environment, `/`, no stdin, output to a log
+        // file, its own process group.
+        cmd.env_clear()
+            .env("vault_data_directory", &path)
+            .env("vault_s3_bucket", BUCKET)
+            .env("vault_storage_nfs_export", BUCKET)
+            .env("vault_s3_region_name", "us-east-1")
+            .env("vault_s3_endpoint_url", "http://127.0.0.1:1")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0);
+        let t0 = Instant::now();
+        let mut child = KillOnDrop(cmd.spawn().unwrap());
+        wait_table(&mut table, || mountns::mount_at(&path).is_some(), "the helper's mount");
+        let mounted = t0.elapsed();
+        let entry = mountns::mount_at(&path).unwrap();
+        assert_eq!(entry.fs_type, "fuse.dms-testfs", "{entry:?}");
+        let t1 = Instant::now();
+        std::fs::read_dir(&path).unwrap().next().transpose().unwrap();
+        let probed = t1.elapsed();
+        let t2 = Instant::now();
+        let pid = rustix::process::Pid::from_child(&child.0);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        wait_table(&mut table, || mountns::mount_at(&path).is_none(), "the helper's unmount");
+        let status = child.0.wait().unwrap();
+        let stopped = t2.elapsed();
+        assert!(status.success(), "dms-testfs exited with {status}");
+        if i >= warmup {
+            floor.mount.push(mounted);
+            floor.probe.push(probed);
+            floor.unmount.push(stopped);
+        }
+    }
+    println!("floor 1, helper exec → mount in mountinfo:   {}", floor.mount.summary());
+    println!("floor 1, listing the new mount's root:       {}", floor.probe.summary());
+    println!("floor 1, SIGTERM → unmounted and reaped:     {}", floor.unmount.summary());
+    floor
+}
+
+/// Re-check `done` whenever `/proc/self/mountinfo` changes (POLLPRI), at least every 100 ms.
+fn wait_table(table: &mut File, mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for {what}");
+        let nap = left.min(Duration::from_millis(100));
+        let ts = Timespec { tv_sec: nap.as_secs() as i64, tv_nsec: i64::from(nap.subsec_nanos()) };
+        let mut fds = [PollFd::new(&*table, PollFlags::PRI | PollFlags::ERR)];
+        let _ = poll(&mut fds, Some(&ts));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Floor 2: a bare AMQP round trip
+
+/// A requester speaking the daemon's wire format; publishes may be left unconfirmed to put
+/// many requests in flight at once.
+struct Requester {
+    conn: Connection,
+    channel: Channel,
+    replies: Consumer,
+    reply_queue: String,
+}
+
+impl Requester {
+    async fn connect(broker: &Broker) -> Requester {
+        let conn =
+            Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await.unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let q = channel.queue_declare("".into(), opts, FieldTable::default()).await.unwrap();
+        let reply_queue = q.name().as_str().to_owned();
+        let replies = channel
+            .basic_consume(
+                reply_queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Requester { conn, channel, replies, reply_queue }
+    }
+
+    /// Publish a persistent request (as the Python client does); the confirm is returned
+    /// unawaited.
+    async fn publish(&self, queue: &str, body: &[u8], correlation_id: &str) -> PendingConfirm {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_correlation_id(ShortString::from(correlation_id))
+            .with_reply_to(ShortString::from(self.reply_queue.as_str()));
+        self.channel
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, props)
+            .await
+            .unwrap()
+    }
+
+    async fn reply(&mut self) -> (String, Value) {
+        let delivery = tokio::time::timeout(DEADLINE, self.replies.next())
+            .await
+            .expect("no reply within the deadline")
+            .expect("reply consumer ended")
+            .unwrap();
+        let corr = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_default();
+        (corr, serde_json::from_slice(&delivery.data).unwrap())
+    }
+
+    /// Publish, wait for the confirm, then for the reply to exactly this request.
+    async fn call(&mut self, queue: &str, body: &[u8]) -> (Value, Duration) {
+        let corr = uuid::Uuid::new_v4().to_string();
+        let t0 = Instant::now();
+        let confirm = self.publish(queue, body, &corr).await;
+        assert!(!confirm.await.unwrap().is_nack(), "the broker refused the request");
+        loop {
+            let (c, reply) = self.reply().await;
+            if c == corr {
+                return (reply, t0.elapsed());
+            }
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+type PendingConfirm = lapin::PublisherConfirm;
+
+async fn floor_amqp(broker: &Broker, round_trips: usize) -> Samples {
+    let queue = format!("bench-echo.{}", uuid::Uuid::new_v4());
+    // The responder: its own connection, confirms, prefetch, a durable queue, manual acks,
+    // reply published with a confirm before the ack — as the daemon's transport does.
+    let conn =
+        Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    channel.basic_qos(32, BasicQosOptions::default()).await.unwrap();
+    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(queue.as_str().into(), durable, FieldTable::default()).await.unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let responder = tokio::spawn(async move {
+        let body = br#"{"status": "success", "error_msg": null, "success_msg": "echo"}"#;
+        while let Some(Ok(d)) = consumer.next().await {
+            let mut props = BasicProperties::default().with_content_type("application/json".into());
+            if let Some(id) = d.properties.correlation_id() {
+                props = props.with_correlation_id(id.clone());
+            }
+            let reply_to = d.properties.reply_to().clone().unwrap();
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    reply_to,
+                    BasicPublishOptions::default(),
+                    body.as_slice(),
+                    props,
+                )
+                .await
+                .unwrap();
+            assert!(!confirm.await.unwrap().is_nack());
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    });
+
+    let mut client = Requester::connect(broker).await;
+    let request = s3_mount("echo", "/nowhere", "http://127.0.0.1:1/v1/secrets/x", TOKEN);
+    let body = request.to_string();
+    let mut samples = Samples::default();
+    for i in 0..10 + round_trips {
+        let (reply, took) = client.call(&queue, body.as_bytes()).await;
+        assert_eq!(reply["success_msg"], "echo");
+        if i >= 10 {
+            samples.push(took);
+        }
+    }
+    client.close().await;
+    let _ = conn.close(200, "bye".into()).await;
+    responder.abort();
+    println!("floor 2, AMQP request → reply (confirms):    {}", samples.summary());
+    samples
+}
+
+// ---------------------------------------------------------------------------------------
+// Floor 3: the Barbican fetch alone
+
+/// The daemon's two GETs: metadata, then the payload with the advertised content type.
+async fn fetch(http: reqwest::Client, secret_ref: String) -> Result<(), String> {
+    let get = |url: String, accept: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(url)
+                .header("X-Auth-Token", TOKEN)
+                .header("Accept", accept)
+                .send()
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            if !r.status().is_success() {
+                return Err(format!("Barbican answered {}", r.status()));
+            }
+            r.bytes().await.map_err(|e| format!("{e:?}"))
+        }
+    };
+    let meta = get(secret_ref.clone(), "application/json".into()).await?;
+    let meta: Value = serde_json::from_slice(&meta).map_err(|e| e.to_string())?;
+    let accept = meta["content_types"]["default"].as_str().unwrap_or("text/plain").to_owned();
+    let payload = get(format!("{secret_ref}/payload"), accept).await?;
+    let creds: Value = serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+    assert_eq!(creds["bucket"], BUCKET);
+    Ok(())
+}
+
+/// As the daemon's client: 10 s per request (`credentials_timeout`'s default).
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
+
+async fn floor_fetch(store: &str, secret_ref: &str, fetches: usize) -> Samples {
+    let http = http_client();
+    let mut samples = Samples::default();
+    for i in 0..3 + fetches {
+        let t0 = Instant::now();
+        fetch(http.clone(), secret_ref.to_owned()).await.unwrap();
+        if i >= 3 {
+            samples.push(t0.elapsed());
+        }
+    }
+    println!("floor 3, {store}: metadata + payload GETs: {}", samples.summary());
+    samples
+}
+
+/// `burst` fetches at once, one fresh client (what a burst of mounts asks of the store).
+async fn floor_fetch_burst(store: &str, secret_ref: &str, burst: usize) {
+    let http = http_client();
+    let overflows = listen_overflows();
+    let t0 = Instant::now();
+    let mut all = tokio::task::JoinSet::new();
+    for _ in 0..burst {
+        all.spawn(fetch(http.clone(), secret_ref.to_owned()));
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = all.join_next().await {
+        if let Err(e) = done.unwrap() {
+            failed.push(e);
+        }
+    }
+    let took = t0.elapsed();
+    println!(
+        "floor 3, {store}: {burst} fetches at once: all done in {} = {:.1} fetches/s; TCP \
+         listen-queue overflows meanwhile: {}{}",
+        ms(took),
+        burst as f64 / took.as_secs_f64(),
+        overflows.since(),
+        failures(&failed)
+    );
+}
+
+/// "; N FAILED (first: ...)" or nothing.
+fn failures(failed: &[String]) -> String {
+    match failed.first() {
+        None => String::new(),
+        Some(first) => format!("; {} FAILED (first: {first})", failed.len()),
+    }
+}
+
+/// A TCP proxy in front of the test Barbican that accepts every connection at once (Rust's
+/// listen backlog) and forwards at most `upstream` of them at a time, queueing the rest:
+/// what a production Barbican behind Apache or HAProxy looks like to the daemon. Without it
+/// a burst of 64 connections overflows the test server's listen queue of 5, the dropped
+/// SYNs are retransmitted after 1, 3, 7, 15 s, and fetches time out. Returns the port.
+fn start_queueing_proxy(upstream_port: u16, upstream: usize) -> u16 {
+    use std::sync::{Arc, Condvar, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let permits = Arc::new((Mutex::new(upstream), Condvar::new()));
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let permits = Arc::clone(&permits);
+            std::thread::spawn(move || {
+                let (free, freed) = &*permits;
+                let mut n = freed.wait_while(free.lock().unwrap(), |n| *n == 0).unwrap();
+                *n -= 1;
+                drop(n);
+                proxy_one(client, upstream_port);
+                *free.lock().unwrap() += 1;
+                freed.notify_one();
+            });
+        }
+    });
+    port
+}
+
+fn proxy_one(client: std::net::TcpStream, upstream_port: u16) {
+    use std::net::{Shutdown, TcpStream};
+    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)) else { return };
+    let (Ok(mut from_client), Ok(mut to_server)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut &server, &mut &client);
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
+    let _ = up.join();
+}
+
+/// `TcpExt: ListenOverflows` of this network namespace (the host's: the bench only
+/// unshares the mount namespace): connection attempts dropped because a listener's accept
+/// queue was full; each costs the client a SYN retransmission (1 s, then 3 s, ...).
+#[derive(Debug, Clone, Copy)]
+struct ListenOverflows(Option<u64>);
+
+fn listen_overflows() -> ListenOverflows {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return ListenOverflows(None);
+    };
+    let at = names.split_whitespace().position(|n| n == "ListenOverflows");
+    ListenOverflows(at.and_then(|i| values.split_whitespace().nth(i)?.parse().ok()))
+}
+
+impl ListenOverflows {
+    fn since(self) -> String {
+        match (self.0, listen_overflows().0) {
+            (Some(a), Some(b)) => b.saturating_sub(a).to_string(),
+            _ => "unknown".into(),
+        }
+    }
+}
+
+/// A stand-in secret store: answers Barbican's two GETs for any secret (metadata naming
+/// `text/plain`, then the credentials) from plain threads, HTTP/1.1 keep-alive, Rust's
+/// listen backlog. The test Barbican is Python (one GIL, wsgiref with a listen backlog of
+/// 5 and HTTP/1.0, so a new connection per GET): under a burst it drops SYNs and the
+/// clients wait out 1 s retransmissions. With this store in its place, a burst measures
+/// the daemon rather than Barbican. Returns a secret ref.
+fn start_stand_in_store() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || serve_secrets(conn));
+        }
+    });
+    format!("http://127.0.0.1:{port}/v1/secrets/00000000-0000-4000-8000-0000000000be")
+}
+
+fn serve_secrets(conn: std::net::TcpStream) {
+    use std::io::{BufRead, Write};
+    let _ = conn.set_nodelay(true);
+    let Ok(read_half) = conn.try_clone() else { return };
+    let mut reader = std::io::BufReader::new(read_half);
+    let mut out = conn;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header == "\r\n" || header == "\n" {
+                break;
+            }
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("");
+        let (content_type, body) = if path.ends_with("/payload") {
+            ("text/plain", credentials())
+        } else {
+            let meta = serde_json::json!({
+                "status": "ACTIVE", "secret_type": "opaque",
+                "content_types": {"default": "text/plain"}
+            });
+            ("application/json", meta.to_string())
+        };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if out.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The daemon
+
+/// A daemon with the e2e layout, the release helper and `extra` settings.
+fn start_daemon(
+    broker: &Broker,
+    dir: &Path,
+    node: &str,
+    testfs: &Path,
+    extra: &[(&str, String)],
+) -> Daemon {
+    let base = dir.join("mounts");
+    std::fs::create_dir_all(&base).unwrap();
+    let level = std::env::var("DMS_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    let mut env: Vec<(String, String)> = vec![
+        ("DMS_RABBITMQ_URL".into(), broker.amqp_url()),
+        ("DMS_NODE_ID".into(), node.into()),
+        ("DMS_MOUNT_BASE".into(), base.display().to_string()),
+        ("DMS_S3VAULTFUSE_BIN".into(), testfs.display().to_string()),
+        ("DMS_PID_DIR".into(), dir.join("pids").display().to_string()),
+        ("DMS_JOURNAL_PATH".into(), dir.join("journal").display().to_string()),
+        ("DMS_HELPER_LOG_DIR".into(), dir.join("helper-logs").display().to_string()),
+        ("DMS_LOG_LEVEL".into(), level),
+    ];
+    for (k, v) in extra {
+        env.retain(|(name, _)| name != k);
+        env.push(((*k).to_owned(), v.clone()));
+    }
+    Daemon::spawn(dir, node, env)
+}
+
+/// Kills the helpers a daemon left behind (a bench that failed half-way), then stops it.
+struct DaemonGuard(Option<Daemon>);
+
+impl DaemonGuard {
+    fn daemon(&self) -> &Daemon {
+        self.0.as_ref().unwrap()
+    }
+
+    fn stop(mut self) {
+        let daemon = self.0.take().unwrap();
+        assert!(daemon.pid_files().is_empty(), "helpers left running: {:?}", daemon.pid_files());
+        daemon.stop();
+    }
+}
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        let Some(daemon) = self.0.take() else { return };
+        for name in daemon.pid_files() {
+            let pid = std::fs::read_to_string(daemon.pid_dir.join(&name)).unwrap_or_default();
+            if let Some(pid) = pid.trim().parse().ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        eprintln!("--- daemon log (tail) ---\n{}", support::log_tail(&daemon.log, 40));
+    }
+}
+
+fn expect_success(reply: &Value, what: &str, daemon: &Daemon) {
+    assert!(
+        reply["status"] == "success",
+        "{what}: {reply}\n--- daemon log ---\n{}",
+        support::log_tail(&daemon.log, 40)
+    );
+}
+
+fn daemon_dir() -> tempfile::TempDir {
+    let dir = support::temp_dir("dms-bench-daemon-");
+    if std::env::var_os("DMS_BENCH_KEEP").is_some_and(|v| v == "1") {
+        println!("DMS_BENCH_KEEP: keeping {}", dir.path().display());
+    }
+    dir
+}
+
+fn finish_dir(dir: tempfile::TempDir) {
+    if std::env::var_os("DMS_BENCH_KEEP").is_some_and(|v| v == "1") {
+        let _ = dir.keep();
+    }
+}
+
+async fn daemon_latency(
+    broker: &Broker,
+    secret_ref: &str,
+    testfs: &Path,
+    cycles: usize,
+    node: &str,
+) -> (Samples, Samples) {
+    let dir = daemon_dir();
+    let guard = DaemonGuard(Some(start_daemon(broker, dir.path(), node, testfs, &[])));
+    let daemon = guard.daemon();
+    let queue = format!("dms.{}", daemon.node);
+    let mut client = Requester::connect(broker).await;
+    let (mut mounts, mut unmounts) = (Samples::default(), Samples::default());
+    let mut inside = Samples::default();
+    let warmup = 3;
+    for i in 0..warmup + cycles {
+        let target = format!("lat-{i}");
+        let path = daemon.path(&target);
+        let body = s3_mount(&target, &path, secret_ref, TOKEN).to_string();
+        let (reply, took_mount) = client.call(&queue, body.as_bytes()).await;
+        expect_success(&reply, "mount", daemon);
+        let entry = mountns::mount_at(Path::new(&path)).expect("mounted after a success reply");
+        assert_eq!(entry.fs_type, "fuse.dms-testfs");
+        let body = unmount(&target, &path, "s3").to_string();
+        let (reply, took_unmount) = client.call(&queue, body.as_bytes()).await;
+        expect_success(&reply, "unmount", daemon);
+        if i >= warmup {
+            mounts.push(took_mount);
+            unmounts.push(took_unmount);
+        }
+    }
+    client.close().await;
+    // The daemon's own view: `elapsed_ms` of its `request served` lines (mounts only).
+    for line in daemon.log_text().lines().filter(|l| l.contains("request served")) {
+        let mount = line.contains("action=\"mount\"") || line.contains("action=mount");
+        let elapsed = line.split("elapsed_ms=").nth(1).and_then(|s| {
+            s.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse::<u64>().ok())
+        });
+        if let (true, Some(e)) = (mount, elapsed) {
+            inside.push(Duration::from_millis(e));
+        }
+    }
+    println!("daemon mount   (request → reply):            {}", mounts.summary());
+    println!("daemon unmount (request → reply):            {}", unmounts.summary());
+    if !inside.0.is_empty() {
+        println!(
+            "daemon's own `request served` elapsed_ms (mounts, incl. warm-up; whole ms): \
+             median {}",
+            ms(inside.median())
+        );
+    }
+    guard.stop();
+    finish_dir(dir);
+    (mounts, unmounts)
+}
+
+async fn daemon_throughput(
+    broker: &Broker,
+    secret_ref: &str,
+    testfs: &Path,
+    burst: usize,
+    node: &str,
+    label: &str,
+    extra: &[(&str, String)],
+) {
+    let dir = daemon_dir();
+    let guard = DaemonGuard(Some(start_daemon(broker, dir.path(), node, testfs, extra)));
+    let daemon = guard.daemon();
+    let queue = format!("dms.{}", daemon.node);
+    let mut client = Requester::connect(broker).await;
+    // Warm-up: one mount/unmount (first Barbican connection, first helper exec).
+    let path = daemon.path("warm-up");
+    let body = s3_mount("warm-up", &path, secret_ref, TOKEN).to_string();
+    expect_success(&client.call(&queue, body.as_bytes()).await.0, "mount", daemon);
+    let body = unmount("warm-up", &path, "s3").to_string();
+    expect_success(&client.call(&queue, body.as_bytes()).await.0, "unmount", daemon);
+
+    let targets: Vec<String> = (0..burst).map(|i| format!("burst-{i}")).collect();
+    let mount_bodies: Vec<String> = targets
+        .iter()
+        .map(|t| s3_mount(t, &daemon.path(t), secret_ref, TOKEN).to_string())
+        .collect();
+    let unmount_bodies: Vec<String> =
+        targets.iter().map(|t| unmount(t, &daemon.path(t), "s3").to_string()).collect();
+    let overflows = listen_overflows();
+    let (mounted, mount_failures) = burst_of(&mut client, &queue, &mount_bodies).await;
+    let overflows = overflows.since();
+    let mounts_now = mountns::mounts();
+    let ok: Vec<&String> = targets
+        .iter()
+        .filter(|t| {
+            let path = daemon.path(t);
+            mounts_now.iter().any(|m| m.mount_point == path && m.fs_type == "fuse.dms-testfs")
+        })
+        .collect();
+    assert_eq!(ok.len(), burst - mount_failures.len(), "mounts in the table vs success replies");
+    let (unmounted, unmount_failures) = burst_of(&mut client, &queue, &unmount_bodies).await;
+    client.close().await;
+    println!("{label}:");
+    println!(
+        "  {burst} mounts   in {} = {:.1} mounts/s (TCP listen-queue overflows meanwhile: \
+         {overflows}){}",
+        ms(mounted),
+        burst as f64 / mounted.as_secs_f64(),
+        failures(&mount_failures)
+    );
+    println!(
+        "  {burst} unmounts in {} = {:.1} unmounts/s{}",
+        ms(unmounted),
+        burst as f64 / unmounted.as_secs_f64(),
+        failures(&unmount_failures)
+    );
+    guard.stop();
+    finish_dir(dir);
+}
+
+/// Publish every body at once (confirms awaited after all are sent), then wait for every
+/// reply; returns first publish → last reply, and the error texts of failed requests.
+async fn burst_of(
+    client: &mut Requester,
+    queue: &str,
+    bodies: &[String],
+) -> (Duration, Vec<String>) {
+    let t0 = Instant::now();
+    let mut pending = HashSet::new();
+    let mut confirms = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let corr = uuid::Uuid::new_v4().to_string();
+        confirms.push(client.publish(queue, body.as_bytes(), &corr).await);
+        pending.insert(corr);
+    }
+    for confirm in confirms {
+        assert!(!confirm.await.unwrap().is_nack(), "the broker refused a request");
+    }
+    let mut failed = Vec::new();
+    while !pending.is_empty() {
+        let (corr, reply) = client.reply().await;
+        if pending.remove(&corr) && reply["status"] != "success" {
+            failed.push(reply["error_msg"].as_str().unwrap_or("?").to_owned());
+        }
+    }
+    (t0.elapsed(), failed)
+}
