@@ -77,8 +77,8 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -95,7 +95,6 @@ const TOKEN: &str = "gAAAAAB-bench-keystone-token";
 const ACCESS_KEY: &str = "AKIABENCH";
 const SECRET_KEY: &str = "bench-secret-key-value";
 const BUCKET: &str = "bench-bucket";
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Iteration counts for one run.
 #[derive(Debug, Clone, Copy)]
@@ -443,85 +442,23 @@ fn wait_table(table: &mut File, mut done: impl FnMut() -> bool, what: &str) {
 // ---------------------------------------------------------------------------------------
 // Floor 2: a bare AMQP round trip
 
-/// A requester speaking the daemon's wire format; publishes may be left unconfirmed to put
-/// many requests in flight at once.
-struct Requester {
-    conn: Connection,
-    channel: Channel,
-    replies: Consumer,
-    reply_queue: String,
-}
+/// The e2e client speaks the daemon's wire format; publishes may be left unconfirmed to
+/// put many requests in flight at once.
+type Requester = e2e::Client;
 
-impl Requester {
-    async fn connect(broker: &Broker) -> Requester {
-        let conn =
-            Connection::connect(&broker.amqp_url(), ConnectionProperties::default()).await.unwrap();
-        let channel = conn.create_channel().await.unwrap();
-        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        let opts = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        let q = channel.queue_declare("".into(), opts, FieldTable::default()).await.unwrap();
-        let reply_queue = q.name().as_str().to_owned();
-        let replies = channel
-            .basic_consume(
-                reply_queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions { no_ack: true, ..Default::default() },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        Requester { conn, channel, replies, reply_queue }
-    }
-
-    /// Publish a persistent request (as the Python client does); the confirm is returned
-    /// unawaited.
-    async fn publish(&self, queue: &str, body: &[u8], correlation_id: &str) -> PendingConfirm {
-        let props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type(ShortString::from("application/json"))
-            .with_correlation_id(ShortString::from(correlation_id))
-            .with_reply_to(ShortString::from(self.reply_queue.as_str()));
-        self.channel
-            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, props)
-            .await
-            .unwrap()
-    }
-
-    async fn reply(&mut self) -> (String, Value) {
-        let delivery = tokio::time::timeout(DEADLINE, self.replies.next())
-            .await
-            .expect("no reply within the deadline")
-            .expect("reply consumer ended")
-            .unwrap();
-        let corr = delivery
-            .properties
-            .correlation_id()
-            .as_ref()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default();
-        (corr, serde_json::from_slice(&delivery.data).unwrap())
-    }
-
-    /// Publish, wait for the confirm, then for the reply to exactly this request.
-    async fn call(&mut self, queue: &str, body: &[u8]) -> (Value, Duration) {
-        let corr = uuid::Uuid::new_v4().to_string();
-        let t0 = Instant::now();
-        let confirm = self.publish(queue, body, &corr).await;
-        assert!(!confirm.await.unwrap().is_nack(), "the broker refused the request");
-        loop {
-            let (c, reply) = self.reply().await;
-            if c == corr {
-                return (reply, t0.elapsed());
-            }
+/// Publish, wait for the confirm, then for the reply to exactly this request; timed.
+async fn timed_call(client: &mut Requester, queue: &str, body: &[u8]) -> (Value, Duration) {
+    let corr = uuid::Uuid::new_v4().to_string();
+    let t0 = Instant::now();
+    let confirm = client.publish(queue, body, &corr, true).await;
+    assert!(!confirm.await.unwrap().is_nack(), "the broker refused the request");
+    loop {
+        let (c, reply) = client.reply().await;
+        if c == corr {
+            return (reply, t0.elapsed());
         }
     }
-
-    async fn close(self) {
-        let _ = self.conn.close(200, "bye".into()).await;
-    }
 }
-
-type PendingConfirm = lapin::PublisherConfirm;
 
 async fn floor_amqp(broker: &Broker, round_trips: usize) -> Samples {
     let queue = format!("bench-echo.{}", uuid::Uuid::new_v4());
@@ -571,7 +508,7 @@ async fn floor_amqp(broker: &Broker, round_trips: usize) -> Samples {
     let body = request.to_string();
     let mut samples = Samples::default();
     for i in 0..10 + round_trips {
-        let (reply, took) = client.call(&queue, body.as_bytes()).await;
+        let (reply, took) = timed_call(&mut client, &queue, body.as_bytes()).await;
         assert_eq!(reply["success_msg"], "echo");
         if i >= 10 {
             samples.push(took);
@@ -892,12 +829,12 @@ async fn daemon_latency(
         let target = format!("lat-{i}");
         let path = daemon.path(&target);
         let body = s3_mount(&target, &path, secret_ref, TOKEN).to_string();
-        let (reply, took_mount) = client.call(&queue, body.as_bytes()).await;
+        let (reply, took_mount) = timed_call(&mut client, &queue, body.as_bytes()).await;
         expect_success(&reply, "mount", daemon);
         let entry = mountns::mount_at(Path::new(&path)).expect("mounted after a success reply");
         assert_eq!(entry.fs_type, "fuse.dms-testfs");
         let body = unmount(&target, &path, "s3").to_string();
-        let (reply, took_unmount) = client.call(&queue, body.as_bytes()).await;
+        let (reply, took_unmount) = timed_call(&mut client, &queue, body.as_bytes()).await;
         expect_success(&reply, "unmount", daemon);
         if i >= warmup {
             mounts.push(took_mount);
@@ -946,9 +883,9 @@ async fn daemon_throughput(
     // Warm-up: one mount/unmount (first Barbican connection, first helper exec).
     let path = daemon.path("warm-up");
     let body = s3_mount("warm-up", &path, secret_ref, TOKEN).to_string();
-    expect_success(&client.call(&queue, body.as_bytes()).await.0, "mount", daemon);
+    expect_success(&timed_call(&mut client, &queue, body.as_bytes()).await.0, "mount", daemon);
     let body = unmount("warm-up", &path, "s3").to_string();
-    expect_success(&client.call(&queue, body.as_bytes()).await.0, "unmount", daemon);
+    expect_success(&timed_call(&mut client, &queue, body.as_bytes()).await.0, "unmount", daemon);
 
     let targets: Vec<String> = (0..burst).map(|i| format!("burst-{i}")).collect();
     let mount_bodies: Vec<String> = targets
@@ -1001,7 +938,7 @@ async fn burst_of(
     let mut confirms = Vec::with_capacity(bodies.len());
     for body in bodies {
         let corr = uuid::Uuid::new_v4().to_string();
-        confirms.push(client.publish(queue, body.as_bytes(), &corr).await);
+        confirms.push(client.publish(queue, body.as_bytes(), &corr, true).await);
         pending.insert(corr);
     }
     for confirm in confirms {

@@ -182,6 +182,19 @@ impl Client {
 
     /// Publish a request body to `dms.<node>` as the Python client does.
     pub async fn send(&self, node: &str, body: &[u8], correlation_id: &str, reply: bool) {
+        let confirm = self.publish(&format!("dms.{node}"), body, correlation_id, reply).await;
+        assert!(!confirm.await.unwrap().is_nack());
+    }
+
+    /// Publish a persistent request to `queue` and return the broker's confirm unawaited,
+    /// so a caller can put many requests in flight at once.
+    pub async fn publish(
+        &self,
+        queue: &str,
+        body: &[u8],
+        correlation_id: &str,
+        reply: bool,
+    ) -> lapin::PublisherConfirm {
         let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"))
@@ -189,19 +202,10 @@ impl Client {
         if reply {
             props = props.with_reply_to(ShortString::from(self.reply_queue.as_str()));
         }
-        let queue = format!("dms.{node}");
-        let confirm = self
-            .channel
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                body,
-                props,
-            )
+        self.channel
+            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), body, props)
             .await
-            .unwrap();
-        assert!(!confirm.await.unwrap().is_nack());
+            .unwrap()
     }
 
     /// The next reply, with its correlation id.
