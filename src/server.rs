@@ -86,6 +86,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         mount_timeout: config.timeouts.nfs_mount,
         umount_timeout: config.timeouts.umount,
         nfs_fstypes: config.nfs_fstypes.clone(),
+        mount_base: config.mount_base_path.clone(),
     };
     let credentials = Barbican::new(BarbicanConfig {
         timeout: config.timeouts.credentials,
@@ -97,6 +98,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         credentials,
         processes: HostProcesses {
             helpers: helpers.clone(),
+            mount_base: config.mount_base_path.clone(),
             exits: std::sync::Mutex::new(exits_tx),
         },
         mounts: HostMounts {

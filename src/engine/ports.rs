@@ -57,14 +57,16 @@ impl Credentials for Barbican {
 #[derive(Debug)]
 pub struct HostProcesses {
     pub helpers: Helpers,
+    pub mount_base: std::path::PathBuf,
     pub exits: std::sync::Mutex<Sender<HelperExit>>,
 }
 
 impl Processes for HostProcesses {
     fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String> {
-        // The helper mounts onto its directory; the path was validated inside the base.
+        // The helper mounts onto its directory: created inside the base, never through a
+        // symlink.
         if let Some(path) = env.get("vault_data_directory") {
-            std::fs::create_dir_all(path).map_err(|e| format!("cannot create {path}: {e}"))?;
+            mounts::prepare_mount_point(&self.mount_base, std::path::Path::new(path))?;
         }
         let exits = self
             .exits

@@ -108,6 +108,44 @@ pub fn probe(path: &str, timeout: Duration) -> Result<(), String> {
     }
 }
 
+/// Create the mount point `path` strictly inside `base`, refusing to go through anything
+/// that is not a plain directory. The wire codec checked the path as a string; this checks
+/// the filesystem, so a symlink planted inside the base cannot send a mount (or the
+/// directory creation) elsewhere.
+pub fn prepare_mount_point(base: &Path, path: &Path) -> Result<(), String> {
+    let rest = path
+        .strip_prefix(base)
+        .ok()
+        .filter(|r| r.components().count() > 0)
+        .ok_or_else(|| format!("{} is not inside {}", path.display(), base.display()))?;
+    let mut at = base.to_path_buf();
+    let check = |p: &Path| match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => {
+            Err(format!("{} is a symlink; refusing to mount through it", p.display()))
+        }
+        Ok(m) if !m.is_dir() => Err(format!("{} exists and is not a directory", p.display())),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(format!("cannot inspect {}: {e}", p.display())),
+    };
+    if !check(&at)? {
+        std::fs::create_dir_all(&at).map_err(|e| format!("cannot create {}: {e}", at.display()))?;
+    }
+    for part in rest.components() {
+        at.push(part);
+        if !check(&at)? {
+            match std::fs::create_dir(&at) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    check(&at)?;
+                }
+                Err(e) => return Err(format!("cannot create {}: {e}", at.display())),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// mount(8) and umount(8), as configured.
 #[derive(Debug, Clone)]
 pub struct Mounter {
@@ -117,15 +155,15 @@ pub struct Mounter {
     pub umount_timeout: Duration,
     /// What the mount table may call an NFS mount (`nfs`, `nfs4`; tests use a stand-in).
     pub nfs_fstypes: Vec<String>,
+    /// Mount points are created only inside it, never through a symlink.
+    pub mount_base: std::path::PathBuf,
 }
 
 impl Mounter {
     /// `mount -t nfs -o <options> <export> <path>`, then the table must show it.
     pub fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Result<(), MountFailure> {
-        std::fs::create_dir_all(path).map_err(|e| MountFailure {
-            reason: format!("cannot create {path}: {e}"),
-            maybe_mounted: false,
-        })?;
+        prepare_mount_point(&self.mount_base, Path::new(path))
+            .map_err(|reason| MountFailure { reason, maybe_mounted: false })?;
         match self.mount.run(&["-t", "nfs", "-o", options, export, path], self.mount_timeout) {
             Ok(_) => {}
             Err(e @ RunError::Timeout { .. }) => {

@@ -47,8 +47,8 @@ fn any_kind(_: &MountInfo) -> bool {
 }
 
 fn mounter(dir: &Path) -> Mounter {
-    let _ = dir;
     Mounter {
+        mount_base: dir.to_path_buf(),
         mount: Program::new("mount"),
         umount: Program::new("umount"),
         mount_timeout: Duration::from_secs(10),
@@ -168,4 +168,29 @@ fn given_a_hanging_mount_program_when_mounting_nfs_then_the_deadline_kills_it() 
     let err = m.mount_nfs("h:/x", "nosuid,nodev", &path).unwrap_err();
     assert!(err.maybe_mounted, "a killed mount(8) may have mounted");
     assert!(err.reason.contains("did not finish"), "{}", err.reason);
+}
+
+#[test]
+fn given_a_symlink_inside_the_base_when_preparing_a_mount_point_then_refused_and_nothing_created_outside(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, base.join("evil")).unwrap();
+    let err = prepare_mount_point(&base, &base.join("evil/t1")).unwrap_err();
+    assert!(err.contains("is a symlink"), "{err}");
+    assert!(!outside.join("t1").exists(), "nothing was created through the symlink");
+    std::os::unix::fs::symlink(&outside, base.join("t2")).unwrap();
+    assert!(prepare_mount_point(&base, &base.join("t2")).unwrap_err().contains("is a symlink"));
+    std::fs::write(base.join("file"), b"x").unwrap();
+    assert!(prepare_mount_point(&base, &base.join("file"))
+        .unwrap_err()
+        .contains("not a directory"));
+    assert!(prepare_mount_point(&base, &dir.path().join("elsewhere")).is_err());
+    assert!(prepare_mount_point(&base, &base).is_err(), "the base itself is not a mount point");
+    prepare_mount_point(&base, &base.join("a/b")).unwrap();
+    assert!(base.join("a/b").is_dir());
+    prepare_mount_point(&base, &base.join("a/b")).unwrap();
 }
