@@ -133,9 +133,34 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         heartbeat_secs: 30,
         drain: Duration::from_secs(30),
     };
-    transport::serve(engine, Arc::new(config.wire_policy()), transport, shutdown).await?;
+    let compaction =
+        tokio::spawn(compact_periodically(Arc::clone(&engine), config.journal_retention));
+    let served =
+        transport::serve(engine, Arc::new(config.wire_policy()), transport, shutdown).await;
+    compaction.abort();
+    served?;
     tracing::info!("intake stopped; mounts and helpers left running");
     Ok(())
+}
+
+/// Bounded growth: compact finished history older than the retention, at start and hourly.
+async fn compact_periodically(engine: Arc<HostEngine>, retention: Duration) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match engine.compact(retention).await {
+            Ok(report) if report.records_removed > 0 || report.requests_forgotten > 0 => {
+                tracing::info!(
+                    targets = report.targets_compacted,
+                    records_removed = report.records_removed,
+                    requests_forgotten = report.requests_forgotten,
+                    "journal compacted"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "journal compaction failed; will retry"),
+        }
+    }
 }
 
 /// Observe, plan, journal and perform, before intake. Findings are logged, never acted on.

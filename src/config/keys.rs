@@ -42,6 +42,7 @@ pub const KEYS: &[Key] = &[
     key("umount_program", "DMS_UMOUNT_PROGRAM", D("umount"), "umount(8): a program name looked up in `PATH`, or an absolute path."),
     key("rootwrap_bin", "DMS_ROOTWRAP_BIN", O, "Absolute path of a rootwrap program to prefix mount/umount with; set together with `rootwrap_conf`."),
     key("rootwrap_conf", "DMS_ROOTWRAP_CONF", O, "Absolute path of the rootwrap configuration; set together with `rootwrap_bin`."),
+    key("journal_retention_days", "DMS_JOURNAL_RETENTION_DAYS", D("30"), "Days of finished history kept in the journal (1–3650); older history is compacted hourly into per-target snapshots, current states and unfinished operations are always kept."),
     key("helper_log_dir", "DMS_HELPER_LOG_DIR", D("/var/log/dms/helpers"), "Directory of the helpers' stdout/stderr log files."),
     key("credentials_timeout", "DMS_CREDENTIALS_TIMEOUT", D("10"), "Seconds allowed for fetching credentials from Barbican."),
     key("helper_mount_timeout", "DMS_HELPER_MOUNT_TIMEOUT", D("30"), "Seconds a started helper has to make its mount appear."),

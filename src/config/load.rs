@@ -156,6 +156,8 @@ impl Loader {
         let rootwrap_bin = self.get("rootwrap_bin", values::abs_path);
         let rootwrap_conf = self.get("rootwrap_conf", values::abs_path);
         let helper_log_dir = self.value("helper_log_dir", values::abs_path);
+        let journal_retention_days =
+            self.value("journal_retention_days", |s| values::integer::<u32>(s, 1, 3650));
         let credentials = self.value("credentials_timeout", values::seconds);
         let helper_mount = self.value("helper_mount_timeout", values::seconds);
         let helper_stop_grace = self.value("helper_stop_grace", values::seconds);
@@ -210,6 +212,9 @@ impl Loader {
             umount_program: umount_program?,
             rootwrap,
             helper_log_dir: helper_log_dir?,
+            journal_retention: std::time::Duration::from_secs(
+                u64::from(journal_retention_days?) * 86_400,
+            ),
             timeouts: Timeouts {
                 credentials: credentials?,
                 helper_mount: helper_mount?,

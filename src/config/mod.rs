@@ -42,6 +42,8 @@ pub struct Config {
     pub umount_program: PathBuf,
     pub rootwrap: Option<Rootwrap>,
     pub helper_log_dir: PathBuf,
+    /// Finished history older than this is compacted away.
+    pub journal_retention: Duration,
     pub timeouts: Timeouts,
     pub max_concurrent_targets: usize,
     pub prefetch: u16,

@@ -12,7 +12,7 @@ mod perform;
 pub mod ports;
 
 use dms_journal::reconcile::Plan;
-use dms_journal::store::{Journal, StoreError};
+use dms_journal::store::{CompactionReport, Journal, StoreError};
 use dms_journal::{
     decide, BootId, Clock, Command, Decision, JournalState, OperationId, Outcome, Record, TargetId,
     TargetState, Timestamp,
@@ -133,6 +133,25 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             result?;
         }
         Ok(())
+    }
+
+    /// Compact finished history older than `retention` (on the blocking pool), and forget
+    /// the same old answers in memory so the daemon's footprint stays bounded too.
+    pub async fn compact(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<CompactionReport, EngineError> {
+        let now = self.clock().now;
+        let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+        let journal = Arc::clone(&self.journal);
+        let report = tokio::task::spawn_blocking(move || journal.compact(now, retention_ms))
+            .await
+            .map_err(|_| EngineError::Closed)??;
+        let cutoff = now.saturating_sub_millis(retention_ms);
+        for state in lock(&self.state).targets.values_mut() {
+            state.forget_requests_before(cutoff);
+        }
+        Ok(report)
     }
 
     fn target_lock(&self, target: &TargetId) -> Arc<tokio::sync::Mutex<()>> {

@@ -206,3 +206,26 @@ async fn given_a_journal_written_by_the_engine_when_reopened_then_the_same_state
     assert_eq!(replay.state, live);
     assert!(replay.problems.is_empty());
 }
+
+#[tokio::test]
+async fn given_old_finished_history_when_compacted_then_journal_and_memory_forget_it_and_state_stays(
+) {
+    let rig = rig();
+    rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    rig.engine.handle(&unmount("t1", "u1")).await.unwrap();
+    rig.engine.handle(&nfs_mount("n1", "k2")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let report = rig.engine.compact(std::time::Duration::from_millis(1)).await.unwrap();
+    assert!(report.records_removed > 0, "{report:?}");
+    let t1 = rig.engine.target_state(&TargetId::new("t1").unwrap());
+    assert_eq!(t1.phase, Phase::Unmounted);
+    assert!(t1.requests.is_empty(), "old answers are forgotten in memory too");
+    assert_eq!(rig.engine.target_state(&TargetId::new("n1").unwrap()).phase, Phase::Mounted);
+    // The compacted journal replays to the same states.
+    let live = rig.engine.snapshot();
+    let path = rig.engine.journal.path().to_path_buf();
+    let Rig { engine, _dir, .. } = rig;
+    drop(engine);
+    let (_journal, replay) = Journal::open(&path).unwrap();
+    assert_eq!(replay.state, live);
+}
