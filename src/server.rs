@@ -58,15 +58,23 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         "journal replayed"
     );
 
+    // Helper exits arrive from the reaper threads; the supervisor acts on them once the
+    // engine exists (below).
     let (exits_tx, exits_rx) = std::sync::mpsc::channel::<HelperExit>();
+    let (exits_async, mut exits) = tokio::sync::mpsc::unbounded_channel::<HelperExit>();
     std::thread::Builder::new()
         .name("dms-helper-exits".into())
         .spawn(move || {
             for exit in exits_rx {
-                tracing::warn!(target_id = %exit.target, pid = exit.helper.pid, status = %exit.status, "helper exited");
+                if exits_async.send(exit).is_err() {
+                    return;
+                }
             }
         })
-        .map_err(|e| ServerError::Startup { what: "the helper exit watcher", reason: e.to_string() })?;
+        .map_err(|e| ServerError::Startup {
+            what: "the helper exit watcher",
+            reason: e.to_string(),
+        })?;
 
     let helpers = Helpers {
         bin: config.s3vaultfuse_bin.clone(),
@@ -125,6 +133,22 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         nfs_fstypes: config.nfs_fstypes.clone(),
     };
     reconcile_at_boot(&engine, &host, boot).await?;
+    let supervisor = Arc::clone(&engine);
+    let supervision = tokio::spawn(async move {
+        while let Some(exit) = exits.recv().await {
+            let (target, pid, status) =
+                (exit.target.to_string(), exit.helper.pid, exit.status.clone());
+            match supervisor.helper_exited(&exit.target, exit.helper, &exit.status).await {
+                Ok(true) => {
+                    tracing::warn!(target_id = %target, pid, %status, "helper died: target lost, dead mount detached")
+                }
+                Ok(false) => tracing::info!(target_id = %target, pid, %status, "helper exited"),
+                Err(e) => {
+                    tracing::error!(target_id = %target, pid, error = %e, "cannot journal a helper's death")
+                }
+            }
+        }
+    });
 
     let transport = TransportConfig {
         url: config.rabbitmq_url.expose().to_owned(),
@@ -138,6 +162,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let served =
         transport::serve(engine, Arc::new(config.wire_policy()), transport, shutdown).await;
     compaction.abort();
+    supervision.abort();
     served?;
     tracing::info!("intake stopped; mounts and helpers left running");
     Ok(())

@@ -308,3 +308,57 @@ fn nfs_round_trip_through_the_mount_program_and_the_real_mount_8_failure_path() 
         },
     );
 }
+
+#[test]
+fn a_helper_that_dies_is_noticed_its_dead_mount_detached_and_the_target_lost() {
+    run_isolated(
+        "a_helper_that_dies_is_noticed_its_dead_mount_detached_and_the_target_lost",
+        || {
+            let broker = Broker::shared();
+            let barbican = Barbican::start();
+            let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-4"));
+            let dir = support::temp_dir("dms-e2e-");
+            let helper = e2e::faulty_helper(dir.path(), "die-after=1");
+            let daemon = Daemon::start(
+                broker,
+                dir.path(),
+                "e2e-death",
+                &[("DMS_S3VAULTFUSE_BIN", helper.display().to_string())],
+            );
+            let path = daemon.path("t-d");
+            runtime().block_on(async {
+                let mut client = Client::connect(broker).await;
+                let mount = s3_mount("t-d", &path, &secret_ref, TOKEN);
+                let reply = client.call(&daemon.node, &mount, &uuid()).await;
+                assert_eq!(reply, ok(&format!("S3 target mounted successfully at {path}")));
+                // The helper dies after a second: its dead mount must go, and its PID file.
+                let gone = support::wait_for(
+                    "the dead mount to be detached",
+                    Duration::from_secs(30),
+                    || {
+                        (mountns::mount_at(Path::new(&path)).is_none()
+                            && daemon.pid_files().is_empty())
+                        .then_some(())
+                    },
+                );
+                assert!(gone.is_ok(), "{gone:?}\n{}", daemon.log_text());
+                // The next request sees the truth: not "Already mounted".
+                let reply = client.call(&daemon.node, &mount, &uuid()).await;
+                assert_eq!(reply, ok(&format!("S3 target mounted successfully at {path}")));
+                client.close().await;
+            });
+            let journal = daemon.journal.clone();
+            daemon.stop();
+            let out =
+                std::process::Command::new(support::repo_root().join("target/debug/dms-journal"))
+                    .args(["--path", journal.to_str().unwrap(), "inspect", "--target", "t-d"])
+                    .output()
+                    .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("Lost") && text.contains("exited") && text.contains("Cleaned"),
+                "{text}"
+            );
+        },
+    );
+}

@@ -10,6 +10,7 @@
 pub mod fake;
 mod perform;
 pub mod ports;
+mod supervise;
 
 use dms_journal::reconcile::Plan;
 use dms_journal::store::{CompactionReport, Journal, StoreError};

@@ -229,3 +229,33 @@ async fn given_old_finished_history_when_compacted_then_journal_and_memory_forge
     let (_journal, replay) = Journal::open(&path).unwrap();
     assert_eq!(replay.state, live);
 }
+
+#[tokio::test]
+async fn given_a_mounted_helper_that_dies_when_its_exit_is_reported_then_lost_and_cleaned() {
+    let rig = rig();
+    rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    let t1 = TargetId::new("t1").unwrap();
+    let helper = rig.engine.target_state(&t1).helper.unwrap();
+    // An exit of some other (stale) helper changes nothing.
+    let stale = dms_journal::HelperIdentity { pid: 4242, ..helper };
+    assert!(!rig.engine.helper_exited(&t1, stale, "exit status: 1").await.unwrap());
+    assert_eq!(rig.engine.target_state(&t1).phase, Phase::Mounted);
+
+    assert!(rig.engine.helper_exited(&t1, helper, "signal: 9 (SIGKILL)").await.unwrap());
+    assert_eq!(
+        &rig.world.calls()[3..],
+        [format!("unmount {BASE}/t1 nfs=false"), "remove pid file t1".to_owned()]
+    );
+    assert_eq!(
+        history(&rig, "t1"),
+        ["Requested", "CredsFetched", "Spawned", "Verified", "Lost", "Cleaned"]
+    );
+    assert_eq!(rig.engine.target_state(&t1).phase, Phase::Unmounted);
+    // The next request sees the truth and mounts again.
+    let outcome = rig.engine.handle(&s3_mount("t1", "k2")).await.unwrap();
+    assert!(matches!(outcome, Outcome::Mounted { .. }), "{outcome:?}");
+    // After an unmount, the exit of the helper the daemon stopped itself is ignored.
+    rig.engine.handle(&unmount("t1", "u1")).await.unwrap();
+    let second = dms_journal::HelperIdentity { pid: 1001, start_ticks: 10010, ..helper };
+    assert!(!rig.engine.helper_exited(&t1, second, "exit status: 0").await.unwrap());
+}
