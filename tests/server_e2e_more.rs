@@ -10,6 +10,7 @@ mod e2e;
 mod support;
 
 use e2e::{ok, s3_mount, unmount, uuid, Client, Daemon};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -243,26 +244,14 @@ fn twenty_targets_mounted_and_unmounted_concurrently_each_get_their_own_helper_a
 
             // All mount requests first, then the replies in whatever order they come.
             let t0 = Instant::now();
-            let mut expected = BTreeMap::new();
-            for t in &targets {
-                let corr = uuid();
-                let body = s3_mount(t, &paths[t.as_str()], &secret_ref, TOKEN);
-                client.send(&daemon.node, body.to_string().as_bytes(), &corr, true).await;
-                expected.insert(
-                    corr,
-                    ok(&format!("S3 target mounted successfully at {}", paths[t.as_str()])),
-                );
-            }
-            let mut got = BTreeMap::new();
-            while got.len() < N {
-                let (corr, reply) = client.reply().await;
-                assert!(
-                    expected.contains_key(&corr),
-                    "a reply to an unknown request {corr:?}: {reply}"
-                );
-                assert!(got.insert(corr, reply).is_none(), "two replies to one request");
-            }
-            assert_eq!(got, expected, "{}", daemon.log_text());
+            let requests = targets.iter().map(|t| {
+                let path = &paths[t.as_str()];
+                (
+                    s3_mount(t, path, &secret_ref, TOKEN),
+                    ok(&format!("S3 target mounted successfully at {path}")),
+                )
+            });
+            call_all(&mut client, &daemon, requests.collect()).await;
             println!("{N} concurrent mounts answered in {:?}", t0.elapsed());
 
             for t in &targets {
@@ -285,26 +274,11 @@ fn twenty_targets_mounted_and_unmounted_concurrently_each_get_their_own_helper_a
             }
 
             let t0 = Instant::now();
-            let mut expected = BTreeMap::new();
-            for t in &targets {
-                let corr = uuid();
-                let body = unmount(t, &paths[t.as_str()], "s3");
-                client.send(&daemon.node, body.to_string().as_bytes(), &corr, true).await;
-                expected.insert(
-                    corr,
-                    ok(&format!("Target unmounted successfully from {}", paths[t.as_str()])),
-                );
-            }
-            let mut got = BTreeMap::new();
-            while got.len() < N {
-                let (corr, reply) = client.reply().await;
-                assert!(
-                    expected.contains_key(&corr),
-                    "a reply to an unknown request {corr:?}: {reply}"
-                );
-                assert!(got.insert(corr, reply).is_none(), "two replies to one request");
-            }
-            assert_eq!(got, expected, "{}", daemon.log_text());
+            let requests = targets.iter().map(|t| {
+                let path = &paths[t.as_str()];
+                (unmount(t, path, "s3"), ok(&format!("Target unmounted successfully from {path}")))
+            });
+            call_all(&mut client, &daemon, requests.collect()).await;
             println!("{N} concurrent unmounts answered in {:?}", t0.elapsed());
 
             for t in &targets {
@@ -470,4 +444,22 @@ fn daemon_restart_keeps_mounts_and_the_new_daemon_answers_from_the_journal_and_u
         assert_no_secret("first daemon log", &old_log, &[TOKEN, SECRET_KEY]);
         assert_no_secret("second daemon log", &log, &[TOKEN, SECRET_KEY]);
     });
+}
+
+/// Publish every request at once, then collect exactly one reply per request (matched by
+/// correlation id) and compare each with the expected one.
+async fn call_all(client: &mut Client, daemon: &Daemon, requests: Vec<(Value, Value)>) {
+    let mut expected = BTreeMap::new();
+    for (body, reply) in requests {
+        let corr = uuid();
+        client.send(&daemon.node, body.to_string().as_bytes(), &corr, true).await;
+        expected.insert(corr, reply);
+    }
+    let mut got = BTreeMap::new();
+    while got.len() < expected.len() {
+        let (corr, reply) = client.reply().await;
+        assert!(expected.contains_key(&corr), "a reply to an unknown request {corr:?}: {reply}");
+        assert!(got.insert(corr, reply).is_none(), "two replies to one request");
+    }
+    assert_eq!(got, expected, "{}", daemon.log_text());
 }

@@ -45,7 +45,7 @@ pub struct Executors<C, P, M> {
 pub struct Engine<C, P, M> {
     journal: Arc<Journal>,
     state: Mutex<JournalState>,
-    targets: Mutex<HashMap<TargetId, Arc<tokio::sync::Mutex<()>>>>,
+    targets: TargetLocks,
     permits: Semaphore,
     exec: Arc<Executors<C, P, M>>,
     boot: BootId,
@@ -95,28 +95,9 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
     /// Serve one validated request to its outcome.
     pub async fn handle(&self, request: &Request) -> Result<Outcome, EngineError> {
         let _permit = self.permits.acquire().await.map_err(|_| EngineError::Closed)?;
-        let target_lock = self.target_lock(&request.target);
-        let _serial = target_lock.lock().await;
+        let _serial = self.serialize(&request.target).await;
         let command = request.command(OperationId::random());
-        let outcome = perform::Run::new(self, request).drive(command).await;
-        drop(_serial);
-        self.release_target_lock(&request.target, target_lock);
-        outcome
-    }
-
-    /// Run `command` for `target` outside of a request (reconciler outcomes, cleanups):
-    /// serialized with the target's requests like any of them.
-    pub async fn run_command(
-        &self,
-        target: &TargetId,
-        command: Command,
-    ) -> Result<Option<Outcome>, EngineError> {
-        let target_lock = self.target_lock(target);
-        let _serial = target_lock.lock().await;
-        let result = perform::Run::detached(self, target.clone()).drive_optional(command).await;
-        drop(_serial);
-        self.release_target_lock(target, target_lock);
-        result
+        perform::Run::new(self, request).drive(command).await
     }
 
     /// Perform a reconcile plan: each step's records are made durable before its effects
@@ -124,14 +105,9 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
     /// Steps run one target at a time; the plan was computed before anything changed.
     pub async fn reconcile(&self, plan: Plan) -> Result<(), EngineError> {
         for step in plan.steps {
-            let target_lock = self.target_lock(&step.target);
-            let serial = target_lock.lock().await;
+            let _serial = self.serialize(&step.target).await;
             self.append(step.records).await?;
-            let result =
-                perform::Run::detached(self, step.target.clone()).drive_effects(step.effects).await;
-            drop(serial);
-            self.release_target_lock(&step.target, target_lock);
-            result?;
+            perform::Run::detached(self, step.target.clone()).drive_effects(step.effects).await?;
         }
         Ok(())
     }
@@ -155,17 +131,14 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         Ok(report)
     }
 
-    fn target_lock(&self, target: &TargetId) -> Arc<tokio::sync::Mutex<()>> {
-        Arc::clone(lock(&self.targets).entry(target.clone()).or_default())
-    }
-
-    /// Forget a target's lock once nobody waits for it, so the map stays as small as the
-    /// set of targets in flight.
-    fn release_target_lock(&self, target: &TargetId, held: Arc<tokio::sync::Mutex<()>>) {
-        let mut targets = lock(&self.targets);
-        drop(held);
-        if targets.get(target).is_some_and(|l| Arc::strong_count(l) == 1) {
-            targets.remove(target);
+    /// Wait for `target`'s turn: everything done while the guard lives is serialized
+    /// with the target's other requests, reconcile steps and supervision.
+    async fn serialize(&self, target: &TargetId) -> Serial<'_> {
+        let target_lock = Arc::clone(lock(&self.targets).entry(target.clone()).or_default());
+        Serial {
+            targets: &self.targets,
+            target: target.clone(),
+            held: Some(target_lock.lock_owned().await),
         }
     }
 
@@ -205,6 +178,26 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             state.apply(record);
         }
         Ok(())
+    }
+}
+
+type TargetLocks = Mutex<HashMap<TargetId, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A target's turn. On drop the target's lock is forgotten once nobody else holds or
+/// waits for it, so the map stays as small as the set of targets in flight.
+struct Serial<'a> {
+    targets: &'a TargetLocks,
+    target: TargetId,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Serial<'_> {
+    fn drop(&mut self) {
+        let mut targets = lock(self.targets);
+        drop(self.held.take());
+        if targets.get(&self.target).is_some_and(|l| Arc::strong_count(l) == 1) {
+            targets.remove(&self.target);
+        }
     }
 }
 

@@ -16,37 +16,29 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         helper: HelperIdentity,
         status: &str,
     ) -> Result<bool, EngineError> {
-        let target_lock = self.target_lock(target);
-        let serial = target_lock.lock().await;
+        let _serial = self.serialize(target).await;
         let state = self.target_state(target);
-        let current = state.phase == Phase::Mounted && state.helper == Some(helper);
-        let result = if current {
-            let cleanup = Cleanup { helper: None, mount: true, pid_file: true };
-            let clock = self.clock();
-            let lost = Record {
-                target: target.clone(),
-                at: clock.now,
-                boot: clock.boot,
-                request: None,
-                op: None,
-                event: Event::Lost {
-                    reason: format!("helper pid {} exited ({status})", helper.pid),
-                    cleanup,
-                },
-            };
-            let mount_path = state.mount_path().map(str::to_owned);
-            match self.append(vec![lost]).await {
-                Ok(()) => perform::Run::detached(self, target.clone())
-                    .drive_effects(vec![Effect::Cleanup { cleanup, mount_path }])
-                    .await
-                    .map(|()| true),
-                Err(e) => Err(e),
-            }
-        } else {
-            Ok(false)
+        if state.phase != Phase::Mounted || state.helper != Some(helper) {
+            return Ok(false);
+        }
+        let cleanup = Cleanup { helper: None, mount: true, pid_file: true };
+        let clock = self.clock();
+        let lost = Record {
+            target: target.clone(),
+            at: clock.now,
+            boot: clock.boot,
+            request: None,
+            op: None,
+            event: Event::Lost {
+                reason: format!("helper pid {} exited ({status})", helper.pid),
+                cleanup,
+            },
         };
-        drop(serial);
-        self.release_target_lock(target, target_lock);
-        result
+        let mount_path = state.mount_path().map(str::to_owned);
+        self.append(vec![lost]).await?;
+        perform::Run::detached(self, target.clone())
+            .drive_effects(vec![Effect::Cleanup { cleanup, mount_path }])
+            .await?;
+        Ok(true)
     }
 }

@@ -22,7 +22,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -137,7 +137,7 @@ impl Helpers {
         let exit_target = target.clone();
         let waiter =
             std::thread::Builder::new().name(format!("dms-helper-{pid}")).spawn(move || {
-                let status = child.wait().map(|s| describe(&s)).unwrap_or_else(|e| e.to_string());
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 let _ = exits.send(HelperExit { target: exit_target, helper, status });
             });
         if let Err(source) = waiter {
@@ -233,11 +233,6 @@ fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
             Err(_) => return false,
         }
     }
-}
-
-/// "exit status: 0" / "signal: 9 (SIGKILL)": what an operator reads in the journal.
-fn describe(status: &ExitStatus) -> String {
-    status.to_string()
 }
 
 /// Put the child in a session of its own, so it survives the daemon's terminal and
