@@ -9,17 +9,17 @@ use crate::engine::ports::{HostMounts, HostProcesses};
 use crate::engine::{Engine, EngineError, Executors};
 use crate::exec::command::Program;
 use crate::exec::credentials::{Barbican, BarbicanConfig, CredentialsError};
-use crate::exec::helper::{HelperExit, Helpers};
+use crate::exec::helper::Helpers;
 use crate::exec::mounts::Mounter;
 use crate::observe::pidfile::PidDir;
 use crate::observe::procfs::Procfs;
 use crate::observe::{Host, ObserveError};
+use crate::supervisor::{Exits, SuperviseError, Supervisor};
+use crate::systemd::Notifier;
 use crate::transport::{self, TransportConfig, TransportError};
-use dms_journal::reconcile;
 use dms_journal::store::{Journal, StoreError};
-use dms_journal::{BootId, Clock, Timestamp};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,8 @@ pub enum ServerError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Supervise(#[from] SuperviseError),
     #[error("cannot start {what}: {reason}")]
     Startup { what: &'static str, reason: String },
 }
@@ -58,23 +60,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         "journal replayed"
     );
 
-    // Helper exits arrive from the reaper threads; the supervisor acts on them once the
-    // engine exists (below).
-    let (exits_tx, exits_rx) = std::sync::mpsc::channel::<HelperExit>();
-    let (exits_async, mut exits) = tokio::sync::mpsc::unbounded_channel::<HelperExit>();
-    std::thread::Builder::new()
-        .name("dms-helper-exits".into())
-        .spawn(move || {
-            for exit in exits_rx {
-                if exits_async.send(exit).is_err() {
-                    return;
-                }
-            }
-        })
-        .map_err(|e| ServerError::Startup {
-            what: "the helper exit watcher",
-            reason: e.to_string(),
-        })?;
+    raise_open_file_limit();
+    // Helper exits arrive from the reaper threads and the pidfd watches; the supervisor
+    // acts on them once the engine exists (below).
+    let (exits, exits_tx) = Exits::new()?;
 
     let helpers = Helpers {
         bin: config.s3vaultfuse_bin.clone(),
@@ -129,26 +118,29 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         pid_dir: PidDir::new(&config.pid_dir),
         mount_base: config.mount_base_path.to_string_lossy().into_owned(),
         helper_bin: config.s3vaultfuse_bin.clone(),
-        probe_timeout: Duration::from_secs(5),
+        probe_timeout: config.timeouts.mount_probe,
         nfs_fstypes: config.nfs_fstypes.clone(),
     };
-    reconcile_at_boot(&engine, &host, boot).await?;
-    let supervisor = Arc::clone(&engine);
-    let supervision = tokio::spawn(async move {
-        while let Some(exit) = exits.recv().await {
-            let (target, pid, status) =
-                (exit.target.to_string(), exit.helper.pid, exit.status.clone());
-            match supervisor.helper_exited(&exit.target, exit.helper, &exit.status).await {
-                Ok(true) => {
-                    tracing::warn!(target_id = %target, pid, %status, "helper died: target lost, dead mount detached")
-                }
-                Ok(false) => tracing::info!(target_id = %target, pid, %status, "helper exited"),
-                Err(e) => {
-                    tracing::error!(target_id = %target, pid, error = %e, "cannot journal a helper's death")
-                }
-            }
+    // The whole boot pass (observe, plan, journal, perform) finishes before intake starts.
+    let mut supervisor = Supervisor::new(Arc::clone(&engine), host, helpers, exits);
+    let report = supervisor.pass().await?;
+    tracing::info!(
+        steps = report.steps_performed,
+        mounts = report.mounts,
+        pid_files = report.pid_files,
+        took_ms = report.took.as_millis() as u64,
+        "boot reconcile done"
+    );
+    let supervision = tokio::spawn(supervisor.run(config.timeouts.resync));
+    let notifier = Notifier::from_env().map(Arc::new);
+    if let Some(n) = &notifier {
+        if let Err(e) = n.ready(&status_line(&engine)) {
+            tracing::warn!(error = %e, "cannot tell systemd the daemon is ready");
         }
-    });
+    }
+    let keep_alive = notifier
+        .clone()
+        .map(|n| tokio::spawn(keep_alive(n, Arc::clone(&engine), shutdown.clone())));
 
     let transport = TransportConfig {
         url: config.rabbitmq_url.expose().to_owned(),
@@ -163,9 +155,55 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         transport::serve(engine, Arc::new(config.wire_policy()), transport, shutdown).await;
     compaction.abort();
     supervision.abort();
+    if let Some(task) = keep_alive {
+        task.abort();
+    }
     served?;
     tracing::info!("intake stopped; mounts and helpers left running");
     Ok(())
+}
+
+/// `STATUS=` for `systemctl status`: what the daemon tracks.
+fn status_line(engine: &HostEngine) -> String {
+    let (targets, mounted) = engine.counts();
+    format!("serving: {targets} targets tracked, {mounted} mounted")
+}
+
+/// Watchdog keep-alives and a fresh status line from the main runtime, and the stop notice.
+/// Each tick takes the engine's state lock, so a wedged engine stops the keep-alives and
+/// systemd restarts the daemon (its mounts and helpers stay).
+async fn keep_alive(
+    notifier: Arc<Notifier>,
+    engine: Arc<HostEngine>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = notifier.watchdog_interval().unwrap_or(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => {
+                let status = "stopping: intake closed, finishing in-flight requests; mounts stay";
+                if let Err(e) = notifier.stopping(status) {
+                    tracing::warn!(error = %e, "cannot tell systemd the daemon is stopping");
+                }
+                return;
+            }
+        }
+        let mut sent = notifier.status(&status_line(&engine));
+        if notifier.watchdog_interval().is_some() {
+            sent = sent.and_then(|()| notifier.watchdog());
+        }
+        match sent {
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "cannot notify systemd; will keep trying");
+                failing = true;
+            }
+            Err(_) => {}
+            Ok(()) => failing = false,
+        }
+    }
 }
 
 /// Bounded growth: compact finished history older than the retention, at start and hourly.
@@ -188,31 +226,16 @@ async fn compact_periodically(engine: Arc<HostEngine>, retention: Duration) {
     }
 }
 
-/// Observe, plan, journal and perform, before intake. Findings are logged, never acted on.
-async fn reconcile_at_boot(
-    engine: &HostEngine,
-    host: &Host,
-    boot: BootId,
-) -> Result<(), ServerError> {
-    let state = engine.snapshot();
-    let observer = host.clone();
-    let observed =
-        tokio::task::spawn_blocking(move || observer.observe(&state)).await.map_err(|e| {
-            ServerError::Startup { what: "the boot reconcile", reason: e.to_string() }
-        })??;
-    let now =
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let plan = reconcile::plan(&engine.snapshot(), &observed, Clock { now: Timestamp(now), boot });
-    for finding in &plan.findings {
-        tracing::warn!(target_id = ?finding.target.as_ref().map(|t| t.to_string()), "{}", finding.what);
+/// One pidfd per watched helper, one PID file and log per target: a node with a thousand
+/// targets needs more than the usual soft limit of 1024 open files. Raise it to the hard
+/// limit (what systemd's `LimitNOFILE=` or the shell allows).
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "cannot raise the open file limit");
+        }
     }
-    let steps = plan.steps.len();
-    engine.reconcile(plan).await?;
-    tracing::info!(
-        steps,
-        mounts = observed.mounts.len(),
-        pid_files = observed.pid_files.len(),
-        "boot reconcile done"
-    );
-    Ok(())
 }

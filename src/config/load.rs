@@ -163,6 +163,8 @@ impl Loader {
         let helper_stop_grace = self.value("helper_stop_grace", values::seconds);
         let nfs_mount = self.value("nfs_mount_timeout", values::seconds);
         let umount = self.value("umount_timeout", values::seconds);
+        let resync = self.value("resync_interval", values::seconds);
+        let mount_probe = self.value("mount_probe_timeout", values::seconds);
         let max_concurrent_targets =
             self.value("max_concurrent_targets", |s| values::integer::<usize>(s, 1, 1024));
         let prefetch = self.value("prefetch", |s| values::integer::<u16>(s, 1, 65535));
@@ -221,6 +223,8 @@ impl Loader {
                 helper_stop_grace: helper_stop_grace?,
                 nfs_mount: nfs_mount?,
                 umount: umount?,
+                resync: resync?,
+                mount_probe: mount_probe?,
             },
             max_concurrent_targets: max_concurrent_targets?,
             prefetch: prefetch?,

@@ -72,6 +72,10 @@ pub struct Timeouts {
     pub helper_stop_grace: Duration,
     pub nfs_mount: Duration,
     pub umount: Duration,
+    /// Between two runtime resyncs (the level-triggered backstop of supervision).
+    pub resync: Duration,
+    /// How long a mount point may take to answer before it counts as dead.
+    pub mount_probe: Duration,
 }
 
 /// Where the configuration comes from.

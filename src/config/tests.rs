@@ -62,7 +62,9 @@ fn given_only_the_required_variables_when_loaded_then_every_default_applies() {
             helper_mount: s(30),
             helper_stop_grace: s(10),
             nfs_mount: s(60),
-            umount: s(30)
+            umount: s(30),
+            resync: s(30),
+            mount_probe: s(5)
         }
     );
     assert_eq!((c.max_concurrent_targets, c.prefetch), (16, 32));

@@ -15,8 +15,8 @@ mod supervise;
 use dms_journal::reconcile::Plan;
 use dms_journal::store::{CompactionReport, Journal, StoreError};
 use dms_journal::{
-    decide, BootId, Clock, Command, Decision, JournalState, OperationId, Outcome, Record, TargetId,
-    TargetState, Timestamp,
+    decide, BootId, Clock, Command, Decision, JournalState, OperationId, Outcome, Phase, Record,
+    TargetId, TargetState, Timestamp,
 };
 use ports::{Credentials, Mounts, Processes};
 use std::collections::HashMap;
@@ -87,6 +87,14 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         lock(&self.state).target_or_new(target)
     }
 
+    /// How many targets the journal tracks, and how many of them are mounted (for status
+    /// lines: counted under the lock, nothing cloned).
+    pub fn counts(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        let mounted = state.targets.values().filter(|t| t.phase == Phase::Mounted).count();
+        (state.targets.len(), mounted)
+    }
+
     /// A copy of the whole folded journal.
     pub fn snapshot(&self) -> JournalState {
         lock(&self.state).clone()
@@ -100,16 +108,28 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         perform::Run::new(self, request).drive(command).await
     }
 
-    /// Perform a reconcile plan: each step's records are made durable before its effects
-    /// run (write-ahead, as for requests), and effect outcomes go through the machine.
-    /// Steps run one target at a time; the plan was computed before anything changed.
-    pub async fn reconcile(&self, plan: Plan) -> Result<(), EngineError> {
+    /// Perform a reconcile plan computed from `seen` (a snapshot taken *before* reality was
+    /// observed): each step's records are made durable before its effects run
+    /// (write-ahead, as for requests), and effect outcomes go through the machine.
+    ///
+    /// A step runs only if its target is still exactly as seen, checked under the target's
+    /// turn: a target that a request moved on since (or that was in flight while reality
+    /// was observed) is left for the next pass, so a plan made from an older picture never
+    /// undoes newer work. At boot nothing is in flight and every step runs. Returns how
+    /// many steps ran.
+    pub async fn reconcile(&self, plan: Plan, seen: &JournalState) -> Result<usize, EngineError> {
+        let mut performed = 0;
         for step in plan.steps {
             let _serial = self.serialize(&step.target).await;
+            let was = seen.target(&step.target).map_or(0, |t| t.records);
+            if self.target_state(&step.target).records != was {
+                continue;
+            }
             self.append(step.records).await?;
             perform::Run::detached(self, step.target.clone()).drive_effects(step.effects).await?;
+            performed += 1;
         }
-        Ok(())
+        Ok(performed)
     }
 
     /// Compact finished history older than `retention` (on the blocking pool), and forget
@@ -173,6 +193,9 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             tokio::task::spawn_blocking(move || journal.append(&records).map(|_| records))
                 .await
                 .map_err(|_| EngineError::Closed)??;
+        for record in &records {
+            crate::failpoint::hit("append", record.event.name());
+        }
         let mut state = lock(&self.state);
         for record in &records {
             state.apply(record);

@@ -72,6 +72,13 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
 
     /// Perform one effect; its outcome, if the machine wants it, as a command.
     async fn perform(&mut self, effect: Effect) -> Option<Command> {
+        let name = crate::failpoint::effect_name(&effect);
+        let next = self.perform_effect(effect).await;
+        crate::failpoint::hit("effect", name);
+        next
+    }
+
+    async fn perform_effect(&mut self, effect: Effect) -> Option<Command> {
         let target = self.target.clone();
         match effect {
             Effect::FetchCredentials { op, secret_ref } => {

@@ -56,11 +56,17 @@ impl Host {
             ProcError::Read { path: PathBuf::from("/proc/self/mountinfo"), source }
         })?;
         let table = mountinfo::parse(&text)?;
-        let mounts = mountinfo::under(&table, &self.mount_base)
+        let found: Vec<_> = mountinfo::under(&table, &self.mount_base)
             .into_values()
             .filter(|m| m.mount_point != self.mount_base.trim_end_matches('/'))
-            .map(|m| MountEntry {
-                dead: !answers(&m.mount_point, self.probe_timeout),
+            .collect();
+        let paths: Vec<&str> = found.iter().map(|m| m.mount_point.as_str()).collect();
+        let answered = answer_all(&paths, self.probe_timeout);
+        let mounts = found
+            .into_iter()
+            .zip(answered)
+            .map(|(m, answered)| MountEntry {
+                dead: !answered,
                 path: m.mount_point,
                 fstype: if self.nfs_fstypes.contains(&m.fstype) { "nfs".into() } else { m.fstype },
             })
@@ -101,15 +107,41 @@ impl Host {
     }
 }
 
+/// Probes at once, at most: hung mounts in one batch share one timeout, so a node with
+/// many hung mounts is observed in (hung / batch) timeouts, not one timeout each.
+const PROBE_BATCH: usize = 64;
+
+/// Whether each path answers a `stat` within `timeout`, probed in parallel batches.
+pub fn answer_all(paths: &[&str], timeout: Duration) -> Vec<bool> {
+    let mut answered = Vec::with_capacity(paths.len());
+    for batch in paths.chunks(PROBE_BATCH) {
+        let probes: Vec<_> = batch.iter().map(|p| probe(p)).collect();
+        let deadline = std::time::Instant::now() + timeout;
+        for rx in probes {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            answered.push(rx.is_some_and(|rx| rx.recv_timeout(left).unwrap_or(false)));
+        }
+    }
+    answered
+}
+
 /// Whether `path` answers a `stat` within `timeout`. A hung FUSE mount blocks the calling
 /// thread in the kernel, so the probe runs on a thread of its own that may be left behind.
 pub fn answers(path: &str, timeout: Duration) -> bool {
+    probe(path).is_some_and(|rx| rx.recv_timeout(timeout).unwrap_or(false))
+}
+
+/// Start a probe of `path`; its answer arrives on the channel (`None`: no thread).
+fn probe(path: &str) -> Option<std::sync::mpsc::Receiver<bool>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let path = path.to_owned();
-    let spawned = std::thread::Builder::new().name("dms-mount-probe".into()).spawn(move || {
-        let _ = tx.send(std::fs::metadata(&path).is_ok());
-    });
-    spawned.is_ok() && rx.recv_timeout(timeout).unwrap_or(false)
+    std::thread::Builder::new()
+        .name("dms-mount-probe".into())
+        .spawn(move || {
+            let _ = tx.send(std::fs::metadata(&path).is_ok());
+        })
+        .ok()
+        .map(|_| rx)
 }
 
 #[cfg(test)]
@@ -121,6 +153,12 @@ mod tests {
     fn given_existing_and_missing_paths_when_probed_then_answers_tells_them_apart() {
         assert!(answers("/", Duration::from_secs(5)));
         assert!(!answers("/nonexistent/dms", Duration::from_secs(5)));
+        let paths: Vec<String> = (0..PROBE_BATCH + 3)
+            .map(|i| if i % 2 == 0 { "/".into() } else { format!("/nonexistent/{i}") })
+            .collect();
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let answered = answer_all(&paths, Duration::from_secs(5));
+        assert_eq!(answered, (0..PROBE_BATCH + 3).map(|i| i % 2 == 0).collect::<Vec<_>>());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! One delivery: decode, serve, reply, ack — with one tracing span and one log line.
+//! One delivery: decode, serve, ack, reply — with one tracing span and one log line.
 
 use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Engine, EngineError};
@@ -77,9 +77,12 @@ fn properties(p: &BasicProperties) -> Properties {
     }
 }
 
-/// Publish the reply (if there is anyone to reply to), wait for the broker's confirm, then
-/// ack. If the reply cannot be published, the delivery is not acked: it comes back and is
-/// answered again from the journal.
+/// Ack, then publish the reply (if there is anyone to reply to) and wait for the broker's
+/// confirm. The order gives at most one reply per request: the outcome is journaled before
+/// this runs, so a delivery that comes back (a crash or a lost connection before the ack)
+/// was never answered and is answered now from the journal; once acked it never comes back.
+/// The price is the window between ack and publish: a crash there loses the reply, and the
+/// requester's retry gets the journaled answer.
 async fn reply_and_ack(
     channel: &Channel,
     delivery: &Delivery,
@@ -87,38 +90,36 @@ async fn reply_and_ack(
     props: &Properties,
     reply: &Reply,
 ) {
-    if let Some(reply_to) = reply_to {
-        let mut out = BasicProperties::default().with_content_type("application/json".into());
-        if let Some(id) = &props.correlation_id {
-            out = out.with_correlation_id(id.as_str().into());
-        }
-        let body = reply.to_json();
-        let published = match channel
-            .basic_publish(
-                "".into(),
-                reply_to.into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                out,
-            )
-            .await
-        {
-            Ok(confirm) => confirm.await.map(|c| !c.is_nack()),
-            Err(e) => Err(e),
-        };
-        match published {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!("the broker refused the reply; the request will be redelivered");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot publish the reply; the request will be redelivered");
-                return;
-            }
-        }
-    }
     if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        // Not acked: it comes back and is answered from the journal then, not twice now.
         tracing::warn!(error = %e, "cannot ack; the request will be redelivered and answered from the journal");
+        return;
+    }
+    crate::failpoint::hit("reply", "acked");
+    let Some(reply_to) = reply_to else { return };
+    let mut out = BasicProperties::default().with_content_type("application/json".into());
+    if let Some(id) = &props.correlation_id {
+        out = out.with_correlation_id(id.as_str().into());
+    }
+    let body = reply.to_json();
+    let published = match channel
+        .basic_publish(
+            "".into(),
+            reply_to.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            out,
+        )
+        .await
+    {
+        Ok(confirm) => confirm.await.map(|c| !c.is_nack()),
+        Err(e) => Err(e),
+    };
+    match published {
+        Ok(true) => crate::failpoint::hit("reply", "sent"),
+        Ok(false) => tracing::warn!("the broker refused the reply; the requester will time out"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot publish the reply; the requester will time out")
+        }
     }
 }

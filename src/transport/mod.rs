@@ -4,9 +4,9 @@
 //!   no arguments (other arguments fail against queues clients already declared).
 //! - Bounded prefetch; heartbeats; a lost connection is retried with capped, jittered
 //!   backoff while the daemon (and every mount) keeps running.
-//! - A delivery is acked only after its outcome is journaled and its reply published
-//!   (with a publisher confirm). A request that dies with its connection is redelivered and
-//!   answered from the journal. A journal that cannot be written stops intake: the delivery
+//! - A delivery is acked only after its outcome is journaled, and answered right after the
+//!   ack (at most one reply per request). A request that dies with its connection before
+//!   the ack is redelivered and answered from the journal. A journal that cannot be written stops intake: the delivery
 //!   is requeued and [`serve`] returns the error.
 
 mod delivery;

@@ -3,6 +3,9 @@
 //! existing Python clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod host;
+pub mod journal;
+
 use crate::support::proc::GroupChild;
 use crate::support::{self, Broker};
 use futures_lite::StreamExt;

@@ -1,0 +1,241 @@
+//! Supervision of what the daemon has mounted (DESIGN §3.4), on two levels:
+//!
+//! - **Edge-triggered:** every helper of a mounted target is watched. Helpers this process
+//!   spawned are reaped by their waiter threads; every mounted helper — also the ones
+//!   adopted at boot, which are not our children — is watched through a pidfd, which polls
+//!   readable when the process exits. A death is journaled `Lost` and its dead mount
+//!   detached at once.
+//! - **Level-triggered:** a reconcile pass (observe → pure plan → perform) at boot and then
+//!   every `resync_interval`, the backstop for what no event announces: a mount removed or
+//!   a PID file edited by hand, a hung mount, a watch that could not be set up.
+//!
+//! A pass takes the journal snapshot *before* it observes reality, and the engine performs a
+//! step only if the target is still as in that snapshot, so a pass never undoes the work of
+//! a request that ran meanwhile.
+
+use crate::exec::helper::{HelperExit, Helpers};
+use crate::observe::{Host, ObserveError};
+use crate::server::HostEngine;
+use dms_journal::{reconcile, BootId, Clock, HelperIdentity, Phase, Timestamp};
+use std::collections::{BTreeSet, HashSet};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    #[error("cannot observe the host: {0}")]
+    Observe(#[from] ObserveError),
+    #[error("the observer task failed: {0}")]
+    Task(String),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("cannot start the helper exit watcher: {0}")]
+    Thread(std::io::Error),
+}
+
+/// What one pass found and did (for the log line and `STATUS=`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub steps_planned: usize,
+    pub steps_performed: usize,
+    pub mounts: usize,
+    pub pid_files: usize,
+    pub took: Duration,
+}
+
+#[derive(Debug)]
+pub struct Supervisor {
+    engine: Arc<HostEngine>,
+    host: Host,
+    helpers: Helpers,
+    boot: BootId,
+    exits_tx: mpsc::UnboundedSender<HelperExit>,
+    exits: mpsc::UnboundedReceiver<HelperExit>,
+    /// Helpers with a pidfd watch in place.
+    watched: HashSet<HelperIdentity>,
+    /// Findings already logged, so a resync repeats nothing until it changes.
+    findings: BTreeSet<String>,
+}
+
+/// Where helper exits arrive: from the spawner's waiter threads (through the std sender
+/// handed to the spawner) and from the pidfd watches.
+#[derive(Debug)]
+pub struct Exits {
+    tx: mpsc::UnboundedSender<HelperExit>,
+    rx: mpsc::UnboundedReceiver<HelperExit>,
+}
+
+impl Exits {
+    /// Also returns the sender for the waiter threads, which block in wait(2) and so send on
+    /// a std channel; a thread bridges it.
+    pub fn new() -> Result<(Exits, std::sync::mpsc::Sender<HelperExit>), SuperviseError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (reaped_tx, reaped) = std::sync::mpsc::channel::<HelperExit>();
+        let bridge = tx.clone();
+        std::thread::Builder::new()
+            .name("dms-helper-exits".into())
+            .spawn(move || {
+                for exit in reaped {
+                    if bridge.send(exit).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(SuperviseError::Thread)?;
+        Ok((Exits { tx, rx }, reaped_tx))
+    }
+}
+
+impl Supervisor {
+    pub fn new(engine: Arc<HostEngine>, host: Host, helpers: Helpers, exits: Exits) -> Self {
+        let boot = helpers.boot;
+        Supervisor {
+            engine,
+            host,
+            helpers,
+            boot,
+            exits_tx: exits.tx,
+            exits: exits.rx,
+            watched: HashSet::new(),
+            findings: BTreeSet::new(),
+        }
+    }
+
+    /// One reconcile pass, then watches for every mounted helper not watched yet.
+    pub async fn pass(&mut self) -> Result<PassReport, SuperviseError> {
+        let started = Instant::now();
+        let seen = self.engine.snapshot();
+        let observer = self.host.clone();
+        let journal = seen.clone();
+        let observed = tokio::task::spawn_blocking(move || observer.observe(&journal))
+            .await
+            .map_err(|e| SuperviseError::Task(e.to_string()))??;
+        let plan = reconcile::plan(&seen, &observed, self.clock());
+        self.log_findings(&plan.findings);
+        let steps_planned = plan.steps.len();
+        let steps_performed = self.engine.reconcile(plan, &seen).await?;
+        self.watch_mounted();
+        Ok(PassReport {
+            steps_planned,
+            steps_performed,
+            mounts: observed.mounts.len(),
+            pid_files: observed.pid_files.len(),
+            took: started.elapsed(),
+        })
+    }
+
+    /// Act on helper exits as they come and resync every `every`, until the engine stops.
+    pub async fn run(mut self, every: Duration) {
+        let mut resync = tokio::time::interval(every);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        resync.tick().await; // the boot pass just ran
+        loop {
+            tokio::select! {
+                Some(exit) = self.exits.recv() => self.helper_exited(exit).await,
+                _ = resync.tick() => match self.pass().await {
+                    Ok(r) if r.steps_performed > 0 => tracing::info!(
+                        steps = r.steps_performed, took_ms = r.took.as_millis() as u64,
+                        "resync converged the journal with the host"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "resync failed; will retry"),
+                },
+            }
+        }
+    }
+
+    async fn helper_exited(&mut self, exit: HelperExit) {
+        self.watched.remove(&exit.helper);
+        let (target, pid, status) = (exit.target.to_string(), exit.helper.pid, &exit.status);
+        match self.engine.helper_exited(&exit.target, exit.helper, status).await {
+            Ok(true) => tracing::warn!(
+                target_id = %target, pid, %status,
+                "helper died: target lost, dead mount detached"
+            ),
+            Ok(false) => tracing::debug!(target_id = %target, pid, %status, "helper exited"),
+            Err(e) => tracing::error!(
+                target_id = %target, pid, error = %e,
+                "cannot journal a helper's death; the next resync retries"
+            ),
+        }
+    }
+
+    /// A pidfd watch for every helper of a mounted target that has none. A helper that is
+    /// already gone (or whose PID now names another process) is reported as exited now.
+    fn watch_mounted(&mut self) {
+        let snapshot = self.engine.snapshot();
+        for state in snapshot.targets.values().filter(|t| t.phase == Phase::Mounted) {
+            let Some(helper) = state.helper.filter(|h| !self.watched.contains(h)) else {
+                continue;
+            };
+            let target = state.target.clone();
+            let exit = |status: &str| HelperExit {
+                target: target.clone(),
+                helper,
+                status: status.to_owned(),
+            };
+            match self.helpers.pidfd(helper) {
+                Ok(Some(pidfd)) => match register(pidfd) {
+                    Ok(pidfd) => {
+                        self.watched.insert(helper);
+                        let (tx, exited) =
+                            (self.exits_tx.clone(), exit("exited (seen through its pidfd)"));
+                        tokio::spawn(async move {
+                            if pidfd.readable().await.is_ok() {
+                                let _ = tx.send(exited);
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(
+                        target_id = %target, pid = helper.pid, error = %e,
+                        "cannot watch the helper; the resync will notice its death"
+                    ),
+                },
+                Ok(None) => {
+                    let _ = self.exits_tx.send(exit("gone"));
+                }
+                Err(crate::exec::helper::HelperError::NotOurs { .. }) => {
+                    let _ = self.exits_tx.send(exit("gone; its PID now names another process"));
+                }
+                Err(e) => tracing::warn!(
+                    target_id = %target, pid = helper.pid, error = %e,
+                    "cannot watch the helper; the resync will notice its death"
+                ),
+            }
+        }
+    }
+
+    fn log_findings(&mut self, findings: &[reconcile::Finding]) {
+        let now: BTreeSet<String> = findings
+            .iter()
+            .map(|f| match &f.target {
+                Some(t) => format!("{t}: {}", f.what),
+                None => f.what.clone(),
+            })
+            .collect();
+        for finding in now.difference(&self.findings) {
+            tracing::warn!("{finding}");
+        }
+        self.findings = now;
+    }
+
+    fn clock(&self) -> Clock {
+        let now =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        Clock { now: Timestamp(now), boot: self.boot }
+    }
+}
+
+/// Register a pidfd with tokio's reactor: it polls readable once the process has exited.
+#[allow(unsafe_code)]
+fn register(pidfd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes the OwnedFd by value and is its only owner, so the
+    // descriptor stays open, refers to the same pidfd and `as_raw_fd` returns the same
+    // number for the AsyncFd's whole life; nothing else can close it.
+    unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+}
