@@ -19,7 +19,7 @@ ensure_build_deps() {
 }
 
 # Installs what the integration tests start by themselves (tests/support): RabbitMQ, s3fs
-# + FUSE, unshare, curl, and a Python venv with moto[server] (S3) and barbican (pinned by
+# + FUSE, unshare, curl, systemd-analyze, and a Python venv with moto[server] (S3) and barbican (pinned by
 # scripts/infra/test-constraints.txt). Idempotent; takes well under a second when
 # everything is already there. The venv lives in $DMS_TEST_VENV (default
 # /var/lib/dms-test/venv), which the tests read too. Debian's rabbitmq-server is never
@@ -30,7 +30,8 @@ ensure_test_infra() {
     local here
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     local constraints="$here/infra/test-constraints.txt"
-    local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps)
+    # systemd: systemd-analyze verifies the unit file (tests/server_systemd.rs).
+    local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps systemd)
     local missing=() p
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
