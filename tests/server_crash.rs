@@ -16,7 +16,7 @@ mod support;
 
 use dms::journal::store::Journal;
 use dms::journal::{Event, Outcome, Phase, RequestKey, TargetId, TargetState};
-use e2e::host::{alive, HelperReaper};
+use e2e::host::{helpers_serving, start_ticks, HelperReaper};
 use e2e::{ok, s3_mount, unmount, uuid, Client, Daemon, T};
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -65,25 +65,6 @@ fn credentials() -> String {
         "bucket": "crash", "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
     })
     .to_string()
-}
-
-/// Live processes serving `path` as helpers (their environment names it).
-fn helpers_serving(path: &str) -> Vec<u32> {
-    let needle = format!("vault_data_directory={path}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        if environ.split(|b| *b == 0).any(|v| v == needle.as_bytes()) && alive(pid) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// What the journal says once the daemon has let go of it.

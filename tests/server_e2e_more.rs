@@ -13,8 +13,7 @@ use e2e::host::{
     alive, assert_no_secret, mounted, not_mounted, pid_of, processes_with_arg, wait_dead,
     HelperReaper, SETTLE,
 };
-use e2e::{ok, s3_mount, unmount, uuid, Client, Daemon};
-use serde_json::Value;
+use e2e::{call_all, ok, s3_mount, unmount, uuid, Client, Daemon};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -364,22 +363,4 @@ fn daemon_restart_keeps_mounts_and_the_new_daemon_answers_from_the_journal_and_u
         assert_no_secret("first daemon log", &old_log, &[TOKEN, SECRET_KEY]);
         assert_no_secret("second daemon log", &log, &[TOKEN, SECRET_KEY]);
     });
-}
-
-/// Publish every request at once, then collect exactly one reply per request (matched by
-/// correlation id) and compare each with the expected one.
-async fn call_all(client: &mut Client, daemon: &Daemon, requests: Vec<(Value, Value)>) {
-    let mut expected = BTreeMap::new();
-    for (body, reply) in requests {
-        let corr = uuid();
-        client.send(&daemon.node, body.to_string().as_bytes(), &corr, true).await;
-        expected.insert(corr, reply);
-    }
-    let mut got = BTreeMap::new();
-    while got.len() < expected.len() {
-        let (corr, reply) = client.reply().await;
-        assert!(expected.contains_key(&corr), "a reply to an unknown request {corr:?}: {reply}");
-        assert!(got.insert(corr, reply).is_none(), "two replies to one request");
-    }
-    assert_eq!(got, expected, "{}", daemon.log_text());
 }

@@ -9,7 +9,11 @@ mod e2e;
 mod support;
 
 use dms_journal::{BootId, Event, Phase};
-use e2e::host::{alive, assert_no_secret, mounted, not_mounted, pid_of, wait_dead, SETTLE};
+use e2e::host::{
+    alive, all_pids, assert_no_secret, comm, environ_var, helpers_serving, is_dead_mount,
+    lazy_unmount, mounted, not_mounted, pid_of, session_of, sigkill, wait_dead, write_pid_file,
+    SETTLE,
+};
 use e2e::journal::{self as jrnl, event_names, lost_reasons};
 use e2e::{ok, s3_mount, unmount, uuid, Client, Daemon};
 use rustix::process::{kill_process, Pid, Signal};
@@ -57,63 +61,6 @@ fn unmounted_msg(path: &str) -> Value {
     ok(&format!("Target unmounted successfully from {path}"))
 }
 
-/// One variable of a process's environment (root reads every process's environ).
-fn environ_var(pid: u32, name: &str) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let prefix = format!("{name}=");
-    raw.split(|b| *b == 0)
-        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
-
-fn comm(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
-}
-
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-        .collect()
-}
-
-/// Live dms-testfs processes serving `path` (by their `vault_data_directory`).
-fn helpers_serving(path: &str) -> Vec<u32> {
-    let mut found: Vec<u32> = all_pids()
-        .into_iter()
-        .filter(|p| comm(*p) == "dms-testfs" && alive(*p))
-        .filter(|p| environ_var(*p, "vault_data_directory").as_deref() == Some(path))
-        .collect();
-    found.sort_unstable();
-    found
-}
-
-/// Session id of a process (field 6 of /proc/PID/stat).
-fn session_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(3)?.parse().ok()
-}
-
-fn sigkill(pid: u32, what: &str) {
-    let p = Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
-    kill_process(p, Signal::KILL).unwrap_or_else(|e| panic!("SIGKILL {what} (PID {pid}): {e}"));
-    wait_dead(pid, what);
-}
-
-/// A FUSE mount whose helper died answers ENOTCONN.
-fn is_dead_mount(path: &str) -> bool {
-    std::fs::metadata(path)
-        .err()
-        .is_some_and(|e| e.raw_os_error() == Some(rustix::io::Errno::NOTCONN.raw_os_error()))
-}
-
-fn lazy_unmount(path: &str) {
-    let out = Command::new("umount").arg("-l").arg(path).output().unwrap();
-    assert!(out.status.success(), "umount -l {path}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn boot_id() -> BootId {
     BootId::parse(&std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap()).unwrap()
 }
@@ -140,11 +87,6 @@ fn remove_pid_files(dir: &Path) {
     for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
         std::fs::remove_file(entry.path()).unwrap();
     }
-}
-
-fn write_pid_file(pid_dir: &Path, target: &str, pid: u32) {
-    std::fs::create_dir_all(pid_dir).unwrap();
-    std::fs::write(pid_dir.join(format!("{target}.pid")), format!("{pid}\n")).unwrap();
 }
 
 fn wait_until(what: &str, daemon: &Daemon, mut check: impl FnMut() -> bool) {

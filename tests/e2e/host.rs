@@ -4,7 +4,9 @@
 
 use super::Daemon;
 use crate::support::{self, mountns};
+use rustix::process::{kill_process, Pid, Signal};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 /// Bound for waits on processes and mounts to settle.
@@ -90,4 +92,72 @@ impl Drop for HelperReaper {
             }
         }
     }
+}
+
+/// One variable of a process's environment (root reads every process's environ).
+pub fn environ_var(pid: u32, name: &str) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    raw.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
+}
+
+pub fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+/// Live dms-testfs processes serving `path` (by their `vault_data_directory`).
+pub fn helpers_serving(path: &str) -> Vec<u32> {
+    let mut found: Vec<u32> = all_pids()
+        .into_iter()
+        .filter(|p| comm(*p) == "dms-testfs" && alive(*p))
+        .filter(|p| environ_var(*p, "vault_data_directory").as_deref() == Some(path))
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+/// Session id of a process (field 6 of /proc/PID/stat).
+pub fn session_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+pub fn sigkill(pid: u32, what: &str) {
+    let p = Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+    kill_process(p, Signal::KILL).unwrap_or_else(|e| panic!("SIGKILL {what} (PID {pid}): {e}"));
+    wait_dead(pid, what);
+}
+
+/// A FUSE mount whose helper died answers ENOTCONN.
+pub fn is_dead_mount(path: &str) -> bool {
+    std::fs::metadata(path)
+        .err()
+        .is_some_and(|e| e.raw_os_error() == Some(rustix::io::Errno::NOTCONN.raw_os_error()))
+}
+
+pub fn lazy_unmount(path: &str) {
+    let out = Command::new("umount").arg("-l").arg(path).output().unwrap();
+    assert!(out.status.success(), "umount -l {path}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn write_pid_file(pid_dir: &Path, target: &str, pid: u32) {
+    std::fs::create_dir_all(pid_dir).unwrap();
+    std::fs::write(pid_dir.join(format!("{target}.pid")), format!("{pid}\n")).unwrap();
+}
+
+/// The start time (clock ticks after boot) of a live process: with the PID, its identity.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }

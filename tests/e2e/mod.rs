@@ -15,6 +15,7 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -77,7 +78,15 @@ impl Daemon {
         Self::spawn(dir, node, env)
     }
 
+    /// Start with exactly `env` and wait until it consumes.
     pub fn spawn(dir: &Path, node: &str, env: Vec<(String, String)>) -> Daemon {
+        let mut daemon = Self::launch(dir, node, env);
+        daemon.wait_log("consuming");
+        daemon
+    }
+
+    /// Start with exactly `env`, without waiting for anything (it may die at boot).
+    pub fn launch(dir: &Path, node: &str, env: Vec<(String, String)>) -> Daemon {
         let get = |k: &str| PathBuf::from(&env.iter().find(|(n, _)| n == k).unwrap().1);
         let log = dir.join(format!("dms-server-{}.log", uuid::Uuid::new_v4()));
         // Tests get the binary from cargo; the dev stack (an example) names it.
@@ -88,7 +97,7 @@ impl Daemon {
         let mut cmd = Command::new(bin);
         cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
         let child = GroupChild::spawn("dms-server", cmd, &log);
-        let mut daemon = Daemon {
+        Daemon {
             child,
             node: node.into(),
             base: get("DMS_MOUNT_BASE"),
@@ -96,9 +105,7 @@ impl Daemon {
             journal: get("DMS_JOURNAL_PATH"),
             log,
             env,
-        };
-        daemon.wait_log("consuming");
-        daemon
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -290,4 +297,22 @@ pub fn unmount(target: &str, path: &str, kind: &str) -> Value {
 
 pub fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
+}
+
+/// Publish every request at once, then collect exactly one reply per request (matched by
+/// correlation id) and compare each with the expected one.
+pub async fn call_all(client: &mut Client, daemon: &Daemon, requests: Vec<(Value, Value)>) {
+    let mut expected = BTreeMap::new();
+    for (body, reply) in requests {
+        let corr = uuid();
+        client.send(&daemon.node, body.to_string().as_bytes(), &corr, true).await;
+        expected.insert(corr, reply);
+    }
+    let mut got = BTreeMap::new();
+    while got.len() < expected.len() {
+        let (corr, reply) = client.reply().await;
+        assert!(expected.contains_key(&corr), "a reply to an unknown request {corr:?}: {reply}");
+        assert!(got.insert(corr, reply).is_none(), "two replies to one request");
+    }
+    assert_eq!(got, expected, "{}", daemon.log_text());
 }
