@@ -1,9 +1,9 @@
 //! `dms`: the Dynamic Mount Service daemon.
 //!
 //! The daemon (`dms-server`: configuration, RabbitMQ transport, executors, engine,
-//! reconciler) is built on the journal crate re-exported here. Until it lands, this crate
-//! only pins the workspace shape of DESIGN §6; everything that exists today lives in
-//! [`journal`].
+//! supervisor, systemd notification) is built on the journal crate re-exported here, which
+//! holds the pure state machine, the reconcile plan and the store. [`server::run`] is the
+//! one entry point, used by the binary and by the tests alike.
 
 pub use dms_journal as journal;
 

@@ -290,6 +290,35 @@ fn given_a_decided_request_when_it_is_redelivered_then_same_outcome_and_no_recor
     assert!(again.records.is_empty());
 }
 
+/// The ordering rule (README, "Ordering"): a request is bound to its first journaled
+/// outcome, so an old unmount that comes back after a newer mount replays its answer and
+/// leaves the newer mount alone.
+#[test]
+fn given_a_newer_mount_when_an_old_unmount_is_redelivered_then_it_replays_and_the_mount_stays() {
+    let mut rig = Rig::mounted_s3("t1", 9);
+    rig.ok(Command::Unmount { op: op(2), request: key("u-old"), mount_path: path_of("t1") });
+    rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
+    rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
+    rig.ok(Command::Mount { op: op(3), request: key("m-new"), spec: s3("t1") });
+    rig.ok(Command::CredsFetched { op: op(3), result: Ok(()) });
+    rig.ok(Command::HelperSpawned { op: op(3), result: Ok(helper(77)) });
+    rig.ok(Command::MountChecked { op: op(3), result: Ok(()) });
+    assert_eq!(rig.state.phase, Phase::Mounted);
+
+    let stale =
+        rig.ok(Command::Unmount { op: op(4), request: key("u-old"), mount_path: path_of("t1") });
+    assert!(stale.records.is_empty(), "a stale unmount must not journal anything");
+    assert_eq!(
+        stale.effects,
+        [Effect::Reply {
+            request: key("u-old"),
+            outcome: Outcome::Unmounted { path: path_of("t1") }
+        }]
+    );
+    assert_eq!(rig.state.phase, Phase::Mounted);
+    assert_eq!(rig.state.helper, Some(helper(77)));
+}
+
 #[test]
 fn given_an_operation_in_flight_when_another_request_arrives_then_busy() {
     let mut rig = Rig::new("t1");
