@@ -71,6 +71,10 @@ mod support;
 #[path = "../tests/e2e/mod.rs"]
 mod e2e;
 
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{failures, keep, poll_table, secs, Samples, TOKEN};
 use e2e::{s3_mount, unmount, Daemon};
 use futures_lite::StreamExt;
 use lapin::options::{
@@ -79,19 +83,14 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use serde_json::Value;
-use std::collections::HashSet;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{mountns, Barbican, Broker};
 
-const NS_ENV: &str = "DMS_BENCH_MOUNT_NS";
-const TESTFS_ENV: &str = "DMS_TESTFS_BIN";
-const TOKEN: &str = "gAAAAAB-bench-keystone-token";
 const ACCESS_KEY: &str = "AKIABENCH";
 const SECRET_KEY: &str = "bench-secret-key-value";
 const BUCKET: &str = "bench-bucket";
@@ -122,61 +121,8 @@ const QUICK: Plan = Plan {
 };
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        return; // `cargo bench -- --list` and test harness probes
-    }
-    if std::env::var_os(NS_ENV).is_none() {
-        let testfs = build_or_locate_testfs();
-        let exe = std::env::current_exe().expect("current_exe");
-        let status = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "--"])
-            .arg(exe)
-            .args(&args)
-            .env(NS_ENV, "1")
-            .env(TESTFS_ENV, &testfs)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run unshare (util-linux): {e}"));
-        std::process::exit(status.code().unwrap_or(1));
-    }
-    let quick = std::env::var_os("DMS_BENCH_QUICK").is_some_and(|v| v == "1")
-        || !args.iter().any(|a| a == "--bench");
-    let plan = if quick { QUICK } else { FULL };
-    let testfs = PathBuf::from(std::env::var_os(TESTFS_ENV).expect("set by the parent"));
-    run(plan, quick, &testfs);
-}
-
-/// `$DMS_TESTFS_BIN`, else `cargo build --release -p dms-testfs` next to `dms-server`.
-fn build_or_locate_testfs() -> PathBuf {
-    if let Some(bin) = std::env::var_os(TESTFS_ENV) {
-        let bin = PathBuf::from(bin);
-        support::require_file(&bin);
-        return bin;
-    }
-    let server = PathBuf::from(env!("CARGO_BIN_EXE_dms-server"));
-    let profile_dir = server.parent().expect("dms-server has a directory");
-    let bin = profile_dir.join("dms-testfs");
-    let target_dir = profile_dir.parent().expect("the profile directory has a parent");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let built = Command::new(&cargo)
-        .args(["build", "--release", "-p", "dms-testfs", "--bin", "dms-testfs"])
-        .arg("--manifest-path")
-        .arg(support::repo_root().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir)
-        .stdout(Stdio::null())
-        .status();
-    match built {
-        Ok(s) if s.success() => {}
-        other if bin.exists() => eprintln!(
-            "warning: `cargo build --release -p dms-testfs` failed ({other:?}); using the \
-             existing {}",
-            bin.display()
-        ),
-        other => panic!("cannot build dms-testfs ({other:?}); build it with `cargo build --release -p dms-testfs`"),
-    }
-    support::require_file(&bin);
-    bin
+    let Some((quick, testfs)) = common::enter() else { return };
+    run(if quick { QUICK } else { FULL }, quick, &testfs);
 }
 
 fn run(plan: Plan, quick: bool, testfs: &Path) {
@@ -200,7 +146,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
-    let stand_in = start_stand_in_store();
+    let stand_in = common::start_stand_in_store(credentials());
     let proxy = start_queueing_proxy(barbican_port(&barbican), 4);
     let proxied_ref = secret_ref.replace(&barbican.url(), &format!("http://127.0.0.1:{proxy}"));
 
@@ -283,7 +229,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     drop(rt);
     drop(barbican);
     drop(broker);
-    if std::env::var_os("DMS_BENCH_KEEP").is_some_and(|v| v == "1") {
+    if keep() {
         println!("DMS_BENCH_KEEP: keeping {}", dir.keep().display());
     }
 }
@@ -296,54 +242,21 @@ fn barbican_port(barbican: &Barbican) -> u16 {
 type Settings = Vec<(&'static str, String)>;
 
 fn credentials() -> String {
-    serde_json::json!({
-        "aws_access_key_id": ACCESS_KEY, "aws_secret_access_key": SECRET_KEY,
-        "bucket": BUCKET, "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
-    })
-    .to_string()
+    e2e::testfs_credentials(ACCESS_KEY, SECRET_KEY, BUCKET)
 }
 
 // ---------------------------------------------------------------------------------------
 // Samples and formatting
 
-#[derive(Debug, Default)]
-struct Samples(Vec<Duration>);
-
+/// p95, in hundredths of a millisecond.
 impl Samples {
-    fn push(&mut self, d: Duration) {
-        self.0.push(d);
-    }
-
-    /// Nearest-rank percentile.
-    fn pct(&self, p: f64) -> Duration {
-        let mut s = self.0.clone();
-        s.sort_unstable();
-        let rank = ((s.len() as f64 * p).ceil() as usize).clamp(1, s.len());
-        s[rank - 1]
-    }
-
-    fn median(&self) -> Duration {
-        self.pct(0.5)
-    }
-
     fn summary(&self) -> String {
-        format!(
-            "median {}, p95 {}, min {}, max {} (n={})",
-            ms(self.median()),
-            ms(self.pct(0.95)),
-            ms(self.pct(0.0)),
-            ms(self.pct(1.0)),
-            self.0.len()
-        )
+        self.summary_with(95, ms)
     }
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
 }
 
 fn signed_ms(a: Duration, b: Duration) -> String {
@@ -432,10 +345,7 @@ fn wait_table(table: &mut File, mut done: impl FnMut() -> bool, what: &str) {
     while !done() {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "timed out waiting for {what}");
-        let nap = left.min(Duration::from_millis(100));
-        let ts = Timespec { tv_sec: nap.as_secs() as i64, tv_nsec: i64::from(nap.subsec_nanos()) };
-        let mut fds = [PollFd::new(&*table, PollFlags::PRI | PollFlags::ERR)];
-        let _ = poll(&mut fds, Some(&ts));
+        poll_table(table, left);
     }
 }
 
@@ -596,14 +506,6 @@ async fn floor_fetch_burst(store: &str, secret_ref: &str, burst: usize) {
     );
 }
 
-/// "; N FAILED (first: ...)" or nothing.
-fn failures(failed: &[String]) -> String {
-    match failed.first() {
-        None => String::new(),
-        Some(first) => format!("; {} FAILED (first: {first})", failed.len()),
-    }
-}
-
 /// A TCP proxy in front of the test Barbican that accepts every connection at once (Rust's
 /// listen backlog) and forwards at most `upstream` of them at a time, queueing the rest:
 /// what a production Barbican behind Apache or HAProxy looks like to the daemon. Without it
@@ -672,63 +574,6 @@ impl ListenOverflows {
     }
 }
 
-/// A stand-in secret store: answers Barbican's two GETs for any secret (metadata naming
-/// `text/plain`, then the credentials) from plain threads, HTTP/1.1 keep-alive, Rust's
-/// listen backlog. The test Barbican is Python (one GIL, wsgiref with a listen backlog of
-/// 5 and HTTP/1.0, so a new connection per GET): under a burst it drops SYNs and the
-/// clients wait out 1 s retransmissions. With this store in its place, a burst measures
-/// the daemon rather than Barbican. Returns a secret ref.
-fn start_stand_in_store() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            std::thread::spawn(move || serve_secrets(conn));
-        }
-    });
-    format!("http://127.0.0.1:{port}/v1/secrets/00000000-0000-4000-8000-0000000000be")
-}
-
-fn serve_secrets(conn: std::net::TcpStream) {
-    use std::io::{BufRead, Write};
-    let _ = conn.set_nodelay(true);
-    let Ok(read_half) = conn.try_clone() else { return };
-    let mut reader = std::io::BufReader::new(read_half);
-    let mut out = conn;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            if header == "\r\n" || header == "\n" {
-                break;
-            }
-        }
-        let path = request_line.split_whitespace().nth(1).unwrap_or("");
-        let (content_type, body) = if path.ends_with("/payload") {
-            ("text/plain", credentials())
-        } else {
-            let meta = serde_json::json!({
-                "status": "ACTIVE", "secret_type": "opaque",
-                "content_types": {"default": "text/plain"}
-            });
-            ("application/json", meta.to_string())
-        };
-        let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        if out.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // The daemon
 
@@ -740,24 +585,7 @@ fn start_daemon(
     testfs: &Path,
     extra: &[(&str, String)],
 ) -> Daemon {
-    let base = dir.join("mounts");
-    std::fs::create_dir_all(&base).unwrap();
-    let level = std::env::var("DMS_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
-    let mut env: Vec<(String, String)> = vec![
-        ("DMS_RABBITMQ_URL".into(), broker.amqp_url()),
-        ("DMS_NODE_ID".into(), node.into()),
-        ("DMS_MOUNT_BASE".into(), base.display().to_string()),
-        ("DMS_S3VAULTFUSE_BIN".into(), testfs.display().to_string()),
-        ("DMS_PID_DIR".into(), dir.join("pids").display().to_string()),
-        ("DMS_JOURNAL_PATH".into(), dir.join("journal").display().to_string()),
-        ("DMS_HELPER_LOG_DIR".into(), dir.join("helper-logs").display().to_string()),
-        ("DMS_LOG_LEVEL".into(), level),
-    ];
-    for (k, v) in extra {
-        env.retain(|(name, _)| name != k);
-        env.push(((*k).to_owned(), v.clone()));
-    }
-    Daemon::spawn(dir, node, env)
+    Daemon::start_with(broker, dir, node, testfs, &common::log_level(), extra)
 }
 
 /// Kills the helpers a daemon left behind (a bench that failed half-way), then stops it.
@@ -798,14 +626,14 @@ fn expect_success(reply: &Value, what: &str, daemon: &Daemon) {
 
 fn daemon_dir() -> tempfile::TempDir {
     let dir = support::temp_dir("dms-bench-daemon-");
-    if std::env::var_os("DMS_BENCH_KEEP").is_some_and(|v| v == "1") {
+    if keep() {
         println!("DMS_BENCH_KEEP: keeping {}", dir.path().display());
     }
     dir
 }
 
 fn finish_dir(dir: tempfile::TempDir) {
-    if std::env::var_os("DMS_BENCH_KEEP").is_some_and(|v| v == "1") {
+    if keep() {
         let _ = dir.keep();
     }
 }
@@ -895,7 +723,7 @@ async fn daemon_throughput(
     let unmount_bodies: Vec<String> =
         targets.iter().map(|t| unmount(t, &daemon.path(t), "s3").to_string()).collect();
     let overflows = listen_overflows();
-    let (mounted, mount_failures) = burst_of(&mut client, &queue, &mount_bodies).await;
+    let (mounted, mount_failures) = common::burst(&mut client, &queue, &mount_bodies).await;
     let overflows = overflows.since();
     let mounts_now = mountns::mounts();
     let ok: Vec<&String> = targets
@@ -906,7 +734,7 @@ async fn daemon_throughput(
         })
         .collect();
     assert_eq!(ok.len(), burst - mount_failures.len(), "mounts in the table vs success replies");
-    let (unmounted, unmount_failures) = burst_of(&mut client, &queue, &unmount_bodies).await;
+    let (unmounted, unmount_failures) = common::burst(&mut client, &queue, &unmount_bodies).await;
     client.close().await;
     println!("{label}:");
     println!(
@@ -924,32 +752,4 @@ async fn daemon_throughput(
     );
     guard.stop();
     finish_dir(dir);
-}
-
-/// Publish every body at once (confirms awaited after all are sent), then wait for every
-/// reply; returns first publish → last reply, and the error texts of failed requests.
-async fn burst_of(
-    client: &mut Requester,
-    queue: &str,
-    bodies: &[String],
-) -> (Duration, Vec<String>) {
-    let t0 = Instant::now();
-    let mut pending = HashSet::new();
-    let mut confirms = Vec::with_capacity(bodies.len());
-    for body in bodies {
-        let corr = uuid::Uuid::new_v4().to_string();
-        confirms.push(client.publish(queue, body.as_bytes(), &corr, true).await);
-        pending.insert(corr);
-    }
-    for confirm in confirms {
-        assert!(!confirm.await.unwrap().is_nack(), "the broker refused a request");
-    }
-    let mut failed = Vec::new();
-    while !pending.is_empty() {
-        let (corr, reply) = client.reply().await;
-        if pending.remove(&corr) && reply["status"] != "success" {
-            failed.push(reply["error_msg"].as_str().unwrap_or("?").to_owned());
-        }
-    }
-    (t0.elapsed(), failed)
 }

@@ -63,6 +63,8 @@ fn main() {
         ("DMS_JOURNAL_PATH".to_owned(), dir.join("journal").display().to_string()),
         ("DMS_HELPER_LOG_DIR".to_owned(), dir.join("helper-logs").display().to_string()),
         ("DMS_LOG_LEVEL".to_owned(), "info".to_owned()),
+        ("DMS_ADMIN_SOCKET".to_owned(), dir.join("admin.sock").display().to_string()),
+        ("DMS_METRICS_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
     ];
     std::fs::create_dir_all(dir.join("mounts")).unwrap();
     let daemon = spawn_release(&server, &dir, env);

@@ -7,10 +7,13 @@
 
 pub use dms_journal as journal;
 
+pub mod admin;
 pub mod config;
+pub mod ctl;
 pub mod engine;
 pub mod exec;
 pub mod failpoint;
+pub mod metrics;
 pub mod observe;
 pub mod server;
 pub mod supervisor;

@@ -4,6 +4,7 @@
 //! Order matters: the journal is replayed and reality reconciled against it *before* any
 //! request is taken, so the first request already sees the truth (DESIGN §3.2, §3.4).
 
+use crate::admin::{self, Admin, AdminError};
 use crate::config::Config;
 use crate::engine::ports::{HostMounts, HostProcesses};
 use crate::engine::{Engine, EngineError, Executors};
@@ -18,6 +19,7 @@ use crate::supervisor::{Exits, SuperviseError, Supervisor};
 use crate::systemd::Notifier;
 use crate::transport::{self, TransportConfig, TransportError};
 use dms_journal::store::{Journal, StoreError};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -36,6 +38,8 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Supervise(#[from] SuperviseError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("cannot start {what}: {reason}")]
     Startup { what: &'static str, reason: String },
 }
@@ -121,8 +125,25 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         probe_timeout: config.timeouts.mount_probe,
         nfs_fstypes: config.nfs_fstypes.clone(),
     };
+    let mut supervisor = Supervisor::new(Arc::clone(&engine), host.clone(), helpers.clone(), exits);
+    let broker_connected = Arc::new(AtomicBool::new(false));
+    let admin = Arc::new(Admin {
+        engine: Arc::clone(&engine),
+        host,
+        helpers,
+        pass_now: supervisor.pass_now(),
+        node: config.node_id.as_str().to_owned(),
+        queue: config.queue_name(),
+        boot,
+        journal_path: config.journal_path.clone(),
+        journal_problems: replay.problems.clone(),
+        broker_connected: Arc::clone(&broker_connected),
+        started: std::time::Instant::now(),
+    });
+    let admin_socket = admin::bind(&config.admin_socket)?;
+    tracing::info!(path = %config.admin_socket.display(), "admin socket ready");
+    let admin_task = tokio::spawn(admin::serve(admin_socket, admin));
     // The whole boot pass (observe, plan, journal, perform) finishes before intake starts.
-    let mut supervisor = Supervisor::new(Arc::clone(&engine), host, helpers, exits);
     let report = supervisor.pass().await?;
     tracing::info!(
         steps = report.steps_performed,
@@ -148,19 +169,50 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         prefetch: config.prefetch,
         heartbeat_secs: 30,
         drain: Duration::from_secs(30),
+        connected: broker_connected,
     };
     let compaction =
         tokio::spawn(compact_periodically(Arc::clone(&engine), config.journal_retention));
+    let metrics = match config.metrics_listen {
+        Some(addr) => serve_metrics(addr, Arc::clone(&engine), shutdown.clone()).await,
+        None => None,
+    };
     let served =
         transport::serve(engine, Arc::new(config.wire_policy()), transport, shutdown).await;
     compaction.abort();
     supervision.abort();
+    if let Some(task) = metrics {
+        task.abort();
+    }
+    admin_task.abort();
+    let _ = std::fs::remove_file(&config.admin_socket);
     if let Some(task) = keep_alive {
         task.abort();
     }
     served?;
     tracing::info!("intake stopped; mounts and helpers left running");
     Ok(())
+}
+
+/// The Prometheus endpoint. A listener that cannot be bound is logged and the daemon serves
+/// mounts without it: mounts matter more than their metrics.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    engine: Arc<HostEngine>,
+    shutdown: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let listener = match crate::metrics::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics disabled: cannot listen (metrics_listen)");
+            return None;
+        }
+    };
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(metrics_addr = %bound, "serving metrics");
+    let gauges: Arc<dyn Fn() -> crate::metrics::Gauges + Send + Sync> =
+        Arc::new(move || engine.gauges());
+    Some(tokio::spawn(crate::metrics::serve(listener, gauges, shutdown)))
 }
 
 /// `STATUS=` for `systemctl status`: what the daemon tracks.

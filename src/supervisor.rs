@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
@@ -59,6 +59,23 @@ pub struct Supervisor {
     watched: HashSet<HelperIdentity>,
     /// Findings already logged, so a resync repeats nothing until it changes.
     findings: BTreeSet<String>,
+    /// Passes asked for now (the admin socket's `cleanup`), answered with their report.
+    asked: mpsc::Receiver<oneshot::Sender<Result<PassReport, String>>>,
+    ask: mpsc::Sender<oneshot::Sender<Result<PassReport, String>>>,
+}
+
+/// Asks the running supervisor for a pass now; the pass runs in its loop, so it never
+/// overlaps a periodic one.
+#[derive(Debug, Clone)]
+pub struct PassNow(mpsc::Sender<oneshot::Sender<Result<PassReport, String>>>);
+
+impl PassNow {
+    /// `Err` when the supervisor has stopped or the pass failed.
+    pub async fn run(&self) -> Result<PassReport, String> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(tx).await.map_err(|_| "the supervisor has stopped".to_owned())?;
+        rx.await.map_err(|_| "the supervisor has stopped".to_owned())?
+    }
 }
 
 /// Where helper exits arrive: from the spawner's waiter threads (through the std sender
@@ -93,7 +110,10 @@ impl Exits {
 impl Supervisor {
     pub fn new(engine: Arc<HostEngine>, host: Host, helpers: Helpers, exits: Exits) -> Self {
         let boot = helpers.boot;
+        let (ask, asked) = mpsc::channel(4);
         Supervisor {
+            asked,
+            ask,
             engine,
             host,
             helpers,
@@ -103,6 +123,10 @@ impl Supervisor {
             watched: HashSet::new(),
             findings: BTreeSet::new(),
         }
+    }
+
+    pub fn pass_now(&self) -> PassNow {
+        PassNow(self.ask.clone())
     }
 
     /// One reconcile pass, then watches for every mounted helper not watched yet.
@@ -119,6 +143,7 @@ impl Supervisor {
         let steps_planned = plan.steps.len();
         let steps_performed = self.engine.reconcile(plan, &seen).await?;
         self.watch_mounted();
+        crate::metrics::global().reconcile(started.elapsed(), steps_performed);
         Ok(PassReport {
             steps_planned,
             steps_performed,
@@ -136,6 +161,10 @@ impl Supervisor {
         loop {
             tokio::select! {
                 Some(exit) = self.exits.recv() => self.helper_exited(exit).await,
+                Some(reply) = self.asked.recv() => {
+                    let report = self.pass().await.map_err(|e| e.to_string());
+                    let _ = reply.send(report);
+                }
                 _ = resync.tick() => match self.pass().await {
                     Ok(r) if r.steps_performed > 0 => tracing::info!(
                         steps = r.steps_performed, took_ms = r.took.as_millis() as u64,

@@ -17,7 +17,10 @@ mod support;
 use dms::journal::store::Journal;
 use dms::journal::{Event, Outcome, Phase, RequestKey, TargetId, TargetState};
 use e2e::host::{helpers_serving, start_ticks, HelperReaper};
-use e2e::{ok, s3_mount, unmount, uuid, Client, Daemon, T};
+use e2e::{
+    mounted_msg, runtime, s3_mount, testfs_credentials, unmount, unmounted_msg, uuid, Client,
+    Daemon, T,
+};
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -54,18 +57,6 @@ const UNMOUNT_POINTS: &[&str] = &[
     "reply:acked@2",
     "reply:sent@2",
 ];
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn credentials() -> String {
-    serde_json::json!({
-        "aws_access_key_id": "AKIACRASH", "aws_secret_access_key": "crash-matrix-secret",
-        "bucket": "crash", "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
-    })
-    .to_string()
-}
 
 /// What the journal says once the daemon has let go of it.
 struct Journaled {
@@ -137,7 +128,15 @@ impl<'a> Case<'a> {
     fn new(broker: &'a Broker, barbican: &Barbican, point: &str) -> Self {
         let dir = support::temp_dir("dms-crash-");
         let node = format!("crash-{}", point.replace([':', '@'], "-").to_lowercase());
-        Case { broker, secret_ref: barbican.store_secret(TOKEN, &credentials()), dir, node }
+        Case {
+            broker,
+            secret_ref: barbican.store_secret(
+                TOKEN,
+                &testfs_credentials("AKIACRASH", "crash-matrix-secret", "crash"),
+            ),
+            dir,
+            node,
+        }
     }
 
     fn run(&self, point: &str, rt: &tokio::runtime::Runtime, unmount_too: bool) {
@@ -148,13 +147,9 @@ impl<'a> Case<'a> {
         let path = daemon.path(target);
         let mount = s3_mount(target, &path, &self.secret_ref, TOKEN);
         let (mount_key, unmount_key) = (uuid(), uuid());
-        let mut expected =
-            vec![(mount_key.clone(), ok(&format!("S3 target mounted successfully at {path}")))];
+        let mut expected = vec![(mount_key.clone(), mounted_msg(&path))];
         if unmount_too {
-            expected.push((
-                unmount_key.clone(),
-                ok(&format!("Target unmounted successfully from {path}")),
-            ));
+            expected.push((unmount_key.clone(), unmounted_msg(&path)));
         }
         let mut replies: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
         let mut client = rt.block_on(Client::connect(self.broker));

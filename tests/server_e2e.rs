@@ -5,7 +5,7 @@
 mod e2e;
 mod support;
 
-use e2e::{err, ok, s3_mount, unmount, uuid, Client, Daemon};
+use e2e::{err, mounted_msg, ok, runtime, s3_mount, unmount, unmounted_msg, uuid, Client, Daemon};
 use std::path::Path;
 use std::time::Duration;
 use support::mountns::{self, run_isolated};
@@ -13,16 +13,8 @@ use support::{Barbican, Broker};
 
 const TOKEN: &str = "gAAAAAB-e2e-keystone-token";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
 fn credentials(bucket: &str) -> String {
-    serde_json::json!({
-        "aws_access_key_id": "AKIAE2E", "aws_secret_access_key": "e2e-secret-key-value",
-        "bucket": bucket, "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
-    })
-    .to_string()
+    e2e::testfs_credentials("AKIAE2E", "e2e-secret-key-value", bucket)
 }
 
 #[test]
@@ -40,7 +32,7 @@ fn s3_mount_unmount_round_trip_with_idempotent_repeats_and_a_redelivery_answered
             let mount = s3_mount("target-1", &path, &secret_ref, TOKEN);
             let first = uuid();
             let reply = client.call(&daemon.node, &mount, &first).await;
-            assert_eq!(reply, ok(&format!("S3 target mounted successfully at {path}")));
+            assert_eq!(reply, mounted_msg(&path));
             let entry = mountns::mount_at(Path::new(&path)).expect("the mount is in the table");
             assert_eq!(entry.fs_type, "fuse.dms-testfs");
             std::fs::write(Path::new(&path).join("backup.img"), b"data").unwrap();
@@ -57,7 +49,7 @@ fn s3_mount_unmount_round_trip_with_idempotent_repeats_and_a_redelivery_answered
             assert_eq!(std::fs::read_to_string(daemon.pid_dir.join("target-1.pid")).unwrap(), pid);
 
             let reply = client.call(&daemon.node, &unmount("target-1", &path, "s3"), &uuid()).await;
-            assert_eq!(reply, ok(&format!("Target unmounted successfully from {path}")));
+            assert_eq!(reply, unmounted_msg(&path));
             assert!(mountns::mount_at(Path::new(&path)).is_none());
             assert!(daemon.pid_files().is_empty());
             let reply = client.call(&daemon.node, &unmount("target-1", &path, "s3"), &uuid()).await;
@@ -262,7 +254,7 @@ fn nfs_round_trip_through_the_mount_program_and_the_real_mount_8_failure_path() 
                 assert_eq!(again, ok(&format!("Already mounted at {path}")));
                 let reply =
                     client.call(&daemon.node, &unmount("nfs-1", &path, "nfs"), &uuid()).await;
-                assert_eq!(reply, ok(&format!("Target unmounted successfully from {path}")));
+                assert_eq!(reply, unmounted_msg(&path));
                 assert!(mountns::mount_at(Path::new(&path)).is_none());
                 // Options outside the allow-list, or dangerous ones, never reach mount(8).
                 let bad = e2e::nfs_mount(
@@ -330,7 +322,7 @@ fn a_helper_that_dies_is_noticed_its_dead_mount_detached_and_the_target_lost() {
                 let mut client = Client::connect(broker).await;
                 let mount = s3_mount("t-d", &path, &secret_ref, TOKEN);
                 let reply = client.call(&daemon.node, &mount, &uuid()).await;
-                assert_eq!(reply, ok(&format!("S3 target mounted successfully at {path}")));
+                assert_eq!(reply, mounted_msg(&path));
                 // The helper dies after a second: its dead mount must go, and its PID file.
                 let gone = support::wait_for(
                     "the dead mount to be detached",
@@ -344,7 +336,7 @@ fn a_helper_that_dies_is_noticed_its_dead_mount_detached_and_the_target_lost() {
                 assert!(gone.is_ok(), "{gone:?}\n{}", daemon.log_text());
                 // The next request sees the truth: not "Already mounted".
                 let reply = client.call(&daemon.node, &mount, &uuid()).await;
-                assert_eq!(reply, ok(&format!("S3 target mounted successfully at {path}")));
+                assert_eq!(reply, mounted_msg(&path));
                 client.close().await;
             });
             let journal = daemon.journal.clone();

@@ -13,7 +13,10 @@ use e2e::host::{
     alive, assert_no_secret, mounted, not_mounted, pid_of, processes_with_arg, wait_dead,
     HelperReaper, SETTLE,
 };
-use e2e::{call_all, ok, s3_mount, unmount, uuid, Client, Daemon};
+use e2e::{
+    call, call_all, mounted_msg, ok, runtime, s3_mount, unmount, unmounted_msg, uuid, Client,
+    Daemon,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,21 +24,14 @@ use support::mountns::run_isolated_with_timeout;
 use support::{Barbican, Broker, S3};
 
 const TOKEN: &str = "gAAAAAB-e2e-more-keystone-token";
+const KEY_ID: &str = "AKIAE2EMORE";
 const SECRET_KEY: &str = "e2e-more-secret-key-value";
 /// Every test's whole-body limit (the child in its mount namespace is killed after it).
 const LIMIT: Duration = Duration::from_secs(240);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-/// Credentials for the in-memory helper (dms-testfs ignores the endpoint).
+/// Credentials for the in-memory helper, with this binary's secret.
 fn testfs_credentials(bucket: &str) -> String {
-    serde_json::json!({
-        "aws_access_key_id": "AKIAE2EMORE", "aws_secret_access_key": SECRET_KEY,
-        "bucket": bucket, "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
-    })
-    .to_string()
+    e2e::testfs_credentials(KEY_ID, SECRET_KEY, bucket)
 }
 
 /// How many times the daemon has started consuming (once per broker session).
@@ -91,12 +87,7 @@ fn s3_target_on_moto_through_s3fs_mounts_stores_a_written_file_in_the_bucket_and
             let reply = client
                 .call(&daemon.node, &s3_mount("moto-1", &path, &secret_ref, TOKEN), &uuid())
                 .await;
-            assert_eq!(
-                reply,
-                ok(&format!("S3 target mounted successfully at {path}")),
-                "{}",
-                diagnostics(&daemon)
-            );
+            assert_eq!(reply, mounted_msg(&path), "{}", diagnostics(&daemon));
             mounted(&path, "fuse.s3fs");
             let pid = pid_of(&daemon, "moto-1");
             assert!(alive(pid));
@@ -120,12 +111,7 @@ fn s3_target_on_moto_through_s3fs_mounts_stores_a_written_file_in_the_bucket_and
             assert_eq!(std::fs::read(&file).unwrap(), data, "read back through the mount");
 
             let reply = client.call(&daemon.node, &unmount("moto-1", &path, "s3"), &uuid()).await;
-            assert_eq!(
-                reply,
-                ok(&format!("Target unmounted successfully from {path}")),
-                "{}",
-                diagnostics(&daemon)
-            );
+            assert_eq!(reply, unmounted_msg(&path), "{}", diagnostics(&daemon));
             not_mounted(&path);
             assert!(daemon.pid_files().is_empty(), "{:?}", daemon.pid_files());
             wait_dead(pid, "s3fs");
@@ -165,10 +151,7 @@ fn twenty_targets_mounted_and_unmounted_concurrently_each_get_their_own_helper_a
             let t0 = Instant::now();
             let requests = targets.iter().map(|t| {
                 let path = &paths[t.as_str()];
-                (
-                    s3_mount(t, path, &secret_ref, TOKEN),
-                    ok(&format!("S3 target mounted successfully at {path}")),
-                )
+                (s3_mount(t, path, &secret_ref, TOKEN), mounted_msg(path))
             });
             call_all(&mut client, &daemon, requests.collect()).await;
             println!("{N} concurrent mounts answered in {:?}", t0.elapsed());
@@ -195,7 +178,7 @@ fn twenty_targets_mounted_and_unmounted_concurrently_each_get_their_own_helper_a
             let t0 = Instant::now();
             let requests = targets.iter().map(|t| {
                 let path = &paths[t.as_str()];
-                (unmount(t, path, "s3"), ok(&format!("Target unmounted successfully from {path}")))
+                (unmount(t, path, "s3"), unmounted_msg(path))
             });
             call_all(&mut client, &daemon, requests.collect()).await;
             println!("{N} concurrent unmounts answered in {:?}", t0.elapsed());
@@ -231,7 +214,7 @@ fn broker_killed_and_restarted_or_dropping_connections_leaves_mounts_alone_and_t
             let mut client = Client::connect(&broker).await;
             let reply =
                 client.call(&daemon.node, &s3_mount("b-1", &p1, &secret_ref, TOKEN), &uuid()).await;
-            assert_eq!(reply, ok(&format!("S3 target mounted successfully at {p1}")));
+            assert_eq!(reply, mounted_msg(&p1));
             // The broker dies under the client too; drop this connection without a close.
             drop(client);
         });
@@ -260,7 +243,7 @@ fn broker_killed_and_restarted_or_dropping_connections_leaves_mounts_alone_and_t
             let mut client = Client::connect(&broker).await;
             let reply =
                 client.call(&daemon.node, &s3_mount("b-2", &p2, &secret_ref, TOKEN), &uuid()).await;
-            assert_eq!(reply, ok(&format!("S3 target mounted successfully at {p2}")));
+            assert_eq!(reply, mounted_msg(&p2));
             client.close().await;
         });
         mounted(&p2, "fuse.dms-testfs");
@@ -275,7 +258,7 @@ fn broker_killed_and_restarted_or_dropping_connections_leaves_mounts_alone_and_t
             let mut client = Client::connect(&broker).await;
             let reply =
                 client.call(&daemon.node, &s3_mount("b-3", &p3, &secret_ref, TOKEN), &uuid()).await;
-            assert_eq!(reply, ok(&format!("S3 target mounted successfully at {p3}")));
+            assert_eq!(reply, mounted_msg(&p3));
             assert_eq!(std::fs::read_to_string(daemon.pid_dir.join("b-1.pid")).unwrap(), pid_file);
             assert_eq!(
                 std::fs::read(Path::new(&p1).join("before.img")).unwrap(),
@@ -284,7 +267,7 @@ fn broker_killed_and_restarted_or_dropping_connections_leaves_mounts_alone_and_t
             let pids: Vec<u32> = ["b-1", "b-2", "b-3"].iter().map(|t| pid_of(&daemon, t)).collect();
             for (t, p) in [("b-1", &p1), ("b-2", &p2), ("b-3", &p3)] {
                 let reply = client.call(&daemon.node, &unmount(t, p, "s3"), &uuid()).await;
-                assert_eq!(reply, ok(&format!("Target unmounted successfully from {p}")));
+                assert_eq!(reply, unmounted_msg(p));
                 not_mounted(p);
             }
             assert!(daemon.pid_files().is_empty(), "{:?}", daemon.pid_files());
@@ -313,13 +296,8 @@ fn daemon_restart_keeps_mounts_and_the_new_daemon_answers_from_the_journal_and_u
         let mount = s3_mount("r-1", &path, &secret_ref, TOKEN);
         let first = uuid();
         let rt = runtime();
-        let first_reply = rt.block_on(async {
-            let mut client = Client::connect(broker).await;
-            let reply = client.call(&daemon.node, &mount, &first).await;
-            client.close().await;
-            reply
-        });
-        assert_eq!(first_reply, ok(&format!("S3 target mounted successfully at {path}")));
+        let first_reply = call(&rt, &daemon, &mount, &first);
+        assert_eq!(first_reply, mounted_msg(&path));
         std::fs::write(Path::new(&path).join("kept.img"), b"kept across the restart").unwrap();
         let pid_file = std::fs::read_to_string(daemon.pid_dir.join("r-1.pid")).unwrap();
         let pid = pid_of(&daemon, "r-1");
@@ -346,12 +324,7 @@ fn daemon_restart_keeps_mounts_and_the_new_daemon_answers_from_the_journal_and_u
             assert!(alive(pid));
 
             let reply = client.call(&daemon.node, &unmount("r-1", &path, "s3"), &uuid()).await;
-            assert_eq!(
-                reply,
-                ok(&format!("Target unmounted successfully from {path}")),
-                "{}",
-                daemon.log_text()
-            );
+            assert_eq!(reply, unmounted_msg(&path), "{}", daemon.log_text());
             not_mounted(&path);
             assert!(daemon.pid_files().is_empty(), "{:?}", daemon.pid_files());
             wait_dead(pid, "the adopted helper");

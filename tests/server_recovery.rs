@@ -8,16 +8,16 @@
 mod e2e;
 mod support;
 
+use dms_journal::store::Stored;
 use dms_journal::{BootId, Event, Phase};
 use e2e::host::{
     alive, all_pids, assert_no_secret, comm, environ_var, helpers_serving, is_dead_mount,
-    lazy_unmount, mounted, not_mounted, pid_of, session_of, sigkill, wait_dead, write_pid_file,
-    SETTLE,
+    lazy_unmount, mounted, not_mounted, pid_of, session_of, sigkill, wait_dead, wait_until,
+    write_pid_file, SETTLE,
 };
-use e2e::journal::{self as jrnl, event_names, lost_reasons};
-use e2e::{ok, s3_mount, unmount, uuid, Client, Daemon};
+use e2e::journal::{self as jrnl, event_names, lost_reasons, MOUNT_UNMOUNT};
+use e2e::{call, mounted_msg, ok, runtime, s3_mount, unmount, unmounted_msg, uuid, Daemon};
 use rustix::process::{kill_process, Pid, Signal};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -25,41 +25,11 @@ use support::mountns::{self, run_isolated_with_timeout};
 use support::{Barbican, Broker};
 
 const TOKEN: &str = "gAAAAAB-recovery-keystone-token";
+const KEY_ID: &str = "AKIARECOVERY";
 const SECRET_KEY: &str = "recovery-secret-key-value";
 /// Every test's whole-body limit (the child in its mount namespace is killed after it).
 const LIMIT: Duration = Duration::from_secs(240);
 const TESTFS: &str = "fuse.dms-testfs";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-/// Credentials for the in-memory helper (dms-testfs ignores the endpoint).
-fn testfs_credentials(bucket: &str) -> String {
-    serde_json::json!({
-        "aws_access_key_id": "AKIARECOVERY", "aws_secret_access_key": SECRET_KEY,
-        "bucket": bucket, "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
-    })
-    .to_string()
-}
-
-/// One request and its reply, on a fresh connection.
-fn call(rt: &tokio::runtime::Runtime, daemon: &Daemon, body: &Value, corr: &str) -> Value {
-    rt.block_on(async {
-        let mut client = Client::connect(Broker::shared()).await;
-        let reply = client.call(&daemon.node, body, corr).await;
-        client.close().await;
-        reply
-    })
-}
-
-fn mounted_msg(path: &str) -> Value {
-    ok(&format!("S3 target mounted successfully at {path}"))
-}
-
-fn unmounted_msg(path: &str) -> Value {
-    ok(&format!("Target unmounted successfully from {path}"))
-}
 
 fn boot_id() -> BootId {
     BootId::parse(&std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap()).unwrap()
@@ -89,27 +59,29 @@ fn remove_pid_files(dir: &Path) {
     }
 }
 
-fn wait_until(what: &str, daemon: &Daemon, mut check: impl FnMut() -> bool) {
-    if let Err(e) = support::wait_for(what, SETTLE, || check().then_some(())) {
-        panic!("{e}\n--- daemon log ---\n{}", daemon.log_text());
-    }
-}
-
 /// `setsid sleep 1000`: an unrelated long-lived process in a session of its own, so no
 /// group signal meant for something of ours could reach it.
 fn unrelated_sleeper() -> Child {
-    let child = Command::new("/usr/bin/setsid")
+    let child = spawn_sleeper();
+    sleeper_ready(child.id());
+    child
+}
+
+fn spawn_sleeper() -> Child {
+    Command::new("/usr/bin/setsid")
         .args(["sleep", "1000"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let pid = child.id();
+        .unwrap()
+}
+
+/// Waits for the sleeper `pid` to exec and checks that it leads its own session.
+fn sleeper_ready(pid: u32) {
     support::wait_for("the sleeper to exec", SETTLE, || (comm(pid) == "sleep").then_some(()))
         .unwrap();
     assert_eq!(session_of(pid), Some(pid), "the sleeper leads its own session");
-    child
 }
 
 /// Kills whatever dms-testfs processes serve a path under this test's directory when the
@@ -151,9 +123,46 @@ struct Setup {
 
 fn setup(bucket: &str) -> Setup {
     let barbican = Barbican::start();
-    let secret_ref = barbican.store_secret(TOKEN, &testfs_credentials(bucket));
+    let secret_ref =
+        barbican.store_secret(TOKEN, &e2e::testfs_credentials(KEY_ID, SECRET_KEY, bucket));
     let dir = support::temp_dir("dms-recovery-");
     Setup { _sweeper: Sweeper(dir.path().to_path_buf()), _barbican: barbican, secret_ref, dir }
+}
+
+/// What a daemon that mounted one target and was stopped left: the helper runs on.
+struct Left {
+    path: String,
+    helper: u32,
+    env: Vec<(String, String)>,
+    pid_dir: PathBuf,
+    journal: PathBuf,
+}
+
+impl Setup {
+    /// A new request to mount `target`, answered with success; returns its path.
+    fn mount(&self, rt: &tokio::runtime::Runtime, daemon: &Daemon, target: &str) -> String {
+        let path = daemon.path(target);
+        let reply = call(rt, daemon, &s3_mount(target, &path, &self.secret_ref, TOKEN), &uuid());
+        assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
+        path
+    }
+
+    /// A daemon started as `node` mounts `target`, then stops.
+    fn mount_and_stop(&self, rt: &tokio::runtime::Runtime, node: &str, target: &str) -> Left {
+        let daemon = Daemon::start(Broker::shared(), self.dir.path(), node, &[]);
+        let path = self.mount(rt, &daemon, target);
+        let helper = pid_of(&daemon, target);
+        let (env, pid_dir, journal) =
+            (daemon.env.clone(), daemon.pid_dir.clone(), daemon.journal.clone());
+        daemon.stop();
+        Left { path, helper, env, pid_dir, journal }
+    }
+}
+
+/// A new request to unmount `target`, answered with success.
+fn unmount_ok(rt: &tokio::runtime::Runtime, daemon: &Daemon, target: &str, path: &str) {
+    let reply = call(rt, daemon, &unmount(target, path, "s3"), &uuid());
+    assert_eq!(reply, unmounted_msg(path), "{}", daemon.log_text());
 }
 
 #[test]
@@ -218,8 +227,7 @@ fn reboot_with_a_new_boot_id_journals_every_mounted_target_lost_signals_nothing_
         assert_eq!(helpers_serving(&pa), [new_pid]);
         assert_eq!(pid_of(&daemon, "rb-a"), new_pid);
 
-        let reply = call(&rt, &daemon, &unmount("rb-a", &pa, "s3"), &uuid());
-        assert_eq!(reply, unmounted_msg(&pa), "{}", daemon.log_text());
+        unmount_ok(&rt, &daemon, "rb-a", &pa);
         wait_dead(new_pid, "the new helper");
         not_mounted(&pa);
         let log = daemon.stop();
@@ -248,29 +256,19 @@ fn reboot_with_a_new_boot_id_journals_every_mounted_target_lost_signals_nothing_
                 "{target}: {names:?}"
             );
         }
+        let after_reboot = |target: &str| -> Vec<&str> {
+            let records = jrnl::history(&journal, target);
+            records
+                .iter()
+                .filter(|s| s.record.boot == new_boot)
+                .map(|s| s.record.event.name())
+                .collect()
+        };
         // B: Lost, then nothing (the redelivery was answered from the journal).
-        let b = jrnl::history(&journal, "rb-b");
-        let after_reboot: Vec<_> =
-            b.iter().filter(|s| s.record.boot == new_boot).map(|s| s.record.event.name()).collect();
-        assert_eq!(after_reboot, ["Lost"]);
+        assert_eq!(after_reboot("rb-b"), ["Lost"]);
         assert_eq!(jrnl::state(&journal, "rb-b").phase, Phase::Unmounted);
         // A: Lost, one new mount chain, the unmount.
-        let a = jrnl::history(&journal, "rb-a");
-        let after_reboot: Vec<_> =
-            a.iter().filter(|s| s.record.boot == new_boot).map(|s| s.record.event.name()).collect();
-        assert_eq!(
-            after_reboot,
-            [
-                "Lost",
-                "Requested",
-                "CredsFetched",
-                "Spawned",
-                "Verified",
-                "UnmountRequested",
-                "HelperStopped",
-                "Unmounted"
-            ]
-        );
+        assert_eq!(after_reboot("rb-a"), [&["Lost"][..], &MOUNT_UNMOUNT].concat());
         assert!(jrnl::problems(&journal).is_empty(), "{:?}", jrnl::problems(&journal));
         assert_no_secret("daemon logs", &format!("{old_log}{log}"), &[TOKEN, SECRET_KEY]);
     });
@@ -294,24 +292,37 @@ fn assert_lost_and_cleaned(journal: &Path, target: &str, reason_has: &str) {
     assert_eq!(reasons.len(), 1, "{names:?}");
     assert!(reasons[0].contains(reason_has), "{:?} lacks {reason_has:?}", reasons[0]);
     let lost = records.iter().find(|s| s.record.event.name() == "Lost").unwrap();
+    assert_lost_signals_nothing(lost);
+    let cleaned = records
+        .iter()
+        .find(|s| matches!(s.record.event, Event::Cleaned { .. }))
+        .unwrap_or_else(|| panic!("no Cleaned record: {names:?}"));
+    assert_cleaned_without_stopping(cleaned);
+    assert_eq!(names.last(), Some(&"Cleaned"), "{names:?}");
+    assert_eq!(jrnl::state(journal, target).phase, Phase::Unmounted);
+}
+
+/// A `Lost` record whose cleanup detaches the mount and removes the PID file but signals
+/// no process.
+fn assert_lost_signals_nothing(lost: &Stored) {
     match &lost.record.event {
         Event::Lost { cleanup, .. } => {
             assert!(cleanup.helper.is_none(), "a process was to be signalled: {cleanup}");
             assert!(cleanup.mount && cleanup.pid_file, "{cleanup}");
         }
-        _ => unreachable!(),
+        other => panic!("not a Lost record: {}", other.name()),
     }
-    let cleaned = records
-        .iter()
-        .find_map(|s| match &s.record.event {
-            Event::Cleaned { what } => Some(what.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no Cleaned record: {names:?}"));
-    assert!(cleaned.contains("unmounted") && cleaned.contains("PID file removed"), "{cleaned}");
-    assert!(!cleaned.contains("stopped"), "{cleaned}");
-    assert_eq!(names.last(), Some(&"Cleaned"), "{names:?}");
-    assert_eq!(jrnl::state(journal, target).phase, Phase::Unmounted);
+}
+
+/// A `Cleaned` record that detached the mount and removed the PID file, stopping nothing.
+fn assert_cleaned_without_stopping(cleaned: &Stored) {
+    match &cleaned.record.event {
+        Event::Cleaned { what } => {
+            assert!(what.contains("unmounted") && what.contains("PID file removed"), "{what}");
+            assert!(!what.contains("stopped"), "{what}");
+        }
+        other => panic!("not a Cleaned record: {}", other.name()),
+    }
 }
 
 #[test]
@@ -321,15 +332,8 @@ fn pid_file_naming_an_unrelated_process_after_the_helper_died_never_signals_it_a
     run_isolated_with_timeout(name, LIMIT, || {
         let s = setup("bucket-reuse");
         let node = "recovery-pid-reuse";
-        let daemon = Daemon::start(Broker::shared(), s.dir.path(), node, &[]);
-        let path = daemon.path("ru-1");
         let rt = runtime();
-        let reply = call(&rt, &daemon, &s3_mount("ru-1", &path, &s.secret_ref, TOKEN), &uuid());
-        assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
-        let helper = pid_of(&daemon, "ru-1");
-        let (env, pid_dir, journal) =
-            (daemon.env.clone(), daemon.pid_dir.clone(), daemon.journal.clone());
-        daemon.stop();
+        let Left { path, helper, env, pid_dir, journal } = s.mount_and_stop(&rt, node, "ru-1");
 
         sigkill(helper, "helper");
         assert!(is_dead_mount(&path));
@@ -341,11 +345,9 @@ fn pid_file_naming_an_unrelated_process_after_the_helper_died_never_signals_it_a
         let daemon = Daemon::spawn(s.dir.path(), node, env);
         assert_reused_pid_is_left_alone(&mut sleeper.0, &daemon, "ru-1");
         // Usable again.
-        let reply = call(&rt, &daemon, &s3_mount("ru-1", &path, &s.secret_ref, TOKEN), &uuid());
-        assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
+        s.mount(&rt, &daemon, "ru-1");
         let new = pid_of(&daemon, "ru-1");
-        let reply = call(&rt, &daemon, &unmount("ru-1", &path, "s3"), &uuid());
-        assert_eq!(reply, unmounted_msg(&path), "{}", daemon.log_text());
+        unmount_ok(&rt, &daemon, "ru-1", &path);
         wait_dead(new, "the new helper");
         assert!(alive(other), "the unrelated process was killed");
         let log = daemon.stop();
@@ -358,40 +360,21 @@ fn pid_file_naming_an_unrelated_process_after_the_helper_died_never_signals_it_a
 /// [`assert_lost_and_cleaned`] for the records up to the `Cleaned` that follows the loss
 /// (the test mounted and unmounted once more afterwards).
 fn assert_lost_and_cleaned_then_remounted(journal: &Path, target: &str, reason_has: &str) {
+    let (records, lost_at) = lost_then_remounted(journal, target, reason_has);
+    assert_lost_signals_nothing(&records[lost_at]);
+    assert_cleaned_without_stopping(&records[lost_at + 1]);
+}
+
+/// The target's records, checked to end in one loss (with `reason_has` in its reason), its
+/// cleanup, and one more mount and unmount; returns them and where the loss is.
+fn lost_then_remounted(journal: &Path, target: &str, reason_has: &str) -> (Vec<Stored>, usize) {
     let records = jrnl::history(journal, target);
     let names = event_names(&records);
     let lost_at = names.iter().position(|n| *n == "Lost").unwrap_or_else(|| panic!("{names:?}"));
-    assert_eq!(
-        names[lost_at..],
-        [
-            "Lost",
-            "Cleaned",
-            "Requested",
-            "CredsFetched",
-            "Spawned",
-            "Verified",
-            "UnmountRequested",
-            "HelperStopped",
-            "Unmounted"
-        ],
-        "{names:?}"
-    );
+    assert_eq!(names[lost_at..], [&["Lost", "Cleaned"][..], &MOUNT_UNMOUNT].concat(), "{names:?}");
     let reasons = lost_reasons(&records);
     assert!(reasons.len() == 1 && reasons[0].contains(reason_has), "{reasons:?}");
-    match &records[lost_at].record.event {
-        Event::Lost { cleanup, .. } => {
-            assert!(cleanup.helper.is_none(), "a process was to be signalled: {cleanup}");
-            assert!(cleanup.mount && cleanup.pid_file, "{cleanup}");
-        }
-        _ => unreachable!(),
-    }
-    match &records[lost_at + 1].record.event {
-        Event::Cleaned { what } => {
-            assert!(what.contains("unmounted") && what.contains("PID file removed"), "{what}");
-            assert!(!what.contains("stopped"), "{what}");
-        }
-        _ => unreachable!(),
-    }
+    (records, lost_at)
 }
 
 /// Start `setsid sleep 1000` until the kernel gives it exactly `pid` (steering the next PID
@@ -403,19 +386,9 @@ fn sleeper_with_pid(pid: u32) -> Child {
     .unwrap();
     for _ in 0..200 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
-        let mut child = Command::new("/usr/bin/setsid")
-            .args(["sleep", "1000"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_sleeper();
         if child.id() == pid {
-            support::wait_for("the sleeper to exec", SETTLE, || {
-                (comm(pid) == "sleep").then_some(())
-            })
-            .unwrap();
-            assert_eq!(session_of(pid), Some(pid), "the sleeper leads its own session");
+            sleeper_ready(pid);
             return child;
         }
         let _ = child.kill();
@@ -430,14 +403,8 @@ fn helper_pid_genuinely_reused_by_an_unrelated_process_is_never_signalled_and_th
     run_isolated_with_timeout(name, LIMIT, || {
         let s = setup("bucket-reuse2");
         let node = "recovery-pid-reuse-2";
-        let daemon = Daemon::start(Broker::shared(), s.dir.path(), node, &[]);
-        let path = daemon.path("ru-2");
         let rt = runtime();
-        let reply = call(&rt, &daemon, &s3_mount("ru-2", &path, &s.secret_ref, TOKEN), &uuid());
-        assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
-        let helper = pid_of(&daemon, "ru-2");
-        let (env, journal) = (daemon.env.clone(), daemon.journal.clone());
-        daemon.stop();
+        let Left { path, helper, env, journal, .. } = s.mount_and_stop(&rt, node, "ru-2");
 
         sigkill(helper, "helper");
         assert!(is_dead_mount(&path));
@@ -482,7 +449,7 @@ fn helper_started_by_hand_with_a_hand_written_pid_file_is_adopted_answers_alread
             .env("vault_s3_max_pool_connections", "500")
             .env("vault_data_directory_old", "/var/triliovault")
             .env("vault_data_directory", &path)
-            .env("AWS_ACCESS_KEY_ID", "AKIARECOVERY")
+            .env("AWS_ACCESS_KEY_ID", KEY_ID)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .current_dir("/")
             .stdin(Stdio::null())
@@ -509,8 +476,7 @@ fn helper_started_by_hand_with_a_hand_written_pid_file_is_adopted_answers_alread
         assert_eq!(reply, ok(&format!("Already mounted at {path}")), "{}", daemon.log_text());
         assert_eq!(helpers_serving(&path), [pid], "a second helper was started");
 
-        let reply = call(&rt, &daemon, &unmount("hand-1", &path, "s3"), &uuid());
-        assert_eq!(reply, unmounted_msg(&path), "{}", daemon.log_text());
+        unmount_ok(&rt, &daemon, "hand-1", &path);
         let status = support::wait_for("the hand-started helper to exit", SETTLE, || {
             hand.0.try_wait().unwrap()
         })
@@ -633,8 +599,7 @@ fn torn_last_journal_record_is_reported_with_target_and_seq_and_the_live_mount_i
 
         // And the target unmounts normally.
         let daemon = Daemon::spawn(s.dir.path(), node, env);
-        let reply = call(&rt, &daemon, &unmount("tw-1", &path, "s3"), &uuid());
-        assert_eq!(reply, unmounted_msg(&path), "{}", daemon.log_text());
+        unmount_ok(&rt, &daemon, "tw-1", &path);
         wait_dead(helper, "helper");
         not_mounted(&path);
         let log2 = daemon.stop();
@@ -649,14 +614,9 @@ fn adopted_helper_killed_with_sigkill_is_noticed_its_dead_mount_detached_and_the
     run_isolated_with_timeout(name, LIMIT, || {
         let s = setup("bucket-adopted");
         let node = "recovery-adopted-kill";
-        let daemon = Daemon::start(Broker::shared(), s.dir.path(), node, &[]);
-        let path = daemon.path("ak-1");
-        let mount = s3_mount("ak-1", &path, &s.secret_ref, TOKEN);
         let rt = runtime();
-        assert_eq!(call(&rt, &daemon, &mount, &uuid()), mounted_msg(&path));
-        let helper = pid_of(&daemon, "ak-1");
-        let (env, journal) = (daemon.env.clone(), daemon.journal.clone());
-        daemon.stop();
+        let Left { path, helper, env, journal, .. } = s.mount_and_stop(&rt, node, "ak-1");
+        let mount = s3_mount("ak-1", &path, &s.secret_ref, TOKEN);
 
         let daemon = Daemon::spawn(s.dir.path(), node, env);
         let reply = call(&rt, &daemon, &mount, &uuid());
@@ -668,38 +628,16 @@ fn adopted_helper_killed_with_sigkill_is_noticed_its_dead_mount_detached_and_the
         wait_until("the daemon to notice the adopted helper's death", &daemon, || {
             !pid_file.exists() && mountns::mount_at(Path::new(&path)).is_none()
         });
-        let reply = call(&rt, &daemon, &mount, &uuid());
-        assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
+        s.mount(&rt, &daemon, "ak-1");
         mounted(&path, TESTFS);
         let new = pid_of(&daemon, "ak-1");
         assert_ne!(new, helper);
         assert_eq!(helpers_serving(&path), [new]);
-        let reply = call(&rt, &daemon, &unmount("ak-1", &path, "s3"), &uuid());
-        assert_eq!(reply, unmounted_msg(&path), "{}", daemon.log_text());
+        unmount_ok(&rt, &daemon, "ak-1", &path);
         wait_dead(new, "the new helper");
         let log = daemon.stop();
 
-        let records = jrnl::history(&journal, "ak-1");
-        let names = event_names(&records);
-        let reasons = lost_reasons(&records);
-        assert_eq!(reasons.len(), 1, "{names:?}");
-        assert!(reasons[0].contains(&format!("helper pid {helper}")), "{}", reasons[0]);
-        let lost_at = names.iter().position(|n| *n == "Lost").unwrap();
-        assert_eq!(
-            names[lost_at..],
-            [
-                "Lost",
-                "Cleaned",
-                "Requested",
-                "CredsFetched",
-                "Spawned",
-                "Verified",
-                "UnmountRequested",
-                "HelperStopped",
-                "Unmounted"
-            ],
-            "{names:?}"
-        );
+        lost_then_remounted(&journal, "ak-1", &format!("helper pid {helper}"));
         assert_no_secret("daemon log", &log, &[TOKEN, SECRET_KEY]);
     });
 }

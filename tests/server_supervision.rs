@@ -10,11 +10,13 @@
 mod e2e;
 mod support;
 
-use e2e::host::{helpers_serving, lazy_unmount, mounted, not_mounted, pid_of, sigkill, SETTLE};
+use e2e::host::{helpers_serving, lazy_unmount, mounted, not_mounted, pid_of, sigkill, wait_until};
 use e2e::journal::{self as jrnl, event_names, lost_reasons};
-use e2e::{call_all, ok, s3_mount, unmount, uuid, Client, Daemon, T};
+use e2e::{
+    call, call_all, mounted_msg, runtime, s3_mount, testfs_credentials, unmount, unmounted_msg,
+    uuid, Client, Daemon, T,
+};
 use rustix::process::{kill_process, Pid, Signal};
-use serde_json::Value;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
@@ -24,35 +26,8 @@ use support::{Barbican, Broker};
 const TOKEN: &str = "gAAAAAB-supervision-keystone-token";
 const LIMIT: Duration = Duration::from_secs(240);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
 fn credentials() -> String {
-    serde_json::json!({
-        "aws_access_key_id": "AKIASUPERVISE", "aws_secret_access_key": "supervision-secret",
-        "bucket": "supervision", "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
-    })
-    .to_string()
-}
-
-fn call(rt: &tokio::runtime::Runtime, daemon: &Daemon, body: &Value) -> Value {
-    rt.block_on(async {
-        let mut client = Client::connect(Broker::shared()).await;
-        let reply = client.call(&daemon.node, body, &uuid()).await;
-        client.close().await;
-        reply
-    })
-}
-
-fn mounted_msg(path: &str) -> Value {
-    ok(&format!("S3 target mounted successfully at {path}"))
-}
-
-fn wait_until(what: &str, daemon: &Daemon, mut check: impl FnMut() -> bool) {
-    if let Err(e) = support::wait_for(what, SETTLE, || check().then_some(())) {
-        panic!("{e}\n--- daemon log ---\n{}", daemon.log_text());
-    }
+    testfs_credentials("AKIASUPERVISE", "supervision-secret", "supervision")
 }
 
 fn signal(pid: u32, sig: Signal) {
@@ -77,7 +52,7 @@ fn resync_converges_a_mount_removed_by_hand_a_pid_file_edited_by_hand_and_a_hung
         let (removed, edited, hung) = ("removed", "edited", "hung");
         for target in [removed, edited, hung] {
             let path = daemon.path(target);
-            let reply = call(&rt, &daemon, &s3_mount(target, &path, &secret_ref, TOKEN));
+            let reply = call(&rt, &daemon, &s3_mount(target, &path, &secret_ref, TOKEN), &uuid());
             assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
         }
         let (removed_pid, edited_pid, hung_pid) =
@@ -108,13 +83,13 @@ fn resync_converges_a_mount_removed_by_hand_a_pid_file_edited_by_hand_and_a_hung
         // The next requests see the truth: both lost targets mount again.
         for target in [removed, hung] {
             let path = daemon.path(target);
-            let reply = call(&rt, &daemon, &s3_mount(target, &path, &secret_ref, TOKEN));
+            let reply = call(&rt, &daemon, &s3_mount(target, &path, &secret_ref, TOKEN), &uuid());
             assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
         }
         for target in [removed, edited, hung] {
             let path = daemon.path(target);
-            let reply = call(&rt, &daemon, &unmount(target, &path, "s3"));
-            assert_eq!(reply, ok(&format!("Target unmounted successfully from {path}")));
+            let reply = call(&rt, &daemon, &unmount(target, &path, "s3"), &uuid());
+            assert_eq!(reply, unmounted_msg(&path));
             not_mounted(&path);
         }
         daemon.stop();
@@ -156,7 +131,7 @@ fn a_resync_every_few_milliseconds_never_disturbs_requests_in_flight() {
                     .iter()
                     .map(|t| {
                         let path = daemon.path(t);
-                        let msg = ok(&format!("Target unmounted successfully from {path}"));
+                        let msg = unmounted_msg(&path);
                         (unmount(t, &path, "s3"), msg)
                     })
                     .collect();
@@ -187,7 +162,7 @@ fn a_boot_reconcile_killed_at_each_of_its_steps_still_converges() {
         let daemon = Daemon::start(Broker::shared(), dir.path(), node, &[]);
         let path = daemon.path("b-1");
         let rt = runtime();
-        let reply = call(&rt, &daemon, &s3_mount("b-1", &path, &secret_ref, TOKEN));
+        let reply = call(&rt, &daemon, &s3_mount("b-1", &path, &secret_ref, TOKEN), &uuid());
         assert_eq!(reply, mounted_msg(&path));
         let helper = pid_of(&daemon, "b-1");
         let env = daemon.env.clone();
@@ -210,10 +185,10 @@ fn a_boot_reconcile_killed_at_each_of_its_steps_still_converges() {
         not_mounted(&path);
         assert!(daemon.pid_files().is_empty(), "{:?}", daemon.pid_files());
         assert!(helpers_serving(&path).is_empty());
-        let reply = call(&rt, &daemon, &s3_mount("b-1", &path, &secret_ref, TOKEN));
+        let reply = call(&rt, &daemon, &s3_mount("b-1", &path, &secret_ref, TOKEN), &uuid());
         assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
-        let reply = call(&rt, &daemon, &unmount("b-1", &path, "s3"));
-        assert_eq!(reply, ok(&format!("Target unmounted successfully from {path}")));
+        let reply = call(&rt, &daemon, &unmount("b-1", &path, "s3"), &uuid());
+        assert_eq!(reply, unmounted_msg(&path));
         daemon.stop();
 
         let history = jrnl::history(&dir.path().join("journal"), "b-1");

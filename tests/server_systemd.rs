@@ -12,7 +12,7 @@ mod e2e;
 mod support;
 
 use e2e::host::{alive, assert_no_secret, mounted, not_mounted, pid_of, wait_dead, HelperReaper};
-use e2e::{ok, s3_mount, unmount, uuid, Client, Daemon, T};
+use e2e::{call, mounted_msg, runtime, s3_mount, unmount, unmounted_msg, uuid, Daemon, T};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +22,7 @@ use support::mountns::run_isolated_with_timeout;
 use support::{Barbican, Broker};
 
 const TOKEN: &str = "gAAAAAB-e2e-systemd-keystone-token";
+const KEY_ID: &str = "AKIAE2ESYSTEMD";
 const SECRET_KEY: &str = "e2e-systemd-secret-key-value";
 const LIMIT: Duration = Duration::from_secs(240);
 /// What the daemon logs when the boot reconcile has converged (src/server.rs).
@@ -189,14 +190,6 @@ fn stop_and_expect_stopping(manager: &mut Manager, daemon: Daemon) -> String {
     log
 }
 
-fn testfs_credentials(bucket: &str) -> String {
-    serde_json::json!({
-        "aws_access_key_id": "AKIAE2ESYSTEMD", "aws_secret_access_key": SECRET_KEY,
-        "bucket": bucket, "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
-    })
-    .to_string()
-}
-
 #[test]
 fn under_notify_ready_follows_the_boot_reconcile_with_counts_watchdogs_tick_and_sigterm_says_stopping(
 ) {
@@ -204,7 +197,8 @@ fn under_notify_ready_follows_the_boot_reconcile_with_counts_watchdogs_tick_and_
     run_isolated_with_timeout(name, LIMIT, || {
         let broker = Broker::shared();
         let barbican = Barbican::start();
-        let secret_ref = barbican.store_secret(TOKEN, &testfs_credentials("bucket-systemd"));
+        let secret_ref = barbican
+            .store_secret(TOKEN, &e2e::testfs_credentials(KEY_ID, SECRET_KEY, "bucket-systemd"));
         let dir = support::temp_dir("dms-e2e-systemd-");
         let _reaper = HelperReaper(dir.path().join("pids"));
         let mut manager = Manager::listen(dir.path());
@@ -219,23 +213,9 @@ fn under_notify_ready_follows_the_boot_reconcile_with_counts_watchdogs_tick_and_
 
         // One mounted target, so the next start has something to reconcile and count.
         let path = daemon.path("sd-1");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut client = Client::connect(broker).await;
-            let reply =
-                client.call(node, &s3_mount("sd-1", &path, &secret_ref, TOKEN), &uuid()).await;
-            assert_eq!(
-                reply,
-                ok(&format!("S3 target mounted successfully at {path}")),
-                "{}",
-                daemon.log_text()
-            );
-            client.close().await;
-        });
+        let rt = runtime();
+        let reply = call(&rt, &daemon, &s3_mount("sd-1", &path, &secret_ref, TOKEN), &uuid());
+        assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
         mounted(&path, "fuse.dms-testfs");
         let helper = pid_of(&daemon, "sd-1");
         let env = daemon.env.clone();
@@ -256,17 +236,8 @@ fn under_notify_ready_follows_the_boot_reconcile_with_counts_watchdogs_tick_and_
         expect_watchdogs(&mut manager, &ready);
         assert!(alive(helper), "the restart disturbed the helper");
 
-        rt.block_on(async {
-            let mut client = Client::connect(broker).await;
-            let reply = client.call(node, &unmount("sd-1", &path, "s3"), &uuid()).await;
-            assert_eq!(
-                reply,
-                ok(&format!("Target unmounted successfully from {path}")),
-                "{}",
-                daemon.log_text()
-            );
-            client.close().await;
-        });
+        let reply = call(&rt, &daemon, &unmount("sd-1", &path, "s3"), &uuid());
+        assert_eq!(reply, unmounted_msg(&path), "{}", daemon.log_text());
         not_mounted(&path);
         wait_dead(helper, "the adopted helper");
         let second_log = stop_and_expect_stopping(&mut manager, daemon);

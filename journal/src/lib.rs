@@ -5,7 +5,13 @@
 //! boot-time reconcile plan ([`reconcile`]). Impure parts, one dependency each: the record
 //! format ([`codec`], the only bincode user) and the durable store ([`store`], the only sled
 //! user).
+//!
+//! With the `cli` feature (on by default) the crate also holds the `dms-journal` command
+//! line ([`cli`]): the binary runs it offline, and the daemon runs the very same code to
+//! answer it through its admin socket, so both print the same bytes.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod codec;
 pub mod event;
 pub mod ids;

@@ -36,6 +36,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase without its details: what tables show and counters are labelled with.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Phase::Unmounted => "unmounted",
+            Phase::Mounting(_) => "mounting",
+            Phase::Mounted => "mounted",
+            Phase::Unmounting(_) => "unmounting",
+            Phase::Dirty(_) => "dirty",
+        }
+    }
+
     pub fn in_flight(&self) -> bool {
         matches!(self, Phase::Mounting(_) | Phase::Unmounting(_))
     }

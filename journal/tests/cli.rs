@@ -158,7 +158,11 @@ fn run(args: &[&str]) -> Output {
 
 fn run_env(args: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(args).env_remove("DMS_JOURNAL_PATH").env_remove("DMS_CONFIG");
+    // Hermetic: no journal, config or admin socket of the machine running the tests.
+    cmd.args(args)
+        .env_remove("DMS_JOURNAL_PATH")
+        .env_remove("DMS_CONFIG")
+        .env("DMS_ADMIN_SOCKET", "/nonexistent/dms-test/admin.sock");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -193,5 +197,7 @@ fn json(path: &Path, args: &[&str]) -> serde_json::Value {
 mod checks;
 #[path = "cli/expected.rs"]
 mod expected;
+#[path = "cli/online.rs"]
+mod online;
 #[path = "cli/paths.rs"]
 mod paths;

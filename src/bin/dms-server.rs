@@ -15,6 +15,10 @@ struct Args {
     /// Config file (default: $DMS_CONFIG, else /etc/trilio-dms/server.conf)
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Validate the configuration, print what the daemon would use, and exit (0 valid, 78
+    /// invalid) without touching the journal, the broker or any mount
+    #[arg(long)]
+    check_config: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +30,18 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(78); // EX_CONFIG
         }
     };
+    if args.check_config {
+        println!(
+            "configuration OK: node {}, queue {}, broker {}, mount base {}, journal {}, admin socket {}",
+            config.node_id.as_str(),
+            config.queue_name(),
+            config.rabbitmq_url,
+            config.mount_base_path.display(),
+            config.journal_path.display(),
+            config.admin_socket.display()
+        );
+        return Ok(());
+    }
     dms::telemetry::init(config.log_level.as_str());
     tracing::info!(node = %config.node_id.as_str(), queue = %config.queue_name(), broker = %config.rabbitmq_url, "starting");
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -150,6 +150,8 @@ impl Loader {
         let log_level = self.value("log_level", LogLevel::parse);
         let s3vaultfuse_bin = self.value("s3vaultfuse_bin", values::abs_path);
         let pid_dir = self.value("pid_dir", values::abs_path);
+        let admin_socket = self.value("admin_socket", values::abs_path);
+        let metrics_listen = self.value("metrics_listen", values::listen_address);
         let journal_path = self.value("journal_path", values::abs_path);
         let mount_program = self.value("mount_program", values::program);
         let umount_program = self.value("umount_program", values::program);
@@ -209,6 +211,8 @@ impl Loader {
             log_level: log_level?,
             s3vaultfuse_bin: s3vaultfuse_bin?,
             pid_dir: pid_dir?,
+            admin_socket: admin_socket?,
+            metrics_listen: metrics_listen?,
             journal_path: journal_path?,
             mount_program: mount_program?,
             umount_program: umount_program?,

@@ -37,6 +37,9 @@ pub struct Config {
     pub log_level: LogLevel,
     pub s3vaultfuse_bin: PathBuf,
     pub pid_dir: PathBuf,
+    pub admin_socket: PathBuf,
+    /// `None`: metrics are off.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub journal_path: PathBuf,
     pub mount_program: PathBuf,
     pub umount_program: PathBuf,

@@ -49,6 +49,8 @@ fn given_only_the_required_variables_when_loaded_then_every_default_applies() {
     assert_eq!(c.log_level, LogLevel::Info);
     assert_eq!(c.s3vaultfuse_bin, PathBuf::from("/usr/bin/s3vaultfuse.py"));
     assert_eq!(c.pid_dir, PathBuf::from("/run/dms/s3"));
+    assert_eq!(c.admin_socket, PathBuf::from("/run/dms/admin.sock"));
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9477".parse().unwrap()));
     assert_eq!(c.journal_path, PathBuf::from("/var/lib/dms/journal"));
     assert_eq!(c.mount_program, PathBuf::from("mount"));
     assert_eq!(c.umount_program, PathBuf::from("umount"));

@@ -198,6 +198,14 @@ pub(super) fn program(raw: &str) -> Result<PathBuf, String> {
 }
 
 /// Seconds, with up to millisecond precision (`0.5` is fine for tests), 0 < s ≤ 1 day.
+/// `host:port` with a literal IP (no name lookups at start), or `off`.
+pub(super) fn listen_address(raw: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if raw == "off" {
+        return Ok(None);
+    }
+    raw.parse().map(Some).map_err(|_| "must be an IP:port (e.g. 127.0.0.1:9477) or off".into())
+}
+
 pub(super) fn seconds(raw: &str) -> Result<Duration, String> {
     let (whole, frac) = raw.split_once('.').unwrap_or((raw, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());

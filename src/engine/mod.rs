@@ -78,6 +78,11 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         }
     }
 
+    /// The journal (for read-only queries: the admin socket's online `dms-journal`).
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
     pub fn executors(&self) -> &Executors<C, P, M> {
         &self.exec
     }
@@ -93,6 +98,11 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         let state = lock(&self.state);
         let mounted = state.targets.values().filter(|t| t.phase == Phase::Mounted).count();
         (state.targets.len(), mounted)
+    }
+
+    /// The metrics gauges, counted under the lock (a scrape copies nothing).
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        crate::metrics::Gauges::from_targets(lock(&self.state).targets.values())
     }
 
     /// A copy of the whole folded journal.
@@ -196,6 +206,10 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         for record in &records {
             crate::failpoint::hit("append", record.event.name());
         }
+        // The one place losses are counted: every `Lost` (helper death, reconcile) is
+        // appended here, once, after it is durable.
+        let lost = records.iter().filter(|r| matches!(r.event, dms_journal::Event::Lost { .. }));
+        crate::metrics::global().helpers_lost(lost.count() as u64);
         let mut state = lock(&self.state);
         for record in &records {
             state.apply(record);

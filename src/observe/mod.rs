@@ -111,7 +111,7 @@ impl Host {
 /// many hung mounts is observed in (hung / batch) timeouts, not one timeout each.
 const PROBE_BATCH: usize = 64;
 
-/// Whether each path answers a `stat` within `timeout`, probed in parallel batches.
+/// Whether each path answers within `timeout`, probed in parallel batches.
 pub fn answer_all(paths: &[&str], timeout: Duration) -> Vec<bool> {
     let mut answered = Vec::with_capacity(paths.len());
     for batch in paths.chunks(PROBE_BATCH) {
@@ -125,7 +125,7 @@ pub fn answer_all(paths: &[&str], timeout: Duration) -> Vec<bool> {
     answered
 }
 
-/// Whether `path` answers a `stat` within `timeout`. A hung FUSE mount blocks the calling
+/// Whether `path` answers a directory read within `timeout`. A hung FUSE mount blocks the calling
 /// thread in the kernel, so the probe runs on a thread of its own that may be left behind.
 pub fn answers(path: &str, timeout: Duration) -> bool {
     probe(path).is_some_and(|rx| rx.recv_timeout(timeout).unwrap_or(false))
@@ -138,7 +138,10 @@ fn probe(path: &str) -> Option<std::sync::mpsc::Receiver<bool>> {
     std::thread::Builder::new()
         .name("dms-mount-probe".into())
         .spawn(move || {
-            let _ = tx.send(std::fs::metadata(&path).is_ok());
+            // Opening and reading the directory reaches the filesystem itself; a `stat` alone
+            // may be served from the kernel's attribute cache after a FUSE helper died.
+            let answered = std::fs::read_dir(&path).map(|mut d| d.next().is_none_or(|e| e.is_ok()));
+            let _ = tx.send(answered.unwrap_or(false));
         })
         .ok()
         .map(|_| rx)

@@ -2,6 +2,7 @@
 
 use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Engine, EngineError};
+use crate::metrics;
 use crate::wire::{self, Policy, Properties, Reply};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
@@ -26,6 +27,12 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
                 tracing::info_span!("request", key = ?rejected.key, target = ?rejected.target);
             async {
                 tracing::warn!(error = %rejected.error_msg(), "request refused");
+                // Counted before the reply, so a requester that has its answer sees it counted.
+                metrics::global().request(
+                    metrics::Action::Invalid,
+                    metrics::Outcome::Error,
+                    started.elapsed(),
+                );
                 reply_and_ack(
                     channel,
                     &delivery,
@@ -40,10 +47,11 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
             return Ok(());
         }
     };
-    let action = match &request.action {
-        wire::Action::Mount(_) => "mount",
-        wire::Action::Unmount { .. } => "unmount",
+    let metric = match &request.action {
+        wire::Action::Mount(_) => metrics::Action::Mount,
+        wire::Action::Unmount { .. } => metrics::Action::Unmount,
     };
+    let action = metric.label();
     let key = request.key.as_ref().map(|k| k.to_string()).unwrap_or_default();
     let span = tracing::info_span!("request", key = %key, target = %request.target, action);
     async {
@@ -55,6 +63,11 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
                 } else {
                     tracing::warn!(outcome = %outcome, elapsed_ms = started.elapsed().as_millis() as u64, "request failed");
                 }
+                let status = match outcome.is_success() {
+                    true => metrics::Outcome::Success,
+                    false => metrics::Outcome::Error,
+                };
+                metrics::global().request(metric, status, started.elapsed());
                 reply_and_ack(channel, &delivery, request.reply_to.as_deref(), &props, &reply).await;
                 Ok(())
             }

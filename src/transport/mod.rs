@@ -20,6 +20,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -34,6 +35,8 @@ pub struct TransportConfig {
     pub heartbeat_secs: u16,
     /// How long in-flight requests may take to finish when intake stops.
     pub drain: Duration,
+    /// True while a broker session consumes (for the admin socket's status and health).
+    pub connected: Arc<AtomicBool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,7 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
         let (connection, channel, mut consumer) = match session {
             Ok(s) => {
                 tracing::info!(queue = %config.queue, "consuming");
+                config.connected.store(true, Ordering::Relaxed);
                 backoff.reset();
                 s
             }
@@ -92,10 +96,12 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
                 },
                 Some(e) = fatal_rx.recv() => {
                     tracing::error!(error = %e, "journal failure: intake stopped");
+                    config.connected.store(false, Ordering::Relaxed);
                     let _ = connection.close(320, "journal failure".into()).await;
                     return Err(e.into());
                 }
                 _ = shutdown.changed() => {
+                    config.connected.store(false, Ordering::Relaxed);
                     drain(&mut in_flight, config.drain).await;
                     let _ = connection.close(200, "dms-server stopping".into()).await;
                     return Ok(());
@@ -103,6 +109,7 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
         }
+        config.connected.store(false, Ordering::Relaxed);
         let _ = connection.close(200, "reconnecting".into()).await;
     }
     drain(&mut in_flight, config.drain).await;

@@ -20,13 +20,18 @@ pub fn pid_of(daemon: &Daemon, target: &str) -> u32 {
     text.trim().parse().unwrap_or_else(|e| panic!("{}: {text:?}: {e}", file.display()))
 }
 
-/// Whether `pid` is a live process (a zombie counts as dead).
+/// Whether `pid` is a live process (a zombie counts as dead). A killed multi-threaded
+/// process shows its leader as a zombie while other threads still exit (and still hold its
+/// files, a FUSE helper's /dev/fuse among them): it is alive until no other thread is left.
 pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
-        stat.rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start())
-            .is_some_and(|state| !state.starts_with('Z') && !state.starts_with('X'))
-    })
+    let leader_alive =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start())
+                .is_some_and(|state| !state.starts_with('Z') && !state.starts_with('X'))
+        });
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    leader_alive || threads > 1
 }
 
 pub fn wait_dead(pid: u32, what: &str) {
@@ -34,6 +39,13 @@ pub fn wait_dead(pid: u32, what: &str) {
         (!alive(pid)).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Wait until `check` holds, at most [`SETTLE`]; on a timeout, panic with the daemon's log.
+pub fn wait_until(what: &str, daemon: &Daemon, mut check: impl FnMut() -> bool) {
+    if let Err(e) = support::wait_for(what, SETTLE, || check().then_some(())) {
+        panic!("{e}\n--- daemon log ---\n{}", daemon.log_text());
+    }
 }
 
 /// Live processes with `arg` as one of their argv entries.
@@ -140,8 +152,10 @@ pub fn sigkill(pid: u32, what: &str) {
 }
 
 /// A FUSE mount whose helper died answers ENOTCONN.
+/// Opening the directory always reaches the FUSE server (a `stat` may be answered from the
+/// kernel's attribute cache for a while after the helper died).
 pub fn is_dead_mount(path: &str) -> bool {
-    std::fs::metadata(path)
+    std::fs::read_dir(path)
         .err()
         .is_some_and(|e| e.raw_os_error() == Some(rustix::io::Errno::NOTCONN.raw_os_error()))
 }

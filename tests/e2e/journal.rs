@@ -3,11 +3,21 @@
 //! be stopped first: a running daemon holds the journal's lock.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use crate::support;
 use dms_journal::store::{Journal, Problem, Replay, Stored};
 use dms_journal::{Event, TargetId, TargetState};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The records of one mount and its unmount, as the daemon journals them.
+pub const MOUNT_UNMOUNT: [&str; 7] = [
+    "Requested",
+    "CredsFetched",
+    "Spawned",
+    "Verified",
+    "UnmountRequested",
+    "HelperStopped",
+    "Unmounted",
+];
 
 pub fn target(id: &str) -> TargetId {
     TargetId::new(id).unwrap()
@@ -55,12 +65,7 @@ pub fn lost_reasons(records: &[Stored]) -> Vec<String> {
 /// The `dms-journal` tool of this workspace (built by `cargo test --workspace` or
 /// `cargo build -p dms-journal`).
 pub fn tool_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| support::repo_root().join("target"));
-    let bin = target.join("debug/dms-journal");
-    support::require_file(&bin);
-    bin
+    super::workspace_bin("dms-journal")
 }
 
 /// Run `dms-journal --path <journal> <args>`: (exit code, stdout, stderr).

@@ -24,10 +24,16 @@ pub const T: Duration = Duration::from_secs(60);
 
 /// The in-memory FUSE helper of this workspace (built by `cargo test --workspace`).
 pub fn testfs_bin() -> PathBuf {
+    workspace_bin("dms-testfs")
+}
+
+/// A binary of this workspace's debug build (under `$CARGO_TARGET_DIR`, else `target/`),
+/// required to be there.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| support::repo_root().join("target"));
-    let bin = target.join("debug/dms-testfs");
+    let bin = target.join("debug").join(name);
     support::require_file(&bin);
     bin
 }
@@ -45,6 +51,30 @@ pub fn faulty_helper(dir: &Path, fault: &str) -> PathBuf {
     path
 }
 
+/// The daemon's variables for the standard layout under `dir` (its mount base is created):
+/// the broker, the node id, `mounts/`, the helper binary, `pids/`, `journal`,
+/// `helper-logs/` and the log level.
+pub fn layout_env(
+    broker: &Broker,
+    dir: &Path,
+    node: &str,
+    helper: &Path,
+    log_level: &str,
+) -> Vec<(String, String)> {
+    let base = dir.join("mounts");
+    std::fs::create_dir_all(&base).unwrap();
+    vec![
+        ("DMS_RABBITMQ_URL".into(), broker.amqp_url()),
+        ("DMS_NODE_ID".into(), node.into()),
+        ("DMS_MOUNT_BASE".into(), base.display().to_string()),
+        ("DMS_S3VAULTFUSE_BIN".into(), helper.display().to_string()),
+        ("DMS_PID_DIR".into(), dir.join("pids").display().to_string()),
+        ("DMS_JOURNAL_PATH".into(), dir.join("journal").display().to_string()),
+        ("DMS_HELPER_LOG_DIR".into(), dir.join("helper-logs").display().to_string()),
+        ("DMS_LOG_LEVEL".into(), log_level.into()),
+    ]
+}
+
 /// A running daemon and its files.
 pub struct Daemon {
     pub child: GroupChild,
@@ -59,18 +89,22 @@ pub struct Daemon {
 impl Daemon {
     /// Start with the standard layout under `dir` plus `extra` variables.
     pub fn start(broker: &Broker, dir: &Path, node: &str, extra: &[(&str, String)]) -> Daemon {
-        let base = dir.join("mounts");
-        std::fs::create_dir_all(&base).unwrap();
-        let mut env: Vec<(String, String)> = vec![
-            ("DMS_RABBITMQ_URL".into(), broker.amqp_url()),
-            ("DMS_NODE_ID".into(), node.into()),
-            ("DMS_MOUNT_BASE".into(), base.display().to_string()),
-            ("DMS_S3VAULTFUSE_BIN".into(), testfs_bin().display().to_string()),
-            ("DMS_PID_DIR".into(), dir.join("pids").display().to_string()),
-            ("DMS_JOURNAL_PATH".into(), dir.join("journal").display().to_string()),
-            ("DMS_HELPER_LOG_DIR".into(), dir.join("helper-logs").display().to_string()),
-            ("DMS_LOG_LEVEL".into(), "debug".into()),
-        ];
+        Self::start_with(broker, dir, node, &testfs_bin(), "debug", extra)
+    }
+
+    /// [`Daemon::start`] with `helper` as the helper binary and `log_level` as
+    /// `DMS_LOG_LEVEL` (the benches: the release helper, a quieter log).
+    pub fn start_with(
+        broker: &Broker,
+        dir: &Path,
+        node: &str,
+        helper: &Path,
+        log_level: &str,
+        extra: &[(&str, String)],
+    ) -> Daemon {
+        let mut env = layout_env(broker, dir, node, helper, log_level);
+        env.push(("DMS_ADMIN_SOCKET".into(), dir.join("admin.sock").display().to_string()));
+        env.push(("DMS_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
         for (k, v) in extra {
             env.retain(|(name, _)| name != k);
             env.push(((*k).to_owned(), v.clone()));
@@ -262,6 +296,40 @@ pub fn err(msg: &str) -> Value {
     json!({"status": "error", "error_msg": msg, "success_msg": null})
 }
 
+pub fn mounted_msg(path: &str) -> Value {
+    ok(&format!("S3 target mounted successfully at {path}"))
+}
+
+pub fn unmounted_msg(path: &str) -> Value {
+    ok(&format!("Target unmounted successfully from {path}"))
+}
+
+/// Credentials for the in-memory helper, as a test stores them in Barbican (dms-testfs
+/// ignores the endpoint). Each test passes a secret of its own, so that its "no secret in
+/// the logs" checks look for a value only it used.
+pub fn testfs_credentials(key_id: &str, secret: &str, bucket: &str) -> String {
+    json!({
+        "aws_access_key_id": key_id, "aws_secret_access_key": secret,
+        "bucket": bucket, "region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"
+    })
+    .to_string()
+}
+
+/// The runtime a test drives its clients on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// One request and its reply, on a fresh connection to the shared broker.
+pub fn call(rt: &tokio::runtime::Runtime, daemon: &Daemon, body: &Value, corr: &str) -> Value {
+    rt.block_on(async {
+        let mut client = Client::connect(Broker::shared()).await;
+        let reply = client.call(&daemon.node, body, corr).await;
+        client.close().await;
+        reply
+    })
+}
+
 pub fn s3_mount(target: &str, path: &str, secret_ref: &str, token: &str) -> Value {
     json!({
         "context": {"user_id": "u-1", "tenant_id": "p-1"},
@@ -293,6 +361,24 @@ pub fn unmount(target: &str, path: &str, kind: &str) -> Value {
         "action": "unmount",
         "backup_target": {"id": target, "type": kind, "filesystem_export_mount_path": path}
     })
+}
+
+/// `text` without ANSI colour sequences (the daemon's log colours field names).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub fn uuid() -> String {

@@ -1,11 +1,8 @@
 //! `dms-journal`: inspect, verify and export a DMS journal. See `dms-journal --help`.
 //!
-//! The implementation lives in `src/cli/` (private to this binary, so the library stays free
-//! of command-line concerns); this file only hands over to it.
-
-#[path = "../cli/mod.rs"]
-mod cli;
+//! The implementation is the library's `cli` module, because the daemon runs the same code
+//! to answer these commands through its admin socket; this file only hands over to it.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    dms_journal::cli::main()
 }

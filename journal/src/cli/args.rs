@@ -14,13 +14,20 @@ Error messages name the source the path came from (\"from --path\", \"from
 DMS_JOURNAL_PATH\", \"from journal_path in FILE\", \"the built-in default\").
 A missing or empty directory is reported, never created.
 
+While dms-server runs it holds the journal's lock; the same command is then answered by
+the daemon through its admin socket, with the same output and exit code. The socket is
+$DMS_ADMIN_SOCKET, else admin_socket in the [server] section of the same config file,
+else /run/dms/admin.sock. It serves root only.
+
 Exit codes:
   0   success (verify: no problems)
   1   problems found, unknown target or request, missing journal, other errors
-  2   the journal is in use by another process (a running dms-server holds its lock)
+  2   the journal is in use by another process (or not readable by this user) and its
+      admin socket cannot answer (missing, not listening, not root, another journal)
   64  bad command line";
 
-/// Inspect, verify and export the DMS journal (read-only use; the daemon must not be running).
+/// Inspect, verify and export the DMS journal (read-only; online through the daemon's admin
+/// socket while dms-server runs).
 #[derive(Debug, Parser)]
 #[command(name = "dms-journal", version, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -46,6 +53,40 @@ pub enum Command {
     /// Every record as one JSON object per line:
     /// {"seq","target","at","boot","request","op","event"}; problems go to stderr (exit 1).
     Export,
+    /// Print a shell completion script, e.g. `dms-journal completions bash >
+    /// /usr/share/bash-completion/completions/dms-journal`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Command {
+    /// The arguments that parse back into this command: what is sent through the admin
+    /// socket. `--opt=value` so that a value starting with `-` stays a value.
+    pub fn to_args(&self) -> Vec<String> {
+        match self {
+            Command::Inspect(i) => {
+                let mut args = vec!["inspect".to_owned()];
+                if let Some(target) = &i.target {
+                    args.push(format!("--target={target}"));
+                }
+                if let Some(request) = &i.request {
+                    args.push(format!("--request={request}"));
+                }
+                if i.summary {
+                    args.push("--summary".to_owned());
+                }
+                if i.json {
+                    args.push("--json".to_owned());
+                }
+                args
+            }
+            Command::Verify => vec!["verify".to_owned()],
+            Command::Export => vec!["export".to_owned()],
+            Command::Completions { shell } => vec!["completions".to_owned(), shell.to_string()],
+        }
+    }
 }
 
 const INSPECT_JSON: &str = "\
@@ -106,6 +147,28 @@ mod tests {
         assert_eq!(cli.path, Some(PathBuf::from("/j")));
         let Command::Inspect(i) = cli.command else { panic!("not inspect") };
         assert_eq!(i.target.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn given_each_command_when_turned_back_into_args_then_they_parse_to_the_same_command() {
+        for line in [
+            &["inspect"][..],
+            &["inspect", "--summary", "--json"],
+            &["inspect", "--target=-odd", "--json"],
+            &["inspect", "--request", "req-1"],
+            &["verify"],
+            &["export"],
+            &["completions", "bash"],
+        ] {
+            let cli =
+                Cli::try_parse_from(std::iter::once("dms-journal").chain(line.iter().copied()))
+                    .unwrap();
+            let again = Cli::try_parse_from(
+                std::iter::once("dms-journal".to_owned()).chain(cli.command.to_args()),
+            )
+            .unwrap();
+            assert_eq!(format!("{:?}", again.command), format!("{:?}", cli.command), "{line:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! Without any of these the journal is at `/var/lib/dms/journal`. The INI reader here is
 //! deliberately tiny: sections, `key = value` (or `key: value`, as Python's configparser
 //! accepts), whole-line `#` / `;` comments, keys case-insensitive, `[DEFAULT]` as fallback.
+//!
+//! The daemon's admin socket (for online answers while it holds the journal) is found the
+//! same way: `DMS_ADMIN_SOCKET`, else `admin_socket` in that file, else `/run/dms/admin.sock`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,8 +18,11 @@ pub const ENV_JOURNAL_PATH: &str = "DMS_JOURNAL_PATH";
 pub const ENV_CONFIG: &str = "DMS_CONFIG";
 pub const DEFAULT_CONFIG: &str = "/etc/trilio-dms/server.conf";
 pub const DEFAULT_JOURNAL_PATH: &str = "/var/lib/dms/journal";
+pub const ENV_ADMIN_SOCKET: &str = "DMS_ADMIN_SOCKET";
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/dms/admin.sock";
 const SECTION: &str = "server";
 const KEY: &str = "journal_path";
+const SOCKET_KEY: &str = "admin_socket";
 
 /// Where the journal path came from; shown in error messages so an operator knows which
 /// knob to turn.
@@ -26,6 +32,12 @@ pub enum Origin {
     Env,
     ConfigFile(PathBuf),
     BuiltIn,
+    /// Answered through the admin socket without the client's view of the path: the
+    /// daemon's configured journal.
+    Daemon,
+    /// Answered through the admin socket: the source the client found the path from, so
+    /// the output reads as the offline run would.
+    Reported(String),
 }
 
 impl fmt::Display for Origin {
@@ -35,6 +47,26 @@ impl fmt::Display for Origin {
             Origin::Env => write!(f, "from {ENV_JOURNAL_PATH}"),
             Origin::ConfigFile(file) => write!(f, "from {KEY} in {}", file.display()),
             Origin::BuiltIn => f.write_str("the built-in default"),
+            Origin::Daemon => f.write_str("the running dms-server's own"),
+            Origin::Reported(text) => f.write_str(text),
+        }
+    }
+}
+
+/// Where the admin socket path came from, for the same reason as [`Origin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketOrigin {
+    Env,
+    ConfigFile(PathBuf),
+    BuiltIn,
+}
+
+impl fmt::Display for SocketOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketOrigin::Env => write!(f, "from {ENV_ADMIN_SOCKET}"),
+            SocketOrigin::ConfigFile(file) => write!(f, "from {SOCKET_KEY} in {}", file.display()),
+            SocketOrigin::BuiltIn => f.write_str("the built-in default"),
         }
     }
 }
@@ -56,6 +88,7 @@ pub struct Inputs {
     pub flag_config: Option<PathBuf>,
     pub env_journal_path: Option<String>,
     pub env_config: Option<String>,
+    pub env_admin_socket: Option<String>,
     pub default_config: PathBuf,
 }
 
@@ -67,6 +100,7 @@ impl Inputs {
             flag_config,
             env_journal_path: var(ENV_JOURNAL_PATH),
             env_config: var(ENV_CONFIG),
+            env_admin_socket: var(ENV_ADMIN_SOCKET),
             default_config: PathBuf::from(DEFAULT_CONFIG),
         }
     }
@@ -80,6 +114,34 @@ pub fn resolve(inputs: &Inputs) -> Result<(PathBuf, Origin), ConfigError> {
     if let Some(path) = &inputs.env_journal_path {
         return Ok((PathBuf::from(path), Origin::Env));
     }
+    if let Some((file, ini)) = config_file(inputs)? {
+        if let Some(path) = ini.get(SECTION, KEY) {
+            if !path.is_empty() {
+                return Ok((PathBuf::from(path), Origin::ConfigFile(file)));
+            }
+        }
+    }
+    Ok((PathBuf::from(DEFAULT_JOURNAL_PATH), Origin::BuiltIn))
+}
+
+/// The daemon's admin socket and where its path came from.
+pub fn resolve_socket(inputs: &Inputs) -> Result<(PathBuf, SocketOrigin), ConfigError> {
+    if let Some(path) = &inputs.env_admin_socket {
+        return Ok((PathBuf::from(path), SocketOrigin::Env));
+    }
+    if let Some((file, ini)) = config_file(inputs)? {
+        if let Some(path) = ini.get(SECTION, SOCKET_KEY) {
+            if !path.is_empty() {
+                return Ok((PathBuf::from(path), SocketOrigin::ConfigFile(file)));
+            }
+        }
+    }
+    Ok((PathBuf::from(DEFAULT_ADMIN_SOCKET), SocketOrigin::BuiltIn))
+}
+
+/// The config file in use, parsed: `--config`, else `$DMS_CONFIG`, else the default location
+/// if a file is there. A file that was named but cannot be read is an error.
+fn config_file(inputs: &Inputs) -> Result<Option<(PathBuf, Ini)>, ConfigError> {
     let file = match (&inputs.flag_config, &inputs.env_config) {
         (Some(file), _) => Some((file.clone(), "--config")),
         (None, Some(file)) => Some((PathBuf::from(file), ENV_CONFIG)),
@@ -88,19 +150,13 @@ pub fn resolve(inputs: &Inputs) -> Result<(PathBuf, Origin), ConfigError> {
         }
         (None, None) => None,
     };
-    if let Some((file, origin)) = file {
-        let text = std::fs::read_to_string(&file).map_err(|error| ConfigError {
-            path: file.clone(),
-            origin,
-            error,
-        })?;
-        if let Some(path) = Ini::parse(&text).get(SECTION, KEY) {
-            if !path.is_empty() {
-                return Ok((PathBuf::from(path), Origin::ConfigFile(file)));
-            }
-        }
-    }
-    Ok((PathBuf::from(DEFAULT_JOURNAL_PATH), Origin::BuiltIn))
+    let Some((file, origin)) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(&file).map_err(|error| ConfigError {
+        path: file.clone(),
+        origin,
+        error,
+    })?;
+    Ok(Some((file, Ini::parse(&text))))
 }
 
 /// A parsed INI file: section → key (lower-cased) → value. Later duplicates win.
@@ -151,11 +207,17 @@ impl Ini {
 /// Whether `path` can be opened without creating a journal: sled would happily create one
 /// in a missing or empty directory, which is never what an inspection wants.
 pub fn check_existing(path: &Path) -> Result<(), Absent> {
-    let meta = std::fs::metadata(path).map_err(|_| Absent::Missing)?;
+    let denied_or = |other: Absent| {
+        move |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => Absent::Denied,
+            _ => other,
+        }
+    };
+    let meta = std::fs::metadata(path).map_err(denied_or(Absent::Missing))?;
     if !meta.is_dir() {
         return Err(Absent::NotADirectory);
     }
-    let mut entries = std::fs::read_dir(path).map_err(|_| Absent::Unreadable)?;
+    let mut entries = std::fs::read_dir(path).map_err(denied_or(Absent::Unreadable))?;
     if entries.next().is_none() {
         return Err(Absent::Empty);
     }
@@ -167,6 +229,9 @@ pub enum Absent {
     Missing,
     NotADirectory,
     Unreadable,
+    /// Not ours to read (a root-owned journal and a non-root user): the daemon may still
+    /// answer through its admin socket.
+    Denied,
     Empty,
 }
 
@@ -176,6 +241,7 @@ impl fmt::Display for Absent {
             Absent::Missing => "it does not exist",
             Absent::NotADirectory => "it is not a directory",
             Absent::Unreadable => "it cannot be read",
+            Absent::Denied => "permission denied",
             Absent::Empty => "it is an empty directory, not a journal",
         })
     }
@@ -265,6 +331,32 @@ journal_path = /nowhere
         assert_eq!(resolve(&i).unwrap().0, PathBuf::from("/b"));
         i.flag_config = Some(a.clone());
         assert_eq!(resolve(&i).unwrap(), (PathBuf::from("/a"), Origin::ConfigFile(a)));
+    }
+
+    #[test]
+    fn given_every_source_when_resolving_the_admin_socket_then_env_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("server.conf");
+        std::fs::write(&conf, "[server]\nadmin_socket = /from/file.sock\n").unwrap();
+        let mut i = inputs(dir.path());
+        assert_eq!(
+            resolve_socket(&i).unwrap(),
+            (PathBuf::from(DEFAULT_ADMIN_SOCKET), SocketOrigin::BuiltIn)
+        );
+        i.flag_config = Some(conf.clone());
+        assert_eq!(
+            resolve_socket(&i).unwrap(),
+            (PathBuf::from("/from/file.sock"), SocketOrigin::ConfigFile(conf.clone()))
+        );
+        i.env_admin_socket = Some("/from/env.sock".into());
+        assert_eq!(
+            resolve_socket(&i).unwrap(),
+            (PathBuf::from("/from/env.sock"), SocketOrigin::Env)
+        );
+        assert_eq!(
+            SocketOrigin::ConfigFile(conf.clone()).to_string(),
+            format!("from admin_socket in {}", conf.display())
+        );
     }
 
     #[test]

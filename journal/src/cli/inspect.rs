@@ -6,21 +6,20 @@ use crate::cli::table::{clean, count, or_dash, Table};
 use crate::cli::verify::fold_checked;
 use crate::cli::view::{self, TargetView};
 use crate::cli::{CliError, Ctx};
-use dms_journal::store::{History, Problem, Seq, Stored};
-use dms_journal::{RequestKey, TargetId, TargetState};
+use crate::store::{History, Problem, Seq, Stored};
+use crate::{RequestKey, TargetId, TargetState};
 use std::collections::BTreeMap;
 
 /// Every target: a table and a summary line (or only the summary).
 pub fn overview(ctx: &Ctx<'_>, summary_only: bool, as_json: bool) -> Result<String, CliError> {
-    let state = &ctx.replay.state;
+    let state = ctx.state;
     let last = if summary_only { BTreeMap::new() } else { last_events(ctx) };
     let views: Vec<TargetView<'_>> = state
         .targets
         .values()
         .map(|s| TargetView { state: s, last: last.get(&s.target).copied() })
         .collect();
-    let (summary, line) =
-        view::summary(state.targets.values(), ctx.replay.records, ctx.replay.problems.len());
+    let (summary, line) = view::summary(state.targets.values(), ctx.records, ctx.problems.len());
     if as_json {
         let doc = OverviewJson {
             journal: JournalJson {
@@ -29,7 +28,7 @@ pub fn overview(ctx: &Ctx<'_>, summary_only: bool, as_json: bool) -> Result<Stri
             },
             summary,
             targets: (!summary_only).then(|| views.iter().map(TargetJson::new).collect()),
-            problems: &ctx.replay.problems,
+            problems: ctx.problems,
         };
         return to_json(&doc);
     }
@@ -68,7 +67,7 @@ fn last_events(ctx: &Ctx<'_>) -> BTreeMap<TargetId, (Seq, &'static str)> {
 pub fn target(ctx: &Ctx<'_>, raw: &str, as_json: bool) -> Result<String, CliError> {
     let id = TargetId::new(raw).map_err(|error| CliError::BadId { what: "target id", error })?;
     let history = ctx.history(&id)?;
-    let known = ctx.replay.state.target(&id);
+    let known = ctx.state.target(&id);
     if known.is_none() && history.records.is_empty() && history.snapshot.is_none() {
         return Err(CliError::UnknownTarget { target: raw.to_owned(), path: ctx.path.into() });
     }
@@ -114,7 +113,6 @@ pub fn request(ctx: &Ctx<'_>, raw: &str, as_json: bool) -> Result<String, CliErr
         Some(target) => target,
         // Not indexed (or the index lost it): the folded state still knows recent requests.
         None => ctx
-            .replay
             .state
             .targets
             .values()
@@ -126,7 +124,7 @@ pub fn request(ctx: &Ctx<'_>, raw: &str, as_json: bool) -> Result<String, CliErr
             .ok_or_else(unknown)?,
     };
     let history: History = ctx.history(&target)?;
-    let state = ctx.replay.state.target_or_new(&target);
+    let state = ctx.state.target_or_new(&target);
     let records: Vec<&Result<Stored, Problem>> = history
         .records
         .iter()

@@ -1,22 +1,31 @@
-//! `dms-journal`: read-only tools over a journal the daemon is not running on.
+//! `dms-journal`: read-only tools over a DMS journal, offline or through the daemon.
+//!
+//! Offline the tool opens the journal itself. While dms-server runs it holds the journal's
+//! lock; the tool then sends the same command through the daemon's admin socket
+//! ([`client`]) and the daemon answers it with [`answer`]: the same code as offline, over
+//! the daemon's own journal handle and state, so the bytes printed are the same.
 //!
 //! Exit codes: 0 success; 1 problems found, unknown target or request, missing journal or
-//! any other error; 2 the journal is locked by another process (a running dms-server);
-//! 64 bad command line.
+//! any other error; 2 the journal is locked by another process (or not readable by this
+//! user) and its admin socket cannot answer for it; 64 bad command line.
 
 pub mod args;
+mod client;
 mod config;
 mod inspect;
 mod json;
+mod online;
 mod table;
 mod verify;
 mod view;
 
+pub use online::{answer, Answer};
+
 use crate::cli::args::{Cli, Command};
-use crate::cli::config::{Absent, ConfigError, Inputs, Origin};
-use clap::Parser;
-use dms_journal::store::{History, Journal, Replay, StoreError};
-use dms_journal::{IdError, TargetId};
+use crate::cli::config::{Absent, ConfigError, Inputs, Origin, SocketOrigin};
+use crate::store::{History, Journal, Problem, StoreError};
+use crate::{IdError, JournalState, TargetId};
+use clap::{CommandFactory, Parser};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,13 +33,35 @@ use std::process::ExitCode;
 const EX_USAGE: u8 = 64;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
+    #[error("the journal at {} is in use by another process (is dms-server running?)", path.display())]
+    Locked { path: PathBuf },
     #[error(
-        "the journal at {} is in use by another process (is dms-server running?); stop it \
-         or retry later — online inspection comes with the admin socket",
+        "the journal at {} {local} and the admin socket at {} ({socket_origin}) cannot answer \
+         for it: {error}",
+        path.display(),
+        socket.display()
+    )]
+    Online {
+        path: PathBuf,
+        local: Local,
+        socket: PathBuf,
+        socket_origin: SocketOrigin,
+        error: client::AskError,
+    },
+    #[error(
+        "this dms-server holds the journal at {}, not {} ({why}); ask the daemon that holds \
+         that journal (DMS_ADMIN_SOCKET or admin_socket in its config)",
+        own.display(),
+        asked.display()
+    )]
+    OtherJournal { own: PathBuf, asked: PathBuf, why: String },
+    #[error(
+        "--path and --config select a journal, which the admin socket cannot: this dms-server \
+         answers for its own journal at {} only",
         path.display()
     )]
-    Locked { path: PathBuf },
+    Selects { path: PathBuf },
     #[error("no journal at {} ({origin}): {why}", path.display())]
     Absent { path: PathBuf, origin: Origin, why: Absent },
     #[error(transparent)]
@@ -49,19 +80,43 @@ pub enum CliError {
     Output(std::io::Error),
 }
 
+/// Why the journal could not be read here, so the daemon was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Local {
+    /// sled's lock is held: by a running dms-server, normally.
+    Locked,
+    /// Not readable by this user (the journal is root's).
+    Denied,
+}
+
+impl std::fmt::Display for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Local::Locked => "is in use by another process (is dms-server running?)",
+            Local::Denied => "cannot be read here (permission denied)",
+        })
+    }
+}
+
 impl CliError {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            CliError::Locked { .. } => 2,
+            CliError::Locked { .. } | CliError::Online { .. } | CliError::OtherJournal { .. } => 2,
+            CliError::Selects { .. } => EX_USAGE,
             _ => 1,
         }
     }
 }
 
-/// An open journal and how it was found.
-pub struct Ctx<'a> {
+/// An open journal, what is known about it, and how it was found. Offline the state,
+/// record count and problems come from the replay at open; online from the daemon.
+pub(crate) struct Ctx<'a> {
     pub journal: &'a Journal,
-    pub replay: &'a Replay,
+    pub state: &'a JournalState,
+    /// Records folded into `state` and still stored (not compacted into snapshots).
+    pub records: u64,
+    pub problems: &'a [Problem],
+    /// The path as shown in messages and JSON.
     pub path: &'a Path,
     pub origin: &'a Origin,
 }
@@ -96,7 +151,8 @@ pub fn main() -> ExitCode {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let result = run(cli, &mut out).and_then(|code| {
+    let mut err = std::io::stderr();
+    let result = run(cli, &mut out, &mut err).and_then(|code| {
         out.flush().map_err(CliError::Output)?;
         Ok(code)
     });
@@ -112,28 +168,106 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Resolve and open the journal, then run one command. Returns the exit code.
-pub fn run(cli: Cli, out: &mut impl Write) -> Result<u8, CliError> {
-    let (path, origin) = config::resolve(&Inputs::from_env(cli.path, cli.config))?;
-    config::check_existing(&path).map_err(|why| CliError::Absent {
-        path: path.clone(),
-        origin: origin.clone(),
-        why,
-    })?;
-    let (journal, replay) = Journal::open(&path).map_err(|error| match error {
-        StoreError::Locked { .. } => CliError::Locked { path: path.clone() },
-        error => CliError::Store { path: path.clone(), error },
-    })?;
-    let ctx = Ctx { journal: &journal, replay: &replay, path: &path, origin: &origin };
-    let text = match cli.command {
-        Command::Verify => return verify::verify(&ctx, out),
-        Command::Export => return verify::export(&ctx, out),
-        Command::Inspect(args) => match (args.target, args.request) {
-            (Some(target), _) => inspect::target(&ctx, &target, args.json)?,
-            (None, Some(request)) => inspect::request(&ctx, &request, args.json)?,
-            (None, None) => inspect::overview(&ctx, args.summary, args.json)?,
+/// Resolve and open the journal, then run one command; when the daemon holds the journal,
+/// have it run the command instead. Returns the exit code.
+fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<u8, CliError> {
+    if let Command::Completions { shell } = cli.command {
+        return completions(shell, out);
+    }
+    let inputs = Inputs::from_env(cli.path, cli.config);
+    let (path, origin) = config::resolve(&inputs)?;
+    let local = match config::check_existing(&path) {
+        Ok(()) => match Journal::open(&path) {
+            Ok((journal, replay)) => {
+                let ctx = Ctx {
+                    journal: &journal,
+                    state: &replay.state,
+                    records: replay.records,
+                    problems: &replay.problems,
+                    path: &path,
+                    origin: &origin,
+                };
+                return execute(&cli.command, &ctx, out, err);
+            }
+            Err(StoreError::Locked { .. }) => Local::Locked,
+            Err(error) if permission_denied(&error) => Local::Denied,
+            Err(error) => return Err(CliError::Store { path, error }),
+        },
+        Err(Absent::Denied) => Local::Denied,
+        Err(why) => return Err(CliError::Absent { path, origin, why }),
+    };
+    online(&inputs, &path, &origin, local, &cli.command, out, err)
+}
+
+/// Whether opening failed for want of permission (sled opens its files read-write, which a
+/// non-root user may not). sled's error carries no source chain, hence the match.
+fn permission_denied(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Open { source: sled::Error::Io(e), .. }
+            if e.kind() == std::io::ErrorKind::PermissionDenied
+    )
+}
+
+/// One command over an open journal; the code both the offline tool and the daemon run.
+fn execute(
+    command: &Command,
+    ctx: &Ctx<'_>,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<u8, CliError> {
+    let text = match command {
+        Command::Verify => return verify::verify(ctx, out),
+        Command::Export => return verify::export(ctx, out, err),
+        Command::Completions { shell } => return completions(*shell, out),
+        Command::Inspect(args) => match (&args.target, &args.request) {
+            (Some(target), _) => inspect::target(ctx, target, args.json)?,
+            (None, Some(request)) => inspect::request(ctx, request, args.json)?,
+            (None, None) => inspect::overview(ctx, args.summary, args.json)?,
         },
     };
     out.write_all(text.as_bytes()).map_err(CliError::Output)?;
+    Ok(0)
+}
+
+/// The journal cannot be read here: send the command to the daemon's admin socket and relay its
+/// answer. The client's view of the path goes along, so the daemon can check it holds this
+/// very journal and word its output as this run would have.
+fn online(
+    inputs: &Inputs,
+    path: &Path,
+    origin: &Origin,
+    local: Local,
+    command: &Command,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<u8, CliError> {
+    let (socket, socket_origin) = config::resolve_socket(inputs)?;
+    // The daemon's working directory is not ours.
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut args = vec![
+        format!("{}{}", online::RESOLVED_PATH, absolute.display()),
+        format!("{}{origin}", online::RESOLVED_SOURCE),
+    ];
+    args.extend(command.to_args());
+    let answer = client::ask(&socket, &args).map_err(|error| CliError::Online {
+        path: path.to_path_buf(),
+        local,
+        socket: socket.clone(),
+        socket_origin,
+        error,
+    })?;
+    // Best effort for stderr, as eprintln! would be; stdout errors are reported.
+    let _ = err.write_all(answer.stderr.as_bytes());
+    out.write_all(answer.stdout.as_bytes()).map_err(CliError::Output)?;
+    Ok(answer.exit_code)
+}
+
+/// A completion script for `shell`, rendered whole first: clap_complete panics on a write
+/// error, a closed pipe must not.
+fn completions(shell: clap_complete::Shell, out: &mut impl Write) -> Result<u8, CliError> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "dms-journal", &mut script);
+    out.write_all(&script).map_err(CliError::Output)?;
     Ok(0)
 }

@@ -3,8 +3,8 @@
 use crate::cli::json::RecordJson;
 use crate::cli::view::{problem_kind, problem_line};
 use crate::cli::{CliError, Ctx};
-use dms_journal::store::{History, Seq};
-use dms_journal::{TargetId, TargetState};
+use crate::store::{History, Seq};
+use crate::{TargetId, TargetState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
@@ -82,7 +82,6 @@ pub fn fold_checked(history: &History) -> (TargetState, Vec<Finding>) {
 pub fn verify(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
     // The replay's own findings first: on duplicates they are the ones kept.
     let mut findings: Vec<Finding> = ctx
-        .replay
         .problems
         .iter()
         .map(|p| Finding {
@@ -93,7 +92,7 @@ pub fn verify(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
         })
         .collect();
     let mut records = 0u64;
-    let mut targets: BTreeSet<TargetId> = ctx.replay.state.targets.keys().cloned().collect();
+    let mut targets: BTreeSet<TargetId> = ctx.state.targets.keys().cloned().collect();
     for entry in ctx.journal.records() {
         match entry {
             Ok(stored) => {
@@ -149,7 +148,7 @@ pub fn verify(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
         let (folded, found) = fold_checked(&history);
         let clean = found.is_empty();
         findings.extend(found);
-        let replayed = ctx.replay.state.target(id);
+        let replayed = ctx.state.target(id);
         if clean && replayed != Some(&folded) {
             let seq = history.records.iter().rev().find_map(|r| r.as_ref().ok()).map(|s| s.seq);
             let seq = seq.or(history.snapshot.as_ref().map(|(seq, _)| *seq));
@@ -168,8 +167,7 @@ pub fn verify(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
     let findings = dedup(findings);
     let w = |e| CliError::Output(e);
     if findings.is_empty() {
-        writeln!(out, "ok: {records} records, {} targets", ctx.replay.state.targets.len())
-            .map_err(w)?;
+        writeln!(out, "ok: {records} records, {} targets", ctx.state.targets.len()).map_err(w)?;
         return Ok(0);
     }
     for f in &findings {
@@ -179,7 +177,7 @@ pub fn verify(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
         out,
         "verify: {} in {records} records, {} targets",
         crate::cli::table::count(findings.len() as u64, "problem", "problems"),
-        ctx.replay.state.targets.len()
+        ctx.state.targets.len()
     )
     .map_err(w)?;
     Ok(1)
@@ -195,8 +193,9 @@ fn dedup(findings: Vec<Finding>) -> Vec<Finding> {
     seen.into_values().collect()
 }
 
-/// Every record as a JSON line; problems to stderr. Returns the exit code.
-pub fn export(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
+/// Every record as a JSON line; problems to `err` (stderr, or the admin socket's answer).
+/// Returns the exit code.
+pub fn export(ctx: &Ctx<'_>, out: &mut impl Write, err: &mut impl Write) -> Result<u8, CliError> {
     let mut problems = 0u64;
     for entry in ctx.journal.records() {
         match entry {
@@ -207,14 +206,15 @@ pub fn export(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
             }
             Err(p) => {
                 problems += 1;
-                eprintln!("dms-journal: {}", problem_line(&p));
+                // Best effort, as eprintln! would be: stderr going away is no reason to stop.
+                let _ = writeln!(err, "dms-journal: {}", problem_line(&p));
             }
         }
     }
     out.flush().map_err(CliError::Output)?;
     if problems > 0 {
         let n = crate::cli::table::count(problems, "record", "records");
-        eprintln!("dms-journal: {n} could not be exported (see above)");
+        let _ = writeln!(err, "dms-journal: {n} could not be exported (see above)");
         return Ok(1);
     }
     Ok(0)

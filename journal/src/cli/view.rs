@@ -3,8 +3,8 @@
 
 use crate::cli::json::SummaryJson;
 use crate::cli::table::{clean, count, or_dash, short, Table};
-use dms_journal::state::{Action, Phase, TargetState};
-use dms_journal::store::{Problem, ProblemKind, Seq, Stored};
+use crate::state::{Action, Phase, TargetState};
+use crate::store::{Problem, ProblemKind, Seq, Stored};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -13,16 +13,6 @@ use std::fmt::Write as _;
 pub struct TargetView<'a> {
     pub state: &'a TargetState,
     pub last: Option<(Seq, &'static str)>,
-}
-
-pub fn phase_tag(phase: &Phase) -> &'static str {
-    match phase {
-        Phase::Unmounted => "unmounted",
-        Phase::Mounting(_) => "mounting",
-        Phase::Mounted => "mounted",
-        Phase::Unmounting(_) => "unmounting",
-        Phase::Dirty(_) => "dirty",
-    }
 }
 
 pub fn problem_kind(kind: &ProblemKind) -> &'static str {
@@ -175,7 +165,7 @@ pub fn state_block(s: &TargetState) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use dms_journal::{Cleanup, TargetId};
+    use crate::{Cleanup, TargetId};
 
     fn state(id: &str, phase: Phase) -> TargetState {
         let mut s = TargetState::new(TargetId::new(id).unwrap());
@@ -188,8 +178,8 @@ mod tests {
         let states = [
             state("a", Phase::Mounted),
             state("b", Phase::Unmounted),
-            state("c", Phase::Mounting(dms_journal::MountStep::Spawned)),
-            state("d", Phase::Unmounting(dms_journal::UnmountStep::Requested)),
+            state("c", Phase::Mounting(crate::MountStep::Spawned)),
+            state("d", Phase::Unmounting(crate::UnmountStep::Requested)),
             state("e", Phase::Dirty(Cleanup { mount: true, ..Cleanup::default() })),
         ];
         let (json, line) = summary(&states, 7, 0);

@@ -2,8 +2,9 @@
 
 use super::*;
 
-const LOCKED: &str = "is in use by another process (is dms-server running?); stop it or retry \
-                      later — online inspection comes with the admin socket";
+const LOCKED: &str = "is in use by another process (is dms-server running?) and the admin \
+                      socket at /nonexistent/dms-test/admin.sock (from DMS_ADMIN_SOCKET) cannot \
+                      answer for it: there is no socket there";
 
 fn config(dir: &Path, name: &str, journal: &Path) -> PathBuf {
     let file = dir.join(name);
@@ -16,7 +17,7 @@ fn config(dir: &Path, name: &str, journal: &Path) -> PathBuf {
 }
 
 #[test]
-fn given_a_running_daemon_holding_the_journal_when_inspecting_then_exit_2_and_why() {
+fn given_a_locked_journal_and_no_admin_socket_when_inspecting_then_exit_2_naming_both() {
     let f = Fixture::standard();
     let path = f.path();
     for command in ["inspect", "verify", "export"] {

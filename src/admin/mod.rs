@@ -1,0 +1,275 @@
+//! The admin socket: what `dms-ctl` and an online `dms-journal` talk to. A Unix socket,
+//! mode 0600, and every peer's credentials are checked: only root is served (the socket
+//! can stop helpers and read the journal, which names every target of the node).
+//!
+//! One request per connection ([`protocol`]); each runs in its own task, bounded in size and
+//! time, so a stuck client holds nothing but its own connection.
+
+mod journal;
+pub mod protocol;
+pub mod views;
+
+use crate::exec::helper::Helpers;
+use crate::observe::Host;
+use crate::server::HostEngine;
+use crate::supervisor::PassNow;
+use crate::wire::{self, Reply};
+use dms_journal::store::Problem;
+use dms_journal::{reconcile, BootId, Clock, Phase, RequestKey, TargetId, Timestamp};
+use protocol::{AdminRequest, AdminResponse, MAX_REQUEST};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// A client has this long to send its request; the answer (a cleanup pass, a stop) may
+/// take as long as the operation's own deadlines.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("admin socket {}: {what}: {source}", path.display())]
+    Io { path: PathBuf, what: &'static str, source: std::io::Error },
+    #[error("admin socket {} is served by another running process", path.display())]
+    InUse { path: PathBuf },
+    #[error("{} exists and is not a socket; refusing to replace it", path.display())]
+    NotASocket { path: PathBuf },
+}
+
+/// Everything the admin commands read or act on.
+#[derive(Debug)]
+pub struct Admin {
+    pub engine: Arc<HostEngine>,
+    pub host: Host,
+    pub helpers: Helpers,
+    pub pass_now: PassNow,
+    pub node: String,
+    pub queue: String,
+    pub boot: BootId,
+    pub journal_path: PathBuf,
+    pub journal_problems: Vec<Problem>,
+    pub broker_connected: Arc<AtomicBool>,
+    pub started: Instant,
+}
+
+/// Bind the socket (replacing a stale one a crashed daemon left), mode 0600.
+pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+    let io = |what| move |source| AdminError::Io { path: path.to_path_buf(), what, source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("cannot create its directory"))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
+            return Err(AdminError::NotASocket { path: path.to_path_buf() });
+        }
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err(AdminError::InUse { path: path.to_path_buf() }),
+            Err(_) => std::fs::remove_file(path).map_err(io("cannot remove the stale socket"))?,
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("cannot inspect it")(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io("cannot bind"))?;
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(path, mode).map_err(io("cannot restrict its mode"))?;
+    Ok(listener)
+}
+
+/// Serve until the task is aborted.
+pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let admin = Arc::clone(&admin);
+                tokio::spawn(async move { admin.connection(stream).await });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Admin {
+    async fn connection(&self, mut stream: UnixStream) {
+        let uid = stream.peer_cred().map(|c| c.uid());
+        let response = match uid {
+            Ok(0) => match read_request(&mut stream).await {
+                Ok(request) => self.answer(request).await,
+                Err(message) => AdminResponse::error(message),
+            },
+            Ok(uid) => {
+                // Read (and drop) the request first, so the client is not cut off mid-write
+                // and sees the refusal rather than a broken pipe.
+                let _ = read_request(&mut stream).await;
+                tracing::warn!(uid, "admin socket: refused a non-root peer");
+                AdminResponse::error(format!("permission denied: uid {uid} is not root"))
+            }
+            Err(e) => AdminResponse::error(format!("cannot read the peer's credentials: {e}")),
+        };
+        let mut line = serde_json::to_string(&response).unwrap_or_else(|e| {
+            format!(r#"{{"ok":false,"data":null,"error":"cannot encode the answer: {e}"}}"#)
+        });
+        line.push('\n');
+        let _ = stream.write_all(line.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    }
+
+    async fn answer(&self, request: AdminRequest) -> AdminResponse {
+        let result = match request {
+            AdminRequest::Status => Ok(self.status()),
+            AdminRequest::Targets { detailed, all } => self.targets(detailed, all).await,
+            AdminRequest::Stats => self.stats().await,
+            AdminRequest::Cleanup => self.cleanup().await,
+            AdminRequest::Stop { target } => self.stop(&target).await,
+            AdminRequest::Journal { args } => Ok(self.journal(args).await),
+        };
+        match result {
+            Ok(data) => AdminResponse::ok(data),
+            Err(message) => AdminResponse::error(message),
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let (targets, mounted) = self.engine.counts();
+        json(&views::Status {
+            node: self.node.clone(),
+            queue: self.queue.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            boot_id: self.boot.to_string(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            broker_connected: self.broker_connected.load(Ordering::Relaxed),
+            targets,
+            mounted,
+            journal_path: self.journal_path.display().to_string(),
+            journal_problems: self.journal_problems.len(),
+        })
+    }
+
+    async fn targets(&self, detailed: bool, all: bool) -> Result<serde_json::Value, String> {
+        let snapshot = self.engine.snapshot();
+        let mut rows: Vec<views::TargetView> = snapshot
+            .targets
+            .values()
+            .filter(|t| all || t.phase != Phase::Unmounted)
+            .map(|t| views::target_view(t, t.helper.and_then(|h| self.helpers.uptime(h))))
+            .collect();
+        if detailed {
+            let pids: Vec<u32> = rows
+                .iter()
+                .filter(|r| r.helper_alive == Some(true))
+                .filter_map(|r| r.helper_pid)
+                .collect();
+            let found =
+                blocking(move || Ok(views::resources(&pids, Duration::from_millis(250)))).await?;
+            for row in &mut rows {
+                if let Some((cpu, rss)) = row.helper_pid.and_then(|p| found.get(&p)) {
+                    (row.cpu_percent, row.rss_bytes) = (Some(*cpu), Some(*rss));
+                }
+            }
+        }
+        Ok(json(&rows))
+    }
+
+    async fn stats(&self) -> Result<serde_json::Value, String> {
+        let snapshot = self.engine.snapshot();
+        let host = self.host.clone();
+        let journal = snapshot.clone();
+        let observed = blocking(move || host.observe(&journal).map_err(|e| e.to_string())).await?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let plan =
+            reconcile::plan(&snapshot, &observed, Clock { now: Timestamp(now), boot: self.boot });
+        let alive = snapshot
+            .targets
+            .values()
+            .filter(|t| t.phase == Phase::Mounted)
+            .filter_map(|t| t.helper)
+            .filter(|h| self.helpers.uptime(*h).is_some())
+            .count();
+        Ok(json(&views::stats(&snapshot, &observed, &plan, alive)))
+    }
+
+    async fn cleanup(&self) -> Result<serde_json::Value, String> {
+        let report = self.pass_now.run().await?;
+        tracing::info!(steps = report.steps_performed, "admin cleanup: reconcile pass done");
+        Ok(serde_json::json!({
+            "steps_planned": report.steps_planned,
+            "steps_performed": report.steps_performed,
+            "took_ms": report.took.as_millis() as u64,
+        }))
+    }
+
+    /// Only a target mounted by a helper the journal knows; the stop is an unmount through
+    /// the engine, journaled under its own request key like any other request.
+    async fn stop(&self, target: &str) -> Result<serde_json::Value, String> {
+        let id = TargetId::new(target).map_err(|e| format!("invalid target id: {e}"))?;
+        let state = self.engine.target_state(&id);
+        let (Phase::Mounted, Some(helper), Some(spec)) = (&state.phase, state.helper, &state.spec)
+        else {
+            return Err(format!(
+                "{target} is not mounted by a helper this daemon tracks (it is {}); nothing stopped",
+                state.phase
+            ));
+        };
+        let key = format!("dms-ctl-stop-{}", uuid::Uuid::new_v4());
+        let request = wire::Request {
+            key: Some(RequestKey::new(&key).map_err(|e| e.to_string())?),
+            reply_to: None,
+            target: id,
+            action: wire::Action::Unmount { mount_path: spec.mount_path.clone() },
+            token: None,
+        };
+        let outcome = self.engine.handle(&request).await.map_err(|e| e.to_string())?;
+        tracing::info!(target_id = %target, pid = helper.pid, %outcome, request = %key, "admin stop");
+        let reply = Reply::from_outcome(&outcome);
+        match (outcome.is_success(), reply.success_msg, reply.error_msg) {
+            (true, Some(msg), _) => {
+                Ok(serde_json::json!({"message": msg, "helper_pid": helper.pid, "request": key}))
+            }
+            (_, _, Some(msg)) | (_, Some(msg), None) => Err(msg),
+            _ => Err("the stop ended without an answer".into()),
+        }
+    }
+
+    async fn journal(&self, args: Vec<String>) -> serde_json::Value {
+        let journal = Arc::clone(self.engine.journal());
+        let state = self.engine.snapshot();
+        let (problems, path) = (self.journal_problems.clone(), self.journal_path.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            journal::answer(&journal, &state, &problems, &path, args)
+        })
+        .await
+        .unwrap_or_else(|e| protocol::JournalAnswer {
+            exit_code: 1,
+            stdout: String::new(),
+            stderr: format!("dms-journal: the query failed: {e}\n"),
+        });
+        json(&answer)
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<AdminRequest, String> {
+    let mut line = String::new();
+    let mut reader = BufReader::new(stream).take(MAX_REQUEST as u64 + 1);
+    match tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => return Err("no request within 10 s".into()),
+        Ok(Err(e)) => return Err(format!("cannot read the request: {e}")),
+        Ok(Ok(_)) if line.len() > MAX_REQUEST => return Err("the request is too long".into()),
+        Ok(Ok(_)) => {}
+    }
+    serde_json::from_str(line.trim_end()).map_err(|e| format!("not an admin request: {e}"))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| format!("the query failed: {e}"))?
+}
