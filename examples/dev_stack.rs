@@ -34,7 +34,8 @@ fn main() {
     let testfs = release.join("dms-testfs");
     let server = release.join("dms-server");
     let journal_tool = release.join("dms-journal");
-    for bin in [&testfs, &server, &journal_tool] {
+    let ctl = release.join("dms-ctl");
+    for bin in [&testfs, &server, &journal_tool, &ctl] {
         support::require_file(bin);
     }
 
@@ -96,8 +97,10 @@ fn main() {
         println!("  reply: {reply}");
         client.close().await;
     });
-    step("the journal of demo-target (dms-journal inspect --target demo-target)");
+    step("the journal of demo-target, online (dms-journal inspect --target demo-target)");
+    let socket = dir.join("admin.sock");
     let out = Command::new(&journal_tool)
+        .env("DMS_ADMIN_SOCKET", &socket)
         .args([
             "--path",
             dir.join("journal").to_str().unwrap(),
@@ -107,10 +110,11 @@ fn main() {
         ])
         .output()
         .unwrap();
-    if out.status.code() == Some(2) {
-        println!("  (the running daemon holds the journal; inspect it after stopping, see below)");
-    } else {
-        print!("{}", String::from_utf8_lossy(&out.stdout));
+    print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    step("the daemon as an operator sees it (dms-ctl status, dms-ctl health)");
+    for args in [&["status"][..], &["health"][..]] {
+        let out = Command::new(&ctl).arg("--socket").arg(&socket).args(args).output().unwrap();
+        print!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
     step("the stack is running");
     println!("  broker  {}   queue dms.dev-node", broker.amqp_url());

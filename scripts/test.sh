@@ -26,6 +26,7 @@ step "cargo clippy (fuzz package)"
 step "benchmark smoke runs (small scale; figures are reported, not compared)"
 DMS_BENCH_EVENTS=20000 cargo bench -p dms-journal --bench journal_bench --locked
 DMS_BENCH_QUICK=1 cargo bench -p dms --bench server_bench --locked
+DMS_BENCH_QUICK=1 cargo bench -p dms --bench reconcile_bench --locked
 
 step "tests: workspace"
 cargo test --workspace --locked 2>&1 | tee -a "$log"

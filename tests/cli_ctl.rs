@@ -59,6 +59,24 @@ impl Ctl {
         (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
     }
 
+    /// Run a command that does not end by itself (`--watch`) for `long`, then stop it and
+    /// return what it printed.
+    fn watch(&self, args: &[&str], long: Duration) -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dms-ctl"));
+        cmd.env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("DMS_CONFIG", &self.config)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(long);
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let (code, out, err) = self.run(args);
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -116,6 +134,10 @@ fn dms_ctl_lists_reports_health_cleans_up_stops_and_sends_requests_to_a_running_
         );
         let (_, table, _) = ctl.run(&["list", "--detailed"]);
         assert!(table.lines().next().unwrap().contains("CPU%  RSS"), "{table}");
+        let watched = ctl.watch(&["list", "--watch", "0.2"], Duration::from_millis(1500));
+        let refreshes = watched.matches("every 0.2s (Ctrl-C to stop)").count();
+        assert!(refreshes >= 2, "--watch refreshed {refreshes} time(s):\n{watched}");
+        assert!(watched.matches("\nt-1 ").count() >= 2, "{watched}");
 
         // status, stats, health: all well.
         let status = ctl.json(&["status", "--json"]);

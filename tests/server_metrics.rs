@@ -31,28 +31,10 @@ fn credentials() -> String {
     .to_string()
 }
 
-/// The log without ANSI colour sequences (the fmt layer colours field names).
-fn plain(log: &str) -> String {
-    let mut out = String::with_capacity(log.len());
-    let mut chars = log.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The bound address from the "serving metrics" line (`metrics_addr=<ip:port>`).
 fn metrics_addr(daemon: &mut Daemon) -> SocketAddr {
     daemon.wait_log("serving metrics");
-    let log = plain(&daemon.log_text());
+    let log = e2e::strip_ansi(&daemon.log_text());
     let line = log
         .lines()
         .find(|l| l.contains("serving metrics") && l.contains("metrics_addr"))
