@@ -138,11 +138,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         journal_path: config.journal_path.clone(),
         journal_problems: replay.problems.clone(),
         broker_connected: Arc::clone(&broker_connected),
+        booted: AtomicBool::new(false),
         started: std::time::Instant::now(),
     });
     let admin_socket = admin::bind(&config.admin_socket)?;
     tracing::info!(path = %config.admin_socket.display(), "admin socket ready");
-    let admin_task = tokio::spawn(admin::serve(admin_socket, admin));
+    let admin_task = tokio::spawn(admin::serve(admin_socket, Arc::clone(&admin)));
     // The whole boot pass (observe, plan, journal, perform) finishes before intake starts.
     let report = supervisor.pass().await?;
     tracing::info!(
@@ -152,6 +153,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         took_ms = report.took.as_millis() as u64,
         "boot reconcile done"
     );
+    admin.booted.store(true, std::sync::atomic::Ordering::Release);
     let supervision = tokio::spawn(supervisor.run(config.timeouts.resync));
     let notifier = Notifier::from_env().map(Arc::new);
     if let Some(n) = &notifier {

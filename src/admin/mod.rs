@@ -51,6 +51,9 @@ pub struct Admin {
     pub journal_path: PathBuf,
     pub journal_problems: Vec<Problem>,
     pub broker_connected: Arc<AtomicBool>,
+    /// Set once the boot reconcile is done: until then nothing is stopped from here, so
+    /// the boot plan is the only thing that acts on what a crash left.
+    pub booted: AtomicBool,
     pub started: Instant,
 }
 
@@ -207,6 +210,11 @@ impl Admin {
     /// the engine, journaled under its own request key like any other request.
     async fn stop(&self, target: &str) -> Result<serde_json::Value, String> {
         let id = TargetId::new(target).map_err(|e| format!("invalid target id: {e}"))?;
+        if !self.booted.load(Ordering::Acquire) {
+            return Err(
+                "the boot reconcile is still running; nothing stopped, retry shortly".into()
+            );
+        }
         let state = self.engine.target_state(&id);
         let (Phase::Mounted, Some(helper), Some(spec)) = (&state.phase, state.helper, &state.spec)
         else {
