@@ -4,7 +4,7 @@
 //! Order matters: the journal is replayed and reality reconciled against it *before* any
 //! request is taken, so the first request already sees the truth (DESIGN §3.2, §3.4).
 
-use crate::admin::{self, Admin, AdminError};
+use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::engine::ports::{HostMounts, HostProcesses};
 use crate::engine::{Engine, EngineError, Executors};
@@ -38,8 +38,6 @@ pub enum ServerError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Supervise(#[from] SuperviseError),
-    #[error(transparent)]
-    Admin(#[from] AdminError),
     #[error("cannot start {what}: {reason}")]
     Startup { what: &'static str, reason: String },
 }
@@ -139,13 +137,30 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         journal_problems: replay.problems.clone(),
         broker_connected: Arc::clone(&broker_connected),
         booted: AtomicBool::new(false),
+        shutdown: shutdown.clone(),
         started: std::time::Instant::now(),
     });
-    let admin_socket = admin::bind(&config.admin_socket)?;
-    tracing::info!(path = %config.admin_socket.display(), "admin socket ready");
-    let admin_task = tokio::spawn(admin::serve(admin_socket, Arc::clone(&admin)));
+    // Without its admin socket the daemon still serves mounts (operators lose dms-ctl).
+    let admin_task = match admin::bind(&config.admin_socket) {
+        Ok(listener) => {
+            tracing::info!(path = %config.admin_socket.display(), "admin socket ready");
+            Some(tokio::spawn(admin::serve(listener, Arc::clone(&admin))))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admin socket disabled (admin_socket)");
+            None
+        }
+    };
     // The whole boot pass (observe, plan, journal, perform) finishes before intake starts.
-    let report = supervisor.pass().await?;
+    // While it runs, systemd is asked for more start time, so a node with many targets (or
+    // a hung mount among them) is not killed at TimeoutStartSec in the middle of it.
+    let notifier = Notifier::from_env().map(Arc::new);
+    let extending = notifier.clone().map(|n| tokio::spawn(extend_start(n)));
+    let report = supervisor.pass().await;
+    if let Some(task) = extending {
+        task.abort();
+    }
+    let report = report?;
     tracing::info!(
         steps = report.steps_performed,
         mounts = report.mounts,
@@ -155,7 +170,6 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     );
     admin.booted.store(true, std::sync::atomic::Ordering::Release);
     let supervision = tokio::spawn(supervisor.run(config.timeouts.resync));
-    let notifier = Notifier::from_env().map(Arc::new);
     if let Some(n) = &notifier {
         if let Err(e) = n.ready(&status_line(&engine)) {
             tracing::warn!(error = %e, "cannot tell systemd the daemon is ready");
@@ -186,8 +200,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     if let Some(task) = metrics {
         task.abort();
     }
-    admin_task.abort();
-    let _ = std::fs::remove_file(&config.admin_socket);
+    if let Some(task) = admin_task {
+        task.abort();
+        let _ = std::fs::remove_file(&config.admin_socket);
+    }
     if let Some(task) = keep_alive {
         task.abort();
     }
@@ -223,9 +239,22 @@ fn status_line(engine: &HostEngine) -> String {
     format!("serving: {targets} targets tracked, {mounted} mounted")
 }
 
+/// `EXTEND_TIMEOUT_USEC` every 20 s (by 60 s each time) while the boot pass runs.
+async fn extend_start(notifier: Arc<Notifier>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(20));
+    loop {
+        tick.tick().await;
+        let _ = notifier.status("reconciling the journal with the host before intake");
+        if let Err(e) = notifier.extend_timeout(Duration::from_secs(60)) {
+            tracing::warn!(error = %e, "cannot ask systemd for more start time");
+        }
+    }
+}
+
 /// Watchdog keep-alives and a fresh status line from the main runtime, and the stop notice.
-/// Each tick takes the engine's state lock, so a wedged engine stops the keep-alives and
-/// systemd restarts the daemon (its mounts and helpers stay).
+/// Each tick takes the engine's state lock: a runtime that no longer runs tasks, or a
+/// deadlocked state lock, stops the keep-alives and systemd restarts the daemon (its mounts
+/// and helpers stay). A single target stuck in an operation does not: it only stalls itself.
 async fn keep_alive(
     notifier: Arc<Notifier>,
     engine: Arc<HostEngine>,

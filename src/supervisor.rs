@@ -160,7 +160,7 @@ impl Supervisor {
         resync.tick().await; // the boot pass just ran
         loop {
             tokio::select! {
-                Some(exit) = self.exits.recv() => self.helper_exited(exit).await,
+                Some(exit) = self.exits.recv() => self.helper_exited(exit),
                 Some(reply) = self.asked.recv() => {
                     let report = self.pass().await.map_err(|e| e.to_string());
                     let _ = reply.send(report);
@@ -177,20 +177,13 @@ impl Supervisor {
         }
     }
 
-    async fn helper_exited(&mut self, exit: HelperExit) {
+    /// Handled in a task of its own: it waits for the target's turn (an unmount in flight
+    /// stops its own helper), and that wait must not hold up other targets' exits, the
+    /// resync or an admin cleanup.
+    fn helper_exited(&mut self, exit: HelperExit) {
         self.watched.remove(&exit.helper);
-        let (target, pid, status) = (exit.target.to_string(), exit.helper.pid, &exit.status);
-        match self.engine.helper_exited(&exit.target, exit.helper, status).await {
-            Ok(true) => tracing::warn!(
-                target_id = %target, pid, %status,
-                "helper died: target lost, dead mount detached"
-            ),
-            Ok(false) => tracing::debug!(target_id = %target, pid, %status, "helper exited"),
-            Err(e) => tracing::error!(
-                target_id = %target, pid, error = %e,
-                "cannot journal a helper's death; the next resync retries"
-            ),
-        }
+        let engine = Arc::clone(&self.engine);
+        tokio::spawn(async move { journal_exit(&engine, exit).await });
     }
 
     /// A pidfd watch for every helper of a mounted target that has none. A helper that is
@@ -256,6 +249,21 @@ impl Supervisor {
         let now =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         Clock { now: Timestamp(now), boot: self.boot }
+    }
+}
+
+async fn journal_exit(engine: &HostEngine, exit: HelperExit) {
+    let (target, pid, status) = (exit.target.to_string(), exit.helper.pid, &exit.status);
+    match engine.helper_exited(&exit.target, exit.helper, status).await {
+        Ok(true) => tracing::warn!(
+            target_id = %target, pid, %status,
+            "helper died: target lost, dead mount detached"
+        ),
+        Ok(false) => tracing::debug!(target_id = %target, pid, %status, "helper exited"),
+        Err(e) => tracing::error!(
+            target_id = %target, pid, error = %e,
+            "cannot journal a helper's death; the next resync retries"
+        ),
     }
 }
 

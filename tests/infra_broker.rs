@@ -139,11 +139,19 @@ async fn client_reconnects_after_kill_and_restart_and_durable_state_survives() {
     let conn2 = connect(&url).await;
     let ch2 = conn2.create_channel().await.unwrap();
     declare_node_queue(&ch2, queue).await;
-    let got = ch2
-        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .expect("persistent message lost across kill_and_restart");
+    // After a SIGKILL the queue's contents are recovered from disk as the node boots, which
+    // can finish a moment after the node accepts connections: ask again for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got = ch2.basic_get(queue.into(), BasicGetOptions { no_ack: true }).await.unwrap();
+        match got {
+            Some(got) => break got,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            None => panic!("persistent message lost across kill_and_restart"),
+        }
+    };
     assert_eq!(got.delivery.data, b"persistent");
     conn2.close(200, "bye".into()).await.unwrap();
     tokio::task::spawn_blocking(move || drop(broker)).await.unwrap();

@@ -54,6 +54,8 @@ pub struct Admin {
     /// Set once the boot reconcile is done: until then nothing is stopped from here, so
     /// the boot plan is the only thing that acts on what a crash left.
     pub booted: AtomicBool,
+    /// Turns true when the daemon stops: no new stop is started then.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub started: Instant,
 }
 
@@ -67,9 +69,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
         Ok(meta) if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) => {
             return Err(AdminError::NotASocket { path: path.to_path_buf() });
         }
+        // Nobody listening: the socket of a daemon that died. (A second daemon cannot be
+        // here: the journal's lock keeps it out before this point.)
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(io("cannot remove the stale socket"))?
+            }
+            Err(e) => return Err(io("cannot tell whether it is in use")(e)),
             Ok(_) => return Err(AdminError::InUse { path: path.to_path_buf() }),
-            Err(_) => std::fs::remove_file(path).map_err(io("cannot remove the stale socket"))?,
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("cannot inspect it")(e)),
@@ -80,13 +87,24 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
     Ok(listener)
 }
 
-/// Serve until the task is aborted.
+/// Connections served at once; more are turned away (operators and monitoring are few).
+const MAX_CONNECTIONS: usize = 16;
+
+/// Serve until the task is aborted. Connection tasks live in a set owned here, so aborting
+/// the server ends them too.
 pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         match listener.accept().await {
+            Ok((mut stream, _)) if connections.len() >= MAX_CONNECTIONS => {
+                let busy = r#"{"ok":false,"data":null,"error":"the admin socket is busy; retry"}"#;
+                let line = format!("{busy}\n");
+                let _ = tokio::time::timeout(READ_TIMEOUT, stream.write_all(line.as_bytes())).await;
+            }
             Ok((stream, _)) => {
                 let admin = Arc::clone(&admin);
-                tokio::spawn(async move { admin.connection(stream).await });
+                connections.spawn(async move { admin.connection(stream).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin socket accept failed");
@@ -117,7 +135,8 @@ impl Admin {
             format!(r#"{{"ok":false,"data":null,"error":"cannot encode the answer: {e}"}}"#)
         });
         line.push('\n');
-        let _ = stream.write_all(line.as_bytes()).await;
+        // A client that never reads its answer is dropped, not waited on.
+        let _ = tokio::time::timeout(READ_TIMEOUT, stream.write_all(line.as_bytes())).await;
         let _ = stream.shutdown().await;
     }
 
@@ -127,7 +146,7 @@ impl Admin {
             AdminRequest::Targets { detailed, all } => self.targets(detailed, all).await,
             AdminRequest::Stats => self.stats().await,
             AdminRequest::Cleanup => self.cleanup().await,
-            AdminRequest::Stop { target } => self.stop(&target).await,
+            AdminRequest::Stop { target, pid } => self.stop(&target, pid).await,
             AdminRequest::Journal { args } => Ok(self.journal(args).await),
         };
         match result {
@@ -208,12 +227,15 @@ impl Admin {
 
     /// Only a target mounted by a helper the journal knows; the stop is an unmount through
     /// the engine, journaled under its own request key like any other request.
-    async fn stop(&self, target: &str) -> Result<serde_json::Value, String> {
+    async fn stop(&self, target: &str, pid: Option<u32>) -> Result<serde_json::Value, String> {
         let id = TargetId::new(target).map_err(|e| format!("invalid target id: {e}"))?;
         if !self.booted.load(Ordering::Acquire) {
             return Err(
                 "the boot reconcile is still running; nothing stopped, retry shortly".into()
             );
+        }
+        if *self.shutdown.borrow() {
+            return Err("dms-server is stopping; nothing stopped".into());
         }
         let state = self.engine.target_state(&id);
         let (Phase::Mounted, Some(helper), Some(spec)) = (&state.phase, state.helper, &state.spec)
@@ -223,6 +245,13 @@ impl Admin {
                 state.phase
             ));
         };
+        if pid.is_some_and(|p| p != helper.pid) {
+            return Err(format!(
+                "{target}'s helper is pid {} now, not {}; nothing stopped",
+                helper.pid,
+                pid.unwrap_or_default()
+            ));
+        }
         let key = format!("dms-ctl-stop-{}", uuid::Uuid::new_v4());
         let request = wire::Request {
             key: Some(RequestKey::new(&key).map_err(|e| e.to_string())?),

@@ -34,7 +34,13 @@ pub enum AdminRequest {
     Cleanup,
     /// Stop one target's helper: an unmount through the engine, journaled like any request.
     /// Refused unless the target is mounted by a helper the journal knows.
-    Stop { target: String },
+    Stop {
+        target: String,
+        /// The helper PID the operator means (`dms-ctl stop --pid`): refused if the target's
+        /// helper is another process by now.
+        #[serde(default)]
+        pid: Option<u32>,
+    },
     /// `dms-journal` arguments (after the program name), answered against the journal the
     /// daemon holds; the data is a [`JournalAnswer`].
     Journal { args: Vec<String> },

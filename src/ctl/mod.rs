@@ -180,6 +180,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             );
         }
         Command::Stop { target, pid } => {
+            let expected = pid;
             let target = match (target, pid) {
                 (Some(target), _) => target,
                 (None, pid) => {
@@ -200,7 +201,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                         })?
                 }
             };
-            let data = ask(AdminRequest::Stop { target }).map_err(failed)?;
+            let data = ask(AdminRequest::Stop { target, pid: expected }).map_err(failed)?;
             println!("{}", data.get("message").and_then(|m| m.as_str()).unwrap_or("stopped"));
         }
         Command::Mount(args) => return send("mount", &cli.config, args),

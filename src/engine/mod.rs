@@ -112,8 +112,10 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
 
     /// Serve one validated request to its outcome.
     pub async fn handle(&self, request: &Request) -> Result<Outcome, EngineError> {
-        let _permit = self.permits.acquire().await.map_err(|_| EngineError::Closed)?;
+        // The target's turn first, then a permit: requests queued behind one slow target
+        // wait without holding permits the other targets need.
         let _serial = self.serialize(&request.target).await;
+        let _permit = self.permits.acquire().await.map_err(|_| EngineError::Closed)?;
         let command = request.command(OperationId::random());
         perform::Run::new(self, request).drive(command).await
     }
@@ -122,15 +124,20 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
     /// observed): each step's records are made durable before its effects run
     /// (write-ahead, as for requests), and effect outcomes go through the machine.
     ///
-    /// A step runs only if its target is still exactly as seen, checked under the target's
-    /// turn: a target that a request moved on since (or that was in flight while reality
-    /// was observed) is left for the next pass, so a plan made from an older picture never
-    /// undoes newer work. At boot nothing is in flight and every step runs. Returns how
-    /// many steps ran.
+    /// A step runs only if its target is free and still exactly as seen, checked under the
+    /// target's turn: a target with a request in flight, or that a request moved on since
+    /// reality was observed, is left for the next pass, so a plan made from an older picture
+    /// never undoes newer work and one slow target never stalls the pass. At boot nothing is
+    /// in flight and every step runs. Returns how many steps ran.
     pub async fn reconcile(&self, plan: Plan, seen: &JournalState) -> Result<usize, EngineError> {
         let mut performed = 0;
         for step in plan.steps {
-            let _serial = self.serialize(&step.target).await;
+            // A target whose turn is taken has a request in flight: its records will change,
+            // so the step would be skipped anyway, and waiting would stall the whole pass
+            // behind one slow (or hung) target.
+            let Some(_serial) = self.try_serialize(&step.target) else {
+                continue;
+            };
             let was = seen.target(&step.target).map_or(0, |t| t.records);
             if self.target_state(&step.target).records != was {
                 continue;
@@ -170,6 +177,15 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             target: target.clone(),
             held: Some(target_lock.lock_owned().await),
         }
+    }
+
+    /// The target's turn if nobody holds it now.
+    fn try_serialize(&self, target: &TargetId) -> Option<Serial<'_>> {
+        let target_lock = Arc::clone(lock(&self.targets).entry(target.clone()).or_default());
+        let held = target_lock.try_lock_owned().ok();
+        // Built even when the lock is busy, so its drop forgets an unused entry.
+        let serial = Serial { targets: &self.targets, target: target.clone(), held };
+        serial.held.is_some().then_some(serial)
     }
 
     fn clock(&self) -> Clock {

@@ -40,6 +40,9 @@ pub enum HelperError {
     NotOurs { pid: u32 },
     #[error("cannot signal helper pid {pid}: {source}")]
     Signal { pid: u32, source: std::io::Error },
+    /// The identity could not be read (not "someone else"): nothing is concluded from it.
+    #[error("cannot check the identity of helper pid {pid}: {source}")]
+    Identity { pid: u32, source: crate::observe::procfs::ProcError },
     #[error("helper pid {pid} still runs {waited:?} after SIGKILL")]
     Unkillable { pid: u32, waited: Duration },
 }
@@ -199,7 +202,8 @@ impl Helpers {
         match self.procfs.start_ticks(helper.pid) {
             Ok(Some(t)) if t == helper.start_ticks => Ok(Some(pidfd)),
             Ok(None) => Ok(None),
-            _ => Err(HelperError::NotOurs { pid: helper.pid }),
+            Ok(Some(_)) => Err(HelperError::NotOurs { pid: helper.pid }),
+            Err(source) => Err(HelperError::Identity { pid: helper.pid, source }),
         }
     }
 }

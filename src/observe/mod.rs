@@ -111,40 +111,82 @@ impl Host {
 /// many hung mounts is observed in (hung / batch) timeouts, not one timeout each.
 const PROBE_BATCH: usize = 64;
 
-/// Whether each path answers within `timeout`, probed in parallel batches.
+/// Mount points whose last probe has not come back (a hung mount): not probed again until
+/// it does, so repeated passes (and `dms-ctl stats`) leave at most one thread per hung mount.
+fn stuck() -> &'static std::sync::Mutex<BTreeSet<String>> {
+    static STUCK: std::sync::OnceLock<std::sync::Mutex<BTreeSet<String>>> =
+        std::sync::OnceLock::new();
+    STUCK.get_or_init(Default::default)
+}
+
+/// Whether each path answers within `timeout`, probed in parallel batches. Only a timeout or
+/// an error that says the filesystem itself is gone counts as not answering; any other
+/// answer (EACCES from a root-squashed NFS export, EIO from a struggling helper) is an
+/// answer, and a probe that cannot even start is no evidence either way (counted alive, so
+/// nothing is detached on it).
 pub fn answer_all(paths: &[&str], timeout: Duration) -> Vec<bool> {
     let mut answered = Vec::with_capacity(paths.len());
     for batch in paths.chunks(PROBE_BATCH) {
         let probes: Vec<_> = batch.iter().map(|p| probe(p)).collect();
         let deadline = std::time::Instant::now() + timeout;
-        for rx in probes {
+        for probe in probes {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            answered.push(rx.is_some_and(|rx| rx.recv_timeout(left).unwrap_or(false)));
+            answered.push(match probe {
+                Probe::Started(rx) => rx.recv_timeout(left).unwrap_or(false),
+                Probe::StillStuck => false,
+                Probe::NotStarted => true,
+            });
         }
     }
     answered
 }
 
-/// Whether `path` answers a directory read within `timeout`. A hung FUSE mount blocks the calling
-/// thread in the kernel, so the probe runs on a thread of its own that may be left behind.
+/// Whether `path` answers within `timeout` (see [`answer_all`]).
 pub fn answers(path: &str, timeout: Duration) -> bool {
-    probe(path).is_some_and(|rx| rx.recv_timeout(timeout).unwrap_or(false))
+    answer_all(&[path], timeout).first().copied().unwrap_or(true)
 }
 
-/// Start a probe of `path`; its answer arrives on the channel (`None`: no thread).
-fn probe(path: &str) -> Option<std::sync::mpsc::Receiver<bool>> {
+/// Errors that mean the filesystem behind a mount point is gone: a FUSE mount whose helper
+/// died (`ENOTCONN`, `ECONNABORTED`), a stale NFS handle.
+pub fn is_gone(error: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    let gone = [Errno::NOTCONN, Errno::CONNABORTED, Errno::STALE].map(|e| e.raw_os_error());
+    error.raw_os_error().is_some_and(|code| gone.contains(&code))
+}
+
+enum Probe {
+    Started(std::sync::mpsc::Receiver<bool>),
+    StillStuck,
+    NotStarted,
+}
+
+/// A `stat` of `path` on a thread of its own: a hung mount blocks the caller in the kernel,
+/// and that thread may be left behind. (A `stat` may be answered from the kernel's
+/// attribute cache for a moment after a FUSE helper died; the helper's pidfd reports that
+/// death anyway, and the next pass sees the mount gone.)
+fn probe(path: &str) -> Probe {
+    let mut pending = stuck().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !pending.insert(path.to_owned()) {
+        return Probe::StillStuck;
+    }
+    drop(pending);
     let (tx, rx) = std::sync::mpsc::channel();
-    let path = path.to_owned();
-    std::thread::Builder::new()
-        .name("dms-mount-probe".into())
-        .spawn(move || {
-            // Opening and reading the directory reaches the filesystem itself; a `stat` alone
-            // may be served from the kernel's attribute cache after a FUSE helper died.
-            let answered = std::fs::read_dir(&path).map(|mut d| d.next().is_none_or(|e| e.is_ok()));
-            let _ = tx.send(answered.unwrap_or(false));
-        })
-        .ok()
-        .map(|_| rx)
+    let owned = path.to_owned();
+    let spawned = std::thread::Builder::new().name("dms-mount-probe".into()).spawn(move || {
+        let answered = match std::fs::metadata(&owned) {
+            Ok(_) => true,
+            Err(e) => !is_gone(&e),
+        };
+        stuck().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&owned);
+        let _ = tx.send(answered);
+    });
+    match spawned {
+        Ok(_) => Probe::Started(rx),
+        Err(_) => {
+            stuck().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(path);
+            Probe::NotStarted
+        }
+    }
 }
 
 #[cfg(test)]
@@ -153,15 +195,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn given_existing_and_missing_paths_when_probed_then_answers_tells_them_apart() {
+    fn given_paths_and_errors_when_probed_then_only_a_gone_filesystem_is_not_answering() {
         assert!(answers("/", Duration::from_secs(5)));
-        assert!(!answers("/nonexistent/dms", Duration::from_secs(5)));
-        let paths: Vec<String> = (0..PROBE_BATCH + 3)
-            .map(|i| if i % 2 == 0 { "/".into() } else { format!("/nonexistent/{i}") })
-            .collect();
+        // A missing path or a refused one is an answer from a working filesystem.
+        assert!(answers("/nonexistent/dms", Duration::from_secs(5)));
+        let paths: Vec<String> =
+            (0..PROBE_BATCH + 3).map(|i| format!("/nonexistent/{i}")).collect();
         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-        let answered = answer_all(&paths, Duration::from_secs(5));
-        assert_eq!(answered, (0..PROBE_BATCH + 3).map(|i| i % 2 == 0).collect::<Vec<_>>());
+        assert_eq!(answer_all(&paths, Duration::from_secs(5)), vec![true; PROBE_BATCH + 3]);
+        let errno = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
+        assert!(is_gone(&errno(rustix::io::Errno::NOTCONN)));
+        assert!(is_gone(&errno(rustix::io::Errno::STALE)));
+        for answered in [rustix::io::Errno::ACCESS, rustix::io::Errno::IO, rustix::io::Errno::NOENT]
+        {
+            assert!(!is_gone(&errno(answered)), "{answered:?}");
+        }
+        assert!(stuck().lock().unwrap().is_empty(), "finished probes are forgotten");
     }
 
     #[test]
