@@ -232,13 +232,7 @@ impl Supervisor {
     }
 
     fn log_findings(&mut self, findings: &[reconcile::Finding]) {
-        let now: BTreeSet<String> = findings
-            .iter()
-            .map(|f| match &f.target {
-                Some(t) => format!("{t}: {}", f.what),
-                None => f.what.clone(),
-            })
-            .collect();
+        let now: BTreeSet<String> = findings.iter().map(ToString::to_string).collect();
         for finding in now.difference(&self.findings) {
             tracing::warn!("{finding}");
         }

@@ -71,6 +71,16 @@ pub struct Finding {
     pub what: String,
 }
 
+/// `<target>: <what>`, or just `<what>` when no target is concerned.
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.target {
+            Some(t) => write!(f, "{t}: {}", self.what),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub steps: Vec<Step>,

@@ -106,10 +106,7 @@ pub fn stats(journal: &JournalState, obs: &Observations, plan: &Plan, alive: usi
             format!("{}: cleanup would do {}", step.target, what.join(", then "))
         })
         .collect();
-    disagreements.extend(plan.findings.iter().map(|f| match &f.target {
-        Some(t) => format!("{t}: {}", f.what),
-        None => f.what.clone(),
-    }));
+    disagreements.extend(plan.findings.iter().map(ToString::to_string));
     Stats {
         tracked: journal.targets.values().filter(|t| t.phase != Phase::Unmounted).count(),
         by_state,
