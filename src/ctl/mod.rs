@@ -180,28 +180,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             );
         }
         Command::Stop { target, pid } => {
-            let expected = pid;
             let target = match (target, pid) {
                 (Some(target), _) => target,
-                (None, pid) => {
-                    let all = ask(AdminRequest::Targets { detailed: false, all: false })
-                        .map_err(failed)?;
-                    let rows: Vec<TargetView> = parse(all)?;
-                    rows.into_iter()
-                        .find(|r| r.helper_pid.is_some() && r.helper_pid == pid)
-                        .map(|r| r.target)
-                        .ok_or_else(|| {
-                            (
-                                1,
-                                format!(
-                                    "PID {} is not a helper this daemon tracks; nothing stopped",
-                                    pid.unwrap_or(0)
-                                ),
-                            )
-                        })?
-                }
+                (None, pid) => target_of_helper(&ask, pid.unwrap_or_default())?,
             };
-            let data = ask(AdminRequest::Stop { target, pid: expected }).map_err(failed)?;
+            let data = ask(AdminRequest::Stop { target, pid }).map_err(failed)?;
             println!("{}", data.get("message").and_then(|m| m.as_str()).unwrap_or("stopped"));
         }
         Command::Mount(args) => return send("mount", &cli.config, args),
@@ -211,6 +194,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+/// The target whose tracked helper is `pid` (for `stop --pid`, the old monitor's `--kill`).
+fn target_of_helper(
+    ask: &dyn Fn(AdminRequest) -> Result<serde_json::Value, ClientError>,
+    pid: u32,
+) -> Result<String, Failure> {
+    let rows: Vec<TargetView> =
+        parse(ask(AdminRequest::Targets { detailed: false, all: false }).map_err(failed)?)?;
+    rows.into_iter().find(|r| r.helper_pid == Some(pid)).map(|r| r.target).ok_or_else(|| {
+        (1, format!("PID {pid} is not a helper this daemon tracks; nothing stopped"))
+    })
 }
 
 /// `--socket`/`$DMS_ADMIN_SOCKET`, else the configuration's `admin_socket` (a config file
