@@ -16,11 +16,11 @@
 use crate::exec::helper::{HelperExit, Helpers};
 use crate::observe::{Host, ObserveError};
 use crate::server::HostEngine;
-use dms_journal::{reconcile, BootId, Clock, HelperIdentity, Phase, Timestamp};
+use dms_journal::{reconcile, BootId, HelperIdentity, Phase};
 use std::collections::{BTreeSet, HashSet};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
@@ -138,7 +138,7 @@ impl Supervisor {
         let observed = tokio::task::spawn_blocking(move || observer.observe(&journal))
             .await
             .map_err(|e| SuperviseError::Task(e.to_string()))??;
-        let plan = reconcile::plan(&seen, &observed, self.clock());
+        let plan = reconcile::plan(&seen, &observed, crate::engine::wall_clock(self.boot));
         self.log_findings(&plan.findings);
         let steps_planned = plan.steps.len();
         let steps_performed = self.engine.reconcile(plan, &seen).await?;
@@ -237,12 +237,6 @@ impl Supervisor {
             tracing::warn!("{finding}");
         }
         self.findings = now;
-    }
-
-    fn clock(&self) -> Clock {
-        let now =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        Clock { now: Timestamp(now), boot: self.boot }
     }
 }
 

@@ -15,12 +15,12 @@ use crate::server::HostEngine;
 use crate::supervisor::PassNow;
 use crate::wire::{self, Reply};
 use dms_journal::store::Problem;
-use dms_journal::{reconcile, BootId, Clock, Phase, RequestKey, TargetId, Timestamp};
+use dms_journal::{reconcile, BootId, Phase, RequestKey, TargetId};
 use protocol::{AdminRequest, AdminResponse, MAX_REQUEST};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -202,9 +202,7 @@ impl Admin {
         let host = self.host.clone();
         let journal = snapshot.clone();
         let observed = blocking(move || host.observe(&journal).map_err(|e| e.to_string())).await?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let plan =
-            reconcile::plan(&snapshot, &observed, Clock { now: Timestamp(now), boot: self.boot });
+        let plan = reconcile::plan(&snapshot, &observed, crate::engine::wall_clock(self.boot));
         let alive = snapshot
             .targets
             .values()

@@ -189,9 +189,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
     }
 
     fn clock(&self) -> Clock {
-        let now =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        Clock { now: Timestamp(now), boot: self.boot }
+        wall_clock(self.boot)
     }
 
     /// Decide and make the records durable, then fold them into the state.
@@ -232,6 +230,14 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         }
         Ok(())
     }
+}
+
+/// The wall clock and boot the daemon's decisions are taken at: read here, at the edge, and
+/// passed into the pure model (which never reads time itself).
+pub fn wall_clock(boot: BootId) -> Clock {
+    let now =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Clock { now: Timestamp(now), boot }
 }
 
 type TargetLocks = Mutex<HashMap<TargetId, Arc<tokio::sync::Mutex<()>>>>;
