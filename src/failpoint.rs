@@ -22,23 +22,6 @@ pub fn hit(kind: &str, name: &str) {
     let _ = (kind, name);
 }
 
-/// The failpoint name of an effect.
-pub fn effect_name(effect: &dms_journal::Effect) -> &'static str {
-    use dms_journal::Effect;
-    match effect {
-        Effect::FetchCredentials { .. } => "FetchCredentials",
-        Effect::SpawnHelper { .. } => "SpawnHelper",
-        Effect::VerifyMount { .. } => "VerifyMount",
-        Effect::MountNfs { .. } => "MountNfs",
-        Effect::StopHelper { .. } => "StopHelper",
-        Effect::Unmount { .. } => "Unmount",
-        Effect::Cleanup { .. } => "Cleanup",
-        Effect::RemoveStalePidFile { .. } => "RemoveStalePidFile",
-        Effect::WritePidFile { .. } => "WritePidFile",
-        Effect::Reply { .. } => "Reply",
-    }
-}
-
 #[cfg(debug_assertions)]
 mod armed {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -97,6 +97,24 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// The effect's name, as failpoints and `dms-ctl stats` show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Effect::FetchCredentials { .. } => "FetchCredentials",
+            Effect::SpawnHelper { .. } => "SpawnHelper",
+            Effect::VerifyMount { .. } => "VerifyMount",
+            Effect::MountNfs { .. } => "MountNfs",
+            Effect::StopHelper { .. } => "StopHelper",
+            Effect::Unmount { .. } => "Unmount",
+            Effect::Cleanup { .. } => "Cleanup",
+            Effect::RemoveStalePidFile { .. } => "RemoveStalePidFile",
+            Effect::WritePidFile { .. } => "WritePidFile",
+            Effect::Reply { .. } => "Reply",
+        }
+    }
+}
+
 /// What to journal and then do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {

@@ -102,7 +102,7 @@ pub fn stats(journal: &JournalState, obs: &Observations, plan: &Plan, alive: usi
                     d => format!("{} ({d})", r.event.name()),
                 })
                 .collect();
-            what.extend(step.effects.iter().map(|e| crate::failpoint::effect_name(e).to_owned()));
+            what.extend(step.effects.iter().map(|e| e.name().to_owned()));
             format!("{}: cleanup would do {}", step.target, what.join(", then "))
         })
         .collect();

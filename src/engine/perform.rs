@@ -72,7 +72,7 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
 
     /// Perform one effect; its outcome, if the machine wants it, as a command.
     async fn perform(&mut self, effect: Effect) -> Option<Command> {
-        let name = crate::failpoint::effect_name(&effect);
+        let name = effect.name();
         let next = self.perform_effect(effect).await;
         crate::failpoint::hit("effect", name);
         next
