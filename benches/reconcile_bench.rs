@@ -72,7 +72,7 @@ use dms::observe::procfs::Procfs;
 use dms::observe::Host;
 use dms_journal::store::Journal;
 use dms_journal::{reconcile, Clock, Event, Record, TargetId, Timestamp};
-use e2e::{s3_mount, strip_ansi, unmount, uuid, Client, Daemon};
+use e2e::{s3_mount, unmount, uuid, Client, Daemon};
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -527,7 +527,7 @@ struct Boot {
 impl Boot {
     fn from_log(ready: Duration, spawned: SystemTime, log: &str) -> Boot {
         let spawn_sod = spawned.duration_since(UNIX_EPOCH).unwrap().as_secs_f64() % 86_400.0;
-        let lines: Vec<String> = log.lines().map(strip_ansi).collect();
+        let lines: Vec<&str> = log.lines().collect();
         let find = |needle: &str| lines.iter().find(|l| l.contains(needle));
         let at = |needle: &str| {
             let sod = line_seconds_of_day(find(needle)?)?;
@@ -599,8 +599,8 @@ fn scan_log(when: &str, daemon: &Daemon) {
     let text = daemon.log_text();
     let bad: Vec<String> = text
         .lines()
-        .map(strip_ansi)
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .map(str::to_owned)
         .collect();
     if bad.is_empty() {
         println!("  daemon log {when}: no warnings or errors");

@@ -58,7 +58,7 @@
 //! uses it. `DMS_TESTFS_BIN=/path/to/dms-testfs` skips all that.
 //!
 //! Other knobs: `DMS_BENCH_LOG_LEVEL` (the daemon's `DMS_LOG_LEVEL`, default `info`);
-//! `DMS_BENCH_KEEP=1` keeps the daemon's temp directory (its log has one `request served`
+//! `DMS_BENCH_KEEP=1` keeps the daemon's temp directory (its log has one `Mount done`/`Unmount done`
 //! line per request, with `elapsed_ms` inside the daemon). The daemon's journal lives under
 //! `/tmp` (the same disk as the target directory here, not tmpfs: its fsyncs count).
 //!
@@ -670,13 +670,12 @@ async fn daemon_latency(
         }
     }
     client.close().await;
-    // The daemon's own view: `elapsed_ms` of its `request served` lines (mounts only).
-    for line in daemon.log_text().lines().filter(|l| l.contains("request served")) {
-        let mount = line.contains("action=\"mount\"") || line.contains("action=mount");
+    // The daemon's own view: `elapsed_ms` of its `Mount done` lines.
+    for line in daemon.log_text().lines().filter(|l| l.contains("Mount done for target")) {
         let elapsed = line.split("elapsed_ms=").nth(1).and_then(|s| {
             s.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse::<u64>().ok())
         });
-        if let (true, Some(e)) = (mount, elapsed) {
+        if let Some(e) = elapsed {
             inside.push(Duration::from_millis(e));
         }
     }
@@ -684,7 +683,7 @@ async fn daemon_latency(
     println!("daemon unmount (request → reply):            {}", unmounts.summary());
     if !inside.0.is_empty() {
         println!(
-            "daemon's own `request served` elapsed_ms (mounts, incl. warm-up; whole ms): \
+            "daemon's own `Mount done` elapsed_ms (mounts, incl. warm-up; whole ms): \
              median {}",
             ms(inside.median())
         );

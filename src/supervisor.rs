@@ -213,7 +213,7 @@ impl Supervisor {
                         });
                     }
                     Err(e) => tracing::warn!(
-                        target_id = %target, pid = helper.pid, error = %e,
+                        target_id = %target, helper_pid = helper.pid, error = %e,
                         "cannot watch the helper; the resync will notice its death"
                     ),
                 },
@@ -224,7 +224,7 @@ impl Supervisor {
                     let _ = self.exits_tx.send(exit("gone; its PID now names another process"));
                 }
                 Err(e) => tracing::warn!(
-                    target_id = %target, pid = helper.pid, error = %e,
+                    target_id = %target, helper_pid = helper.pid, error = %e,
                     "cannot watch the helper; the resync will notice its death"
                 ),
             }
@@ -244,12 +244,14 @@ async fn journal_exit(engine: &HostEngine, exit: HelperExit) {
     let (target, pid, status) = (exit.target.to_string(), exit.helper.pid, &exit.status);
     match engine.helper_exited(&exit.target, exit.helper, status).await {
         Ok(true) => tracing::warn!(
-            target_id = %target, pid, %status,
-            "helper died: target lost, dead mount detached"
+            target_id = %target, helper_pid = pid, %status,
+            "helper of target {target} died: target lost, dead mount detached"
         ),
-        Ok(false) => tracing::debug!(target_id = %target, pid, %status, "helper exited"),
+        Ok(false) => {
+            tracing::debug!(target_id = %target, helper_pid = pid, %status, "helper exited")
+        }
         Err(e) => tracing::error!(
-            target_id = %target, pid, error = %e,
+            target_id = %target, helper_pid = pid, error = %e,
             "cannot journal a helper's death; the next resync retries"
         ),
     }

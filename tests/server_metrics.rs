@@ -34,7 +34,7 @@ fn credentials() -> String {
 /// The bound address from the "serving metrics" line (`metrics_addr=<ip:port>`).
 fn metrics_addr(daemon: &mut Daemon) -> SocketAddr {
     daemon.wait_log("serving metrics");
-    let log = e2e::strip_ansi(&daemon.log_text());
+    let log = daemon.log_text();
     let line = log
         .lines()
         .find(|l| l.contains("serving metrics") && l.contains("metrics_addr"))

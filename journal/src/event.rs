@@ -102,6 +102,17 @@ impl Outcome {
     pub fn is_success(&self) -> bool {
         !matches!(self, Outcome::Failed { .. })
     }
+
+    /// A short name for logs and journal fields (`OUTCOME=mounted`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Mounted { .. } => "mounted",
+            Outcome::AlreadyMounted { .. } => "already_mounted",
+            Outcome::Unmounted { .. } => "unmounted",
+            Outcome::NotMounted { .. } => "not_mounted",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
 }
 
 impl fmt::Display for Outcome {

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tracing::Instrument;
 
 /// A client has this long to send its request; the answer (a cleanup pass, a stop) may
 /// take as long as the operation's own deadlines.
@@ -258,8 +259,20 @@ impl Admin {
             action: wire::Action::Unmount { mount_path: spec.mount_path.clone() },
             token: None,
         };
-        let outcome = self.engine.handle(&request).await.map_err(|e| e.to_string())?;
-        tracing::info!(target_id = %target, pid = helper.pid, %outcome, request = %key, "admin stop");
+        let span = tracing::info_span!(
+            "request",
+            target_id = %target,
+            request_key = %key,
+            action = "unmount",
+            helper_pid = helper.pid
+        );
+        let outcome = async {
+            let outcome = self.engine.handle(&request).await.map_err(|e| e.to_string())?;
+            tracing::info!(outcome = outcome.name(), "admin stop of target {target}: {outcome}");
+            Ok::<_, String>(outcome)
+        }
+        .instrument(span)
+        .await?;
         let reply = Reply::from_outcome(&outcome);
         match (outcome.is_success(), reply.success_msg, reply.error_msg) {
             (true, Some(msg), _) => {

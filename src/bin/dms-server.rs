@@ -42,8 +42,17 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    dms::telemetry::init(config.log_level.as_str());
-    tracing::info!(node = %config.node_id.as_str(), queue = %config.queue_name(), broker = %config.rabbitmq_url, "starting");
+    let logging = dms::telemetry::init(config.log_level, config.log_format);
+    if let Some(problem) = &logging.fallback {
+        tracing::warn!(%problem, "log_format");
+    }
+    tracing::info!(
+        node = %config.node_id.as_str(),
+        queue = %config.queue_name(),
+        broker = %config.rabbitmq_url,
+        log = logging.sink.as_str(),
+        "starting"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

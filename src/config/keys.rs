@@ -35,6 +35,7 @@ pub const KEYS: &[Key] = &[
     key("auth_url", "DMS_AUTH_URL", O, "Keystone URL (`http(s)://`); informational, requests bring their own token."),
     key("mount_base_path", "DMS_MOUNT_BASE", D(DEFAULT_MOUNT_BASE), "Absolute directory every requested mount path must lie strictly inside."),
     key("log_level", "DMS_LOG_LEVEL", D("info"), "`error`, `warn`, `info`, `debug` or `trace` (any case; `warning` and `critical` are accepted)."),
+    key("log_format", "DMS_LOG_FORMAT", D("auto"), "`auto`: native journal entries (fields `TARGET_ID`, `REQUEST_KEY`, `ACTION`, `OUTCOME`, `HELPER_PID`) when stderr is the journal (systemd's `JOURNAL_STREAM`), else `text`; `text`: one line per event on stderr, coloured only on a terminal; `json`: one JSON object per line on stderr; `journal`: native journal entries always."),
     key("s3vaultfuse_bin", "DMS_S3VAULTFUSE_BIN", D("/usr/bin/s3vaultfuse.py"), "Absolute path of the S3 FUSE helper, started with no arguments."),
     key("pid_dir", "DMS_PID_DIR", D("/run/dms/s3"), "Directory of the helpers' PID files (`<target id>.pid`)."),
     key("journal_path", "DMS_JOURNAL_PATH", D("/var/lib/dms/journal"), "Directory of the sled journal."),

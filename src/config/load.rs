@@ -2,7 +2,7 @@
 //! failure collected rather than returned, so one run reports all of them.
 
 use super::keys::{self, Fallback, Key, CONFIG_ENV};
-use super::values::{self, AmqpUrl, LogLevel, NodeId};
+use super::values::{self, AmqpUrl, LogFormat, LogLevel, NodeId};
 use super::{ini, Config, ConfigError, Origin, Problem, Rootwrap, Sources, Timeouts};
 use crate::wire::nfs::DEFAULT_ALLOWED_OPTIONS;
 use std::collections::BTreeMap;
@@ -148,6 +148,7 @@ impl Loader {
         let auth_url = self.get("auth_url", values::http_url);
         let mount_base_path = self.value("mount_base_path", values::mount_base);
         let log_level = self.value("log_level", LogLevel::parse);
+        let log_format = self.value("log_format", LogFormat::parse);
         let s3vaultfuse_bin = self.value("s3vaultfuse_bin", values::abs_path);
         let pid_dir = self.value("pid_dir", values::abs_path);
         let admin_socket = self.value("admin_socket", values::abs_path);
@@ -209,6 +210,7 @@ impl Loader {
             auth_url: auth_url?,
             mount_base_path: mount_base_path?,
             log_level: log_level?,
+            log_format: log_format?,
             s3vaultfuse_bin: s3vaultfuse_bin?,
             pid_dir: pid_dir?,
             admin_socket: admin_socket?,

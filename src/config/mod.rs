@@ -16,7 +16,7 @@ mod values;
 mod tests;
 
 pub use keys::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
-pub use values::{AmqpUrl, LogLevel, NodeId};
+pub use values::{AmqpUrl, LogFormat, LogLevel, NodeId};
 
 use crate::wire::Policy;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +35,7 @@ pub struct Config {
     pub auth_url: Option<String>,
     pub mount_base_path: PathBuf,
     pub log_level: LogLevel,
+    pub log_format: LogFormat,
     pub s3vaultfuse_bin: PathBuf,
     pub pid_dir: PathBuf,
     pub admin_socket: PathBuf,

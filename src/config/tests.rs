@@ -47,6 +47,7 @@ fn given_only_the_required_variables_when_loaded_then_every_default_applies() {
     assert_eq!(c.auth_url, None);
     assert_eq!(c.mount_base_path, PathBuf::from("/var/lib/trilio/triliovault-mounts"));
     assert_eq!(c.log_level, LogLevel::Info);
+    assert_eq!(c.log_format, LogFormat::Auto);
     assert_eq!(c.s3vaultfuse_bin, PathBuf::from("/usr/bin/s3vaultfuse.py"));
     assert_eq!(c.pid_dir, PathBuf::from("/run/dms/s3"));
     assert_eq!(c.admin_socket, PathBuf::from("/run/dms/admin.sock"));
@@ -95,6 +96,7 @@ fn given_the_seed_file_and_overriding_variables_when_loaded_then_the_environment
         ("DMS_S3VAULTFUSE_BIN", "/opt/helper"),
         ("DMS_HELPER_MOUNT_TIMEOUT", "0.25"),
         ("DMS_AUTH_URL", ""),
+        ("DMS_LOG_FORMAT", "JSON"),
         ("DMS_UNRELATED", "ignored"),
     ]);
     let c = load(Some(f.path()), &e).unwrap();
@@ -104,6 +106,7 @@ fn given_the_seed_file_and_overriding_variables_when_loaded_then_the_environment
     assert_eq!(c.auth_url, None, "an empty variable switches an optional key off");
     assert_eq!(c.mount_base_path, PathBuf::from("/mnt/dms/base"));
     assert_eq!(c.log_level, LogLevel::Debug);
+    assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.pid_dir, PathBuf::from("/tmp/pids"));
     assert_eq!(c.journal_path, PathBuf::from("/tmp/journal"));
     assert_eq!(c.mount_program, PathBuf::from("/opt/fake-mount"));
@@ -159,6 +162,7 @@ fn given_many_mistakes_when_loaded_then_every_problem_is_listed_with_its_origin(
         ("DMS_SECRET_REF_PREFIXES", "https://kms/,"),
         ("DMS_BARBICAN_INSECURE", "maybe"),
         ("DMS_PID_DIR", ""),
+        ("DMS_LOG_FORMAT", "colourful"),
     ]);
     let err = load(Some(f.path()), &e).unwrap_err();
     let p = f.path().display();
@@ -169,6 +173,7 @@ fn given_many_mistakes_when_loaded_then_every_problem_is_listed_with_its_origin(
         "node_id (not set): is required: set DMS_NODE_ID or `node_id` in [server]".to_owned(),
         "mount_base_path (environment variable DMS_MOUNT_BASE): must be an absolute path".to_owned(),
         format!("log_level ({p}:3): must be one of error, warn, info, debug, trace"),
+        "log_format (environment variable DMS_LOG_FORMAT): must be one of auto, text, json, journal".to_owned(),
         "pid_dir (environment variable DMS_PID_DIR): is empty; unset it to get the default".to_owned(),
         format!("umount_timeout ({p}:5): must be a number of seconds (e.g. 30 or 0.5)"),
         "max_concurrent_targets (environment variable DMS_MAX_CONCURRENT_TARGETS): must be a whole number from 1 to 1024".to_owned(),
@@ -180,7 +185,7 @@ fn given_many_mistakes_when_loaded_then_every_problem_is_listed_with_its_origin(
     ];
     let got: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
     assert_eq!(got, expected);
-    assert!(err.to_string().starts_with("invalid configuration (14 problems):\n  "));
+    assert!(err.to_string().starts_with("invalid configuration (15 problems):\n  "));
     assert!(!err.to_string().contains("hunter2"), "the broker password is never shown");
 }
 

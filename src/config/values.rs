@@ -153,6 +153,41 @@ impl LogLevel {
     }
 }
 
+/// Where log lines go and how they look (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Native journal entries when stderr is connected to the journal (systemd sets
+    /// `JOURNAL_STREAM`), else [`LogFormat::Text`].
+    Auto,
+    /// One human-readable line per event on stderr; colour only on a terminal.
+    Text,
+    /// One JSON object per line on stderr, span and event fields side by side.
+    Json,
+    /// Native journal entries (the journal's socket), whatever stderr is.
+    Journal,
+}
+
+impl LogFormat {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            "journal" | "journald" => Ok(Self::Journal),
+            _ => Err("must be one of auto, text, json, journal".into()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Text => "text",
+            Self::Json => "json",
+            Self::Journal => "journal",
+        }
+    }
+}
+
 /// An absolute path in canonical form: `//` and `.` are folded (operators write them
 /// harmlessly), `..` is refused (it would make "inside the base" depend on symlinks).
 pub(super) fn abs_path(raw: &str) -> Result<PathBuf, String> {

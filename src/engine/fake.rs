@@ -9,8 +9,10 @@ use crate::wire::Secret;
 use dms_journal::machine::MountFailure;
 use dms_journal::{BootId, HelperIdentity, TargetId};
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// The shared call log and the fake host's state.
 #[derive(Debug, Default)]
@@ -89,20 +91,28 @@ impl Processes for FakeProcesses {
         Ok(HelperIdentity { pid, start_ticks: u64::from(pid) * 10, boot: self.boot })
     }
 
-    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<(), String> {
+    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<Option<PathBuf>, String> {
         self.world.record(format!("stop {target} pid {}", helper.pid));
         if let Some(e) = self.world.failure("stop") {
             return Err(e);
         }
         lock(&self.world.helpers).remove(&helper.pid);
-        lock(&self.world.pid_files).remove(target.as_str());
-        Ok(())
+        let removed = lock(&self.world.pid_files).remove(target.as_str());
+        Ok(removed.then(|| self.pid_file(target)))
     }
 
-    fn remove_pid_file(&self, target: &TargetId) -> Result<(), String> {
+    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, String> {
         self.world.record(format!("remove pid file {target}"));
-        lock(&self.world.pid_files).remove(target.as_str());
-        Ok(())
+        let removed = lock(&self.world.pid_files).remove(target.as_str());
+        Ok(removed.then(|| self.pid_file(target)))
+    }
+
+    fn pid_file(&self, target: &TargetId) -> PathBuf {
+        PathBuf::from(format!("/fake/pids/{target}.pid"))
+    }
+
+    fn uptime(&self, helper: HelperIdentity) -> Option<Duration> {
+        lock(&self.world.helpers).contains(&helper.pid).then(|| Duration::from_secs(5025))
     }
 
     fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String> {

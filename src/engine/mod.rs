@@ -8,6 +8,7 @@
 //! [`EngineError::Journal`] tells the transport to stop taking requests and not to ack.
 
 pub mod fake;
+mod oplines;
 mod perform;
 pub mod ports;
 mod supervise;
@@ -23,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::wire::Request;
 
@@ -142,8 +144,17 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             if self.target_state(&step.target).records != was {
                 continue;
             }
-            self.append(step.records).await?;
-            perform::Run::detached(self, step.target.clone()).drive_effects(step.effects).await?;
+            let span = tracing::info_span!(
+                "reconcile",
+                target_id = %step.target,
+                helper_pid = tracing::field::Empty
+            );
+            async {
+                self.append(step.records).await?;
+                perform::Run::detached(self, step.target.clone()).drive_effects(step.effects).await
+            }
+            .instrument(span)
+            .await?;
             performed += 1;
         }
         Ok(performed)

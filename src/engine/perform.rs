@@ -1,11 +1,11 @@
 //! One request's run: perform each effect, turn its outcome into the next command.
 
 use super::ports::{Credentials, Mounts, Processes};
-use super::{Engine, EngineError, Executors};
+use super::{oplines, Engine, EngineError, Executors};
 use crate::exec::credentials::S3Credentials;
 use crate::wire::{Request, Secret};
 use dms_journal::machine::MountFailure;
-use dms_journal::{Cleanup, Command, Effect, Outcome, TargetId};
+use dms_journal::{Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -94,11 +94,20 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             Effect::SpawnHelper { op, mount_path } => {
                 let result = match self.creds.take() {
                     Some(creds) => {
+                        oplines::spawning(&target);
                         let env = creds.helper_env(&mount_path);
-                        blocking(&self.engine.exec, move |x| x.processes.spawn(&target, &env)).await
+                        let spawn = target.clone();
+                        blocking(&self.engine.exec, move |x| x.processes.spawn(&spawn, &env)).await
                     }
                     None => Err("no credentials in memory for this mount".into()),
                 };
+                if let Ok(helper) = &result {
+                    tracing::Span::current().record("helper_pid", helper.pid);
+                    let pid_file = self.engine.exec.processes.pid_file(&target);
+                    // Not journaled yet: this helper is one more than the journal tracks.
+                    let tracked = self.engine.gauges().helpers_tracked + 1;
+                    oplines::spawned(&target, helper.pid, &mount_path, &pid_file, tracked);
+                }
                 Some(Command::HelperSpawned { op, result })
             }
             Effect::VerifyMount { op, helper, mount_path } => {
@@ -118,27 +127,26 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 Some(Command::MountChecked { op, result })
             }
             Effect::StopHelper { op, helper } => {
-                let result =
-                    blocking(&self.engine.exec, move |x| x.processes.stop(&target, helper)).await;
+                let result = stop_helper(&self.engine.exec, target, helper).await;
                 Some(Command::HelperStopped { op, result })
             }
             Effect::Unmount { op, mount_path, nfs } => {
                 let result = blocking(&self.engine.exec, move |x| {
                     x.mounts.unmount(&mount_path, nfs)?;
-                    if !nfs {
-                        x.processes.remove_pid_file(&target)?;
+                    match nfs {
+                        true => Ok(None),
+                        false => x.processes.remove_pid_file(&target),
                     }
-                    Ok(())
                 })
                 .await;
-                Some(Command::UnmountDone { op, result })
+                if let Ok(Some(path)) = &result {
+                    oplines::pid_file_deleted(path);
+                }
+                Some(Command::UnmountDone { op, result: result.map(drop) })
             }
             Effect::Cleanup { cleanup, mount_path } => {
                 let nfs = !self.engine.target_state(&target).is_s3();
-                let result = blocking(&self.engine.exec, move |x| {
-                    clean(x, &target, cleanup, mount_path.as_deref(), nfs)
-                })
-                .await;
+                let result = clean(&self.engine.exec, target, cleanup, mount_path, nfs).await;
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, "cleanup incomplete; the target stays dirty");
                 }
@@ -166,32 +174,82 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
 /// Undo what `cleanup` lists; the description is journaled with `Cleaned`. Every step is
 /// tried even when an earlier one fails (a PID file naming a process that cannot be
 /// verified is stale all the same); any failure keeps the target dirty for the next try.
-fn clean<C, P: Processes, M: Mounts>(
-    x: &Executors<C, P, M>,
-    target: &TargetId,
+async fn clean<C, P: Processes, M: Mounts>(
+    exec: &Arc<Executors<C, P, M>>,
+    target: TargetId,
     cleanup: Cleanup,
-    mount_path: Option<&str>,
+    mount_path: Option<String>,
     nfs: bool,
-) -> Result<String, String> {
+) -> Result<String, String>
+where
+    C: Send + Sync + 'static,
+{
     let mut done = Vec::new();
     let mut failed = Vec::new();
-    let mut note = |result: Result<(), String>, what: String| match result {
-        Ok(()) => done.push(what),
-        Err(e) => failed.push(e),
-    };
     if let Some(helper) = cleanup.helper {
-        note(x.processes.stop(target, helper), format!("helper pid {} stopped", helper.pid));
+        match stop_helper(exec, target.clone(), helper).await {
+            Ok(()) => done.push(format!("helper pid {} stopped", helper.pid)),
+            Err(e) => failed.push(e),
+        }
     }
-    if let (true, Some(path)) = (cleanup.mount, mount_path) {
-        note(x.mounts.unmount(path, nfs), format!("{path} unmounted"));
-    }
-    if cleanup.pid_file {
-        note(x.processes.remove_pid_file(target), "PID file removed".into());
+    let rest = blocking(exec, move |x| {
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        if let (true, Some(path)) = (cleanup.mount, mount_path.as_deref()) {
+            match x.mounts.unmount(path, nfs) {
+                Ok(()) => done.push(format!("{path} unmounted")),
+                Err(e) => failed.push(e),
+            }
+        }
+        let mut removed = None;
+        if cleanup.pid_file {
+            match x.processes.remove_pid_file(&target) {
+                Ok(path) => {
+                    removed = path;
+                    done.push("PID file removed".to_owned());
+                }
+                Err(e) => failed.push(e),
+            }
+        }
+        Ok((done, failed, removed))
+    })
+    .await;
+    match rest {
+        Ok((more_done, more_failed, removed)) => {
+            if let Some(path) = &removed {
+                oplines::pid_file_deleted(path);
+            }
+            done.extend(more_done);
+            failed.extend(more_failed);
+        }
+        Err(e) => failed.push(e),
     }
     if !failed.is_empty() {
         return Err(failed.join("; "));
     }
     Ok(if done.is_empty() { "nothing left behind".into() } else { done.join(", ") })
+}
+
+/// Stop one helper, with the seed's lines around it (the PID and uptime first, so they
+/// are read while the process still exists).
+async fn stop_helper<C, P: Processes, M>(
+    exec: &Arc<Executors<C, P, M>>,
+    target: TargetId,
+    helper: HelperIdentity,
+) -> Result<(), String>
+where
+    C: Send + Sync + 'static,
+    M: Send + Sync + 'static,
+{
+    tracing::Span::current().record("helper_pid", helper.pid);
+    oplines::killing(&target, helper.pid, exec.processes.uptime(helper));
+    let stop = target.clone();
+    let removed = blocking(exec, move |x| x.processes.stop(&stop, helper)).await?;
+    oplines::killed(&target);
+    if let Some(path) = removed {
+        oplines::pid_file_deleted(&path);
+    }
+    Ok(())
 }
 
 /// Run blocking executor work on the blocking pool.

@@ -12,6 +12,7 @@ use crate::wire::Secret;
 use dms_journal::machine::MountFailure;
 use dms_journal::{HelperIdentity, TargetId};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::time::Duration;
 
@@ -28,10 +29,16 @@ pub trait Credentials: Send + Sync + 'static {
 /// Helper processes and their PID files.
 pub trait Processes: Send + Sync + 'static {
     fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String>;
-    /// Identity-checked; a helper already gone is success.
-    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<(), String>;
+    /// Identity-checked; a helper already gone is success. `Some(path)`: the PID file that
+    /// named this helper, removed with it.
+    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<Option<PathBuf>, String>;
     /// Remove the target's PID file whatever it says (the target is being unmounted).
-    fn remove_pid_file(&self, target: &TargetId) -> Result<(), String>;
+    /// `Some(path)` if there was one.
+    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, String>;
+    /// Where the target's PID file is (for the operator lines).
+    fn pid_file(&self, target: &TargetId) -> PathBuf;
+    /// How long `helper` has been running; `None` if it is not running (or not provably it).
+    fn uptime(&self, helper: HelperIdentity) -> Option<Duration>;
     /// Remove it only if it still names `pid` (`None`: only if unreadable).
     fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String>;
     fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), String>;
@@ -76,16 +83,20 @@ impl Processes for HostProcesses {
         self.helpers.spawn(target, env, exits).map_err(|e| e.to_string())
     }
 
-    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<(), String> {
+    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<Option<PathBuf>, String> {
         self.helpers.stop(target, helper).map_err(|e| e.to_string())
     }
 
-    fn remove_pid_file(&self, target: &TargetId) -> Result<(), String> {
-        match std::fs::remove_file(self.helpers.pid_dir.path(target)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("cannot remove the PID file of {target}: {e}")),
-        }
+    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, String> {
+        self.helpers.pid_dir.remove(target).map_err(|e| e.to_string())
+    }
+
+    fn pid_file(&self, target: &TargetId) -> PathBuf {
+        self.helpers.pid_dir.path(target)
+    }
+
+    fn uptime(&self, helper: HelperIdentity) -> Option<Duration> {
+        self.helpers.uptime(helper)
     }
 
     fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String> {

@@ -6,6 +6,7 @@
 use super::ports::{Credentials, Mounts, Processes};
 use super::{perform, Engine, EngineError};
 use dms_journal::{Cleanup, Effect, Event, HelperIdentity, Phase, Record, TargetId};
+use tracing::Instrument;
 
 impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
     /// React to the exit of `helper`, serving `target`. Exits of helpers the daemon stopped
@@ -35,10 +36,15 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             },
         };
         let mount_path = state.mount_path().map(str::to_owned);
-        self.append(vec![lost]).await?;
-        perform::Run::detached(self, target.clone())
-            .drive_effects(vec![Effect::Cleanup { cleanup, mount_path }])
-            .await?;
+        let span = tracing::info_span!("supervise", target_id = %target, helper_pid = helper.pid);
+        async {
+            self.append(vec![lost]).await?;
+            perform::Run::detached(self, target.clone())
+                .drive_effects(vec![Effect::Cleanup { cleanup, mount_path }])
+                .await
+        }
+        .instrument(span)
+        .await?;
         Ok(true)
     }
 }

@@ -153,8 +153,12 @@ impl Helpers {
 
     /// SIGTERM the helper and its process group, wait up to the grace period, then SIGKILL.
     /// Only if the identity still matches; a helper that is already gone is fine. The PID
-    /// file is removed if it still names this helper.
-    pub fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<(), HelperError> {
+    /// file is removed if it still names this helper; its path is returned if it was.
+    pub fn stop(
+        &self,
+        target: &TargetId,
+        helper: HelperIdentity,
+    ) -> Result<Option<PathBuf>, HelperError> {
         if let Some(pidfd) = self.pidfd(helper)? {
             let pid = helper.pid;
             signal(&pidfd, pid, Signal::TERM)?;
@@ -166,8 +170,7 @@ impl Helpers {
                 }
             }
         }
-        self.pid_dir.remove_if(target, Some(helper.pid))?;
-        Ok(())
+        Ok(self.pid_dir.remove_if(target, Some(helper.pid))?.removed())
     }
 
     /// How long `helper` has been running, if it still is.

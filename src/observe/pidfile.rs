@@ -17,6 +17,27 @@ pub enum PidFileError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
 }
 
+/// What a conditional removal did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// The file named the expected PID and is gone now.
+    Removed(PathBuf),
+    /// There was no file.
+    Absent,
+    /// The file names another process (rewritten meanwhile): left alone.
+    Kept,
+}
+
+impl Removal {
+    /// The file this removal deleted, if it deleted one.
+    pub fn removed(self) -> Option<PathBuf> {
+        match self {
+            Removal::Removed(path) => Some(path),
+            Removal::Absent | Removal::Kept => None,
+        }
+    }
+}
+
 /// The PID directory of this node.
 #[derive(Debug, Clone)]
 pub struct PidDir {
@@ -53,21 +74,30 @@ impl PidDir {
     }
 
     /// Remove the file only if it still names `expected` (`None`: only if unreadable).
-    /// Returns whether it was removed. A missing file counts as removed.
     pub fn remove_if(
         &self,
         target: &TargetId,
         expected: Option<u32>,
-    ) -> Result<bool, PidFileError> {
+    ) -> Result<Removal, PidFileError> {
         let path = self.path(target);
         match read_pid(&path)? {
-            None => Ok(true),
+            None => Ok(Removal::Absent),
             Some(found) if found == expected => match std::fs::remove_file(&path) {
-                Ok(()) => Ok(true),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+                Ok(()) => Ok(Removal::Removed(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Removal::Absent),
                 Err(source) => Err(PidFileError::Io { action: "remove", path, source }),
             },
-            Some(_) => Ok(false),
+            Some(_) => Ok(Removal::Kept),
+        }
+    }
+
+    /// Remove the file whatever it says. `Some(path)` if there was one.
+    pub fn remove(&self, target: &TargetId) -> Result<Option<PathBuf>, PidFileError> {
+        let path = self.path(target);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(Some(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(PidFileError::Io { action: "remove", path, source }),
         }
     }
 
@@ -166,11 +196,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pids = PidDir::new(dir.path());
         pids.write(&t("a"), 100).unwrap();
-        assert!(!pids.remove_if(&t("a"), Some(99)).unwrap());
+        assert_eq!(pids.remove_if(&t("a"), Some(99)).unwrap(), Removal::Kept);
         assert_eq!(pids.read(&t("a")).unwrap(), Some(Some(100)));
-        assert!(pids.remove_if(&t("a"), Some(100)).unwrap());
+        assert_eq!(
+            pids.remove_if(&t("a"), Some(100)).unwrap(),
+            Removal::Removed(pids.path(&t("a")))
+        );
         assert_eq!(pids.read(&t("a")).unwrap(), None);
-        assert!(pids.remove_if(&t("a"), Some(100)).unwrap(), "already gone counts as removed");
+        assert_eq!(pids.remove_if(&t("a"), Some(100)).unwrap(), Removal::Absent, "already gone");
     }
 
     #[test]

@@ -3,12 +3,14 @@
 use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Engine, EngineError};
 use crate::metrics;
-use crate::wire::{self, Policy, Properties, Reply};
+use crate::wire::{self, ActionKind, Policy, Properties, Reply};
+use dms_journal::{Outcome, RequestKey, TargetId};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel};
 use std::time::Instant;
+use tracing::field::Empty;
 use tracing::Instrument;
 
 /// Serve one delivery. `Err` only for a broken journal (the delivery is requeued).
@@ -20,13 +22,32 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
 ) -> Result<(), EngineError> {
     let props = properties(&delivery.properties);
     let started = Instant::now();
+    // One span per request; its fields are the journal fields TARGET_ID, REQUEST_KEY,
+    // ACTION and HELPER_PID (recorded by the engine once a helper is known).
+    let span = tracing::info_span!(
+        "request",
+        target_id = Empty,
+        request_key = Empty,
+        action = Empty,
+        helper_pid = Empty
+    );
     let request = match wire::parse(&delivery.data, &props, policy) {
         Ok(request) => request,
         Err(rejected) => {
-            let span =
-                tracing::info_span!("request", key = ?rejected.key, target = ?rejected.target);
+            describe(&span, rejected.target.as_ref(), rejected.key.as_ref(), rejected.action);
             async {
-                tracing::warn!(error = %rejected.error_msg(), "request refused");
+                let reason = rejected.error_msg();
+                let verb = rejected.action.map_or("Request", ActionKind::verb);
+                let subject = rejected
+                    .target
+                    .as_ref()
+                    .map(|t| format!(" for target {t}"))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    outcome = "refused",
+                    elapsed_ms = millis(started),
+                    "{verb} failed{subject}: {reason} (refused before anything ran)"
+                );
                 // Counted before the reply, so a requester that has its answer sees it counted.
                 metrics::global().request(
                     metrics::Action::Invalid,
@@ -47,38 +68,84 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
             return Ok(());
         }
     };
-    let metric = match &request.action {
-        wire::Action::Mount(_) => metrics::Action::Mount,
-        wire::Action::Unmount { .. } => metrics::Action::Unmount,
+    let kind = request.action.kind();
+    let metric = match kind {
+        ActionKind::Mount => metrics::Action::Mount,
+        ActionKind::Unmount => metrics::Action::Unmount,
     };
-    let action = metric.label();
-    let key = request.key.as_ref().map(|k| k.to_string()).unwrap_or_default();
-    let span = tracing::info_span!("request", key = %key, target = %request.target, action);
+    describe(&span, Some(&request.target), request.key.as_ref(), Some(kind));
     async {
         match engine.handle(&request).await {
             Ok(outcome) => {
                 let reply = Reply::from_outcome(&outcome);
-                if outcome.is_success() {
-                    tracing::info!(outcome = %outcome, elapsed_ms = started.elapsed().as_millis() as u64, "request served");
-                } else {
-                    tracing::warn!(outcome = %outcome, elapsed_ms = started.elapsed().as_millis() as u64, "request failed");
-                }
+                log_outcome(kind, &request.target, &outcome, &reply, started);
                 let status = match outcome.is_success() {
                     true => metrics::Outcome::Success,
                     false => metrics::Outcome::Error,
                 };
                 metrics::global().request(metric, status, started.elapsed());
-                reply_and_ack(channel, &delivery, request.reply_to.as_deref(), &props, &reply).await;
+                reply_and_ack(channel, &delivery, request.reply_to.as_deref(), &props, &reply)
+                    .await;
                 Ok(())
             }
             Err(e) => {
-                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                let _ =
+                    delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
                 Err(e)
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Fill in the request span's fields as far as the request showed them.
+fn describe(
+    span: &tracing::Span,
+    target: Option<&TargetId>,
+    key: Option<&RequestKey>,
+    action: Option<ActionKind>,
+) {
+    if let Some(target) = target {
+        span.record("target_id", target.as_str());
+    }
+    if let Some(key) = key {
+        span.record("request_key", key.as_str());
+    }
+    if let Some(action) = action {
+        span.record("action", action.as_str());
+    }
+}
+
+/// The one line per outcome. A failure starts with `Mount failed` / `Unmount failed`, the
+/// words the seed's runbooks grep for (`journalctl -u ... | grep -A 10 "Mount failed"`).
+fn log_outcome(
+    kind: ActionKind,
+    target: &TargetId,
+    outcome: &Outcome,
+    reply: &Reply,
+    started: Instant,
+) {
+    let (verb, elapsed_ms) = (kind.verb(), millis(started));
+    let text = reply.error_msg.as_deref().or(reply.success_msg.as_deref()).unwrap_or_default();
+    let name = outcome.name();
+    if outcome.is_success() {
+        tracing::info!(
+            outcome = name,
+            elapsed_ms,
+            "{verb} done for target {target}: {text} (after {elapsed_ms} ms)"
+        );
+    } else {
+        tracing::error!(
+            outcome = name,
+            elapsed_ms,
+            "{verb} failed for target {target}: {text} (after {elapsed_ms} ms)"
+        );
+    }
+}
+
+fn millis(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn properties(p: &BasicProperties) -> Properties {

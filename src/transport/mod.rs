@@ -56,6 +56,8 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<EngineError>(1);
     let mut in_flight = JoinSet::new();
     let mut backoff = Backoff::default();
+    // Since when the broker has been out of reach, and how many attempts failed since.
+    let mut outage: Option<Outage> = None;
     loop {
         if *shutdown.borrow() {
             break;
@@ -66,14 +68,34 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
         };
         let (connection, channel, mut consumer) = match session {
             Ok(s) => {
-                tracing::info!(queue = %config.queue, "consuming");
+                match outage.take() {
+                    None => tracing::info!(
+                        queue = %config.queue,
+                        "connected to the broker; consuming {}", config.queue
+                    ),
+                    Some(o) => tracing::info!(
+                        queue = %config.queue,
+                        attempts = o.attempts,
+                        down_ms = o.since.elapsed().as_millis() as u64,
+                        "broker connection recovered after {} failed attempts ({:.1} s); consuming {}",
+                        o.attempts, o.since.elapsed().as_secs_f64(), config.queue
+                    ),
+                }
                 config.connected.store(true, Ordering::Relaxed);
                 backoff.reset();
                 s
             }
             Err(e) => {
                 let wait = backoff.next();
-                tracing::warn!(error = %e, retry_in = ?wait, "cannot reach the broker");
+                let o = outage.get_or_insert_with(Outage::now);
+                o.attempts += 1;
+                tracing::warn!(
+                    attempt = o.attempts,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "cannot reach the broker (attempt {}): {e}; retrying in {:.1} s",
+                    o.attempts,
+                    wait.as_secs_f64()
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
                     _ = shutdown.changed() => break,
@@ -91,8 +113,16 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
                             }
                         });
                     }
-                    Some(Err(e)) => { tracing::warn!(error = %e, "consumer failed; reconnecting"); break; }
-                    None => { tracing::warn!("consumer ended; reconnecting"); break; }
+                    Some(Err(e)) => {
+                        tracing::warn!("broker connection lost: {e}; reconnecting");
+                        outage = Some(Outage::now());
+                        break;
+                    }
+                    None => {
+                        tracing::warn!("broker connection lost: the consumer was closed; reconnecting");
+                        outage = Some(Outage::now());
+                        break;
+                    }
                 },
                 Some(e) = fatal_rx.recv() => {
                     tracing::error!(error = %e, "journal failure: intake stopped");
@@ -159,6 +189,19 @@ fn with_heartbeat(url: &str, secs: u16) -> String {
         format!("{url}&heartbeat={secs}")
     } else {
         format!("{url}?heartbeat={secs}")
+    }
+}
+
+/// The broker has been out of reach since `since`; `attempts` reconnections failed.
+#[derive(Debug)]
+struct Outage {
+    since: std::time::Instant,
+    attempts: u32,
+}
+
+impl Outage {
+    fn now() -> Self {
+        Self { since: std::time::Instant::now(), attempts: 0 }
     }
 }
 

@@ -22,7 +22,7 @@ mod secret;
 mod tests;
 
 pub use reply::{Reply, Status};
-pub use request::{parse, Action, Properties, Rejected, Request};
+pub use request::{parse, Action, ActionKind, Properties, Rejected, Request};
 pub use secret::Secret;
 
 use dms_journal::IdError;
@@ -98,10 +98,12 @@ impl Default for Policy {
     }
 }
 
-/// Request text as it may appear inside an error message or a log line: printable ASCII
-/// only (everything else escaped, so no terminal escapes or bidi tricks) and bounded.
+/// Request text as it may appear inside an error message or a log line: credentials in
+/// URLs masked ([`redact_userinfo`]), printable ASCII only (everything else escaped, so no
+/// terminal escapes or bidi tricks) and bounded.
 pub(crate) fn echo(raw: &str) -> String {
     const MAX_CHARS: usize = 64;
+    let raw = redact_userinfo(raw);
     let mut out = String::new();
     for (i, c) in raw.chars().enumerate() {
         if i == MAX_CHARS {
@@ -114,5 +116,39 @@ pub(crate) fn echo(raw: &str) -> String {
             out.extend(c.escape_default());
         }
     }
+    out
+}
+
+/// `text` with the user info of every URL in it masked: `scheme://user:password@host` shows
+/// as `scheme://user:***@host`, `scheme://token@host` as `scheme://***@host` (a lone name
+/// there is often a credential too). A requester that puts credentials into a
+/// `secret_ref` or an export gets them back masked, and the log and journal never hold them.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        // The authority ends at the path, query or fragment, or where the URL ends.
+        let end = after
+            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace() || c == '\'')
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                match authority[..userinfo_end].split_once(':') {
+                    Some((user, _password)) => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str("***"),
+                }
+                out.push_str(&authority[userinfo_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
     out
 }

@@ -140,6 +140,19 @@ fn check_value(name: &str, value: &str) -> Result<(), String> {
 /// address, and nothing mount(8) could read as an option.
 pub(super) fn export(raw: &str) -> Result<String, WireError> {
     let refuse = |reason: &'static str| WireError::BadExport { export: echo(raw), reason };
+    // `user:password@host:/path` is no export syntax, but a requester may try it: the
+    // credentials must not come back in the reply or reach the log.
+    let head = raw.split('/').next().unwrap_or_default();
+    if let Some(at) = head.rfind('@') {
+        let masked = format!("***{}", &raw[at..]);
+        return Err(WireError::BadExport {
+            export: echo(&masked),
+            reason: "must not carry user credentials (host:/path)",
+        });
+    }
+    if raw.contains("://") {
+        return Err(refuse("must have the form host:/path, not a URL"));
+    }
     if raw.len() > MAX_EXPORT_LEN {
         return Err(refuse("longer than 1024 bytes"));
     }

@@ -41,6 +41,40 @@ pub enum Action {
     Unmount { mount_path: String },
 }
 
+/// What a request asks for, without its data: for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    Mount,
+    Unmount,
+}
+
+impl ActionKind {
+    /// The wire's name (`"action": "mount"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Mount => "mount",
+            ActionKind::Unmount => "unmount",
+        }
+    }
+
+    /// How the seed's log lines start (`Mount failed`, `Unmount failed`).
+    pub fn verb(self) -> &'static str {
+        match self {
+            ActionKind::Mount => "Mount",
+            ActionKind::Unmount => "Unmount",
+        }
+    }
+}
+
+impl Action {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Mount(_) => ActionKind::Mount,
+            Action::Unmount { .. } => ActionKind::Unmount,
+        }
+    }
+}
+
 impl Request {
     /// The journal command this request asks for, as operation `op`.
     pub fn command(&self, op: OperationId) -> Command {
@@ -69,7 +103,10 @@ pub struct Rejected {
     pub reply_to: Option<String>,
     /// The target, when the body named a valid one (for logs).
     pub target: Option<TargetId>,
-    pub error: WireError,
+    /// The action, when the body named a known one (for logs).
+    pub action: Option<ActionKind>,
+    /// Boxed: a refusal is the rare path, and `parse`'s `Result` stays small.
+    pub error: Box<WireError>,
 }
 
 impl Rejected {
@@ -87,22 +124,33 @@ impl Rejected {
 pub fn parse(body: &[u8], props: &Properties, policy: &Policy) -> Result<Request, Rejected> {
     let reply_to = props.reply_to.clone().filter(|r| !r.is_empty());
     let key = request_key(props);
-    let mut target_seen = None;
-    match parse_body(body, policy, key.clone(), &mut target_seen) {
+    let mut seen = Seen::default();
+    match parse_body(body, policy, key.clone(), &mut seen) {
         Ok((key, target, action, token)) => Ok(Request { key, reply_to, target, action, token }),
-        Err(error) => {
-            Err(Rejected { key: key.ok().flatten(), reply_to, target: target_seen, error })
-        }
+        Err(error) => Err(Rejected {
+            key: key.ok().flatten(),
+            reply_to,
+            target: seen.target,
+            action: seen.action,
+            error: Box::new(error),
+        }),
     }
 }
 
 type Parsed = (Option<RequestKey>, TargetId, Action, Option<Secret>);
 
+/// What a refused request had already shown to be, for its log line.
+#[derive(Default)]
+struct Seen {
+    target: Option<TargetId>,
+    action: Option<ActionKind>,
+}
+
 fn parse_body(
     body: &[u8],
     policy: &Policy,
     key: Result<Option<RequestKey>, WireError>,
-    target_seen: &mut Option<TargetId>,
+    seen: &mut Seen,
 ) -> Result<Parsed, WireError> {
     if body.len() > MAX_BODY_LEN {
         return Err(WireError::TooLarge { len: body.len(), max: MAX_BODY_LEN });
@@ -115,6 +163,7 @@ fn parse_body(
         Some(Value::String(a)) => return Err(WireError::UnknownAction { action: echo(a) }),
         Some(other) => return Err(WireError::UnknownAction { action: echo(&other.to_string()) }),
     };
+    seen.action = Some(if mount { ActionKind::Mount } else { ActionKind::Unmount });
     let target = required_object(&request, "backup_target")?;
     let (kind, raw_id) = if mount {
         (required_str(target, "type")?, target_id_field(target)?)
@@ -130,7 +179,7 @@ fn parse_body(
     }
     let key = key?;
     let id = TargetId::new(&raw_id).map_err(|source| WireError::BadTargetId { source })?;
-    *target_seen = Some(id.clone());
+    seen.target = Some(id.clone());
     let mount_path = path::mount_path(raw_path, &policy.mount_base)?;
     if !mount {
         return Ok((key, id, Action::Unmount { mount_path }, None));

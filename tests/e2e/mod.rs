@@ -363,24 +363,6 @@ pub fn unmount(target: &str, path: &str, kind: &str) -> Value {
     })
 }
 
-/// `text` without ANSI colour sequences (the daemon's log colours field names).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 pub fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }

@@ -29,7 +29,7 @@ fn given_broken_bodies_when_parsed_then_the_python_json_error_is_answered() {
 fn given_a_duplicate_key_when_parsed_then_the_log_detail_names_it() {
     let body = br#"{"action": "mount", "action": "mount"}"#;
     let err = parse(body, &props(), &Policy::default()).unwrap_err();
-    match err.error {
+    match *err.error {
         WireError::InvalidJson { detail } => {
             assert!(detail.contains("duplicate key 'action'"), "{detail}")
         }

@@ -171,7 +171,8 @@ fn given_nfs_exports_when_parsed_then_only_host_colon_path_is_accepted() {
         ("host:/ex\u{0}port", "contains whitespace or a control character"),
         ("host:export", "the export path must be absolute"),
         ("host:/a,b", "the export path must not contain ','"),
-        ("user@host:/x", "has an invalid host name"),
+        ("user@host:/x", "must not carry user credentials (host:/path)"),
+        ("nfs://host/x", "must have the form host:/path, not a URL"),
         ("[::1:/x", "must have the form host:/path"),
         ("[zz]:/x", "has an invalid IPv6 address"),
     ];
@@ -297,4 +298,36 @@ fn given_an_empty_reply_to_when_parsed_then_there_is_nowhere_to_reply() {
     let props = Properties { reply_to: Some(String::new()), ..props() };
     let r = parse(s3_mount().to_string().as_bytes(), &props, &Policy::default()).unwrap();
     assert_eq!(r.reply_to, None);
+}
+
+#[test]
+fn given_credentials_in_a_secret_ref_or_an_export_when_refused_then_the_message_masks_them() {
+    let mut v = s3_mount();
+    set(&mut v, "/backup_target/secret_ref", json!("https://admin:hunter2@kms:9311/v1/secrets/x"));
+    let msg = refused(&v);
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(msg.contains("'https://admin:***@kms:9311/v1/secrets/x'"), "{msg}");
+    for (export, shown) in [
+        ("backup:hunter2@nfs-1:/srv", "'***@nfs-1:/srv'"),
+        ("nfs://backup:hunter2@nfs-1/srv", "'nfs://backup:***@nfs-1/srv'"),
+        ("nfs-1:/srv/https://u:hunter2@x/y", "'nfs-1:/srv/https://u:***@x/y'"),
+    ] {
+        let mut v = nfs_mount();
+        set(&mut v, "/backup_target/filesystem_export", json!(export));
+        let msg = refused(&v);
+        assert!(!msg.contains("hunter2"), "{export}: {msg}");
+        assert!(msg.contains(shown), "{export}: {msg}");
+    }
+}
+
+#[test]
+fn given_texts_with_urls_when_redacted_then_only_user_info_is_masked() {
+    use crate::wire::redact_userinfo as r;
+    assert_eq!(r("amqp://u:p@h:5672/v"), "amqp://u:***@h:5672/v");
+    assert_eq!(r("https://tok@h/x?y=1"), "https://***@h/x?y=1");
+    assert_eq!(r("http://a:b@c@h/x"), "http://a:***@h/x", "the last @ ends the user info");
+    assert_eq!(r("x https://h/a@b y"), "x https://h/a@b y", "an @ in the path is no user info");
+    assert_eq!(r("a://u:p@h b://v:q@i"), "a://u:***@h b://v:***@i");
+    assert_eq!(r("no url here: host:/x"), "no url here: host:/x");
+    assert_eq!(r("://"), "://");
 }
