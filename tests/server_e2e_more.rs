@@ -53,6 +53,23 @@ fn wait_reconnected(daemon: &mut Daemon, before: usize, within: Duration) -> Dur
     t0.elapsed()
 }
 
+/// A broker outage in the log: one WARN for the loss, one WARN per failed attempt (with
+/// its backoff), one INFO for the recovery, and nothing from the AMQP library itself.
+fn assert_one_line_per_broker_event(section: &str) {
+    let count = |needle: &str| section.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("WARN") - count("cannot reach the broker (attempt"), 1, "{section}");
+    assert_eq!(count("broker connection lost"), 1, "{section}");
+    assert_eq!(count("broker connection recovered after"), 1, "{section}");
+    for line in section.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ")) {
+        let ours = line.contains("WARN") && line.contains("broker connection lost")
+            || line.contains("WARN")
+                && line.contains("cannot reach the broker (attempt")
+                && line.contains("retrying in");
+        assert!(ours, "a line that is not one per broker event: {line}\n{section}");
+    }
+    assert!(section.lines().any(|l| l.contains(" INFO ") && l.contains("recovered")), "{section}");
+}
+
 #[test]
 fn s3_target_on_moto_through_s3fs_mounts_stores_a_written_file_in_the_bucket_and_unmounts() {
     let name =
@@ -224,9 +241,11 @@ fn broker_killed_and_restarted_or_dropping_connections_leaves_mounts_alone_and_t
         let pid = pid_of(&daemon, "b-1");
 
         let before = sessions(&daemon);
+        let mark = daemon.log_text().len();
         broker.kill_and_restart();
         let took = wait_reconnected(&mut daemon, before, Duration::from_secs(45));
         println!("daemon consuming again {took:?} after the broker came back");
+        assert_one_line_per_broker_event(&daemon.log_text()[mark..]);
         // The backoff is capped at 15 s: once the broker is up, the next attempt comes
         // within one capped wait (plus connection setup).
         assert!(took <= Duration::from_secs(20), "reconnected only after {took:?}");
@@ -250,9 +269,11 @@ fn broker_killed_and_restarted_or_dropping_connections_leaves_mounts_alone_and_t
 
         // The broker closes every connection (the node stays up).
         let before = sessions(&daemon);
+        let mark = daemon.log_text().len();
         broker.close_all_connections();
         let took = wait_reconnected(&mut daemon, before, Duration::from_secs(30));
         println!("daemon consuming again {took:?} after close_all_connections");
+        assert_one_line_per_broker_event(&daemon.log_text()[mark..]);
         assert!(daemon.child.try_wait().is_none(), "the daemon exited");
         rt.block_on(async {
             let mut client = Client::connect(&broker).await;

@@ -263,12 +263,12 @@ impl Admin {
             "request",
             target_id = %target,
             request_key = %key,
-            action = "unmount",
+            action = %"unmount",
             helper_pid = helper.pid
         );
         let outcome = async {
             let outcome = self.engine.handle(&request).await.map_err(|e| e.to_string())?;
-            tracing::info!(outcome = outcome.name(), "admin stop of target {target}: {outcome}");
+            tracing::info!(outcome = %outcome.name(), "admin stop of target {target}: {outcome}");
             Ok::<_, String>(outcome)
         }
         .instrument(span)

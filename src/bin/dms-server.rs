@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         node = %config.node_id.as_str(),
         queue = %config.queue_name(),
         broker = %config.rabbitmq_url,
-        log = logging.sink.as_str(),
+        log = %logging.sink.as_str(),
         "starting"
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()

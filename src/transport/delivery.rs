@@ -44,7 +44,7 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
                     .map(|t| format!(" for target {t}"))
                     .unwrap_or_default();
                 tracing::warn!(
-                    outcome = "refused",
+                    outcome = %"refused",
                     elapsed_ms = millis(started),
                     "{verb} failed{subject}: {reason} (refused before anything ran)"
                 );
@@ -107,13 +107,13 @@ fn describe(
     action: Option<ActionKind>,
 ) {
     if let Some(target) = target {
-        span.record("target_id", target.as_str());
+        span.record("target_id", tracing::field::display(target));
     }
     if let Some(key) = key {
-        span.record("request_key", key.as_str());
+        span.record("request_key", tracing::field::display(key));
     }
     if let Some(action) = action {
-        span.record("action", action.as_str());
+        span.record("action", tracing::field::display(action.as_str()));
     }
 }
 
@@ -131,13 +131,13 @@ fn log_outcome(
     let name = outcome.name();
     if outcome.is_success() {
         tracing::info!(
-            outcome = name,
+            outcome = %name,
             elapsed_ms,
             "{verb} done for target {target}: {text} (after {elapsed_ms} ms)"
         );
     } else {
         tracing::error!(
-            outcome = name,
+            outcome = %name,
             elapsed_ms,
             "{verb} failed for target {target}: {text} (after {elapsed_ms} ms)"
         );

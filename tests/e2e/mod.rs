@@ -75,6 +75,26 @@ pub fn layout_env(
     ]
 }
 
+/// What [`Daemon::start_with`] runs the daemon with: [`layout_env`], an admin socket in
+/// `dir`, metrics on a free port, then `extra` (which replaces what it names).
+pub fn standard_env(
+    broker: &Broker,
+    dir: &Path,
+    node: &str,
+    helper: &Path,
+    log_level: &str,
+    extra: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let mut env = layout_env(broker, dir, node, helper, log_level);
+    env.push(("DMS_ADMIN_SOCKET".into(), dir.join("admin.sock").display().to_string()));
+    env.push(("DMS_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
+    for (k, v) in extra {
+        env.retain(|(name, _)| name != k);
+        env.push(((*k).to_owned(), v.clone()));
+    }
+    env
+}
+
 /// A running daemon and its files.
 pub struct Daemon {
     pub child: GroupChild,
@@ -102,14 +122,7 @@ impl Daemon {
         log_level: &str,
         extra: &[(&str, String)],
     ) -> Daemon {
-        let mut env = layout_env(broker, dir, node, helper, log_level);
-        env.push(("DMS_ADMIN_SOCKET".into(), dir.join("admin.sock").display().to_string()));
-        env.push(("DMS_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
-        for (k, v) in extra {
-            env.retain(|(name, _)| name != k);
-            env.push(((*k).to_owned(), v.clone()));
-        }
-        Self::spawn(dir, node, env)
+        Self::spawn(dir, node, standard_env(broker, dir, node, helper, log_level, extra))
     }
 
     /// Start with exactly `env` and wait until it consumes.
@@ -121,8 +134,14 @@ impl Daemon {
 
     /// Start with exactly `env`, without waiting for anything (it may die at boot).
     pub fn launch(dir: &Path, node: &str, env: Vec<(String, String)>) -> Daemon {
-        let get = |k: &str| PathBuf::from(&env.iter().find(|(n, _)| n == k).unwrap().1);
         let log = dir.join(format!("dms-server-{}.log", uuid::Uuid::new_v4()));
+        Self::launch_logging_to(node, env, log)
+    }
+
+    /// [`Daemon::launch`] with stdout and stderr appended to `log` (which may exist: a
+    /// test that needs the file's identity beforehand creates it).
+    pub fn launch_logging_to(node: &str, env: Vec<(String, String)>, log: PathBuf) -> Daemon {
+        let get = |k: &str| PathBuf::from(&env.iter().find(|(n, _)| n == k).unwrap().1);
         // Tests get the binary from cargo; the dev stack (an example) names it.
         let bin = std::env::var_os("DMS_E2E_SERVER_BIN")
             .map(PathBuf::from)
