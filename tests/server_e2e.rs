@@ -60,7 +60,7 @@ fn s3_mount_unmount_round_trip_with_idempotent_repeats_and_a_redelivery_answered
         let journal = daemon.journal.clone();
         let log = daemon.stop();
         assert!(!log.contains(TOKEN) && !log.contains("e2e-secret-key-value"), "a secret reached the log");
-        let out = std::process::Command::new(support::repo_root().join("target/debug/dms-journal"))
+        let out = std::process::Command::new(e2e::journal::tool_bin())
             .args(["--path", journal.to_str().unwrap(), "inspect", "--target", "target-1"])
             .output()
             .unwrap();
@@ -342,7 +342,7 @@ fn a_helper_that_dies_is_noticed_its_dead_mount_detached_and_the_target_lost() {
             let journal = daemon.journal.clone();
             daemon.stop();
             let out =
-                std::process::Command::new(support::repo_root().join("target/debug/dms-journal"))
+                std::process::Command::new(e2e::journal::tool_bin())
                     .args(["--path", journal.to_str().unwrap(), "inspect", "--target", "t-d"])
                     .output()
                     .unwrap();

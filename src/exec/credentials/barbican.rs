@@ -1,6 +1,10 @@
-//! Fetching S3 credentials from OpenStack Barbican (DESIGN §2):
-//! `GET <secret_ref>` for the metadata (its `content_types.default` names the payload type),
-//! then `GET <secret_ref>/payload` with that `Accept`, both with `X-Auth-Token`.
+//! Fetching S3 credentials from OpenStack Barbican (DESIGN §2), with `X-Auth-Token`:
+//! `GET <secret_ref>/payload` with `Accept: */*`, which Barbican answers in the secret's
+//! own content type: one round trip. Only when Barbican refuses that (a Barbican that does
+//! not take `*/*`, a secret without a payload) does the client take the documented two:
+//! `GET <secret_ref>` for the metadata (its `content_types.default` names the payload
+//! type), then the payload with that `Accept`, and it remembers the type for that secret
+//! so the next fetch is one GET again. Every refusal maps to the same reply as before.
 //!
 //! Only transient failures are retried (a 5xx, a 429, a timeout, a refused connection);
 //! 401/403/404 are answers, reported at once with a message the operator can act on. TLS is
@@ -9,7 +13,9 @@
 use super::payload::{PayloadError, S3Credentials};
 use crate::wire::Secret;
 use reqwest::{Certificate, Client, StatusCode};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 /// The reason after "Failed to fetch credentials: " in the reply.
@@ -62,7 +68,17 @@ impl Default for BarbicanConfig {
 pub struct Barbican {
     http: Client,
     config: BarbicanConfig,
+    /// Payload types learned from metadata, by secret, for a Barbican that refused `*/*`.
+    learned: Arc<Mutex<HashMap<String, String>>>,
 }
+
+/// What the first GET asks for: "whatever the secret is stored as" (Barbican maps `*/*` to
+/// the secret's own content type).
+const ANY_TYPE: &str = "*/*";
+
+/// Bound on remembered payload types (one short string per secret); past it the map starts
+/// over, which costs one metadata GET per secret.
+const MAX_LEARNED: usize = 4096;
 
 /// One attempt's failure: whether trying again could help.
 enum Attempt {
@@ -92,7 +108,7 @@ impl Barbican {
             builder = builder.danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| CredentialsError::Setup(e.to_string()))?;
-        Ok(Self { http, config })
+        Ok(Self { http, config, learned: Arc::default() })
     }
 
     pub async fn fetch(
@@ -101,9 +117,26 @@ impl Barbican {
         token: &Secret,
     ) -> Result<S3Credentials, CredentialsError> {
         let secret_ref = secret_ref.trim_end_matches('/');
+        let payload_url = format!("{secret_ref}/payload");
+        let learned = lock(&self.learned).get(secret_ref).cloned();
+        let accept = learned.as_deref().unwrap_or(ANY_TYPE);
+        match self.get(&payload_url, token, accept).await {
+            Ok(payload) => return Ok(S3Credentials::parse(&payload)?),
+            // Refused as asked, or no such payload: the two documented GETs find out which,
+            // and answer as they always did (a missing secret, a secret without payload).
+            Err(CredentialsError::NotFound { .. }) => {}
+            Err(CredentialsError::Status { status, .. }) if is_refusal(status) => {}
+            // The token's answer, or Barbican unwell: the metadata would say the same.
+            Err(e) => return Err(e),
+        }
         let metadata = self.get(secret_ref, token, "application/json").await?;
         let content_type = content_type(&metadata)?;
-        let payload = self.get(&format!("{secret_ref}/payload"), token, &content_type).await?;
+        let payload = self.get(&payload_url, token, &content_type).await?;
+        let mut learned = lock(&self.learned);
+        if learned.len() >= MAX_LEARNED {
+            learned.clear();
+        }
+        learned.insert(secret_ref.to_owned(), content_type);
         Ok(S3Credentials::parse(&payload)?)
     }
 
@@ -177,6 +210,16 @@ fn transport(e: &reqwest::Error) -> Transient {
         source = inner.source();
     }
     Transient::Unreachable(reason)
+}
+
+/// A 4xx that is about the request, not the token or the load (406 Not Acceptable, 415,
+/// 400, ...): worth asking the metadata.
+fn is_refusal(status: u16) -> bool {
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 429)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn secret_ref_of(url: &str) -> String {

@@ -16,6 +16,24 @@ type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
 
 /// Answers each request with `respond(path, attempt_number)` = (status, body, delay).
 async fn server(respond: fn(&str, usize) -> (u16, String, Duration)) -> (String, Seen) {
+    server_fn(move |path, attempt, _| respond(path, attempt)).await
+}
+
+/// A server whose answer depends on the `Accept` header: (path, accept) → (status, body).
+async fn server_with_accept(respond: fn(&str, &str) -> (u16, String)) -> (String, Seen) {
+    server_fn(move |path, _, accept| {
+        let (status, body) = respond(path, accept);
+        (status, body, Duration::ZERO)
+    })
+    .await
+}
+
+type Respond = dyn Fn(&str, usize, &str) -> (u16, String, Duration) + Send + Sync;
+
+async fn server_fn(
+    respond: impl Fn(&str, usize, &str) -> (u16, String, Duration) + Send + Sync + 'static,
+) -> (String, Seen) {
+    let respond: Arc<Respond> = Arc::new(respond);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let seen: Seen = Arc::default();
@@ -23,7 +41,7 @@ async fn server(respond: fn(&str, usize) -> (u16, String, Duration)) -> (String,
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else { return };
-            let log = Arc::clone(&log);
+            let (log, respond) = (Arc::clone(&log), Arc::clone(&respond));
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 1024];
@@ -43,12 +61,13 @@ async fn server(respond: fn(&str, usize) -> (u16, String, Duration)) -> (String,
                         .map(|(_, v)| v.trim().to_owned())
                         .unwrap_or_default()
                 };
+                let accept = header("accept");
                 let attempt = {
                     let mut log = log.lock().unwrap();
-                    log.push((path.clone(), header("x-auth-token"), header("accept")));
+                    log.push((path.clone(), header("x-auth-token"), accept.clone()));
                     log.iter().filter(|(p, _, _)| *p == path).count()
                 };
-                let (status, body, delay) = respond(&path, attempt);
+                let (status, body, delay) = respond(&path, attempt, &accept);
                 tokio::time::sleep(delay).await;
                 let reply = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -88,19 +107,44 @@ async fn fetch(base: &str) -> Result<S3Credentials, CredentialsError> {
 }
 
 #[tokio::test]
-async fn given_a_secret_when_fetched_then_metadata_then_payload_with_the_token_and_content_type() {
+async fn given_a_secret_when_fetched_then_one_payload_get_with_the_token_and_any_type() {
     let (base, seen) = server(ok).await;
     let creds = fetch(&base).await.unwrap();
     assert_eq!(creds.bucket, "b1");
     assert_eq!(creds.access_key_id.expose(), "AKIAFAKE");
     let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, [("/v1/secrets/abc/payload".to_owned(), TOKEN.to_owned(), "*/*".to_owned())]);
+}
+
+#[tokio::test]
+async fn given_a_barbican_refusing_any_type_when_fetched_then_metadata_decides_and_is_remembered() {
+    let (base, seen) =
+        server_with_accept(|path, accept| match (path.ends_with("/payload"), accept) {
+            (true, "text/plain") => (200, PAYLOAD.into()),
+            (true, _) => (406, r#"{"code":406}"#.into()),
+            (false, _) => (200, metadata()),
+        })
+        .await;
+    let barbican = client();
+    let secret = format!("{base}/v1/secrets/abc");
+    let token = Secret::new(TOKEN.into());
+    assert_eq!(barbican.fetch(&secret, &token).await.unwrap().bucket, "b1");
+    let accepts: Vec<(String, String)> =
+        seen.lock().unwrap().iter().map(|(p, _, a)| (p.clone(), a.clone())).collect();
+    let pair = |p: &str, a: &str| (p.to_owned(), a.to_owned());
     assert_eq!(
-        seen,
+        accepts,
         [
-            ("/v1/secrets/abc".to_owned(), TOKEN.to_owned(), "application/json".to_owned()),
-            ("/v1/secrets/abc/payload".to_owned(), TOKEN.to_owned(), "text/plain".to_owned()),
+            pair("/v1/secrets/abc/payload", "*/*"),
+            pair("/v1/secrets/abc", "application/json"),
+            pair("/v1/secrets/abc/payload", "text/plain"),
         ]
     );
+    // The type is learned: the next fetch of this secret is one GET again.
+    seen.lock().unwrap().clear();
+    assert_eq!(barbican.fetch(&secret, &token).await.unwrap().bucket, "b1");
+    let again: Vec<String> = seen.lock().unwrap().iter().map(|(_, _, a)| a.clone()).collect();
+    assert_eq!(again, ["text/plain"]);
 }
 
 #[tokio::test]
@@ -110,12 +154,13 @@ async fn given_refusals_when_fetched_then_clear_messages_and_no_retry() {
     assert_eq!(seen.lock().unwrap().len(), 1, "a 401 is an answer, not retried");
     let (base, _) = server(|_, _| (403, "{}".into(), Duration::ZERO)).await;
     assert_eq!(fetch(&base).await.unwrap_err(), CredentialsError::Forbidden);
-    let (base, _) = server(|_, _| (404, "{}".into(), Duration::ZERO)).await;
+    let (base, seen) = server(|_, _| (404, "{}".into(), Duration::ZERO)).await;
     let err = fetch(&base).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("secret not found in Barbican (404 Not Found): {base}/v1/secrets/abc")
     );
+    assert_eq!(seen.lock().unwrap().len(), 2, "a missing payload asks the metadata why");
 }
 
 #[tokio::test]
@@ -160,8 +205,13 @@ async fn given_nobody_listening_when_fetched_then_unreachable() {
 
 #[tokio::test]
 async fn given_bad_metadata_or_payload_when_fetched_then_refused() {
-    let (base, _) = server(|_, _| (200, "{}".into(), Duration::ZERO)).await;
-    assert!(matches!(fetch(&base).await.unwrap_err(), CredentialsError::Metadata(_)));
+    let (base, _) = server(|path, _| match path.ends_with("/payload") {
+        true => (404, "{}".into(), Duration::ZERO),
+        false => (200, "{}".into(), Duration::ZERO),
+    })
+    .await;
+    let err = fetch(&base).await.unwrap_err();
+    assert_eq!(err.to_string(), "Barbican secret metadata is unusable: the secret has no payload (no content_types.default)");
     let (base, _) = server(|path, _| {
         if path.ends_with("/payload") {
             (200, r#"{"bucket":"b"}"#.into(), Duration::ZERO)
