@@ -4,7 +4,8 @@
 //!
 //! `DMS_FAILPOINT=<point>[@<n>]` arms one point: the daemon dies the `n`th time (default:
 //! the first) it passes it. Points are named after what just became true:
-//! - `append:<Event>`: a record with that event is durable (e.g. `append:Spawned`);
+//! - `append:<Event>`: a record with that event is journaled (e.g. `append:Spawned`):
+//!   durable, or only applied when no effect depends on it yet (write-ahead);
 //! - `effect:<Effect>`: that effect was performed, its outcome not yet journaled
 //!   (e.g. `effect:SpawnHelper`);
 //! - `reply:acked`, `reply:sent`: a delivery was acked, its reply published.

@@ -341,11 +341,10 @@ fn a_helper_that_dies_is_noticed_its_dead_mount_detached_and_the_target_lost() {
             });
             let journal = daemon.journal.clone();
             daemon.stop();
-            let out =
-                std::process::Command::new(e2e::journal::tool_bin())
-                    .args(["--path", journal.to_str().unwrap(), "inspect", "--target", "t-d"])
-                    .output()
-                    .unwrap();
+            let out = std::process::Command::new(e2e::journal::tool_bin())
+                .args(["--path", journal.to_str().unwrap(), "inspect", "--target", "t-d"])
+                .output()
+                .unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(
                 text.contains("Lost") && text.contains("exited") && text.contains("Cleaned"),

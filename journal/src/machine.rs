@@ -113,6 +113,25 @@ impl Effect {
             Effect::Reply { .. } => "Reply",
         }
     }
+
+    /// Whether the records that license this effect must be durable before it runs
+    /// (DESIGN §3.1): everything that changes the host, and the answer (the ack follows
+    /// it). Reading credentials and watching for a mount change nothing: a crash during
+    /// them loses at most records that nothing depends on yet, and the unacked request is
+    /// redelivered.
+    pub fn needs_write_ahead(&self) -> bool {
+        match self {
+            Effect::FetchCredentials { .. } | Effect::VerifyMount { .. } => false,
+            Effect::SpawnHelper { .. }
+            | Effect::MountNfs { .. }
+            | Effect::StopHelper { .. }
+            | Effect::Unmount { .. }
+            | Effect::Cleanup { .. }
+            | Effect::RemoveStalePidFile { .. }
+            | Effect::WritePidFile { .. }
+            | Effect::Reply { .. } => true,
+        }
+    }
 }
 
 /// What to journal and then do.

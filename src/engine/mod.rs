@@ -14,10 +14,10 @@ pub mod ports;
 mod supervise;
 
 use dms_journal::reconcile::Plan;
-use dms_journal::store::{CompactionReport, Journal, StoreError};
+use dms_journal::store::{CompactionReport, Journal, StoreError, Ticket};
 use dms_journal::{
-    decide, BootId, Clock, Command, Decision, JournalState, OperationId, Outcome, Phase, Record,
-    TargetId, TargetState, Timestamp,
+    decide, BootId, Clock, Command, Decision, Effect, JournalState, OperationId, Outcome, Phase,
+    Record, TargetId, TargetState, Timestamp,
 };
 use ports::{Credentials, Mounts, Processes};
 use std::collections::HashMap;
@@ -203,19 +203,27 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         wall_clock(self.boot)
     }
 
-    /// Decide and make the records durable, then fold them into the state.
+    /// Decide, journal the records, then fold them into the state. They are durable at
+    /// once when an effect of the decision needs them to be (write-ahead); otherwise they
+    /// are only applied, and the ticket returned says what to make durable before anything
+    /// depends on them (the next durable append carries them anyway).
     async fn decide_and_append(
         &self,
         target: &TargetId,
         command: &Command,
-    ) -> Result<Result<Decision, dms_journal::Rejection>, EngineError> {
+    ) -> Result<Result<(Decision, Option<Ticket>), dms_journal::Rejection>, EngineError> {
         let state = self.target_state(target);
         let decision = match decide(&state, command, self.clock()) {
             Ok(d) => d,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        self.append(decision.records.clone()).await?;
-        Ok(Ok(decision))
+        let ticket = if decision.effects.iter().any(Effect::needs_write_ahead) {
+            self.append(decision.records.clone()).await?;
+            None
+        } else {
+            self.append_deferred(decision.records.clone()).await?
+        };
+        Ok(Ok((decision, ticket)))
     }
 
     /// Append durably (on the blocking pool: it waits for the disk), then apply.
@@ -228,18 +236,47 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             tokio::task::spawn_blocking(move || journal.append(&records).map(|_| records))
                 .await
                 .map_err(|_| EngineError::Closed)??;
-        for record in &records {
+        self.applied(&records);
+        Ok(())
+    }
+
+    /// Append without waiting for the disk, then apply; the ticket to make it durable.
+    async fn append_deferred(&self, records: Vec<Record>) -> Result<Option<Ticket>, EngineError> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let journal = Arc::clone(&self.journal);
+        let (records, ticket) = tokio::task::spawn_blocking(move || {
+            journal.append_deferred(&records).map(|(_, ticket)| (records, ticket))
+        })
+        .await
+        .map_err(|_| EngineError::Closed)??;
+        self.applied(&records);
+        Ok(Some(ticket))
+    }
+
+    /// Wait until every record up to `ticket` is durable.
+    async fn make_durable(&self, ticket: Ticket) -> Result<(), EngineError> {
+        let journal = Arc::clone(&self.journal);
+        tokio::task::spawn_blocking(move || journal.make_durable(ticket))
+            .await
+            .map_err(|_| EngineError::Closed)??;
+        Ok(())
+    }
+
+    /// Records just journaled: failpoints, the loss counter, the in-memory state.
+    fn applied(&self, records: &[Record]) {
+        for record in records {
             crate::failpoint::hit("append", record.event.name());
         }
         // The one place losses are counted: every `Lost` (helper death, reconcile) is
-        // appended here, once, after it is durable.
+        // appended here, once (always durably: its cleanup changes the host).
         let lost = records.iter().filter(|r| matches!(r.event, dms_journal::Event::Lost { .. }));
         crate::metrics::global().helpers_lost(lost.count() as u64);
         let mut state = lock(&self.state);
-        for record in &records {
+        for record in records {
             state.apply(record);
         }
-        Ok(())
     }
 }
 

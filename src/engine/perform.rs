@@ -51,9 +51,14 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
     ) -> Result<Option<Outcome>, EngineError> {
         let mut queue = VecDeque::from([command]);
         let mut answer = None;
+        // The latest records journaled without waiting for the disk (tickets only grow).
+        let mut deferred = None;
         while let Some(command) = queue.pop_front() {
             let decision = match self.engine.decide_and_append(&self.target, &command).await? {
-                Ok(decision) => decision,
+                Ok((decision, ticket)) => {
+                    deferred = ticket.or(deferred);
+                    decision
+                }
                 Err(rejection) => {
                     answer.get_or_insert(Outcome::Failed { reason: rejection.to_string() });
                     continue;
@@ -66,6 +71,10 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                     queue.push_back(next);
                 }
             }
+        }
+        // Everything journaled is durable before the caller answers and acks.
+        if let Some(ticket) = deferred {
+            self.engine.make_durable(ticket).await?;
         }
         Ok(answer)
     }

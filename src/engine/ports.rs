@@ -133,7 +133,12 @@ impl Mounts for HostMounts {
                 maybe_mounted: mounted,
             });
         };
-        mounts::wait_for_mount(path, mounts::is_fuse, Some(&pidfd), self.helper_mount_timeout)
+        mounts::wait_for_mount(
+            path,
+            mounts::MountKind::Fuse,
+            Some(&pidfd),
+            self.helper_mount_timeout,
+        )
     }
 
     fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Result<(), MountFailure> {

@@ -1,22 +1,37 @@
 //! Mounting, verifying and unmounting at a target's path.
 //!
-//! "Mounted" is what the mount table says (DESIGN §3.4), so verification watches
-//! `/proc/self/mountinfo` (the kernel wakes a poller with POLLPRI when the table changes)
-//! instead of sleeping in a loop, and gives up early when the helper exits: s3fs, for one,
-//! exits 0 when it fails. A mount that appears must also answer: s3fs mounts before it has
-//! checked its bucket, so the probe lists the mount's root.
+//! "Mounted" is what the kernel says (DESIGN §3.4). Verification waits for the mount to
+//! appear without sleeping in a loop: the kernel wakes a poller of `/proc/self/mountinfo`
+//! with POLLPRI when the table changes, and the helper's pidfd when it exits (s3fs, for
+//! one, exits 0 when it fails). Each wake looks at the path alone, so the cost does not
+//! grow with the number of mounts on the node: its device differs from its parent's once
+//! something is mounted there, and `statfs` names the filesystem's type and must be
+//! answered by whoever serves the mount (for FUSE, the helper itself, with no call to its
+//! backend: listing the root would make an S3 helper list its bucket). The look runs on a
+//! thread of its own with a deadline, since a hung mount would block it.
 
 use super::command::{Program, RunError};
 use crate::observe::mountinfo::{self, MountInfo};
 use dms_journal::machine::MountFailure;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use std::fs::File;
-use std::io::{Read, Seek};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// `statfs` magic numbers (linux/magic.h) of the kinds this module tells apart by name.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+const KNOWN_MAGIC: &[(i64, &str)] = &[
+    (FUSE_SUPER_MAGIC, "fuse"),
+    (0x0102_1994, "tmpfs"),
+    (0xEF53, "ext4"),
+    (0x5846_5342, "xfs"),
+    (0x6969, "nfs"),
+    (0x794C_7630, "overlay"),
+];
 
 /// The mount at `path` as the table shows it now (the top of a stack), if any.
 pub fn mount_at(path: &str) -> Result<Option<MountInfo>, String> {
@@ -26,41 +41,63 @@ pub fn mount_at(path: &str) -> Result<Option<MountInfo>, String> {
     Ok(table.into_iter().rev().find(|m| m.mount_point == path))
 }
 
-pub fn is_fuse(m: &MountInfo) -> bool {
-    m.fstype == "fuse" || m.fstype.starts_with("fuse.")
+/// What a target's mount must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKind {
+    /// A FUSE filesystem (an S3 helper's).
+    Fuse,
+    /// Anything (tests of the waiting itself).
+    Any,
 }
 
-/// Wait until a mount accepted by `kind` is at `path` and answers, the helper behind
-/// `helper` (a pidfd) exits, or `timeout` passes.
+impl MountKind {
+    fn accepts(self, fs_type: i64) -> bool {
+        match self {
+            MountKind::Fuse => fs_type == FUSE_SUPER_MAGIC,
+            MountKind::Any => true,
+        }
+    }
+}
+
+fn type_name(fs_type: i64) -> String {
+    KNOWN_MAGIC
+        .iter()
+        .find(|(magic, _)| *magic == fs_type)
+        .map_or_else(|| format!("{fs_type:#x}"), |(_, name)| (*name).to_owned())
+}
+
+/// Wait until a mount of `kind` is at `path` and answers, the helper behind `helper` (a
+/// pidfd) exits, or `timeout` passes.
 pub fn wait_for_mount(
     path: &str,
-    kind: fn(&MountInfo) -> bool,
+    kind: MountKind,
     helper: Option<&OwnedFd>,
     timeout: Duration,
 ) -> Result<(), MountFailure> {
     let fail = |reason: String| MountFailure { reason, maybe_mounted: true };
     let deadline = Instant::now() + timeout;
-    let mut table =
+    // Opened before the first look, so a change after it wakes the poll below.
+    let table =
         File::open(MOUNTINFO).map_err(|e| fail(format!("cannot watch {MOUNTINFO}: {e}")))?;
+    let left =
+        || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
     loop {
-        if let Some(found) = read_mount(&mut table, path).map_err(fail)? {
-            if !kind(&found) {
-                return Err(fail(format!(
+        if let Look::Mounted { fs_type } = look(path, left()).map_err(fail)? {
+            return match kind.accepts(fs_type) {
+                true => Ok(()),
+                false => Err(fail(format!(
                     "{path} holds a {} mount, not the expected kind",
-                    found.fstype
-                )));
-            }
-            let left =
-                deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-            return probe(path, left).map_err(fail);
+                    type_name(fs_type)
+                ))),
+            };
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
             return Err(fail(format!("no mount at {path} after {timeout:?}")));
         }
-        // Wake on a mount table change or the helper's exit; re-read at least twice a
+        // Wake on a mount table change or the helper's exit; look again at least twice a
         // second in case a change notification is missed.
-        let nap = left.min(Duration::from_millis(500));
+        let nap = remaining.min(Duration::from_millis(500));
         let ts = Timespec { tv_sec: nap.as_secs() as i64, tv_nsec: i64::from(nap.subsec_nanos()) };
         let mut fds = vec![PollFd::new(&table, PollFlags::PRI | PollFlags::ERR)];
         if let Some(pidfd) = helper {
@@ -69,7 +106,7 @@ pub fn wait_for_mount(
         let _ = poll(&mut fds, Some(&ts));
         if fds.get(1).is_some_and(|fd| fd.revents().contains(PollFlags::IN)) {
             // One last look: it may have mounted just before exiting.
-            if read_mount(&mut table, path).map_err(fail)?.is_none() {
+            if let Look::Absent = look(path, left()).map_err(fail)? {
                 return Err(MountFailure {
                     reason: "the helper exited before mounting".into(),
                     maybe_mounted: false,
@@ -80,32 +117,47 @@ pub fn wait_for_mount(
     }
 }
 
-fn read_mount(table: &mut File, path: &str) -> Result<Option<MountInfo>, String> {
-    let mut text = String::new();
-    table
-        .rewind()
-        .and_then(|()| table.read_to_string(&mut text))
-        .map_err(|e| format!("cannot read {MOUNTINFO}: {e}"))?;
-    let entries = mountinfo::parse(&text).map_err(|e| e.to_string())?;
-    Ok(entries.into_iter().rev().find(|m| m.mount_point == path))
+/// What one look at a mount point found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    Absent,
+    /// Something is mounted there and answered `statfs` with this type.
+    Mounted {
+        fs_type: i64,
+    },
 }
 
-/// List the mount's root within `timeout`: a hung or broken mount fails here.
-pub fn probe(path: &str, timeout: Duration) -> Result<(), String> {
+/// Look at `path` within `timeout`: a hung or broken mount fails here.
+fn look(path: &str, timeout: Duration) -> Result<Look, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let owned = path.to_owned();
     std::thread::Builder::new()
-        .name("dms-mount-probe".into())
+        .name("dms-mount-look".into())
         .spawn(move || {
-            let listed = std::fs::read_dir(&owned).and_then(|mut d| d.next().transpose().map(drop));
-            let _ = tx.send(listed.map_err(|e| e.to_string()));
+            let _ = tx.send(look_now(Path::new(&owned)));
         })
         .map_err(|e| format!("cannot start the probe: {e}"))?;
     match rx.recv_timeout(timeout) {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(look)) => Ok(look),
         Ok(Err(e)) => Err(format!("{path} is mounted but does not answer: {e}")),
         Err(_) => Err(format!("{path} is mounted but did not answer within {timeout:?}")),
     }
+}
+
+fn look_now(path: &Path) -> std::io::Result<Look> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let parent_dev = std::fs::symlink_metadata(parent)?.dev();
+    let dev = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta.dev(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Look::Absent),
+        Err(e) => return Err(e),
+    };
+    if dev == parent_dev {
+        return Ok(Look::Absent);
+    }
+    let fs = rustix::fs::statfs(path)?;
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between C libraries
+    Ok(Look::Mounted { fs_type: fs.f_type as i64 })
 }
 
 /// Create the mount point `path` strictly inside `base`, refusing to go through anything

@@ -42,10 +42,6 @@ fn tmpfs(path: &str) {
     assert!(ok.success());
 }
 
-fn any_kind(_: &MountInfo) -> bool {
-    true
-}
-
 fn mounter(dir: &Path) -> Mounter {
     Mounter {
         mount_base: dir.to_path_buf(),
@@ -70,7 +66,7 @@ fn given_a_mount_that_appears_later_when_waiting_then_it_is_seen_and_probed() {
         tmpfs(&later);
     });
     let started = Instant::now();
-    wait_for_mount(&path, any_kind, None, Duration::from_secs(10)).unwrap();
+    wait_for_mount(&path, MountKind::Any, None, Duration::from_secs(10)).unwrap();
     assert!(started.elapsed() >= Duration::from_millis(250));
     mounter_thread.join().unwrap();
     assert_eq!(mount_at(&path).unwrap().unwrap().fstype, "tmpfs");
@@ -83,10 +79,10 @@ fn given_no_mount_or_the_wrong_kind_when_waiting_then_a_failure_with_the_reason(
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t").to_str().unwrap().to_owned();
-    let err = wait_for_mount(&path, any_kind, None, Duration::from_millis(300)).unwrap_err();
+    let err = wait_for_mount(&path, MountKind::Any, None, Duration::from_millis(300)).unwrap_err();
     assert!(err.reason.starts_with("no mount at"), "{}", err.reason);
     tmpfs(&path);
-    let err = wait_for_mount(&path, is_fuse, None, Duration::from_secs(5)).unwrap_err();
+    let err = wait_for_mount(&path, MountKind::Fuse, None, Duration::from_secs(5)).unwrap_err();
     assert!(err.reason.contains("tmpfs mount, not the expected kind"), "{}", err.reason);
 }
 
@@ -101,7 +97,8 @@ fn given_a_helper_that_exits_without_mounting_when_waiting_then_it_fails_fast() 
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
     let started = Instant::now();
-    let err = wait_for_mount(&path, any_kind, Some(&pidfd), Duration::from_secs(30)).unwrap_err();
+    let err =
+        wait_for_mount(&path, MountKind::Any, Some(&pidfd), Duration::from_secs(30)).unwrap_err();
     assert_eq!(err.reason, "the helper exited before mounting");
     assert!(!err.maybe_mounted);
     assert!(started.elapsed() < Duration::from_secs(10), "did not wait for the deadline");

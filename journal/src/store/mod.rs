@@ -38,6 +38,10 @@ use std::sync::Mutex;
 /// durable record, across restarts too.
 pub type Seq = u64;
 
+/// What [`Journal::make_durable`] waits for: a deferred append's place in the flush order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
 /// A record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -221,7 +225,31 @@ impl Journal {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let job = records
+        let job = self.encode(records)?;
+        let count = job.len() as u64;
+        let first = self.combiner.submit(job, count, |jobs| self.apply_durably(jobs))?;
+        Ok((first..first + count).collect())
+    }
+
+    /// [`Self::append`] without waiting for the disk: the records are applied (the next
+    /// flush, by anyone, carries them) and durable once [`Self::make_durable`] returns for
+    /// the ticket. For records that license nothing outside the journal yet: a crash before
+    /// that flush loses them together with everything that followed them, never alone.
+    pub fn append_deferred(&self, records: &[Record]) -> Result<(Vec<Seq>, Ticket), StoreError> {
+        let job = self.encode(records)?;
+        let count = job.len() as u64;
+        let (first, ticket) = self.apply(vec![job])?;
+        Ok(((first..first + count).collect(), Ticket(ticket)))
+    }
+
+    /// Wait until everything applied up to `ticket` is durable (sharing the flush with
+    /// concurrent appenders).
+    pub fn make_durable(&self, ticket: Ticket) -> Result<(), StoreError> {
+        self.wait_durable(ticket.0)
+    }
+
+    fn encode(&self, records: &[Record]) -> Result<Vec<Encoded>, StoreError> {
+        records
             .iter()
             .map(|r| {
                 let bytes = codec::encode_record(r).map_err(|source| StoreError::Encode {
@@ -231,15 +259,20 @@ impl Journal {
                 })?;
                 Ok(Encoded { target: r.target.clone(), request: r.request.clone(), bytes })
             })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let count = job.len() as u64;
-        let first = self.combiner.submit(job, count, |jobs| self.apply_durably(jobs))?;
-        Ok((first..first + count).collect())
+            .collect::<Result<Vec<_>, StoreError>>()
     }
 
     /// The leader's part of [`Self::append`]: every queued job in one batch, one flush.
     fn apply_durably(&self, jobs: Vec<Vec<Encoded>>) -> Result<Seq, StoreError> {
-        let (first, ticket) = {
+        let (first, ticket) = self.apply(jobs)?;
+        self.wait_durable(ticket)?;
+        Ok(first)
+    }
+
+    /// Apply `jobs` as one sled batch with consecutive seqs; the first seq and the flush
+    /// ticket that covers them.
+    fn apply(&self, jobs: Vec<Vec<Encoded>>) -> Result<(Seq, u64), StoreError> {
+        let applied = {
             let mut writer = lock(&self.writer);
             let first = writer.next;
             let mut batch = sled::Batch::default();
@@ -266,8 +299,7 @@ impl Journal {
             }
             (first, self.commit.applied())
         };
-        self.wait_durable(ticket)?;
-        Ok(first)
+        Ok(applied)
     }
 
     /// The target's snapshot and the records after it, damaged ones included as problems.

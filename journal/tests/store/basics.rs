@@ -46,6 +46,42 @@ fn given_a_process_that_dies_right_after_append_when_reopened_then_the_records_a
 }
 
 #[test]
+fn given_a_deferred_append_when_made_durable_then_one_flush_carries_it_and_it_is_replayed() {
+    let (_dir, path) = scratch();
+    let records = mounted("t1", 1_000, Some("req-1"), 1);
+    {
+        let (journal, _) = open(&path);
+        let before = journal.flushes();
+        let (seqs, ticket) = journal.append_deferred(&records).expect("apply");
+        assert_eq!(seqs.len(), 2);
+        assert_eq!(journal.flushes(), before, "a deferred append does not wait for the disk");
+        assert_eq!(
+            journal.history(&t("t1")).expect("history").records.len(),
+            2,
+            "readable at once"
+        );
+        journal.make_durable(ticket).expect("flush");
+        assert_eq!(journal.flushes(), before + 1);
+        journal.make_durable(ticket).expect("already durable");
+        assert_eq!(journal.flushes(), before + 1, "a durable ticket needs no second flush");
+    }
+    let (_journal, replay) = open(&path);
+    assert_eq!(replay.state, fold(&records));
+}
+
+#[test]
+fn given_a_deferred_append_then_a_durable_one_when_the_process_dies_then_both_survive() {
+    let (_dir, path) = scratch();
+    let status = spawn_child("deferred-then-append-then-abort", &path).wait().expect("child runs");
+    assert!(!status.success(), "the child aborts after appending");
+    let (_journal, replay) = open(&path);
+    for target in ["early", "late"] {
+        let state = replay.state.target(&t(target)).expect("both appends survived");
+        assert_eq!(state.phase, Phase::Mounted, "{target}");
+    }
+}
+
+#[test]
 fn given_64_concurrent_appenders_when_all_return_then_all_records_landed_with_shared_flushes() {
     const THREADS: u8 = 64;
     const EACH: u8 = 8;

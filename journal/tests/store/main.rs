@@ -119,6 +119,14 @@ fn child_role() {
             journal.append(&mounted("crash", 1_000, Some("req-crash"), 1)).expect("append");
             std::process::abort();
         }
+        // A deferred append, then a durable one for another target, then death: the
+        // durable append's flush must have carried the deferred records too.
+        "deferred-then-append-then-abort" => {
+            let (journal, _) = open(path);
+            journal.append_deferred(&mounted("early", 1_000, Some("req-early"), 1)).expect("apply");
+            journal.append(&mounted("late", 2_000, Some("req-late"), 2)).expect("append");
+            std::process::abort();
+        }
         // Hold the journal open until killed, like a running daemon.
         "hold" => {
             let (_journal, _) = open(path);

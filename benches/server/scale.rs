@@ -1,0 +1,214 @@
+//! The server bench's measurements at scale (a module of `server_bench.rs`):
+//!
+//! - **Parallel floor vs. the daemon:** `clients` threads each doing mount/unmount cycles
+//!   the obvious way without any daemon (the two Barbican GETs, exec the helper, wait for
+//!   its mount in the table, SIGTERM, wait for it to go and reap it), against `clients`
+//!   requesters each sending the daemon mount/unmount cycles; cycles per second of each.
+//! - **Latency at scale:** one daemon's mount and unmount latency (one request at a time)
+//!   with no other mount, then again with `live` more targets mounted (through the same
+//!   daemon), the ratio of the medians.
+
+use super::{
+    credentials_env, expect_success, fetch, http_client, ms, start_daemon, timed_call, wait_table,
+    DaemonGuard, KillOnDrop, Requester,
+};
+use crate::e2e::{s3_mount, unmount};
+use crate::support::{mountns, Broker};
+use crate::{common, Samples};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Cycles per second of `clients` threads doing fetch → spawn → mounted → SIGTERM →
+/// unmounted+reaped, `cycles` each, with no daemon.
+pub fn parallel_floor(
+    secret_ref: &str,
+    testfs: &Path,
+    dir: &Path,
+    clients: usize,
+    cycles: usize,
+) -> f64 {
+    let t0 = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let (secret_ref, testfs, dir) =
+                (secret_ref.to_owned(), testfs.to_path_buf(), dir.join(format!("client-{c}")));
+            std::thread::spawn(move || {
+                let rt =
+                    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let http = http_client();
+                std::fs::create_dir_all(&dir).unwrap();
+                for i in 0..cycles {
+                    rt.block_on(fetch(http.clone(), secret_ref.clone())).unwrap();
+                    helper_cycle(&testfs, &dir.join(format!("t-{i}")), &dir.join("helper.log"));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a floor client panicked");
+    }
+    (clients * cycles) as f64 / t0.elapsed().as_secs_f64()
+}
+
+/// One helper run as the daemon does it: exec with the helper environment, its mount in
+/// the table, SIGTERM, unmounted and reaped.
+fn helper_cycle(bin: &Path, path: &Path, log: &Path) {
+    std::fs::create_dir(path).unwrap();
+    let log = File::options().create(true).append(true).open(log).unwrap();
+    let mut table = File::open("/proc/self/mountinfo").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .envs(credentials_env(path))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    wait_table(&mut table, || mountns::mount_at(path).is_some(), "the helper's mount");
+    let pid = rustix::process::Pid::from_child(&child.0);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    wait_table(&mut table, || mountns::mount_at(path).is_none(), "the helper's unmount");
+    assert!(child.0.wait().unwrap().success());
+}
+
+/// Cycles per second of `clients` requesters sending one daemon `cycles` mount/unmount
+/// cycles each (distinct targets).
+pub async fn daemon_parallel(
+    broker: &Broker,
+    secret_ref: &str,
+    testfs: &Path,
+    dir: &Path,
+    clients: usize,
+    cycles: usize,
+) -> f64 {
+    let guard = DaemonGuard(Some(start_daemon(broker, dir, "bench-parallel", testfs, &[])));
+    let daemon = guard.daemon();
+    let queue = format!("dms.{}", daemon.node);
+    let mut requesters = Vec::new();
+    for _ in 0..clients {
+        requesters.push(Requester::connect(broker).await);
+    }
+    let t0 = Instant::now();
+    let runs: Vec<_> = requesters
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut client)| {
+            let (queue, secret_ref) = (queue.clone(), secret_ref.to_owned());
+            let paths: Vec<(String, String)> = (0..cycles)
+                .map(|i| {
+                    let target = format!("par-{c}-{i}");
+                    let path = daemon.path(&target);
+                    (target, path)
+                })
+                .collect();
+            tokio::spawn(async move {
+                let mut failed = 0;
+                for (target, path) in paths {
+                    let body = s3_mount(&target, &path, &secret_ref, common::TOKEN).to_string();
+                    let (reply, _) = timed_call(&mut client, &queue, body.as_bytes()).await;
+                    failed += usize::from(reply["status"] != "success");
+                    let body = unmount(&target, &path, "s3").to_string();
+                    let (reply, _) = timed_call(&mut client, &queue, body.as_bytes()).await;
+                    failed += usize::from(reply["status"] != "success");
+                }
+                client.close().await;
+                failed
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for run in runs {
+        failed += run.await.unwrap();
+    }
+    let rate = (clients * cycles) as f64 / t0.elapsed().as_secs_f64();
+    assert_eq!(failed, 0, "failed requests in the parallel run");
+    guard.stop();
+    rate
+}
+
+/// One request at a time: mount and unmount latency of `cycles` fresh targets.
+async fn latency(
+    client: &mut Requester,
+    daemon: &crate::e2e::Daemon,
+    secret_ref: &str,
+    prefix: &str,
+    cycles: usize,
+) -> (Samples, Samples) {
+    let queue = format!("dms.{}", daemon.node);
+    let (mut mounts, mut unmounts) = (Samples::default(), Samples::default());
+    for i in 0..cycles {
+        let target = format!("{prefix}-{i}");
+        let path = daemon.path(&target);
+        let body = s3_mount(&target, &path, secret_ref, common::TOKEN).to_string();
+        let (reply, took) = timed_call(client, &queue, body.as_bytes()).await;
+        expect_success(&reply, "mount", daemon);
+        mounts.push(took);
+        let body = unmount(&target, &path, "s3").to_string();
+        let (reply, took) = timed_call(client, &queue, body.as_bytes()).await;
+        expect_success(&reply, "unmount", daemon);
+        unmounts.push(took);
+    }
+    (mounts, unmounts)
+}
+
+/// Mount latency with no other mount and with `live` others; prints both and returns the
+/// ratio of the medians (at `live` / at none).
+pub async fn latency_at_scale(
+    broker: &Broker,
+    secret_ref: &str,
+    testfs: &Path,
+    dir: &Path,
+    live: usize,
+    cycles: usize,
+) -> f64 {
+    let guard = DaemonGuard(Some(start_daemon(broker, dir, "bench-scale", testfs, &[])));
+    let daemon = guard.daemon();
+    let queue = format!("dms.{}", daemon.node);
+    let mut client = Requester::connect(broker).await;
+    latency(&mut client, daemon, secret_ref, "warm", 3).await;
+    let (idle_mount, idle_unmount) = latency(&mut client, daemon, secret_ref, "idle", cycles).await;
+    let targets: Vec<String> = (0..live).map(|i| format!("live-{i}")).collect();
+    let t0 = Instant::now();
+    for chunk in targets.chunks(64) {
+        let bodies: Vec<String> = chunk
+            .iter()
+            .map(|t| s3_mount(t, &daemon.path(t), secret_ref, common::TOKEN).to_string())
+            .collect();
+        let (_, failed) = common::burst(&mut client, &queue, &bodies).await;
+        assert!(failed.is_empty(), "mounting the live targets: {failed:?}");
+    }
+    let mounted = t0.elapsed();
+    let (busy_mount, busy_unmount) = latency(&mut client, daemon, secret_ref, "busy", cycles).await;
+    for chunk in targets.chunks(64) {
+        let bodies: Vec<String> =
+            chunk.iter().map(|t| unmount(t, &daemon.path(t), "s3").to_string()).collect();
+        let (_, failed) = common::burst(&mut client, &queue, &bodies).await;
+        assert!(failed.is_empty(), "unmounting the live targets: {failed:?}");
+    }
+    client.close().await;
+    guard.stop();
+    println!(
+        "{live} targets mounted in {} ({:.0} mounts/s)",
+        ms(mounted),
+        live as f64 / mounted.as_secs_f64()
+    );
+    println!("mount   with no other mount:     {}", idle_mount.summary());
+    println!("mount   with {live:>4} live mounts:   {}", busy_mount.summary());
+    println!("unmount with no other mount:     {}", idle_unmount.summary());
+    println!("unmount with {live:>4} live mounts:   {}", busy_unmount.summary());
+    ratio(busy_mount.median(), idle_mount.median())
+}
+
+pub fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+/// Where a run's files go (the caller's temp directory).
+pub fn sub(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
