@@ -54,7 +54,10 @@ impl PidDir {
         self.dir.join(format!("{target}.pid"))
     }
 
-    /// Write atomically: a temporary file in the same directory, fsynced, renamed over.
+    /// Write atomically: a temporary file in the same directory, renamed over. Not
+    /// fsynced: the rename is atomic for every reader and for a crash of the daemon, and
+    /// only a power loss could undo it, after which the file means nothing (a new boot id
+    /// voids every helper; `/run` is a tmpfs anyway).
     pub fn write(&self, target: &TargetId, pid: u32) -> Result<(), PidFileError> {
         let path = self.path(target);
         let io =
@@ -63,7 +66,6 @@ impl PidDir {
         let tmp = self.dir.join(format!(".{target}.pid.tmp"));
         let mut file = std::fs::File::create(&tmp).map_err(io("create a temporary for"))?;
         file.write_all(format!("{pid}\n").as_bytes()).map_err(io("write"))?;
-        file.sync_all().map_err(io("sync"))?;
         std::fs::rename(&tmp, &path).map_err(io("rename into place"))
     }
 
