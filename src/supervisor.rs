@@ -18,11 +18,8 @@ use crate::observe::{Host, ObserveError};
 use crate::server::HostEngine;
 use dms_journal::{reconcile, BootId, HelperIdentity, Phase};
 use std::collections::{BTreeSet, HashSet};
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +198,7 @@ impl Supervisor {
                 status: status.to_owned(),
             };
             match self.helpers.pidfd(helper) {
-                Ok(Some(pidfd)) => match register(pidfd) {
+                Ok(Some(pidfd)) => match crate::exec::helper::register(pidfd) {
                     Ok(pidfd) => {
                         self.watched.insert(helper);
                         let (tx, exited) =
@@ -255,14 +252,4 @@ async fn journal_exit(engine: &HostEngine, exit: HelperExit) {
             "cannot journal a helper's death; the next resync retries"
         ),
     }
-}
-
-/// Register a pidfd with tokio's reactor: it polls readable once the process has exited.
-#[allow(unsafe_code)]
-fn register(pidfd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: the AsyncFd takes the OwnedFd by value and is its only owner, so the
-    // descriptor stays open, refers to the same pidfd and `as_raw_fd` returns the same
-    // number for the AsyncFd's whole life; nothing else can close it.
-    unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)
 }

@@ -8,8 +8,11 @@
 //!   environment (the broker password, for one) leaks into it, and no secret is in argv.
 //! - It is signalled only when its full identity (pid + start ticks + boot) still matches,
 //!   through a pidfd, so a reused PID is never hit (DESIGN §3.6).
-//! - Exits are reaped at once by a waiter thread, so a dead helper never lingers as a
-//!   zombie that would still look alive, and the exit is reported to the supervisor.
+//! - Exits are reaped at once, so a dead helper never lingers as a zombie that would still
+//!   look alive, and the exit is reported to the supervisor. Inside the daemon's runtime
+//!   the wait is a task on the helper's pidfd, not a thread: a thread per helper made the
+//!   daemon's own `fork` (to start the next helper) slower with every helper it runs,
+//!   since the kernel copies the mapping of every thread stack (5 ms at 1,000 threads).
 
 use crate::observe::pidfile::{PidDir, PidFileError};
 use crate::observe::procfs::{Procfs, TARGET_MARKER};
@@ -137,13 +140,7 @@ impl Helpers {
             let _ = child.wait();
             return Err(e.into());
         }
-        let exit_target = target.clone();
-        let waiter =
-            std::thread::Builder::new().name(format!("dms-helper-{pid}")).spawn(move || {
-                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                let _ = exits.send(HelperExit { target: exit_target, helper, status });
-            });
-        if let Err(source) = waiter {
+        if let Err(source) = reap_on_exit(child, target.clone(), helper, exits) {
             // Without a waiter the exit would go unnoticed: do not run such a helper.
             let _ = self.stop(target, helper);
             return Err(HelperError::Exec { bin: self.bin.clone(), source });
@@ -223,6 +220,53 @@ fn signal(pidfd: &OwnedFd, pid: u32, sig: Signal) -> Result<(), HelperError> {
         let _ = kill_process_group(group, sig);
     }
     Ok(())
+}
+
+/// Reap `child` once it exits and report the exit: a task waiting on its pidfd when a
+/// runtime is at hand (the daemon), else a thread (tools and tests without one).
+fn reap_on_exit(
+    mut child: std::process::Child,
+    target: TargetId,
+    helper: HelperIdentity,
+    exits: Sender<HelperExit>,
+) -> std::io::Result<()> {
+    let report = move |child: &mut std::process::Child| {
+        let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+        let _ = exits.send(HelperExit { target, helper, status });
+    };
+    let runtime = tokio::runtime::Handle::try_current();
+    let pidfd = i32::try_from(helper.pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .map(|pid| pidfd_open(pid, PidfdFlags::NONBLOCK));
+    match (runtime, pidfd) {
+        (Ok(runtime), Some(Ok(pidfd))) => {
+            let _guard = runtime.enter();
+            let watch = register(pidfd)?;
+            runtime.spawn(async move {
+                // Readable once the process has exited; `wait` then returns at once.
+                let _ = watch.readable().await;
+                report(&mut child);
+            });
+            Ok(())
+        }
+        _ => std::thread::Builder::new()
+            .name(format!("dms-helper-{}", helper.pid))
+            .spawn(move || report(&mut child))
+            .map(drop),
+    }
+}
+
+/// Register a pidfd with tokio's reactor: it polls readable once the process has exited.
+#[allow(unsafe_code)]
+pub(crate) fn register(pidfd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes the OwnedFd by value and is its only owner, so the
+    // descriptor stays open, refers to the same pidfd and `as_raw_fd` returns the same
+    // number for the AsyncFd's whole life; nothing else can close it.
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| e.into_parts().1)
 }
 
 /// Whether the process behind `pidfd` exits within `timeout` (a pidfd polls readable then).
