@@ -63,7 +63,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     );
 
     raise_open_file_limit();
-    // Helper exits arrive from the reaper threads and the pidfd watches; the supervisor
+    // Helper exits arrive from the spawner's reapers and the pidfd watches; the supervisor
     // acts on them once the engine exists (below).
     let (exits, exits_tx) = Exits::new()?;
 

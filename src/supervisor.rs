@@ -1,7 +1,7 @@
 //! Supervision of what the daemon has mounted (DESIGN §3.4), on two levels:
 //!
 //! - **Edge-triggered:** every helper of a mounted target is watched. Helpers this process
-//!   spawned are reaped by their waiter threads; every mounted helper — also the ones
+//!   spawned are reaped by a task on their pidfd; every mounted helper — also the ones
 //!   adopted at boot, which are not our children — is watched through a pidfd, which polls
 //!   readable when the process exits. A death is journaled `Lost` and its dead mount
 //!   detached at once.
@@ -75,8 +75,8 @@ impl PassNow {
     }
 }
 
-/// Where helper exits arrive: from the spawner's waiter threads (through the std sender
-/// handed to the spawner) and from the pidfd watches.
+/// Where helper exits arrive: from the spawner's reapers (through the std sender handed to
+/// the spawner) and from the pidfd watches.
 #[derive(Debug)]
 pub struct Exits {
     tx: mpsc::UnboundedSender<HelperExit>,
@@ -84,8 +84,8 @@ pub struct Exits {
 }
 
 impl Exits {
-    /// Also returns the sender for the waiter threads, which block in wait(2) and so send on
-    /// a std channel; a thread bridges it.
+    /// Also returns the sender for the spawner's reapers, which may be threads (outside the
+    /// runtime) and so send on a std channel; one thread bridges it.
     pub fn new() -> Result<(Exits, std::sync::mpsc::Sender<HelperExit>), SuperviseError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (reaped_tx, reaped) = std::sync::mpsc::channel::<HelperExit>();

@@ -75,7 +75,7 @@ impl fmt::Debug for HelperEnv {
     }
 }
 
-/// A helper's exit, as the waiter thread saw it.
+/// A helper's exit, as its reaper saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelperExit {
     pub target: TargetId,
