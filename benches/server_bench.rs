@@ -728,27 +728,10 @@ async fn daemon_latency(
     let dir = daemon_dir();
     let guard = DaemonGuard(Some(start_daemon(broker, dir.path(), node, testfs, &[])));
     let daemon = guard.daemon();
-    let queue = format!("dms.{}", daemon.node);
     let mut client = Requester::connect(broker).await;
-    let (mut mounts, mut unmounts) = (Samples::default(), Samples::default());
+    latency(&mut client, daemon, secret_ref, "warm", 3).await;
+    let (mounts, unmounts) = latency(&mut client, daemon, secret_ref, "lat", cycles).await;
     let mut inside = Samples::default();
-    let warmup = 3;
-    for i in 0..warmup + cycles {
-        let target = format!("lat-{i}");
-        let path = daemon.path(&target);
-        let body = s3_mount(&target, &path, secret_ref, TOKEN).to_string();
-        let (reply, took_mount) = timed_call(&mut client, &queue, body.as_bytes()).await;
-        expect_success(&reply, "mount", daemon);
-        let entry = mountns::mount_at(Path::new(&path)).expect("mounted after a success reply");
-        assert_eq!(entry.fs_type, "fuse.dms-testfs");
-        let body = unmount(&target, &path, "s3").to_string();
-        let (reply, took_unmount) = timed_call(&mut client, &queue, body.as_bytes()).await;
-        expect_success(&reply, "unmount", daemon);
-        if i >= warmup {
-            mounts.push(took_mount);
-            unmounts.push(took_unmount);
-        }
-    }
     client.close().await;
     // The daemon's own view: `elapsed_ms` of its `Mount done` lines.
     for line in daemon.log_text().lines().filter(|l| l.contains("Mount done for target")) {
@@ -770,6 +753,33 @@ async fn daemon_latency(
     }
     guard.stop();
     finish_dir(dir);
+    (mounts, unmounts)
+}
+
+/// One request at a time: mount and unmount latency of `cycles` fresh targets.
+async fn latency(
+    client: &mut Requester,
+    daemon: &Daemon,
+    secret_ref: &str,
+    prefix: &str,
+    cycles: usize,
+) -> (Samples, Samples) {
+    let queue = format!("dms.{}", daemon.node);
+    let (mut mounts, mut unmounts) = (Samples::default(), Samples::default());
+    for i in 0..cycles {
+        let target = format!("{prefix}-{i}");
+        let path = daemon.path(&target);
+        let body = s3_mount(&target, &path, secret_ref, TOKEN).to_string();
+        let (reply, took) = timed_call(client, &queue, body.as_bytes()).await;
+        expect_success(&reply, "mount", daemon);
+        let entry = mountns::mount_at(Path::new(&path)).expect("mounted after a success reply");
+        assert_eq!(entry.fs_type, "fuse.dms-testfs");
+        mounts.push(took);
+        let body = unmount(&target, &path, "s3").to_string();
+        let (reply, took) = timed_call(client, &queue, body.as_bytes()).await;
+        expect_success(&reply, "unmount", daemon);
+        unmounts.push(took);
+    }
     (mounts, unmounts)
 }
 

@@ -9,12 +9,12 @@
 //!   daemon), the ratio of the medians.
 
 use super::{
-    credentials_env, expect_success, fetch, http_client, ms, start_daemon, timed_call, wait_table,
+    credentials_env, fetch, http_client, latency, ms, start_daemon, timed_call, wait_table,
     DaemonGuard, KillOnDrop, Requester,
 };
+use crate::common;
 use crate::e2e::{s3_mount, unmount};
 use crate::support::{mountns, Broker};
-use crate::{common, Samples};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -127,31 +127,6 @@ pub async fn daemon_parallel(
     assert_eq!(failed, 0, "failed requests in the parallel run");
     guard.stop();
     rate
-}
-
-/// One request at a time: mount and unmount latency of `cycles` fresh targets.
-async fn latency(
-    client: &mut Requester,
-    daemon: &crate::e2e::Daemon,
-    secret_ref: &str,
-    prefix: &str,
-    cycles: usize,
-) -> (Samples, Samples) {
-    let queue = format!("dms.{}", daemon.node);
-    let (mut mounts, mut unmounts) = (Samples::default(), Samples::default());
-    for i in 0..cycles {
-        let target = format!("{prefix}-{i}");
-        let path = daemon.path(&target);
-        let body = s3_mount(&target, &path, secret_ref, common::TOKEN).to_string();
-        let (reply, took) = timed_call(client, &queue, body.as_bytes()).await;
-        expect_success(&reply, "mount", daemon);
-        mounts.push(took);
-        let body = unmount(&target, &path, "s3").to_string();
-        let (reply, took) = timed_call(client, &queue, body.as_bytes()).await;
-        expect_success(&reply, "unmount", daemon);
-        unmounts.push(took);
-    }
-    (mounts, unmounts)
 }
 
 /// Mount latency with no other mount and with `live` others; prints both and returns the
