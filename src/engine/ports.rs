@@ -127,7 +127,7 @@ impl Mounts for HostMounts {
             .pidfd(helper)
             .map_err(|e| MountFailure { reason: e.to_string(), maybe_mounted: true })?;
         let Some(pidfd) = pidfd else {
-            let mounted = mounts::mount_at(path).map(|m| m.is_some()).unwrap_or(true);
+            let mounted = mounts::is_mounted(path, self.helper_mount_timeout);
             return Err(MountFailure {
                 reason: "the helper exited before mounting".into(),
                 maybe_mounted: mounted,

@@ -13,7 +13,10 @@
 //!   the wait is a task on the helper's pidfd, not a thread: a thread per helper made the
 //!   daemon's own `fork` (to start the next helper) slower with every helper it runs,
 //!   since the kernel copies the mapping of every thread stack (5 ms at 1,000 threads).
+//! - It is started by `posix_spawn`, not `fork` ([`super::spawn`]): a fork of a daemon
+//!   tracking 1,000 targets made every page it wrote next take a copy-on-write fault.
 
+use super::spawn::{Child, Spawn};
 use crate::observe::pidfile::{PidDir, PidFileError};
 use crate::observe::procfs::{Procfs, TARGET_MARKER};
 use dms_journal::{BootId, HelperIdentity, TargetId};
@@ -23,9 +26,7 @@ use std::fmt;
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
@@ -113,31 +114,23 @@ impl Helpers {
             .mode(0o640)
             .open(&log_path)
             .map_err(log_error)?;
-        let mut command = Command::new(&self.bin);
-        command
-            .env_clear()
-            .envs(env.0.iter().map(|(n, v)| (n, v)))
-            .env(TARGET_MARKER, target.as_str())
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(log_error)?)
-            .stderr(log);
-        new_session(&mut command);
-        let mut child = command
-            .spawn()
-            .map_err(|source| HelperError::Exec { bin: self.bin.clone(), source })?;
+        let marker = [(TARGET_MARKER, target.as_str())];
+        let spawn = Spawn {
+            program: &self.bin,
+            env: env.0.iter().map(|(n, v)| (n.as_str(), v.as_str())).chain(marker).collect(),
+            log: &log,
+        };
+        let child =
+            spawn.spawn().map_err(|source| HelperError::Exec { bin: self.bin.clone(), source })?;
         let pid = child.id();
         // The child is not reaped yet, so its PID cannot have been reused: this is it.
         let helper = match self.procfs.identity(pid, self.boot).ok().flatten() {
             Some(helper) => helper,
-            None => {
-                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                return Err(HelperError::ExitedAtOnce { status });
-            }
+            None => return Err(HelperError::ExitedAtOnce { status: child.wait() }),
         };
         if let Err(e) = self.pid_dir.write(target, pid) {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
+            child.wait();
             return Err(e.into());
         }
         if let Err(source) = reap_on_exit(child, target.clone(), helper, exits) {
@@ -225,34 +218,28 @@ fn signal(pidfd: &OwnedFd, pid: u32, sig: Signal) -> Result<(), HelperError> {
 /// Reap `child` once it exits and report the exit: a task waiting on its pidfd when a
 /// runtime is at hand (the daemon), else a thread (tools and tests without one).
 fn reap_on_exit(
-    mut child: std::process::Child,
+    child: Child,
     target: TargetId,
     helper: HelperIdentity,
     exits: Sender<HelperExit>,
 ) -> std::io::Result<()> {
-    let report = move |child: &mut std::process::Child| {
-        let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-        let _ = exits.send(HelperExit { target, helper, status });
+    let report = move |child: &Child| {
+        let _ = exits.send(HelperExit { target, helper, status: child.wait() });
     };
-    let runtime = tokio::runtime::Handle::try_current();
-    let pidfd = i32::try_from(helper.pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .map(|pid| pidfd_open(pid, PidfdFlags::NONBLOCK));
-    match (runtime, pidfd) {
-        (Ok(runtime), Some(Ok(pidfd))) => {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
             let _guard = runtime.enter();
-            let watch = register(pidfd)?;
+            let watch = register(child.pidfd().try_clone()?)?;
             runtime.spawn(async move {
                 // Readable once the process has exited; `wait` then returns at once.
                 let _ = watch.readable().await;
-                report(&mut child);
+                report(&child);
             });
             Ok(())
         }
-        _ => std::thread::Builder::new()
+        Err(_) => std::thread::Builder::new()
             .name(format!("dms-helper-{}", helper.pid))
-            .spawn(move || report(&mut child))
+            .spawn(move || report(&child))
             .map(drop),
     }
 }
@@ -283,17 +270,6 @@ fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
             Err(rustix::io::Errno::INTR) => continue,
             Err(_) => return false,
         }
-    }
-}
-
-/// Put the child in a session of its own, so it survives the daemon's terminal and
-/// process group, and leads its own process group (for group signals).
-#[allow(unsafe_code)]
-fn new_session(command: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and calls only setsid(2),
-    // which is async-signal-safe; it allocates nothing and touches no lock.
-    unsafe {
-        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(Into::into));
     }
 }
 

@@ -5,3 +5,4 @@ pub mod command;
 pub mod credentials;
 pub mod helper;
 pub mod mounts;
+pub mod spawn;

@@ -16,7 +16,6 @@ use dms_journal::machine::MountFailure;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -145,19 +144,53 @@ fn look(path: &str, timeout: Duration) -> Result<Look, String> {
 }
 
 fn look_now(path: &Path) -> std::io::Result<Look> {
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let parent_dev = std::fs::symlink_metadata(parent)?.dev();
-    let dev = match std::fs::symlink_metadata(path) {
-        Ok(meta) => meta.dev(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Look::Absent),
-        Err(e) => return Err(e),
-    };
-    if dev == parent_dev {
+    if !is_mount_root(path)? {
         return Ok(Look::Absent);
     }
     let fs = rustix::fs::statfs(path)?;
     #[allow(clippy::unnecessary_cast)] // `f_type`'s width differs between C libraries
     Ok(Look::Mounted { fs_type: fs.f_type as i64 })
+}
+
+/// Whether something is mounted at `path` itself: its mount differs from its parent's.
+/// The mount id (`statx`, Linux 5.8+) is exact even for a bind mount of the parent's own
+/// filesystem; without it the device number is compared.
+fn is_mount_root(path: &Path) -> std::io::Result<bool> {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let ask = StatxFlags::MNT_ID | StatxFlags::INO;
+    let flags = AtFlags::SYMLINK_NOFOLLOW;
+    let look = |p: &Path| match statx(CWD, p, flags, ask) {
+        Ok(s) => Ok(Some(s)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(std::io::Error::from(e)),
+    };
+    // A path that does not exist has nothing mounted on it.
+    let (Some(above), Some(here)) = (look(parent)?, look(path)?) else {
+        return Ok(false);
+    };
+    let has_mnt_id = |s: &rustix::fs::Statx| {
+        StatxFlags::from_bits_retain(s.stx_mask).contains(StatxFlags::MNT_ID)
+    };
+    if has_mnt_id(&above) && has_mnt_id(&here) {
+        return Ok(here.stx_mnt_id != above.stx_mnt_id);
+    }
+    Ok((here.stx_dev_major, here.stx_dev_minor) != (above.stx_dev_major, above.stx_dev_minor))
+}
+
+/// Whether anything is mounted at `path`, asking only about the path (the cost does not
+/// grow with the mount table). A mount that does not answer within `timeout`, or answers
+/// with an error (a FUSE mount whose helper died says ENOTCONN), is still mounted.
+pub fn is_mounted(path: &str, timeout: Duration) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_owned();
+    let spawned = std::thread::Builder::new().name("dms-mount-look".into()).spawn(move || {
+        let _ = tx.send(is_mount_root(Path::new(&owned)));
+    });
+    match spawned.map(|_| rx.recv_timeout(timeout)) {
+        Ok(Ok(Ok(mounted))) => mounted,
+        Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => true,
+    }
 }
 
 /// Create the mount point `path` strictly inside `base`, refusing to go through anything
@@ -242,13 +275,15 @@ impl Mounter {
     }
 
     /// Make sure nothing is mounted at `path`: umount, then (NFS) force, then lazy detach,
-    /// each with a deadline; success only when the table confirms. Then remove the empty
+    /// each with a deadline; success only when the kernel says nothing is mounted there
+    /// ([`is_mounted`]: a look at the path, not a read of the whole table). Then remove the empty
     /// mount directory.
     pub fn unmount(&self, path: &str, nfs: bool) -> Result<(), String> {
         let attempts: &[&[&str]] = if nfs { &[&[], &["-f"], &["-l"]] } else { &[&[], &["-l"]] };
         let mut last = String::from("still mounted");
+        let look = self.umount_timeout.min(Duration::from_secs(5));
         for flags in attempts {
-            if mount_at(path)?.is_none() {
+            if !is_mounted(path, look) {
                 break;
             }
             let mut args: Vec<&str> = flags.to_vec();
@@ -257,7 +292,7 @@ impl Mounter {
                 last = e.to_string();
             }
         }
-        if mount_at(path)?.is_some() {
+        if is_mounted(path, look) {
             return Err(last);
         }
         // Only an empty directory goes; a non-empty one means something else lives there.

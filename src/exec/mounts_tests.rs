@@ -121,6 +121,29 @@ fn given_a_mount_when_unmounted_then_the_table_confirms_the_directory_goes_and_r
 }
 
 #[test]
+fn given_a_bind_mount_of_the_parents_own_filesystem_then_the_look_still_sees_it_and_unmount_removes_it(
+) {
+    if !isolated("given_a_bind_mount_of_the_parents_own_filesystem_then_the_look_still_sees_it_and_unmount_removes_it") {
+        return;
+    }
+    // Same device as the parent: only the mount id tells that something is mounted here.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("src");
+    let path = dir.path().join("t").to_str().unwrap().to_owned();
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::create_dir_all(&path).unwrap();
+    assert!(!is_mounted(&path, Duration::from_secs(5)), "a plain directory is no mount");
+    let ok = Command::new("mount").arg("--bind").arg(&source).arg(&path).status().unwrap();
+    assert!(ok.success());
+    assert!(mount_at(&path).unwrap().is_some(), "the table has the bind mount");
+    assert!(is_mounted(&path, Duration::from_secs(5)), "the look agrees with the table");
+    mounter(dir.path()).unmount(&path, false).unwrap();
+    assert!(mount_at(&path).unwrap().is_none());
+    assert!(!is_mounted(&path, Duration::from_secs(5)));
+    assert!(!is_mounted(&format!("{path}/missing"), Duration::from_secs(5)));
+}
+
+#[test]
 fn given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort() {
     if !isolated("given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort") {
         return;
