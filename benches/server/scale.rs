@@ -6,13 +6,15 @@
 //!   requesters each sending the daemon mount/unmount cycles; cycles per second of each.
 //! - **Latency at scale:** one daemon's mount and unmount latency (one request at a time)
 //!   with no other mount, then again with `live` more targets mounted (through the same
-//!   daemon), the ratio of the medians.
+//!   daemon), the ratio of the medians. Beside it, the helper alone (no daemon: exec →
+//!   its mount at the path → SIGTERM → reaped) with none and with those `live` mounts, so
+//!   what the kernel and the helper themselves add at scale is not charged to the daemon.
 
 use super::{
     credentials_env, fetch, http_client, latency, ms, start_daemon, timed_call, wait_table,
     DaemonGuard, KillOnDrop, Requester,
 };
-use crate::common;
+use crate::common::{self, Samples};
 use crate::e2e::{s3_mount, unmount};
 use crate::support::{mountns, Broker};
 use std::fs::File;
@@ -145,6 +147,7 @@ pub async fn latency_at_scale(
     let mut client = Requester::connect(broker).await;
     latency(&mut client, daemon, secret_ref, "warm", 3).await;
     let (idle_mount, idle_unmount) = latency(&mut client, daemon, secret_ref, "idle", cycles).await;
+    let idle_alone = helper_alone(testfs, &dir.join("alone-idle"), cycles);
     let targets: Vec<String> = (0..live).map(|i| format!("live-{i}")).collect();
     let t0 = Instant::now();
     for chunk in targets.chunks(64) {
@@ -157,6 +160,7 @@ pub async fn latency_at_scale(
     }
     let mounted = t0.elapsed();
     let (busy_mount, busy_unmount) = latency(&mut client, daemon, secret_ref, "busy", cycles).await;
+    let busy_alone = helper_alone(testfs, &dir.join("alone-busy"), cycles);
     for chunk in targets.chunks(64) {
         let bodies: Vec<String> =
             chunk.iter().map(|t| unmount(t, &daemon.path(t), "s3").to_string()).collect();
@@ -174,7 +178,52 @@ pub async fn latency_at_scale(
     println!("mount   with {live:>4} live mounts:   {}", busy_mount.summary());
     println!("unmount with no other mount:     {}", idle_unmount.summary());
     println!("unmount with {live:>4} live mounts:   {}", busy_unmount.summary());
+    println!("helper alone, exec → mounted, no other mount: {}", idle_alone.summary());
+    println!("helper alone, exec → mounted, {live:>4} live:    {}", busy_alone.summary());
+    println!(
+        "helper alone at {live} live / at none: {:.2}x (the kernel's and the helper's share)",
+        ratio(busy_alone.median(), idle_alone.median())
+    );
     ratio(busy_mount.median(), idle_mount.median())
+}
+
+/// Exec → its mount at the path, for the helper alone, `runs` times (after a warm-up).
+/// The mount is seen by the path's mount id, not by reading the table, so the figure does
+/// not grow with the table; each run ends with SIGTERM → reaped.
+fn helper_alone(bin: &Path, dir: &Path, runs: usize) -> Samples {
+    std::fs::create_dir_all(dir).unwrap();
+    let log_path = dir.join("helper.log");
+    let mut samples = Samples::default();
+    for i in 0..runs + 3 {
+        let path = dir.join(format!("t-{i}"));
+        std::fs::create_dir(&path).unwrap();
+        let log = File::options().create(true).append(true).open(&log_path).unwrap();
+        let mut table = File::open("/proc/self/mountinfo").unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .envs(credentials_env(&path))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let t0 = Instant::now();
+        let mut child = KillOnDrop(cmd.spawn().unwrap());
+        wait_table(&mut table, || mount_id(&path) != mount_id(dir), "the helper's mount");
+        let mounted = t0.elapsed();
+        let pid = rustix::process::Pid::from_child(&child.0);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        assert!(child.0.wait().unwrap().success());
+        if i >= 3 {
+            samples.push(mounted);
+        }
+    }
+    samples
+}
+
+fn mount_id(path: &Path) -> u64 {
+    use rustix::fs::{statx, AtFlags, StatxFlags, CWD};
+    statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::MNT_ID).unwrap().stx_mnt_id
 }
 
 pub fn ratio(a: Duration, b: Duration) -> f64 {
