@@ -8,7 +8,7 @@ mod e2e;
 mod support;
 
 use dms_journal::store::{Journal, StoreError};
-use e2e::host::HelperReaper;
+use e2e::host::{kill_helpers, HelperReaper};
 use e2e::journal::tool_bin;
 use e2e::{ok, s3_mount, unmount, uuid, Client, Daemon};
 use std::os::unix::fs::PermissionsExt;
@@ -168,5 +168,8 @@ fn dms_journal_answers_through_the_admin_socket_while_the_daemon_runs_as_it_does
         for ((args, online), offline) in commands.iter().zip(&online).zip(&offline) {
             assert_eq!(online, offline, "{args:?}: online and offline differ");
         }
+        // on-1's helper outlives the daemon by design; it must not outlive the test.
+        let killed = kill_helpers(&dir.path().join("pids"));
+        assert_eq!(killed.len(), 1, "exactly on-1's helper was left running: {killed:?}");
     });
 }

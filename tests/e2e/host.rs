@@ -87,23 +87,34 @@ pub struct HelperReaper(pub PathBuf);
 
 impl Drop for HelperReaper {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
+        if std::thread::panicking() {
+            kill_helpers(&self.0);
         }
-        let Ok(dir) = std::fs::read_dir(&self.0) else { return };
-        for entry in dir.filter_map(Result::ok) {
-            let pid = std::fs::read_to_string(entry.path())
-                .ok()
-                .and_then(|t| t.trim().parse::<i32>().ok());
-            let Some(pid) = pid else { continue };
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if ["dms-testfs", "s3fs"].contains(&comm.trim()) {
-                if let Some(p) = rustix::process::Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-                }
+    }
+}
+
+/// SIGKILL every helper `pid_dir` names (only processes that are helpers) and wait until
+/// they are gone: for a passing test that ends with a helper the daemon left running.
+pub fn kill_helpers(pid_dir: &Path) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(pid_dir) else { return Vec::new() };
+    let mut killed = Vec::new();
+    for entry in dir.filter_map(Result::ok) {
+        let pid =
+            std::fs::read_to_string(entry.path()).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if ["dms-testfs", "s3fs"].contains(&comm.trim()) {
+            if let Some(p) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                killed.push(pid as u32);
             }
         }
     }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while killed.iter().any(|pid| alive(*pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    killed
 }
 
 /// One variable of a process's environment (root reads every process's environ).
