@@ -704,7 +704,7 @@ fn expect_success(reply: &Value, what: &str, daemon: &Daemon) {
     );
 }
 
-fn daemon_dir() -> tempfile::TempDir {
+fn daemon_dir() -> support::TestDir {
     let dir = support::temp_dir("dms-bench-daemon-");
     if keep() {
         println!("DMS_BENCH_KEEP: keeping {}", dir.path().display());
@@ -712,7 +712,7 @@ fn daemon_dir() -> tempfile::TempDir {
     dir
 }
 
-fn finish_dir(dir: tempfile::TempDir) {
+fn finish_dir(dir: support::TestDir) {
     if keep() {
         let _ = dir.keep();
     }

@@ -120,7 +120,7 @@ fn assert_converged(dir: &Path, target: &str, journal: &Journaled, log: &str) {
 struct Case<'a> {
     broker: &'a Broker,
     secret_ref: String,
-    dir: tempfile::TempDir,
+    dir: support::TestDir,
     node: String,
 }
 

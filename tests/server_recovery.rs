@@ -118,7 +118,7 @@ struct Setup {
     _sweeper: Sweeper,
     _barbican: Barbican,
     secret_ref: String,
-    dir: tempfile::TempDir,
+    dir: support::TestDir,
 }
 
 fn setup(bucket: &str) -> Setup {

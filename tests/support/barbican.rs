@@ -59,7 +59,7 @@ pub struct Barbican {
     port: u16,
     server: Option<GroupChild>,
     janitor: Option<Janitor>,
-    dir: Option<tempfile::TempDir>,
+    dir: Option<super::TestDir>,
     path: PathBuf,
     startup: Duration,
 }

@@ -34,7 +34,7 @@ pub struct Broker {
     amqp_port: u16,
     dist_port: u16,
     epmd_port: u16,
-    dir: Option<tempfile::TempDir>,
+    dir: Option<super::TestDir>,
     path: PathBuf,
     server: Mutex<Option<GroupChild>>,
     janitor: Option<Janitor>,

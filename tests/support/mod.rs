@@ -129,6 +129,48 @@ pub fn keep_temp() -> bool {
 }
 
 /// A new private temp directory `/tmp/<prefix>XXXXXX` (mode 0700).
-pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
-    tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").expect("create temp dir in /tmp")
+pub fn temp_dir(prefix: &str) -> TestDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("create temp dir in /tmp");
+    TestDir(Some(dir))
+}
+
+/// A temp directory that, when dropped, first detaches whatever is still mounted inside it
+/// and then removes it. A daemon's helpers outlive it by design, so a test can end with a
+/// (possibly dead) FUSE mount under its directory, and removing a mount point fails: the
+/// removal stopped there and left the directory behind after every passing suite.
+#[derive(Debug)]
+pub struct TestDir(Option<tempfile::TempDir>);
+
+impl TestDir {
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new("/nonexistent"), |d| d.path())
+    }
+
+    /// Keep it (for `DMS_*_KEEP`): nothing is detached or removed.
+    pub fn keep(mut self) -> PathBuf {
+        self.0.take().map(tempfile::TempDir::keep).unwrap_or_default()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let Some(dir) = &self.0 else { return };
+        if std::fs::metadata("/proc/self/mountinfo").is_err() {
+            return; // no table to read: nothing to detach (and no panic inside a drop)
+        }
+        let inside = format!("{}/", dir.path().display());
+        let mut points: Vec<String> = mountns::mounts()
+            .into_iter()
+            .map(|m| m.mount_point)
+            .filter(|p| p.starts_with(&inside))
+            .collect();
+        // Deepest first; lazily, since a dead or busy mount refuses a plain umount.
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&point).status();
+        }
+    }
 }

@@ -25,7 +25,7 @@ pub struct S3 {
     secret_access_key: String,
     server: Option<GroupChild>,
     janitor: Option<Janitor>,
-    dir: Option<tempfile::TempDir>,
+    dir: Option<super::TestDir>,
     path: PathBuf,
     startup: Duration,
 }
