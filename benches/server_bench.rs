@@ -371,6 +371,20 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The helper as the daemon starts it: an explicit environment, `/`, no stdin, output to
+/// a log file, its own process group.
+fn helper_command(bin: &Path, path: &Path, log: File) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env_clear()
+        .envs(credentials_env(path))
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0);
+    cmd
+}
+
 fn floor_helper(bin: &Path, dir: &Path, runs: usize) -> HelperFloor {
     std::fs::create_dir_all(dir).unwrap();
     let log_path = dir.join("helper.log");
@@ -381,16 +395,7 @@ fn floor_helper(bin: &Path, dir: &Path, runs: usize) -> HelperFloor {
         std::fs::create_dir(&path).unwrap();
         let log = File::options().create(true).append(true).open(&log_path).unwrap();
         let mut table = File::open("/proc/self/mountinfo").unwrap();
-        let mut cmd = Command::new(bin);
-        // As the daemon starts it: an explicit environment, `/`, no stdin, output to a log
-        // file, its own process group.
-        cmd.env_clear()
-            .envs(credentials_env(&path))
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0);
+        let mut cmd = helper_command(bin, &path, log);
         let t0 = Instant::now();
         let mut child = KillOnDrop(cmd.spawn().unwrap());
         wait_table(&mut table, || mountns::mount_at(&path).is_some(), "the helper's mount");

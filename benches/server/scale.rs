@@ -11,7 +11,7 @@
 //!   what the kernel and the helper themselves add at scale is not charged to the daemon.
 
 use super::{
-    credentials_env, fetch, http_client, latency, ms, start_daemon, timed_call, wait_table,
+    fetch, helper_command, http_client, latency, ms, start_daemon, timed_call, wait_table,
     DaemonGuard, KillOnDrop, Requester,
 };
 use crate::common::{self, Samples};
@@ -19,7 +19,6 @@ use crate::e2e::{s3_mount, unmount};
 use crate::support::{mountns, Broker};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Cycles per second of `clients` threads doing fetch → spawn → mounted → SIGTERM →
@@ -60,14 +59,7 @@ fn helper_cycle(bin: &Path, path: &Path, log: &Path) {
     std::fs::create_dir(path).unwrap();
     let log = File::options().create(true).append(true).open(log).unwrap();
     let mut table = File::open("/proc/self/mountinfo").unwrap();
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .envs(credentials_env(path))
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut cmd = helper_command(bin, path, log);
     let mut child = KillOnDrop(cmd.spawn().unwrap());
     wait_table(&mut table, || mountns::mount_at(path).is_some(), "the helper's mount");
     let pid = rustix::process::Pid::from_child(&child.0);
@@ -199,14 +191,7 @@ fn helper_alone(bin: &Path, dir: &Path, runs: usize) -> Samples {
         std::fs::create_dir(&path).unwrap();
         let log = File::options().create(true).append(true).open(&log_path).unwrap();
         let mut table = File::open("/proc/self/mountinfo").unwrap();
-        let mut cmd = Command::new(bin);
-        cmd.env_clear()
-            .envs(credentials_env(&path))
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let mut cmd = helper_command(bin, &path, log);
         let t0 = Instant::now();
         let mut child = KillOnDrop(cmd.spawn().unwrap());
         wait_table(&mut table, || mount_id(&path) != mount_id(dir), "the helper's mount");

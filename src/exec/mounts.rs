@@ -128,18 +128,29 @@ enum Look {
 
 /// Look at `path` within `timeout`: a hung or broken mount fails here.
 fn look(path: &str, timeout: Duration) -> Result<Look, String> {
+    match within(timeout, path, look_now) {
+        Some(Ok(Ok(look))) => Ok(look),
+        Some(Ok(Err(e))) => Err(format!("{path} is mounted but does not answer: {e}")),
+        Some(Err(e)) => Err(format!("cannot start the probe: {e}")),
+        None => Err(format!("{path} is mounted but did not answer within {timeout:?}")),
+    }
+}
+
+/// Run `ask` on `path` on a thread of its own: `None` if it has not answered within
+/// `timeout` (a hung mount blocks whoever asks), `Some(Err)` if no thread could start.
+fn within<T: Send + 'static>(
+    timeout: Duration,
+    path: &str,
+    ask: fn(&Path) -> T,
+) -> Option<std::io::Result<T>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let owned = path.to_owned();
-    std::thread::Builder::new()
-        .name("dms-mount-look".into())
-        .spawn(move || {
-            let _ = tx.send(look_now(Path::new(&owned)));
-        })
-        .map_err(|e| format!("cannot start the probe: {e}"))?;
-    match rx.recv_timeout(timeout) {
-        Ok(Ok(look)) => Ok(look),
-        Ok(Err(e)) => Err(format!("{path} is mounted but does not answer: {e}")),
-        Err(_) => Err(format!("{path} is mounted but did not answer within {timeout:?}")),
+    let spawned = std::thread::Builder::new().name("dms-mount-look".into()).spawn(move || {
+        let _ = tx.send(ask(Path::new(&owned)));
+    });
+    match spawned {
+        Ok(_) => rx.recv_timeout(timeout).ok().map(Ok),
+        Err(e) => Some(Err(e)),
     }
 }
 
@@ -182,15 +193,7 @@ fn is_mount_root(path: &Path) -> std::io::Result<bool> {
 /// grow with the mount table). A mount that does not answer within `timeout`, or answers
 /// with an error (a FUSE mount whose helper died says ENOTCONN), is still mounted.
 pub fn is_mounted(path: &str, timeout: Duration) -> bool {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let owned = path.to_owned();
-    let spawned = std::thread::Builder::new().name("dms-mount-look".into()).spawn(move || {
-        let _ = tx.send(is_mount_root(Path::new(&owned)));
-    });
-    match spawned.map(|_| rx.recv_timeout(timeout)) {
-        Ok(Ok(Ok(mounted))) => mounted,
-        Ok(Ok(Err(_))) | Ok(Err(_)) | Err(_) => true,
-    }
+    !matches!(within(timeout, path, is_mount_root), Some(Ok(Ok(false))))
 }
 
 /// Create the mount point `path` strictly inside `base`, refusing to go through anything

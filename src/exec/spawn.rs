@@ -34,6 +34,15 @@ pub struct Child {
 }
 
 impl Child {
+    /// `pid` must be a child of this process that is not reaped yet, so the PID is still
+    /// its own when the pidfd is opened.
+    fn from_pid(pid: u32) -> io::Result<Self> {
+        let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+            return Err(io::Error::other(format!("spawn returned pid {pid}")));
+        };
+        Ok(Child { pid, pidfd: pidfd_open(raw, PidfdFlags::NONBLOCK)? })
+    }
+
     pub fn id(&self) -> u32 {
         self.pid
     }
@@ -97,12 +106,7 @@ impl Spawn<'_> {
             Some(addchdir) => self.posix_spawn(addchdir)?,
             None => self.fork_exec()?,
         };
-        let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-            return Err(io::Error::other(format!("spawn returned pid {pid}")));
-        };
-        // Not reaped yet, so the PID is still this child's.
-        let pidfd = pidfd_open(raw, PidfdFlags::NONBLOCK)?;
-        Ok(Child { pid, pidfd })
+        Child::from_pid(pid)
     }
 
     fn fork_exec(&self) -> io::Result<u32> {

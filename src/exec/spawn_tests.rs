@@ -43,35 +43,26 @@ fn check_report(text: &str) {
     assert!(text.contains("to stderr\n"), "stderr goes to the log too: {text}");
 }
 
-#[test]
-fn posix_spawn_gives_exactly_the_environment_session_and_log_asked_for() {
+/// Run the report script through `how`, reap it, and check what it printed.
+fn spawn_and_check(how: impl FnOnce(&Spawn<'_>) -> io::Result<u32>) {
     let dir = tempfile::tempdir().unwrap();
     let bin = script(dir.path(), REPORT);
     let (path, log) = log_in(dir.path());
     let spawn = Spawn { program: &bin, env: vec![("A", "1"), ("B", "two words")], log: &log };
-    let addchdir = addchdir().expect("this glibc has posix_spawn_file_actions_addchdir_np");
-    let pid = spawn.posix_spawn(addchdir).unwrap();
-    let child = Child {
-        pid,
-        pidfd: pidfd_open(Pid::from_raw(pid as i32).unwrap(), PidfdFlags::NONBLOCK).unwrap(),
-    };
+    let child = Child::from_pid(how(&spawn).unwrap()).unwrap();
     assert_eq!(child.wait(), "exit status: 3");
     check_report(&std::fs::read_to_string(path).unwrap());
 }
 
 #[test]
+fn posix_spawn_gives_exactly_the_environment_session_and_log_asked_for() {
+    let addchdir = addchdir().expect("this glibc has posix_spawn_file_actions_addchdir_np");
+    spawn_and_check(|spawn| spawn.posix_spawn(addchdir));
+}
+
+#[test]
 fn the_fork_fallback_gives_the_same() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = script(dir.path(), REPORT);
-    let (path, log) = log_in(dir.path());
-    let spawn = Spawn { program: &bin, env: vec![("A", "1"), ("B", "two words")], log: &log };
-    let pid = spawn.fork_exec().unwrap();
-    let child = Child {
-        pid,
-        pidfd: pidfd_open(Pid::from_raw(pid as i32).unwrap(), PidfdFlags::NONBLOCK).unwrap(),
-    };
-    assert_eq!(child.wait(), "exit status: 3");
-    check_report(&std::fs::read_to_string(path).unwrap());
+    spawn_and_check(|spawn| spawn.fork_exec());
 }
 
 #[test]
