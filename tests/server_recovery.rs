@@ -11,25 +11,20 @@ mod support;
 use dms_journal::store::Stored;
 use dms_journal::{BootId, Event, Phase};
 use e2e::host::{
-    alive, all_pids, assert_no_secret, comm, environ_var, helpers_serving, is_dead_mount,
-    lazy_unmount, mounted, not_mounted, pid_of, session_of, sigkill, wait_dead, wait_until,
-    write_pid_file, SETTLE,
+    alive, assert_no_secret, helpers_serving, is_dead_mount, lazy_unmount, mounted, not_mounted,
+    pid_of, session_of, sigkill, wait_dead, wait_until, write_pid_file, SETTLE,
 };
 use e2e::journal::{self as jrnl, event_names, lost_reasons, MOUNT_UNMOUNT};
-use e2e::{call, mounted_msg, ok, runtime, s3_mount, unmount, unmounted_msg, uuid, Daemon};
-use rustix::process::{kill_process, Pid, Signal};
+use e2e::recovery::{
+    assert_cleaned_without_stopping, assert_lost_signals_nothing, assert_reused_pid_is_left_alone,
+    setup, sleeper_ready, spawn_sleeper, unmount_ok, unrelated_sleeper, Left, Reap, KEY_ID, LIMIT,
+    SECRET_KEY, TESTFS, TOKEN,
+};
+use e2e::{call, mounted_msg, ok, runtime, s3_mount, uuid, Daemon};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 use support::mountns::{self, run_isolated_with_timeout};
-use support::{Barbican, Broker};
-
-const TOKEN: &str = "gAAAAAB-recovery-keystone-token";
-const KEY_ID: &str = "AKIARECOVERY";
-const SECRET_KEY: &str = "recovery-secret-key-value";
-/// Every test's whole-body limit (the child in its mount namespace is killed after it).
-const LIMIT: Duration = Duration::from_secs(240);
-const TESTFS: &str = "fuse.dms-testfs";
+use support::Broker;
 
 fn boot_id() -> BootId {
     BootId::parse(&std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap()).unwrap()
@@ -57,112 +52,6 @@ fn remove_pid_files(dir: &Path) {
     for entry in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
         std::fs::remove_file(entry.path()).unwrap();
     }
-}
-
-/// `setsid sleep 1000`: an unrelated long-lived process in a session of its own, so no
-/// group signal meant for something of ours could reach it.
-fn unrelated_sleeper() -> Child {
-    let child = spawn_sleeper();
-    sleeper_ready(child.id());
-    child
-}
-
-fn spawn_sleeper() -> Child {
-    Command::new("/usr/bin/setsid")
-        .args(["sleep", "1000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for the sleeper `pid` to exec and checks that it leads its own session.
-fn sleeper_ready(pid: u32) {
-    support::wait_for("the sleeper to exec", SETTLE, || (comm(pid) == "sleep").then_some(()))
-        .unwrap();
-    assert_eq!(session_of(pid), Some(pid), "the sleeper leads its own session");
-}
-
-/// Kills whatever dms-testfs processes serve a path under this test's directory when the
-/// test ends (pass or fail), so no helper outlives its test; their mounts die with the
-/// namespace.
-struct Sweeper(PathBuf);
-
-impl Drop for Sweeper {
-    fn drop(&mut self) {
-        let base = format!("{}/", self.0.display());
-        for pid in all_pids() {
-            let ours = comm(pid) == "dms-testfs"
-                && environ_var(pid, "vault_data_directory").is_some_and(|p| p.starts_with(&base));
-            if ours {
-                if let Some(p) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
-                    let _ = kill_process(p, Signal::KILL);
-                }
-            }
-        }
-    }
-}
-
-/// Kills and reaps a child of the test (the sleeper, a hand-started helper) at the end.
-struct Reap(Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Setup {
-    _sweeper: Sweeper,
-    _barbican: Barbican,
-    secret_ref: String,
-    dir: support::TestDir,
-}
-
-fn setup(bucket: &str) -> Setup {
-    let barbican = Barbican::start();
-    let secret_ref =
-        barbican.store_secret(TOKEN, &e2e::testfs_credentials(KEY_ID, SECRET_KEY, bucket));
-    let dir = support::temp_dir("dms-recovery-");
-    Setup { _sweeper: Sweeper(dir.path().to_path_buf()), _barbican: barbican, secret_ref, dir }
-}
-
-/// What a daemon that mounted one target and was stopped left: the helper runs on.
-struct Left {
-    path: String,
-    helper: u32,
-    env: Vec<(String, String)>,
-    pid_dir: PathBuf,
-    journal: PathBuf,
-}
-
-impl Setup {
-    /// A new request to mount `target`, answered with success; returns its path.
-    fn mount(&self, rt: &tokio::runtime::Runtime, daemon: &Daemon, target: &str) -> String {
-        let path = daemon.path(target);
-        let reply = call(rt, daemon, &s3_mount(target, &path, &self.secret_ref, TOKEN), &uuid());
-        assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
-        path
-    }
-
-    /// A daemon started as `node` mounts `target`, then stops.
-    fn mount_and_stop(&self, rt: &tokio::runtime::Runtime, node: &str, target: &str) -> Left {
-        let daemon = Daemon::start(Broker::shared(), self.dir.path(), node, &[]);
-        let path = self.mount(rt, &daemon, target);
-        let helper = pid_of(&daemon, target);
-        let (env, pid_dir, journal) =
-            (daemon.env.clone(), daemon.pid_dir.clone(), daemon.journal.clone());
-        daemon.stop();
-        Left { path, helper, env, pid_dir, journal }
-    }
-}
-
-/// A new request to unmount `target`, answered with success.
-fn unmount_ok(rt: &tokio::runtime::Runtime, daemon: &Daemon, target: &str, path: &str) {
-    let reply = call(rt, daemon, &unmount(target, path, "s3"), &uuid());
-    assert_eq!(reply, unmounted_msg(path), "{}", daemon.log_text());
 }
 
 #[test]
@@ -274,17 +163,6 @@ fn reboot_with_a_new_boot_id_journals_every_mounted_target_lost_signals_nothing_
     });
 }
 
-/// The PID file names a live process that is not our helper (its PID was reused, or the
-/// file was overwritten): it must never be signalled.
-fn assert_reused_pid_is_left_alone(sleeper: &mut Child, daemon: &Daemon, target: &str) {
-    let pid = sleeper.id();
-    assert!(alive(pid), "the unrelated process was killed\n{}", daemon.log_text());
-    assert!(sleeper.try_wait().unwrap().is_none(), "the unrelated process exited");
-    assert_eq!(comm(pid), "sleep");
-    not_mounted(&daemon.path(target));
-    assert!(daemon.pid_files().is_empty(), "PID file left: {:?}", daemon.pid_files());
-}
-
 fn assert_lost_and_cleaned(journal: &Path, target: &str, reason_has: &str) {
     let records = jrnl::history(journal, target);
     let names = event_names(&records);
@@ -300,29 +178,6 @@ fn assert_lost_and_cleaned(journal: &Path, target: &str, reason_has: &str) {
     assert_cleaned_without_stopping(cleaned);
     assert_eq!(names.last(), Some(&"Cleaned"), "{names:?}");
     assert_eq!(jrnl::state(journal, target).phase, Phase::Unmounted);
-}
-
-/// A `Lost` record whose cleanup detaches the mount and removes the PID file but signals
-/// no process.
-fn assert_lost_signals_nothing(lost: &Stored) {
-    match &lost.record.event {
-        Event::Lost { cleanup, .. } => {
-            assert!(cleanup.helper.is_none(), "a process was to be signalled: {cleanup}");
-            assert!(cleanup.mount && cleanup.pid_file, "{cleanup}");
-        }
-        other => panic!("not a Lost record: {}", other.name()),
-    }
-}
-
-/// A `Cleaned` record that detached the mount and removed the PID file, stopping nothing.
-fn assert_cleaned_without_stopping(cleaned: &Stored) {
-    match &cleaned.record.event {
-        Event::Cleaned { what } => {
-            assert!(what.contains("unmounted") && what.contains("PID file removed"), "{what}");
-            assert!(!what.contains("stopped"), "{what}");
-        }
-        other => panic!("not a Cleaned record: {}", other.name()),
-    }
 }
 
 #[test]

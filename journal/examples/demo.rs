@@ -112,7 +112,13 @@ fn main() -> Res<()> {
             },
         ],
         pid_files: vec![PidFile { name: "target-s3-001".into(), pid: Some(helper.pid) }],
-        processes: vec![Process { pid: helper.pid, start_ticks: 1, helper_for: None }],
+        processes: vec![Process {
+            pid: helper.pid,
+            start_ticks: 1,
+            helper_for: None,
+            serves_mount: false,
+        }],
+        distrusted: vec![],
     };
     let plan = reconcile::plan(&replay.state, &observations, clock()?);
     for step in &plan.steps {

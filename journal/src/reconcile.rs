@@ -4,9 +4,12 @@
 //!
 //! Rules, in the order of the guarantees they keep (DESIGN §3):
 //! - A process is treated as our helper only with proof: its full journaled identity
-//!   (pid + start ticks + boot) matches, or it runs the helper binary with
-//!   `vault_data_directory` equal to the target's mount path. Everything else named by a
-//!   PID file is never signalled; at most the PID file goes.
+//!   (pid + start ticks + boot) matches, or the gatherer proved it a helper for the
+//!   target's mount path ([`Process::helper_for`]). A helper the journal does not name is
+//!   taken for a path where a mount exists only if it holds that mount's FUSE connection
+//!   ([`Process::serves_mount`]), so a process that merely claims a dead mount's path is
+//!   never signalled, and nothing is adopted that does not serve the mount. Everything else
+//!   named by a PID file is never signalled; at most the PID file goes.
 //! - A new boot id voids every claim: no helper and no FUSE mount survives a reboot.
 //! - Interrupted mounts are rolled back (`Abandoned`) unless reality shows they completed
 //!   (`Adopted`); their requests stay unanswered, so a redelivery runs them again. Credentials
@@ -43,9 +46,14 @@ pub struct PidFile {
 pub struct Process {
     pub pid: u32,
     pub start_ticks: u64,
-    /// `Some(path)` when the process runs the configured helper binary and its environment
-    /// names `vault_data_directory=path`: proof that it is a helper for that path.
+    /// `Some(path)` when the gatherer proved the process a helper for that path: owned by
+    /// the daemon's user, its environment names `vault_data_directory=path`, and it runs the
+    /// configured helper binary or holds the FUSE connection of the mount at that path.
     pub helper_for: Option<String>,
+    /// It holds the FUSE connection of the mount at `helper_for`: it is the server of that
+    /// mount. Required before a helper the journal does not name is adopted, or taken for
+    /// a path where a mount exists.
+    pub serves_mount: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +62,9 @@ pub struct Observations {
     pub mounts: Vec<MountEntry>,
     pub pid_files: Vec<PidFile>,
     pub processes: Vec<Process>,
+    /// What the gatherer would not trust (a PID file that is a FIFO or a symlink, a process
+    /// that claims to be a helper without proof): reported as findings, never acted on.
+    pub distrusted: Vec<Finding>,
 }
 
 /// What to do for one target: journal `records` (durably), then perform `effects`.
@@ -104,6 +115,7 @@ pub fn plan(journal: &JournalState, obs: &Observations, clock: Clock) -> Plan {
         step.finish(&mut plan.steps);
     }
     world.stray_pid_files(journal, &mut plan, &mut claimed);
+    plan.findings.extend(obs.distrusted.iter().cloned());
     for m in &obs.mounts {
         if !claimed.contains(m.path.as_str()) {
             plan.findings.push(Finding {
@@ -147,16 +159,22 @@ impl<'a> World<'a> {
         HelperIdentity { pid: p.pid, start_ticks: p.start_ticks, boot: self.clock.boot }
     }
 
-    /// A live helper proven to serve `path`: the journaled one if alive, else one found by
-    /// its binary and environment (spawned but not yet journaled, or started by hand). The
-    /// PID file's process wins a tie, then the lowest PID, so the choice is deterministic.
+    /// A live helper proven to serve `path`: the journaled one if alive, else one the
+    /// gatherer proved a helper for it (spawned but not yet journaled, or started by hand),
+    /// which must hold the FUSE connection of the mount at `path` if there is one. The PID
+    /// file's process wins a tie, then the lowest PID, so the choice is deterministic.
     fn helper_for(&self, state: &TargetState, path: &str) -> Option<HelperIdentity> {
         if let Some(h) = state.helper.filter(|h| self.alive(h)) {
             return Some(h);
         }
         let named = self.pid_files.get(state.target.as_str()).and_then(|f| f.pid);
-        let mut candidates: Vec<&Process> =
-            self.obs.processes.iter().filter(|p| p.helper_for.as_deref() == Some(path)).collect();
+        let mounted = self.mounts.contains_key(path);
+        let mut candidates: Vec<&Process> = self
+            .obs
+            .processes
+            .iter()
+            .filter(|p| p.helper_for.as_deref() == Some(path) && (p.serves_mount || !mounted))
+            .collect();
         candidates.sort_by_key(|p| (Some(p.pid) != named, p.pid));
         candidates.first().map(|p| self.identity(p))
     }
@@ -369,6 +387,15 @@ impl<'a> World<'a> {
                         })
                     }
                     Some(path) => match self.mounts.get(path) {
+                        Some(m) if !m.dead && m.fstype.starts_with("fuse") && !p.serves_mount => {
+                            plan.findings.push(Finding {
+                                target: Some(target.clone()),
+                                what: format!(
+                                    "pid {pid} does not hold the FUSE connection of the mount \
+                                     at {path}; not adopted, not signalled"
+                                ),
+                            })
+                        }
                         Some(m) if !m.dead && m.fstype.starts_with("fuse") => {
                             let spec = TargetSpec {
                                 kind: TargetKind::S3 { secret_ref: String::new() },
@@ -406,7 +433,7 @@ fn fstype_matches(kind: &TargetKind, fstype: &str) -> bool {
 }
 
 /// Whether `path` is strictly inside `base` (both absolute and normalized by the gatherer).
-fn inside(base: &str, path: &str) -> bool {
+pub fn inside(base: &str, path: &str) -> bool {
     let base = base.trim_end_matches('/');
     path.len() > base.len() + 1 && path.starts_with(base) && path.as_bytes()[base.len()] == b'/'
 }

@@ -35,7 +35,13 @@ fn journal_of(states: Vec<TargetState>) -> JournalState {
 }
 
 fn obs() -> Observations {
-    Observations { mount_base: BASE.into(), mounts: vec![], pid_files: vec![], processes: vec![] }
+    Observations {
+        mount_base: BASE.into(),
+        mounts: vec![],
+        pid_files: vec![],
+        processes: vec![],
+        distrusted: vec![],
+    }
 }
 
 /// Reality for target `name`: a helper process in the given condition (with a PID file
@@ -49,11 +55,15 @@ fn reality(name: &str, s3: bool, h: HelperIs, m: MountIs) -> Observations {
                 pid: PID,
                 start_ticks: helper(PID).start_ticks,
                 helper_for: Some(path_of(name)),
+                serves_mount: m == MountIs::Live,
             }),
             HelperIs::Exited => {}
-            HelperIs::PidReused => {
-                o.processes.push(Process { pid: PID, start_ticks: 1, helper_for: None })
-            }
+            HelperIs::PidReused => o.processes.push(Process {
+                pid: PID,
+                start_ticks: 1,
+                helper_for: None,
+                serves_mount: false,
+            }),
         }
     }
     let fstype = if s3 { "fuse.s3vaultfuse" } else { "nfs4" };
@@ -440,4 +450,57 @@ fn given_dirty_target_whose_leftovers_are_gone_when_planned_then_cleaned() {
     let p = plan(&j, &o, clock_of(false));
     apply(&mut j, &p);
     assert_eq!(j.target(&target("t")).unwrap().phase, Phase::Unmounted);
+}
+
+/// A process that passed the gatherer's helper proof but does not hold the FUSE connection
+/// of the mount at its path (it only claims the path).
+fn claimant(pid: u32, name: &str) -> Process {
+    Process { pid, start_ticks: 5, helper_for: Some(path_of(name)), serves_mount: false }
+}
+
+#[test]
+fn given_a_dead_mount_and_a_claimant_that_does_not_serve_it_when_planned_then_it_is_never_signalled(
+) {
+    let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);
+    let mut o = reality("t", true, HelperIs::Exited, MountIs::Dead);
+    o.processes.push(claimant(PID + 7, "t"));
+    let p = plan(&j, &o, clock_of(false));
+    let (records, effects) = only_step(&p);
+    let Event::Lost { cleanup, .. } = &records[0].event else { panic!("{records:?}") };
+    assert_eq!(cleanup.helper, None, "the claimant would be signalled");
+    assert!(cleanup.mount && cleanup.pid_file);
+    assert!(effects.iter().all(|e| !matches!(e, Effect::StopHelper { .. })), "{effects:?}");
+    // The same claimant with no mount at all is the spawned-but-unjournaled helper of an
+    // interrupted mount: proven by the gatherer, it is stopped.
+    let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);
+    let mut o = reality("t", true, HelperIs::Exited, MountIs::Absent);
+    o.processes.push(claimant(PID + 7, "t"));
+    let (records, _) = only_step(&plan(&j, &o, clock_of(false)));
+    let Event::Lost { cleanup, .. } = &records[0].event else { panic!("{records:?}") };
+    assert_eq!(cleanup.helper.map(|h| h.pid), Some(PID + 7));
+}
+
+#[test]
+fn given_a_hand_written_pid_file_naming_a_helper_that_does_not_serve_the_mount_when_planned_then_not_adopted(
+) {
+    let mut o = obs();
+    o.pid_files.push(PidFile { name: "hand".into(), pid: Some(PID) });
+    o.processes.push(claimant(PID, "hand"));
+    o.mounts.push(MountEntry { path: path_of("hand"), fstype: "fuse.x".into(), dead: false });
+    let p = plan(&JournalState::default(), &o, clock_of(false));
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert!(p.findings.iter().any(|f| f.what.contains("does not hold the FUSE connection")));
+    o.processes[0].serves_mount = true;
+    let (records, _) = only_step(&plan(&JournalState::default(), &o, clock_of(false)));
+    assert!(matches!(records[0].event, Event::Adopted { .. }), "{records:?}");
+}
+
+#[test]
+fn given_distrusted_observations_when_planned_then_they_are_reported_and_nothing_is_done() {
+    let mut o = obs();
+    let what = "PID file /run/x.pid is a symbolic link; not read, left alone".to_owned();
+    o.distrusted.push(dms_journal::reconcile::Finding { target: Some(target("x")), what });
+    let p = plan(&JournalState::default(), &o, clock_of(false));
+    assert!(p.steps.is_empty());
+    assert_eq!(p.findings, o.distrusted);
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::observe::pidfile::Content;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::mpsc::{channel, Receiver};
 
@@ -74,7 +75,7 @@ fn given_a_spawned_helper_then_it_has_its_identity_pid_file_session_log_and_only
     let rig = rig(SCRIPT);
     let helper = rig.helpers.spawn(&t("t1"), &env_for("/mnt/t1"), rig.tx.clone()).unwrap();
     assert_eq!(rig.helpers.procfs.identity(helper.pid, rig.helpers.boot).unwrap(), Some(helper));
-    assert_eq!(rig.helpers.pid_dir.read(&t("t1")).unwrap(), Some(Some(helper.pid)));
+    assert_eq!(rig.helpers.pid_dir.read(&t("t1")).unwrap(), Content::Pid(helper.pid));
     let pid = Pid::from_raw(helper.pid as i32).unwrap();
     assert_eq!(rustix::process::getsid(Some(pid)).unwrap(), pid, "leads its own session");
 
@@ -94,7 +95,7 @@ fn given_a_spawned_helper_then_it_has_its_identity_pid_file_session_log_and_only
     let exit = rig.exits.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(exit.helper, helper);
     assert_eq!(exit.status, "exit status: 0");
-    assert_eq!(rig.helpers.pid_dir.read(&t("t1")).unwrap(), None, "PID file removed");
+    assert_eq!(rig.helpers.pid_dir.read(&t("t1")).unwrap(), Content::Absent, "PID file removed");
     assert!(wait_for_log(&rig, "t1", "got TERM").contains("got TERM"));
 }
 
@@ -126,7 +127,7 @@ fn given_an_identity_whose_pid_now_belongs_to_another_process_when_stopped_then_
     assert!(rig.helpers.procfs.is_same(&helper, rig.helpers.boot));
     assert_eq!(
         rig.helpers.pid_dir.read(&t("t3")).unwrap(),
-        Some(Some(helper.pid)),
+        Content::Pid(helper.pid),
         "PID file kept"
     );
     rig.helpers.stop(&t("t3"), helper).unwrap();
@@ -164,5 +165,5 @@ fn given_a_missing_binary_when_spawned_then_an_exec_error_and_no_pid_file() {
     rig.helpers.bin = rig.dir.path().join("does-not-exist");
     let err = rig.helpers.spawn(&t("t6"), &env_for("/mnt/t6"), rig.tx.clone()).unwrap_err();
     assert!(matches!(err, HelperError::Exec { .. }), "{err}");
-    assert_eq!(rig.helpers.pid_dir.read(&t("t6")).unwrap(), None);
+    assert_eq!(rig.helpers.pid_dir.read(&t("t6")).unwrap(), Content::Absent);
 }

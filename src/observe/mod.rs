@@ -6,15 +6,17 @@
 //! within a bound (a dead FUSE helper gives `ENOTCONN`, a hung one never answers) is
 //! reported dead rather than waited on.
 
+pub mod identity;
 pub mod mountinfo;
 pub mod pidfile;
 pub mod procfs;
 
-use dms_journal::reconcile::{MountEntry, Observations, Process};
+use dms_journal::reconcile::{self, Finding, MountEntry, Observations, Process};
 use dms_journal::{BootId, JournalState};
+use identity::{Claim, Proof};
 use pidfile::{PidDir, PidFileError};
-use procfs::{ProcError, Procfs, MOUNT_PATH_VAR, TARGET_MARKER};
-use std::collections::BTreeSet;
+use procfs::{ProcError, Procfs};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,9 +36,8 @@ pub struct Host {
     pub procfs: Procfs,
     pub pid_dir: PidDir,
     pub mount_base: String,
-    /// The configured helper binary; a process counts as a helper if it runs it (as its
-    /// executable or, for a script, as its interpreter's first argument) or carries the
-    /// daemon's marker.
+    /// The configured helper binary: a process the journal does not name counts as a
+    /// helper only with the proof [`identity`] describes.
     pub helper_bin: PathBuf,
     /// How long a mount point may take to answer a `stat` before it is called dead.
     pub probe_timeout: Duration,
@@ -60,6 +61,13 @@ impl Host {
             .into_values()
             .filter(|m| m.mount_point != self.mount_base.trim_end_matches('/'))
             .collect();
+        // The FUSE connection behind each FUSE mount: its minor device number.
+        let fuse: BTreeMap<String, u32> = found
+            .iter()
+            .filter(|m| m.fstype == "fuse" || m.fstype.starts_with("fuse."))
+            .filter(|m| m.device.0 == 0)
+            .map(|m| (m.mount_point.clone(), m.device.1))
+            .collect();
         let paths: Vec<&str> = found.iter().map(|m| m.mount_point.as_str()).collect();
         let answered = answer_all(&paths, self.probe_timeout);
         let mounts = found
@@ -71,39 +79,44 @@ impl Host {
                 fstype: if self.nfs_fstypes.contains(&m.fstype) { "nfs".into() } else { m.fstype },
             })
             .collect();
-        let pid_files = self.pid_dir.list()?;
+        let listing = self.pid_dir.list()?;
+        let mut distrusted = listing.refused;
         // The processes that matter: those PID files and the journal name, and helpers.
-        let mut pids: BTreeSet<u32> = pid_files.iter().filter_map(|f| f.pid).collect();
+        let mut pids: BTreeSet<u32> = listing.files.iter().filter_map(|f| f.pid).collect();
         pids.extend(journal.targets.values().filter_map(|t| t.helper.map(|h| h.pid)));
+        let proof = Proof::new(&self.helper_bin);
         let mut processes = Vec::new();
         for pid in self.procfs.pids()? {
-            let helper_for = self.helper_for(pid);
+            let (helper_for, serves_mount) =
+                match proof.check(&self.procfs, pid, |path| fuse.get(path).copied()) {
+                    Claim::Helper { path, serves_mount } => (Some(path), serves_mount),
+                    Claim::Unproven { path, why } if reconcile::inside(&self.mount_base, &path) => {
+                        distrusted.push(Finding {
+                            target: None,
+                            what: format!(
+                                "pid {pid} claims to be a helper for {path} but is not proven \
+                                 ({why}); never signalled"
+                            ),
+                        });
+                        (None, false)
+                    }
+                    Claim::Unproven { .. } | Claim::None => (None, false),
+                };
             if helper_for.is_none() && !pids.contains(&pid) {
                 continue;
             }
             // A process that exits while we look is simply not there.
             if let Ok(Some(start_ticks)) = self.procfs.start_ticks(pid) {
-                processes.push(Process { pid, start_ticks, helper_for });
+                processes.push(Process { pid, start_ticks, helper_for, serves_mount });
             }
         }
-        Ok(Observations { mount_base: self.mount_base.clone(), mounts, pid_files, processes })
-    }
-
-    /// The mount path a process serves, if it is provably a helper.
-    fn helper_for(&self, pid: u32) -> Option<String> {
-        let path = self.procfs.env_var(pid, MOUNT_PATH_VAR)?;
-        let marked = self.procfs.env_var(pid, TARGET_MARKER).is_some();
-        (marked || self.runs_helper(pid)).then_some(path)
-    }
-
-    fn runs_helper(&self, pid: u32) -> bool {
-        let root = PathBuf::from("/proc").join(pid.to_string());
-        if std::fs::read_link(root.join("exe")).is_ok_and(|exe| exe == self.helper_bin) {
-            return true;
-        }
-        let Ok(cmdline) = std::fs::read(root.join("cmdline")) else { return false };
-        let helper = self.helper_bin.as_os_str().as_encoded_bytes();
-        cmdline.split(|&b| b == 0).take(2).any(|arg| arg == helper)
+        Ok(Observations {
+            mount_base: self.mount_base.clone(),
+            mounts,
+            pid_files: listing.files,
+            processes,
+            distrusted,
+        })
     }
 }
 
@@ -188,6 +201,7 @@ fn probe(path: &str) -> Probe {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use procfs::{MOUNT_PATH_VAR, TARGET_MARKER};
 
     #[test]
     fn given_paths_and_errors_when_probed_then_only_a_gone_filesystem_is_not_answering() {
@@ -216,30 +230,43 @@ mod tests {
             procfs: Procfs::default(),
             pid_dir: PidDir::new(dir.path()),
             mount_base: "/nonexistent/base".into(),
-            helper_bin: "/usr/bin/s3vaultfuse.py".into(),
+            helper_bin: "/usr/bin/sleep".into(),
             probe_timeout: Duration::from_secs(2),
             nfs_fstypes: vec!["nfs".into()],
         };
-        let mut helper = std::process::Command::new("sleep")
+        let mut helper = std::process::Command::new(&host.helper_bin)
             .arg("30")
             .env_clear()
             .env(MOUNT_PATH_VAR, "/nonexistent/base/t1")
-            .env(TARGET_MARKER, "t1")
             .spawn()
             .unwrap();
-        let mut other = std::process::Command::new("sleep")
-            .arg("30")
+        // Marked as the daemon marks its helpers, but running another binary.
+        let mut other = std::process::Command::new("tail")
+            .args(["-f", "/dev/null"])
             .env(MOUNT_PATH_VAR, "/nonexistent/base/t2")
+            .env(TARGET_MARKER, "t2")
             .spawn()
             .unwrap();
+        let exec_done = |pid: u32, exe: &str| {
+            host.procfs.exe(pid).is_some_and(|e| e.ends_with(exe))
+                && !host.procfs.cmdline(pid).is_empty()
+        };
+        for _ in 0..500 {
+            if exec_done(helper.id(), "sleep") && exec_done(other.id(), "tail") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::fs::write(dir.path().join("t2.pid"), format!("{}\n", other.id())).unwrap();
         let obs = host.observe(&JournalState::default()).unwrap();
         let find = |pid: u32| obs.processes.iter().find(|p| p.pid == pid).cloned();
         assert_eq!(find(helper.id()).unwrap().helper_for.as_deref(), Some("/nonexistent/base/t1"));
-        // Unmarked and not running the helper binary: listed (its PID file names it) but
-        // not a helper, whatever its environment says.
+        // Not running the helper binary: listed (its PID file names it) but not a helper,
+        // whatever its environment says, and reported.
         assert_eq!(find(other.id()).unwrap().helper_for, None);
         assert_eq!(obs.pid_files.len(), 1);
+        let claim = format!("pid {} claims to be a helper for /nonexistent/base/t2", other.id());
+        assert!(obs.distrusted.iter().any(|f| f.what.contains(&claim)), "{:?}", obs.distrusted);
         for child in [&mut helper, &mut other] {
             child.kill().unwrap();
             child.wait().unwrap();

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
     pub mount_id: u64,
+    /// `major:minor` of the mounted filesystem; for FUSE the minor is the connection number.
+    pub device: (u32, u32),
     pub mount_point: String,
     pub fstype: String,
     pub source: String,
@@ -41,13 +43,14 @@ fn parse_line(line: &str) -> Option<MountInfo> {
     let mut left = left.split(' ');
     let mount_id = left.next()?.parse().ok()?;
     let _parent = left.next()?;
-    let _dev = left.next()?;
+    let (major, minor) = left.next()?.split_once(':')?;
+    let device = (major.parse().ok()?, minor.parse().ok()?);
     let _root = left.next()?;
     let mount_point = unescape(left.next()?)?;
     let mut right = right.split(' ');
     let fstype = unescape(right.next()?)?;
     let source = unescape(right.next()?)?;
-    Some(MountInfo { mount_id, mount_point, fstype, source })
+    Some(MountInfo { mount_id, device, mount_point, fstype, source })
 }
 
 /// Undo the kernel's octal escaping of space, tab, newline and backslash.
@@ -105,6 +108,7 @@ mod tests {
         assert_eq!(entries[2].mount_point, "/var/lib/trilio/triliovault-mounts/with space");
         assert_eq!(entries[2].source, "10.0.0.5:/exports/b");
         assert_eq!(entries[4].mount_id, 38);
+        assert_eq!((entries[0].device, entries[4].device), ((252, 1), (0, 33)));
     }
 
     #[test]

@@ -92,6 +92,45 @@ impl Procfs {
         env_lookup(&raw, name)
     }
 
+    /// The process's real, effective, saved and filesystem uids (`Uid:` of its status).
+    pub fn uids(&self, pid: u32) -> Option<[u32; 4]> {
+        let raw = self.read(format!("{pid}/status")).ok()?;
+        let text = String::from_utf8_lossy(&raw);
+        let line = text.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+        let ids: Vec<u32> = line.split_ascii_whitespace().filter_map(|f| f.parse().ok()).collect();
+        ids.try_into().ok()
+    }
+
+    /// The executable the process runs (`/proc/<pid>/exe`, as the kernel resolved it).
+    pub fn exe(&self, pid: u32) -> Option<PathBuf> {
+        std::fs::read_link(self.root.join(format!("{pid}/exe"))).ok()
+    }
+
+    /// The process's arguments, `argv[0]` first.
+    pub fn cmdline(&self, pid: u32) -> Vec<Vec<u8>> {
+        let raw = self.read(format!("{pid}/cmdline")).unwrap_or_default();
+        raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(<[u8]>::to_vec).collect()
+    }
+
+    /// The FUSE connections the process holds through open `/dev/fuse` descriptors.
+    pub fn fuse_connections(&self, pid: u32) -> FuseFds {
+        let Ok(fds) = std::fs::read_dir(self.root.join(format!("{pid}/fd"))) else {
+            return FuseFds::default();
+        };
+        let mut held = FuseFds::default();
+        for fd in fds.filter_map(Result::ok) {
+            if std::fs::read_link(fd.path()).ok().as_deref() != Some(Path::new("/dev/fuse")) {
+                continue;
+            }
+            let info = self.read(format!("{pid}/fdinfo/{}", fd.file_name().to_string_lossy()));
+            match info.ok().as_deref().and_then(fuse_connection) {
+                Some(conn) => held.labelled.push(conn),
+                None => held.unlabelled += 1,
+            }
+        }
+        held
+    }
+
     /// Every numeric entry of `/proc`: the PIDs alive right now.
     pub fn pids(&self) -> Result<Vec<u32>, ProcError> {
         let dir = std::fs::read_dir(&self.root)
@@ -101,6 +140,22 @@ impl Procfs {
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
             .collect())
     }
+}
+
+/// Open `/dev/fuse` descriptors of a process. Linux 6.15 and later name each one's
+/// connection in its fdinfo (`fuse_connection:`, the minor device number of the mount it
+/// serves); an older kernel shows the descriptor but not which mount it serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FuseFds {
+    pub labelled: Vec<u32>,
+    pub unlabelled: usize,
+}
+
+fn fuse_connection(fdinfo: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(fdinfo).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("fuse_connection:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Field 22 of `/proc/<pid>/stat`, or `None` for a zombie (it has exited; only its exit
@@ -140,6 +195,26 @@ mod tests {
         let zombie = b"4242 (x) Z 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 0 0";
         assert_eq!(parse_start_ticks(zombie), None, "a zombie is not alive");
         assert_eq!(parse_start_ticks(b"garbage"), None);
+    }
+
+    #[test]
+    fn given_fdinfo_of_a_fuse_descriptor_when_parsed_then_the_connection_is_read() {
+        let info = b"pos:\t0\nflags:\t02100002\nmnt_id:\t61\nino:\t89\nfuse_connection:\t40\n";
+        assert_eq!(fuse_connection(info), Some(40));
+        assert_eq!(fuse_connection(b"pos:\t0\nflags:\t02\n"), None, "an older kernel");
+    }
+
+    #[test]
+    fn given_this_process_when_read_then_uids_exe_and_arguments_are_its_own() {
+        let proc = Procfs::default();
+        let me = std::process::id();
+        let euid = rustix::process::geteuid().as_raw();
+        assert_eq!(proc.uids(me).map(|u| u[1]), Some(euid));
+        assert_eq!(proc.exe(me), std::env::current_exe().ok());
+        let argv0 = std::env::args_os().next().unwrap();
+        assert_eq!(proc.cmdline(me).first().map(Vec::as_slice), Some(argv0.as_bytes()));
+        assert_eq!(proc.fuse_connections(me), FuseFds::default());
+        assert_eq!(proc.uids(u32::MAX), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod journal;
+pub mod recovery;
 
 use crate::support::proc::GroupChild;
 use crate::support::{self, Broker};

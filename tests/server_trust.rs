@@ -1,0 +1,149 @@
+//! Trust nothing on the host, end to end: what the real dms-server does at start with
+//! processes that pretend to be a helper and with PID files that are not files. Each test
+//! runs in a private mount namespace with the real broker, real FUSE mounts (`dms-testfs`)
+//! and a real Barbican.
+#![allow(clippy::unwrap_used)]
+
+mod e2e;
+mod support;
+
+use e2e::host::{alive, assert_no_secret, is_dead_mount, not_mounted, sigkill, wait_until};
+use e2e::journal::{self as jrnl, event_names};
+use e2e::recovery::{
+    assert_lost_signals_nothing, setup, unmount_ok, Left, Reap, LIMIT, SECRET_KEY, TOKEN,
+};
+use e2e::{runtime, Daemon};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use support::mountns::run_isolated_with_timeout;
+
+/// A process that claims `path` as a helper would: the helper's environment (the daemon's
+/// marker too) and `argv[0]` set to the helper's path, running `program`, as `uid`.
+fn forger(program: &str, path: &str, target: &str, uid: u32) -> Reap {
+    let mut command = Command::new(program);
+    command
+        .arg0(e2e::testfs_bin())
+        .arg("1000")
+        .env_clear()
+        .env("vault_data_directory", path)
+        .env("DMS_HELPER_TARGET", target)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    if uid != 0 {
+        command.uid(uid).gid(uid);
+    }
+    let child = Reap(command.spawn().unwrap());
+    let pid = child.0.id();
+    support::wait_for("the forger to exec", e2e::host::SETTLE, || {
+        e2e::host::environ_var(pid, "vault_data_directory").map(drop)
+    })
+    .unwrap();
+    child
+}
+
+#[test]
+fn processes_that_only_claim_a_dead_helpers_path_are_never_signalled_and_are_reported() {
+    let name = "processes_that_only_claim_a_dead_helpers_path_are_never_signalled_and_are_reported";
+    run_isolated_with_timeout(name, LIMIT, || {
+        let s = setup("bucket-forged");
+        let node = "trust-forged";
+        let rt = runtime();
+        let Left { path, helper, env, journal, .. } = s.mount_and_stop(&rt, node, "fg-1");
+        sigkill(helper, "helper");
+        assert!(is_dead_mount(&path));
+        // As nobody with the helper's environment; as nobody with argv[0] the helper's path
+        // as well; as root, but running another executable.
+        let forgers = [
+            forger("/usr/bin/sleep", &path, "fg-1", 65534),
+            forger("/usr/bin/sleep", &path, "fg-1", 65534),
+            forger("/usr/bin/sleep", &path, "fg-1", 0),
+        ];
+        let pids: Vec<u32> = forgers.iter().map(|f| f.0.id()).collect();
+
+        let mut daemon = Daemon::spawn(s.dir.path(), node, env);
+        for pid in &pids {
+            daemon.wait_log(&format!("pid {pid} claims to be a helper for {path}"));
+        }
+        wait_until("the dead mount and the PID file to be cleaned up", &daemon, || {
+            !is_dead_mount(&path) && daemon.pid_files().is_empty()
+        });
+        for pid in &pids {
+            assert!(alive(*pid), "forger {pid} was signalled\n{}", daemon.log_text());
+        }
+        not_mounted(&path);
+        let log = daemon.stop();
+        for pid in &pids {
+            assert!(alive(*pid), "forger {pid} was signalled at shutdown");
+        }
+        assert!(log.contains("owned by uid 65534"), "{log}");
+        assert!(log.contains("runs /usr/bin/sleep"), "{log}");
+        let records = jrnl::history(&journal, "fg-1");
+        let lost = records.iter().find(|r| r.record.event.name() == "Lost").unwrap();
+        assert_lost_signals_nothing(lost);
+        assert_eq!(event_names(&records).last(), Some(&"Cleaned"), "{:?}", event_names(&records));
+        assert_no_secret("daemon log", &log, &[TOKEN, SECRET_KEY]);
+    });
+}
+
+/// The peak resident set of `pid` in kB (`VmHWM`).
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_ascii_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn ctl(daemon: &Daemon, dir: &Path, args: &[&str]) -> (i32, String) {
+    let config = dir.join("server.conf");
+    std::fs::write(&config, "[server]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dms-ctl"))
+        .env_clear()
+        .envs(daemon.env.iter().map(|(k, v)| (k, v)))
+        .env("DMS_CONFIG", &config)
+        .arg("--socket")
+        .arg(dir.join("admin.sock"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn a_fifo_and_a_symlink_to_dev_zero_in_the_pid_directory_are_reported_and_left_alone() {
+    let name = "a_fifo_and_a_symlink_to_dev_zero_in_the_pid_directory_are_reported_and_left_alone";
+    run_isolated_with_timeout(name, LIMIT, || {
+        let s = setup("bucket-hostile");
+        let node = "trust-pidfiles";
+        let rt = runtime();
+        let pid_dir = s.dir.path().join("pids");
+        std::fs::create_dir_all(&pid_dir).unwrap();
+        let fifo = pid_dir.join("x.pid");
+        let out = Command::new("mkfifo").arg(&fifo).output().unwrap();
+        assert!(out.status.success());
+        let zero = pid_dir.join("z.pid");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+
+        // Before: the boot pass blocked on the FIFO for good, and `cleanup` read /dev/zero
+        // until the daemon held gigabytes.
+        let mut daemon = Daemon::start(support::Broker::shared(), s.dir.path(), node, &[]);
+        daemon.wait_log(&format!("PID file {} is not a regular file", fifo.display()));
+        daemon.wait_log(&format!("PID file {} is a symbolic link", zero.display()));
+        let path = s.mount(&rt, &daemon, "hp-1");
+        let (code, health) = ctl(&daemon, s.dir.path(), &["health"]);
+        assert!(code == 0 || code == 1, "health: {code} {health}");
+        let (code, cleanup) = ctl(&daemon, s.dir.path(), &["cleanup"]);
+        assert_eq!(code, 0, "cleanup: {cleanup}");
+        let peak = peak_rss_kb(daemon.child.pid());
+        assert!(peak < 200 * 1024, "the daemon grew to {peak} kB");
+        unmount_ok(&rt, &daemon, "hp-1", &path);
+        let log = daemon.stop();
+        let kind = |p: &Path| std::fs::symlink_metadata(p).unwrap().file_type();
+        assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kind(&fifo)), "the FIFO was touched");
+        assert!(kind(&zero).is_symlink(), "the symlink was touched");
+        assert_no_secret("daemon log", &log, &[TOKEN, SECRET_KEY]);
+    });
+}
