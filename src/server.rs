@@ -40,6 +40,8 @@ pub enum ServerError {
     Supervise(#[from] SuperviseError),
     #[error("cannot start {what}: {reason}")]
     Startup { what: &'static str, reason: String },
+    #[error("the journal {} lost history: {}. Restore it from a backup, or accept the loss with `dms-journal --path {} accept-loss` (then `dms-journal verify`)", path.display(), losses.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "), path.display())]
+    JournalLost { path: std::path::PathBuf, losses: Vec<dms_journal::store::Loss> },
 }
 
 pub type HostEngine = Engine<Barbican, HostProcesses, HostMounts>;
@@ -53,6 +55,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let (journal, replay) = tokio::task::spawn_blocking(move || Journal::open(&path))
         .await
         .map_err(|e| ServerError::Startup { what: "the journal", reason: e.to_string() })??;
+    if !replay.losses.is_empty() {
+        // Starting would answer redelivered requests as new and re-adopt helpers the
+        // journal forgot: exactly-once and supervision would be broken silently.
+        let path = config.journal_path.clone();
+        return Err(ServerError::JournalLost { path, losses: replay.losses });
+    }
     for problem in &replay.problems {
         tracing::error!(%problem, "journal problem found at replay");
     }

@@ -147,3 +147,40 @@ fn a_fifo_and_a_symlink_to_dev_zero_in_the_pid_directory_are_reported_and_left_a
         assert_no_secret("daemon log", &log, &[TOKEN, SECRET_KEY]);
     });
 }
+
+#[test]
+fn a_journal_that_lost_history_stops_the_daemon_until_the_loss_is_accepted() {
+    let name = "a_journal_that_lost_history_stops_the_daemon_until_the_loss_is_accepted";
+    run_isolated_with_timeout(name, LIMIT, || {
+        let s = setup("bucket-lost");
+        let node = "trust-journal";
+        let rt = runtime();
+        let Left { path, env, journal, .. } = s.mount_and_stop(&rt, node, "jl-1");
+        assert_eq!(jrnl::tool(&journal, &["verify"]).0, 0);
+        // The journal directory restored from a backup of sled's files only: its sidecar
+        // (the mark of what was durable) is gone, so nothing proves the history complete.
+        std::fs::remove_file(journal.join("dms-seal")).unwrap();
+
+        let (code, out, err) = jrnl::tool(&journal, &["verify"]);
+        assert_eq!(code, 1, "verify: {out}{err}");
+        assert!(out.contains("lost") && out.contains("dms-seal"), "{out}");
+
+        let mut refused = Daemon::launch(s.dir.path(), node, env.clone());
+        let status = refused.child.wait_timeout(e2e::T).expect("the daemon refuses to start");
+        assert!(!status.success());
+        let log = refused.log_text();
+        assert!(log.contains("lost history") && log.contains("accept-loss"), "{log}");
+        assert!(!log.contains("consuming"), "it served requests: {log}");
+
+        let (code, out, err) = jrnl::tool(&journal, &["accept-loss"]);
+        assert_eq!(code, 0, "accept-loss: {out}{err}");
+        assert!(out.contains("accepted:"), "{out}");
+        assert_eq!(jrnl::tool(&journal, &["verify"]).0, 0, "sealed again");
+
+        // The mount is still the journal's: the daemon starts and unmounts it.
+        let daemon = Daemon::spawn(s.dir.path(), node, env);
+        unmount_ok(&rt, &daemon, "jl-1", &path);
+        let log = daemon.stop();
+        assert_no_secret("daemon log", &log, &[TOKEN, SECRET_KEY]);
+    });
+}

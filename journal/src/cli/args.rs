@@ -50,6 +50,9 @@ pub enum Command {
     Inspect(Inspect),
     /// Decode every record and snapshot and re-check every transition; exit 1 on any problem.
     Verify,
+    /// Accept history the journal lost (what `verify` reports as `lost`): seal what is
+    /// there now and journal the acceptance. Until then dms-server refuses to start on it.
+    AcceptLoss,
     /// Every record as one JSON object per line:
     /// {"seq","target","at","boot","request","op","event"}; problems go to stderr (exit 1).
     Export,
@@ -84,6 +87,7 @@ impl Command {
             }
             Command::Verify => vec!["verify".to_owned()],
             Command::Export => vec!["export".to_owned()],
+            Command::AcceptLoss => vec!["accept-loss".to_owned()],
             Command::Completions { shell } => vec!["completions".to_owned(), shell.to_string()],
         }
     }

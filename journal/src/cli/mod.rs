@@ -23,7 +23,7 @@ pub use online::{answer, Answer};
 
 use crate::cli::args::{Cli, Command};
 use crate::cli::config::{Absent, ConfigError, Inputs, Origin, SocketOrigin};
-use crate::store::{History, Journal, Problem, StoreError};
+use crate::store::{History, Journal, Loss, Problem, StoreError};
 use crate::{IdError, JournalState, TargetId};
 use clap::{CommandFactory, Parser};
 use std::io::Write;
@@ -116,6 +116,8 @@ pub(crate) struct Ctx<'a> {
     /// Records folded into `state` and still stored (not compacted into snapshots).
     pub records: u64,
     pub problems: &'a [Problem],
+    /// History lost outside any record, found at open and not accepted yet.
+    pub losses: &'a [Loss],
     /// The path as shown in messages and JSON.
     pub path: &'a Path,
     pub origin: &'a Origin,
@@ -184,6 +186,7 @@ fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<u8, CliEr
                     state: &replay.state,
                     records: replay.records,
                     problems: &replay.problems,
+                    losses: &replay.losses,
                     path: &path,
                     origin: &origin,
                 };
@@ -218,6 +221,7 @@ fn execute(
 ) -> Result<u8, CliError> {
     let text = match command {
         Command::Verify => return verify::verify(ctx, out),
+        Command::AcceptLoss => return verify::accept_loss(ctx, out),
         Command::Export => return verify::export(ctx, out, err),
         Command::Completions { shell } => return completions(*shell, out),
         Command::Inspect(args) => match (&args.target, &args.request) {

@@ -130,6 +130,8 @@ fn serve(
         state,
         records: stored_records(journal),
         problems,
+        // A running daemon holds a journal whose losses, if any, were accepted.
+        losses: &[],
         path: &shown,
         origin: &origin,
     };

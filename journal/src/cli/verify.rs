@@ -91,6 +91,12 @@ pub fn verify(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
             error: p.error.clone(),
         })
         .collect();
+    findings.extend(ctx.losses.iter().map(|loss| Finding {
+        target: "*".into(),
+        seq: None,
+        kind: "lost",
+        error: format!("{loss}; after restoring a backup failed, `dms-journal accept-loss`"),
+    }));
     let mut records = 0u64;
     let mut targets: BTreeSet<TargetId> = ctx.state.targets.keys().cloned().collect();
     for entry in ctx.journal.records() {
@@ -181,6 +187,28 @@ pub fn verify(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
     )
     .map_err(w)?;
     Ok(1)
+}
+
+/// `dms-journal accept-loss`: re-seal a journal that lost history, journaling what was
+/// accepted. Returns the exit code (0: accepted, or nothing to accept).
+pub fn accept_loss(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let accepted =
+        ctx.journal.accept_losses(crate::Timestamp(now)).map_err(|e| ctx.store_error(e))?;
+    let w = |e| CliError::Output(e);
+    if accepted.is_empty() {
+        writeln!(out, "nothing to accept: the journal lost no history").map_err(w)?;
+        return Ok(0);
+    }
+    for loss in &accepted {
+        writeln!(out, "accepted: {loss}").map_err(w)?;
+    }
+    let n = crate::cli::table::count(accepted.len() as u64, "loss", "losses");
+    writeln!(out, "accept-loss: {n} accepted and journaled; the journal is sealed again")
+        .map_err(w)?;
+    Ok(0)
 }
 
 /// The same problem is usually found twice (at open and in the scan), possibly worded

@@ -12,7 +12,7 @@
 //! leaves covered records behind; the next compaction removes them.
 
 use super::read::{self, Snapshot};
-use super::{keys, lock, CompactionReport, Journal, Seq, StoreError};
+use super::{keys, lock, seal, CompactionReport, Journal, Seq, StoreError};
 use crate::codec;
 use crate::event::Record;
 use crate::ids::{RequestKey, TargetId, Timestamp};
@@ -20,6 +20,10 @@ use crate::state::TargetState;
 use std::collections::BTreeSet;
 
 pub(super) fn run(journal: &Journal, cutoff: Timestamp) -> Result<CompactionReport, StoreError> {
+    let unaccepted = lock(&journal.writer).unaccepted.clone();
+    if !unaccepted.is_empty() {
+        return Err(StoreError::Unaccepted { path: journal.path.clone(), losses: unaccepted });
+    }
     let mut report = CompactionReport::default();
     for target in targets(journal)? {
         let (removed, forgotten, rewrote) = compact_target(journal, &target, cutoff)?;
@@ -78,7 +82,9 @@ fn compact_target(
     target: &TargetId,
     cutoff: Timestamp,
 ) -> Result<(u64, u64, bool), StoreError> {
-    let (covered, base) = match read::load_snapshot(&journal.db, &journal.path, target)? {
+    let loaded = read::load_snapshot(&journal.db, &journal.path, target)?;
+    let had_snapshot = loaded.is_some();
+    let (covered, base) = match loaded {
         None => (0, TargetState::new(target.clone())),
         Some(Snapshot { seq, state: Ok(state) }) => (seq, state),
         // A damaged snapshot is evidence for `verify`; leave the target as it is.
@@ -133,11 +139,21 @@ fn compact_target(
             what: format!("snapshot of {target}"),
             source,
         })?;
-        journal
-            .db
-            .insert(keys::snapshot(target), keys::snapshot_value(snapshot_seq, &envelope))
-            .map_err(|source| journal.write_error(&format!("snapshot of {target}"), source))?;
-        journal.wait_durable(journal.commit.applied())?;
+        let ticket = {
+            let mut writer = lock(&journal.writer);
+            let mut seal = writer.seal;
+            seal.snapshots += u64::from(!had_snapshot);
+            let mut batch = sled::Batch::default();
+            batch.insert(keys::snapshot(target), keys::snapshot_value(snapshot_seq, &envelope));
+            batch.insert(seal::KEY, seal.encode());
+            journal
+                .db
+                .apply_batch(batch)
+                .map_err(|source| journal.write_error(&format!("snapshot of {target}"), source))?;
+            writer.seal = seal;
+            journal.commit.applied()
+        };
+        journal.wait_durable(ticket)?;
     }
 
     let doomed: Vec<Seq> = leftovers.into_iter().chain(gone.iter().map(|(seq, _)| *seq)).collect();
@@ -161,7 +177,10 @@ fn compact_target(
         batch.remove(keys::record(target, *seq));
     }
     // Under the writer lock, so no append can repoint an entry between check and removal.
-    let _writer = lock(&journal.writer);
+    let mut writer = lock(&journal.writer);
+    let mut seal = writer.seal;
+    seal.records -= (doomed.len() as u64).min(seal.records);
+    batch.insert(seal::KEY, seal.encode());
     for key in unindex {
         let entry = keys::request(key);
         let points_here = journal
@@ -181,6 +200,7 @@ fn compact_target(
         .db
         .apply_batch(batch)
         .map_err(|source| journal.write_error(&format!("compaction of {target}"), source))?;
+    writer.seal = seal;
     journal.commit.applied();
     Ok((doomed.len() as u64, forgotten.len() as u64, rewrite))
 }

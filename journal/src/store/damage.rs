@@ -23,19 +23,21 @@ pub(super) enum Damage {
     Record(Seq),
 }
 
-/// Add to `batch` the moves that set aside `target`'s damage and all that follows it.
+/// Add to `batch` the moves that set aside `target`'s damage and all that follows it;
+/// how many records and snapshots leave their spaces (for the seal).
 pub(super) fn set_aside(
     db: &sled::Db,
     path: &Path,
     target: &TargetId,
     damage: Damage,
     batch: &mut sled::Batch,
-) -> Result<(), StoreError> {
+) -> Result<(u64, u64), StoreError> {
     let read = |source| StoreError::Read {
         path: path.to_path_buf(),
         what: format!("damaged records of {target}"),
         source,
     };
+    let mut moved = (0, 0);
     let from = match damage {
         Damage::Record(seq) => seq,
         Damage::Snapshot => {
@@ -43,6 +45,7 @@ pub(super) fn set_aside(
                 let (seq, _) = keys::split_snapshot_value(&value);
                 batch.insert(keys::set_aside(target, seq, keys::SNAPSHOT), value);
                 batch.remove(keys::snapshot(target));
+                moved.1 += 1;
             }
             // Without its snapshot, even the records it covered would come back to life.
             0
@@ -53,9 +56,10 @@ pub(super) fn set_aside(
         if let Ok((_, seq)) = keys::parse_record(&key) {
             batch.insert(keys::set_aside(target, seq, keys::RECORD), value);
             batch.remove(key);
+            moved.0 += 1;
         }
     }
-    Ok(())
+    Ok(moved)
 }
 
 /// One problem per value set aside by an earlier append; also the highest seq among them.

@@ -13,6 +13,9 @@
 //!   reported as a [`Problem`]; other targets are unaffected ([`read`]).
 //! - [`Journal::compact`] bounds growth without losing any current state or unfinished
 //!   operation ([`compact`]).
+//! - History sled lost (a damaged or truncated file it "recovered" from) is noticed at
+//!   open and reported as [`Replay::losses`]; such a journal takes no writes until the loss
+//!   is accepted ([`seal`]).
 
 mod combine;
 mod commit;
@@ -20,6 +23,7 @@ mod compact;
 mod damage;
 mod keys;
 mod read;
+mod seal;
 
 use crate::codec::{self, CodecError};
 use crate::event::Record;
@@ -28,11 +32,15 @@ use crate::state::{JournalState, TargetState};
 use combine::Combiner;
 use commit::{lock, GroupCommit};
 use damage::Damage;
+use seal::{Found, Mark, Seal, Sidecar};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+pub use seal::Loss;
 
 /// A record's position in the journal. Allocated in append order and never reused for a
 /// durable record, across restarts too.
@@ -88,6 +96,9 @@ pub struct Replay {
     /// Records folded during this replay (records covered by a snapshot are not counted).
     pub records: u64,
     pub problems: Vec<Problem>,
+    /// History lost outside any record's reach (sled dropped part of its file). While any
+    /// is listed and not accepted ([`Journal::accept_losses`]), appends are refused.
+    pub losses: Vec<Loss>,
 }
 
 /// One target's journal as stored: its snapshot and the records after it.
@@ -154,6 +165,16 @@ pub enum StoreError {
     },
     #[error("journal {} holds a damaged {what}: {error}", path.display())]
     Corrupt { path: PathBuf, what: String, error: String },
+    #[error("journal {} lost history ({}); it takes no writes until `dms-journal accept-loss`", path.display(), losses.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Unaccepted { path: PathBuf, losses: Vec<Loss> },
+    #[error("journal {} is damaged: sled cannot read its own files (`conf` or `db`): {detail}; restore it from a backup, or move it aside to start an empty journal", path.display())]
+    Damaged { path: PathBuf, detail: String },
+    #[error("cannot write the seal {}: {source}", path.display())]
+    Seal {
+        path: PathBuf,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
 }
 
 /// The journal of this node. Share it through an `Arc`: every method takes `&self`.
@@ -168,6 +189,11 @@ pub struct Journal {
     combiner: Combiner<Vec<Encoded>, StoreError>,
     /// Compactions are rare and must not interleave with each other.
     compacting: Mutex<()>,
+    /// Written after every flush with what it made durable ([`seal`]).
+    sidecar: Mutex<Sidecar>,
+    /// The highest seq applied so far: a flush started after reading it covers it.
+    applied_high_water: AtomicU64,
+    seal_id: [u8; 16],
 }
 
 /// A record encoded outside any lock, waiting for its seq.
@@ -183,6 +209,10 @@ struct Writer {
     next: Seq,
     /// Damage found at open, set aside by the first append to its target ([`damage`]).
     damaged: BTreeMap<TargetId, Damage>,
+    /// What the tree holds, written with every batch.
+    seal: Seal,
+    /// Losses found at open and not accepted: writes are refused.
+    unaccepted: Vec<Loss>,
 }
 
 impl fmt::Debug for Journal {
@@ -203,16 +233,98 @@ impl Journal {
     /// handle, in this process or another one, has the journal open.
     pub fn open(path: &Path) -> Result<(Journal, Replay), StoreError> {
         let db = open_db(path)?;
-        let replayed = read::replay(&db, path)?;
+        let mut replayed = read::replay(&db, path)?;
+        let seal_error = |source: std::io::Error| StoreError::Seal {
+            path: Sidecar::path_in(path),
+            source: std::sync::Arc::new(source),
+        };
+        let stored = db
+            .get(seal::KEY)
+            .map_err(|source| StoreError::Read {
+                path: path.to_path_buf(),
+                what: "seal".into(),
+                source,
+            })?
+            .map(|v| Seal::decode(&v));
+        let (sidecar, mark) = Sidecar::open(path).map_err(seal_error)?;
+        let found = Found {
+            last_seq: replayed.last_seq,
+            records: replayed.records_stored,
+            snapshots: replayed.snapshots_stored,
+        };
+        let here = Seal::new(found.last_seq, found.records, found.snapshots);
+        let (seal, unaccepted, first) = match seal::check(stored, mark, found, sidecar.path()) {
+            Ok(Some(seal)) => (seal, Vec::new(), false),
+            Ok(None) => (here, Vec::new(), true),
+            Err(losses) => {
+                let id = stored.flatten().map(|s| s.id).or(mark.flatten().map(|m| m.id));
+                (Seal { id: id.unwrap_or(here.id), ..here }, losses, false)
+            }
+        };
+        replayed.replay.losses = unaccepted.clone();
         let journal = Journal {
             db,
             path: path.to_path_buf(),
-            writer: Mutex::new(Writer { next: replayed.last_seq + 1, damaged: replayed.damaged }),
+            writer: Mutex::new(Writer {
+                next: replayed.last_seq + 1,
+                damaged: replayed.damaged,
+                seal,
+                unaccepted,
+            }),
             commit: GroupCommit::default(),
             combiner: Combiner::default(),
             compacting: Mutex::new(()),
+            sidecar: Mutex::new(sidecar),
+            applied_high_water: AtomicU64::new(seal.high_water),
+            seal_id: seal.id,
         };
+        if first {
+            journal.write_seal(seal)?;
+        }
         Ok((journal, replayed.replay))
+    }
+
+    /// Write `seal` to the tree and the sidecar, durably (a first seal, an acceptance).
+    fn write_seal(&self, seal: Seal) -> Result<(), StoreError> {
+        self.db
+            .insert(seal::KEY, seal.encode())
+            .map_err(|source| self.write_error("seal", source))?;
+        self.db.flush().map_err(|source| StoreError::Flush { path: self.path.clone(), source })?;
+        let mark = Mark { id: seal.id, high_water: seal.high_water };
+        lock(&self.sidecar).write(mark, true).map_err(|e| self.seal_error(e))
+    }
+
+    /// Accept the losses found at open: re-seal what the journal holds now and journal the
+    /// acceptance (listed by [`Self::accepted_losses`]). Returns what was accepted.
+    pub fn accept_losses(&self, now: Timestamp) -> Result<Vec<Loss>, StoreError> {
+        let mut writer = lock(&self.writer);
+        let accepted = std::mem::take(&mut writer.unaccepted);
+        if accepted.is_empty() {
+            return Ok(accepted);
+        }
+        let text: Vec<String> = accepted.iter().map(ToString::to_string).collect();
+        let mut key = vec![seal::ACCEPTED];
+        key.extend_from_slice(&now.0.to_be_bytes());
+        self.db
+            .insert(key, text.join("\n").into_bytes())
+            .map_err(|source| self.write_error("accepted loss", source))?;
+        self.write_seal(writer.seal)?;
+        Ok(accepted)
+    }
+
+    /// Losses accepted so far, oldest first: when (unix ms) and what.
+    pub fn accepted_losses(&self) -> Result<Vec<(u64, String)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.db.scan_prefix([seal::ACCEPTED]) {
+            let (key, value) = entry.map_err(|source| StoreError::Read {
+                path: self.path.clone(),
+                what: "accepted losses".into(),
+                source,
+            })?;
+            let at = key.get(1..9).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+            out.push((at, String::from_utf8_lossy(&value).into_owned()));
+        }
+        Ok(out)
     }
 
     /// Append `records` atomically and durably; returns their seqs, in order. The records
@@ -274,14 +386,22 @@ impl Journal {
     fn apply(&self, jobs: Vec<Vec<Encoded>>) -> Result<(Seq, u64), StoreError> {
         let applied = {
             let mut writer = lock(&self.writer);
+            if !writer.unaccepted.is_empty() {
+                let losses = writer.unaccepted.clone();
+                return Err(StoreError::Unaccepted { path: self.path.clone(), losses });
+            }
             let first = writer.next;
+            let mut seal = writer.seal;
             let mut batch = sled::Batch::default();
             let targets: BTreeSet<&TargetId> = jobs.iter().flatten().map(|e| &e.target).collect();
             let damaged: Vec<TargetId> =
                 targets.into_iter().filter(|t| writer.damaged.contains_key(*t)).cloned().collect();
             for target in &damaged {
                 if let Some(damage) = writer.damaged.get(target) {
-                    damage::set_aside(&self.db, &self.path, target, *damage, &mut batch)?;
+                    let (records, snapshots) =
+                        damage::set_aside(&self.db, &self.path, target, *damage, &mut batch)?;
+                    seal.records -= records.min(seal.records);
+                    seal.snapshots -= snapshots.min(seal.snapshots);
                 }
             }
             let mut seq = first;
@@ -292,8 +412,13 @@ impl Journal {
                 }
                 seq += 1;
             }
+            seal.records += seq - first;
+            seal.high_water = seal.high_water.max(seq - 1);
+            batch.insert(seal::KEY, seal.encode());
             self.db.apply_batch(batch).map_err(|source| self.write_error("records", source))?;
             writer.next = seq;
+            writer.seal = seal;
+            self.applied_high_water.store(seal.high_water, Ordering::SeqCst);
             for target in &damaged {
                 writer.damaged.remove(target);
             }
@@ -386,19 +511,44 @@ impl Journal {
     fn write_raw(&self, key: Vec<u8>, value: &[u8], seq: Seq) -> Result<(), StoreError> {
         let ticket = {
             let mut writer = lock(&self.writer);
+            let mut seal = writer.seal;
+            let new = !self.db.contains_key(&key).unwrap_or(true);
+            match (new, key.first()) {
+                (true, Some(&keys::RECORD)) => seal.records += 1,
+                (true, Some(&keys::SNAPSHOT)) => seal.snapshots += 1,
+                _ => {}
+            }
+            seal.high_water = seal.high_water.max(seq);
+            let mut batch = sled::Batch::default();
+            batch.insert(key, value);
+            batch.insert(seal::KEY, seal.encode());
             self.db
-                .insert(key, value)
+                .apply_batch(batch)
                 .map_err(|source| self.write_error("raw test value", source))?;
             writer.next = writer.next.max(seq.saturating_add(1));
+            writer.seal = seal;
+            self.applied_high_water.store(seal.high_water, Ordering::SeqCst);
             self.commit.applied()
         };
         self.wait_durable(ticket)
     }
 
+    /// Flushes also move the sidecar's mark to what they made durable.
     fn wait_durable(&self, ticket: u64) -> Result<(), StoreError> {
-        self.commit
-            .wait_durable(ticket, || self.db.flush().map(drop))
-            .map_err(|source| StoreError::Flush { path: self.path.clone(), source })
+        self.commit.wait_durable(ticket, || {
+            let high_water = self.applied_high_water.load(Ordering::SeqCst);
+            self.db
+                .flush()
+                .map_err(|source| StoreError::Flush { path: self.path.clone(), source })?;
+            let id = self.seal_id;
+            lock(&self.sidecar)
+                .write(Mark { id, high_water }, false)
+                .map_err(|e| self.seal_error(e))
+        })
+    }
+
+    fn seal_error(&self, source: std::io::Error) -> StoreError {
+        StoreError::Seal { path: Sidecar::path_in(&self.path), source: std::sync::Arc::new(source) }
     }
 
     fn write_error(&self, what: &str, source: sled::Error) -> StoreError {
@@ -439,8 +589,15 @@ fn open_error(path: &Path, source: sled::Error) -> StoreError {
         }
         _ => false,
     };
+    // sled reads its `conf` file first and takes anything it cannot parse for a database
+    // of a sled version before 0.29: say what is really wrong.
+    let conf_damaged = matches!(&source, sled::Error::Unsupported(m) if m.contains("0.29"))
+        || matches!(&source, sled::Error::Corruption { .. });
     if locked {
         StoreError::Locked { path: path.to_path_buf() }
+    } else if conf_damaged {
+        let detail = source.to_string();
+        StoreError::Damaged { path: path.to_path_buf(), detail }
     } else {
         StoreError::Open { path: path.to_path_buf(), source }
     }

@@ -153,6 +153,9 @@ pub(super) struct Replayed {
     pub last_seq: Seq,
     /// Targets whose replay stopped at damage, to be set aside on their next append.
     pub damaged: BTreeMap<TargetId, Damage>,
+    /// Keys in the record and snapshot spaces, for the seal.
+    pub records_stored: u64,
+    pub snapshots_stored: u64,
 }
 
 /// Fold the whole journal: each target from its snapshot, then its records in seq order.
@@ -161,14 +164,22 @@ pub(super) fn replay(db: &sled::Db, path: &Path) -> Result<Replayed, StoreError>
         |source| StoreError::Read { path: path.to_path_buf(), what: "journal".into(), source };
     let (set_aside, set_aside_seq) = damage::reported(db).map_err(read)?;
     let mut out = Replayed {
-        replay: Replay { state: JournalState::default(), records: 0, problems: set_aside },
+        replay: Replay {
+            state: JournalState::default(),
+            records: 0,
+            problems: set_aside,
+            losses: Vec::new(),
+        },
         last_seq: set_aside_seq,
         damaged: BTreeMap::new(),
+        records_stored: 0,
+        snapshots_stored: 0,
     };
 
     let mut snapshots = BTreeMap::new();
     for entry in db.scan_prefix([keys::SNAPSHOT]) {
         let (key, value) = entry.map_err(read)?;
+        out.snapshots_stored += 1;
         match keys::parse_snapshot(&key) {
             Ok(target) => {
                 let snapshot = decode_snapshot(&target, &value);
@@ -185,6 +196,7 @@ pub(super) fn replay(db: &sled::Db, path: &Path) -> Result<Replayed, StoreError>
     let mut current: Option<TargetFold> = None;
     for entry in db.scan_prefix([keys::RECORD]) {
         let (key, value) = entry.map_err(read)?;
+        out.records_stored += 1;
         let (target, seq) = match keys::parse_record(&key) {
             Ok(parsed) => parsed,
             Err(bad) => {

@@ -8,6 +8,7 @@
 mod basics;
 mod compaction;
 mod damage;
+mod integrity;
 
 use dms_journal::store::{Journal, Replay};
 use dms_journal::{
