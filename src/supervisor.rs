@@ -56,9 +56,27 @@ pub struct Supervisor {
     watched: HashSet<HelperIdentity>,
     /// Findings already logged, so a resync repeats nothing until it changes.
     findings: BTreeSet<String>,
+    /// Where journal and host differed at the start of the last pass.
+    last_pass: LastPass,
     /// Passes asked for now (the admin socket's `cleanup`), answered with their report.
     asked: mpsc::Receiver<oneshot::Sender<Result<PassReport, String>>>,
     ask: mpsc::Sender<oneshot::Sender<Result<PassReport, String>>>,
+}
+
+/// The differences between journal and host seen at the start of the last resync pass
+/// (targets in flight left out): `dms-ctl health` warns only about those still there, so
+/// work that a pass converges, or that finishes, is never reported as trouble.
+#[derive(Debug, Clone, Default)]
+pub struct LastPass(Arc<std::sync::Mutex<BTreeSet<String>>>);
+
+impl LastPass {
+    pub fn get(&self) -> BTreeSet<String> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, seen: BTreeSet<String>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = seen;
+    }
 }
 
 /// Asks the running supervisor for a pass now; the pass runs in its loop, so it never
@@ -119,7 +137,12 @@ impl Supervisor {
             exits: exits.rx,
             watched: HashSet::new(),
             findings: BTreeSet::new(),
+            last_pass: LastPass::default(),
         }
+    }
+
+    pub fn last_pass(&self) -> LastPass {
+        self.last_pass.clone()
     }
 
     pub fn pass_now(&self) -> PassNow {
@@ -137,6 +160,8 @@ impl Supervisor {
             .map_err(|e| SuperviseError::Task(e.to_string()))??;
         let plan = reconcile::plan(&seen, &observed, crate::engine::wall_clock(self.boot));
         self.log_findings(&plan.findings);
+        let (differ, _) = crate::admin::views::differences(&plan, &self.engine.busy());
+        self.last_pass.set(differ.into_iter().collect());
         let steps_planned = plan.steps.len();
         let steps_performed = self.engine.reconcile(plan, &seen).await?;
         self.watch_mounted();

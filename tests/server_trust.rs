@@ -184,3 +184,47 @@ fn a_journal_that_lost_history_stops_the_daemon_until_the_loss_is_accepted() {
         assert_no_secret("daemon log", &log, &[TOKEN, SECRET_KEY]);
     });
 }
+
+#[test]
+fn a_slow_mount_is_reported_in_flight_and_health_stays_ok_while_it_runs() {
+    let name = "a_slow_mount_is_reported_in_flight_and_health_stays_ok_while_it_runs";
+    run_isolated_with_timeout(name, LIMIT, || {
+        let s = setup("bucket-slow");
+        let dir = s.dir.path();
+        let slow = e2e::faulty_helper(dir, "mount-delay=8000");
+        // A resync every second: passes run while the mount is in flight.
+        let extra = [
+            ("DMS_S3VAULTFUSE_BIN", slow.display().to_string()),
+            ("DMS_RESYNC_INTERVAL", "1".to_owned()),
+        ];
+        let daemon = Daemon::start(support::Broker::shared(), dir, "trust-health", &extra);
+        let path = daemon.path("sl-1");
+        let body = e2e::s3_mount("sl-1", &path, &s.secret_ref, TOKEN);
+        std::thread::scope(|scope| {
+            let reply = scope.spawn(|| e2e::call(&runtime(), &daemon, &body, &e2e::uuid()));
+            let stats = || {
+                let (code, out) = ctl(&daemon, dir, &["stats", "--json"]);
+                assert_eq!(code, 0, "{out}");
+                serde_json::from_str::<serde_json::Value>(&out).unwrap()
+            };
+            let in_flight = |s: &serde_json::Value| {
+                s["in_flight"].as_array().is_some_and(|a| {
+                    a.iter().any(|l| l.as_str().is_some_and(|l| l.starts_with("sl-1: ")))
+                })
+            };
+            wait_until("the mount to be in flight", &daemon, || in_flight(&stats()));
+            // Two resync passes see the mount in flight; health must not call it trouble.
+            std::thread::sleep(std::time::Duration::from_millis(2500));
+            let (code, health) = ctl(&daemon, dir, &["health"]);
+            assert_eq!(code, 0, "health while a mount runs: {health}");
+            let now = stats();
+            assert_eq!(now["disagreements"], serde_json::json!([]), "{now}");
+            assert!(in_flight(&now), "{now}");
+            assert_eq!(reply.join().unwrap(), e2e::mounted_msg(&path), "{}", daemon.log_text());
+        });
+        let (code, health) = ctl(&daemon, dir, &["health"]);
+        assert_eq!(code, 0, "health after the mount: {health}");
+        unmount_ok(&runtime(), &daemon, "sl-1", &path);
+        daemon.stop();
+    });
+}

@@ -46,6 +46,7 @@ pub struct Admin {
     pub host: Host,
     pub helpers: Helpers,
     pub pass_now: PassNow,
+    pub last_pass: crate::supervisor::LastPass,
     pub node: String,
     pub queue: String,
     pub boot: BootId,
@@ -211,7 +212,16 @@ impl Admin {
             .filter_map(|t| t.helper)
             .filter(|h| self.helpers.uptime(*h).is_some())
             .count();
-        Ok(json(&views::stats(&snapshot, &observed, &plan, alive)))
+        let busy = self.engine.busy();
+        let last_pass = self.last_pass.get();
+        Ok(json(&views::stats(views::Seen {
+            journal: &snapshot,
+            obs: &observed,
+            plan: &plan,
+            alive,
+            busy: &busy,
+            last_pass: &last_pass,
+        })))
     }
 
     async fn cleanup(&self) -> Result<serde_json::Value, String> {

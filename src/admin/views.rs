@@ -2,9 +2,9 @@
 //! host. The structs are the JSON of the protocol; `dms-ctl` renders the same structs.
 
 use dms_journal::reconcile::{Observations, Plan};
-use dms_journal::{JournalState, Phase, TargetKind, TargetState};
+use dms_journal::{JournalState, Phase, TargetId, TargetKind, TargetState};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -52,10 +52,20 @@ pub struct Stats {
     pub helpers_alive: usize,
     pub pid_files_on_disk: usize,
     pub mounts_under_base: usize,
-    /// Memory (the journal) and disk (PID files, the mount table, processes) agree.
+    /// Memory (the journal) and disk (PID files, the mount table, processes) agree, but
+    /// for what is in flight or has not yet outlived a resync pass.
     pub agreement: bool,
-    /// What a cleanup would do, and what it would leave alone.
+    /// What a cleanup would do, and what it would leave alone, that was already there at
+    /// the last resync pass: what an operator should look at.
     pub disagreements: Vec<String>,
+    /// Differences that appeared since the last resync pass: usually work finishing, or a
+    /// change the next pass converges. Not a problem (yet).
+    #[serde(default)]
+    pub settling: Vec<String>,
+    /// Targets with a request in flight right now: their journal and host differ while
+    /// the request runs, by design.
+    #[serde(default)]
+    pub in_flight: Vec<String>,
 }
 
 /// One target's row; `alive` and `uptime` come from the host (the caller checks identity).
@@ -81,32 +91,65 @@ pub fn target_view(state: &TargetState, uptime: Option<std::time::Duration>) -> 
     }
 }
 
+/// Where memory and disk differ, from a reconcile plan over both: its steps and findings,
+/// except those of targets in `busy` (a request in flight), which are returned apart.
+pub fn differences(plan: &Plan, busy: &BTreeSet<TargetId>) -> (Vec<String>, Vec<String>) {
+    let mut differ = Vec::new();
+    let mut in_flight = Vec::new();
+    for step in &plan.steps {
+        let line = step_line(step);
+        match busy.contains(&step.target) {
+            true => in_flight.push(line),
+            false => differ.push(line),
+        }
+    }
+    for finding in &plan.findings {
+        match finding.target.as_ref().is_some_and(|t| busy.contains(t)) {
+            true => in_flight.push(finding.to_string()),
+            false => differ.push(finding.to_string()),
+        }
+    }
+    (differ, in_flight)
+}
+
+fn step_line(step: &dms_journal::reconcile::Step) -> String {
+    let mut what: Vec<String> = step
+        .records
+        .iter()
+        .map(|r| match r.event.details() {
+            d if d.is_empty() => r.event.name().to_owned(),
+            d => format!("{} ({d})", r.event.name()),
+        })
+        .collect();
+    what.extend(step.effects.iter().map(|e| e.name().to_owned()));
+    format!("{}: cleanup would do {}", step.target, what.join(", then "))
+}
+
+/// What the host looked like against the journal: counts, and the [`differences`], of
+/// which only those already seen at the last resync pass (`last_pass`) are disagreements.
+#[derive(Debug)]
+pub struct Seen<'a> {
+    pub journal: &'a JournalState,
+    pub obs: &'a Observations,
+    pub plan: &'a Plan,
+    pub alive: usize,
+    pub busy: &'a BTreeSet<TargetId>,
+    pub last_pass: &'a BTreeSet<String>,
+}
+
 /// Statistics from the journal and one observation of the host, with the reconcile plan
-/// over both: its steps and findings are exactly where memory and disk disagree.
-pub fn stats(journal: &JournalState, obs: &Observations, plan: &Plan, alive: usize) -> Stats {
+/// over both.
+pub fn stats(seen: Seen<'_>) -> Stats {
+    let Seen { journal, obs, plan, alive, busy, last_pass } = seen;
     let mut by_state = BTreeMap::new();
     for state in journal.targets.values() {
         *by_state.entry(state.phase.tag().to_owned()).or_insert(0) += 1;
     }
     let mounted_s3 =
         journal.targets.values().filter(|t| t.phase == Phase::Mounted && t.is_s3()).count();
-    let mut disagreements: Vec<String> = plan
-        .steps
-        .iter()
-        .map(|step| {
-            let mut what: Vec<String> = step
-                .records
-                .iter()
-                .map(|r| match r.event.details() {
-                    d if d.is_empty() => r.event.name().to_owned(),
-                    d => format!("{} ({d})", r.event.name()),
-                })
-                .collect();
-            what.extend(step.effects.iter().map(|e| e.name().to_owned()));
-            format!("{}: cleanup would do {}", step.target, what.join(", then "))
-        })
-        .collect();
-    disagreements.extend(plan.findings.iter().map(ToString::to_string));
+    let (differ, in_flight) = differences(plan, busy);
+    let (disagreements, settling): (Vec<String>, Vec<String>) =
+        differ.into_iter().partition(|d| last_pass.contains(d));
     Stats {
         tracked: journal.targets.values().filter(|t| t.phase != Phase::Unmounted).count(),
         by_state,
@@ -116,6 +159,8 @@ pub fn stats(journal: &JournalState, obs: &Observations, plan: &Plan, alive: usi
         mounts_under_base: obs.mounts.len(),
         agreement: disagreements.is_empty(),
         disagreements,
+        settling,
+        in_flight,
     }
 }
 
@@ -142,6 +187,57 @@ pub fn resources(pids: &[u32], sample: std::time::Duration) -> BTreeMap<u32, (f3
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    use dms_journal::reconcile::{Finding, Step};
+
+    fn plan_for(targets: &[&str]) -> Plan {
+        let t = |s: &str| TargetId::new(s).unwrap();
+        Plan {
+            steps: targets
+                .iter()
+                .map(|s| Step { target: t(s), records: vec![], effects: vec![] })
+                .collect(),
+            findings: vec![
+                Finding { target: Some(t("busy")), what: "helper has no mount yet".into() },
+                Finding { target: None, what: "fuse mount at /x is not claimed".into() },
+            ],
+        }
+    }
+
+    #[test]
+    fn given_busy_targets_when_differences_are_taken_then_theirs_are_in_flight() {
+        let busy = BTreeSet::from([TargetId::new("busy").unwrap()]);
+        let (differ, in_flight) = differences(&plan_for(&["busy", "idle"]), &busy);
+        assert_eq!(differ, ["idle: cleanup would do ", "fuse mount at /x is not claimed"]);
+        assert_eq!(in_flight, ["busy: cleanup would do ", "busy: helper has no mount yet"]);
+    }
+
+    #[test]
+    fn given_a_last_pass_when_stats_are_made_then_only_what_outlived_it_disagrees() {
+        let journal = JournalState::default();
+        let obs = Observations {
+            mount_base: "/b".into(),
+            mounts: vec![],
+            pid_files: vec![],
+            processes: vec![],
+            distrusted: vec![],
+        };
+        let plan = plan_for(&["idle", "new"]);
+        let busy = BTreeSet::from([TargetId::new("busy").unwrap()]);
+        let last_pass = BTreeSet::from(["idle: cleanup would do ".to_owned()]);
+        let stats = stats(Seen {
+            journal: &journal,
+            obs: &obs,
+            plan: &plan,
+            alive: 0,
+            busy: &busy,
+            last_pass: &last_pass,
+        });
+        assert_eq!(stats.disagreements, ["idle: cleanup would do "]);
+        assert_eq!(stats.settling, ["new: cleanup would do ", "fuse mount at /x is not claimed"]);
+        assert_eq!(stats.in_flight, ["busy: helper has no mount yet"]);
+        assert!(!stats.agreement);
+    }
 
     #[test]
     fn given_this_process_when_resources_are_read_then_it_has_memory() {

@@ -110,6 +110,26 @@ pub fn stats(s: &Stats) -> String {
             let _ = writeln!(out, "  - {d}");
         }
     }
+    if !s.settling.is_empty() {
+        let _ = writeln!(
+            out,
+            "settling:           {} (new since the last resync pass)",
+            s.settling.len()
+        );
+        for d in &s.settling {
+            let _ = writeln!(out, "  - {d}");
+        }
+    }
+    if !s.in_flight.is_empty() {
+        let _ = writeln!(
+            out,
+            "in flight:          {} target(s) with a request running",
+            s.in_flight.len()
+        );
+        for d in &s.in_flight {
+            let _ = writeln!(out, "  - {d}");
+        }
+    }
     out
 }
 
@@ -167,7 +187,7 @@ pub fn health(status: &Status, stats: &Stats) -> Health {
         let n = stats.disagreements.len();
         raise(
             Level::Warning,
-            format!("{n} disagreement(s) between journal and host"),
+            format!("{n} disagreement(s) between journal and host, outliving a resync pass"),
             &mut problems,
         );
     }

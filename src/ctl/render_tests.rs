@@ -100,6 +100,8 @@ fn stats(alive: usize, disagreements: Vec<String>) -> Stats {
         mounts_under_base: 2,
         agreement: disagreements.is_empty(),
         disagreements,
+        settling: vec![],
+        in_flight: vec![],
     }
 }
 
@@ -130,6 +132,27 @@ journal:  /var/lib/dms/journal (no problems at replay)
 boot id:  6f1c2d3e-0000-4000-8000-000000000001
 "
     );
+}
+
+#[test]
+fn given_work_in_flight_and_settling_when_rendered_and_judged_then_shown_but_no_trouble() {
+    let mut s = stats(1, vec![]);
+    s.settling = vec!["t-2: cleanup would do WritePidFile".into()];
+    s.in_flight = vec!["t-3: cleanup would do Abandoned (mount interrupted)".into()];
+    let text = super::stats(&s);
+    assert!(
+        text.ends_with(
+            "\
+memory vs. disk:    agree
+settling:           1 (new since the last resync pass)
+  - t-2: cleanup would do WritePidFile
+in flight:          1 target(s) with a request running
+  - t-3: cleanup would do Abandoned (mount interrupted)
+"
+        ),
+        "{text}"
+    );
+    assert_eq!(health(&status(true, 0), &s).level, Level::Ok);
 }
 
 #[test]

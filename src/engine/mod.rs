@@ -107,6 +107,12 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         crate::metrics::Gauges::from_targets(lock(&self.state).targets.values())
     }
 
+    /// Targets with a request, reconcile step or supervision action in flight or waiting
+    /// for its turn: the target-lock map holds exactly those.
+    pub fn busy(&self) -> std::collections::BTreeSet<TargetId> {
+        lock(&self.targets).keys().cloned().collect()
+    }
+
     /// A copy of the whole folded journal.
     pub fn snapshot(&self) -> JournalState {
         lock(&self.state).clone()

@@ -83,25 +83,39 @@ impl Host {
         let mut distrusted = listing.refused;
         // The processes that matter: those PID files and the journal name, and helpers.
         let mut pids: BTreeSet<u32> = listing.files.iter().filter_map(|f| f.pid).collect();
-        pids.extend(journal.targets.values().filter_map(|t| t.helper.map(|h| h.pid)));
+        let journaled: BTreeSet<u32> =
+            journal.targets.values().filter_map(|t| t.helper.map(|h| h.pid)).collect();
+        pids.extend(&journaled);
+        let target_at = |path: &str| {
+            journal
+                .targets
+                .values()
+                .find(|t| t.mount_path() == Some(path))
+                .map(|t| t.target.clone())
+        };
         let proof = Proof::new(&self.helper_bin);
         let mut processes = Vec::new();
         for pid in self.procfs.pids()? {
-            let (helper_for, serves_mount) =
-                match proof.check(&self.procfs, pid, |path| fuse.get(path).copied()) {
-                    Claim::Helper { path, serves_mount } => (Some(path), serves_mount),
-                    Claim::Unproven { path, why } if reconcile::inside(&self.mount_base, &path) => {
-                        distrusted.push(Finding {
-                            target: None,
-                            what: format!(
-                                "pid {pid} claims to be a helper for {path} but is not proven \
+            let (helper_for, serves_mount) = match proof
+                .check(&self.procfs, pid, |path| fuse.get(path).copied())
+            {
+                Claim::Helper { path, serves_mount } => (Some(path), serves_mount),
+                // The journal's own helpers are proven by their identity, whatever
+                // they run (a wrapper may exec another program).
+                Claim::Unproven { path, why }
+                    if reconcile::inside(&self.mount_base, &path) && !journaled.contains(&pid) =>
+                {
+                    distrusted.push(Finding {
+                        target: target_at(&path),
+                        what: format!(
+                            "pid {pid} claims to be a helper for {path} but is not proven \
                                  ({why}); never signalled"
-                            ),
-                        });
-                        (None, false)
-                    }
-                    Claim::Unproven { .. } | Claim::None => (None, false),
-                };
+                        ),
+                    });
+                    (None, false)
+                }
+                Claim::Unproven { .. } | Claim::None => (None, false),
+            };
             if helper_for.is_none() && !pids.contains(&pid) {
                 continue;
             }
