@@ -178,8 +178,13 @@ fn compact_target(
     }
     // Under the writer lock, so no append can repoint an entry between check and removal.
     let mut writer = lock(&journal.writer);
+    // Counted under the lock: a first append to a damaged target may have set some aside.
+    let present = doomed
+        .iter()
+        .filter(|seq| journal.db.contains_key(keys::record(target, **seq)).unwrap_or(true))
+        .count() as u64;
     let mut seal = writer.seal;
-    seal.records -= (doomed.len() as u64).min(seal.records);
+    seal.records -= present.min(seal.records);
     batch.insert(seal::KEY, seal.encode());
     for key in unindex {
         let entry = keys::request(key);

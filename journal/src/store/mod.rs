@@ -262,15 +262,14 @@ impl Journal {
             }
         };
         replayed.replay.losses = unaccepted.clone();
+        // Seqs of lost records are never handed out again either.
+        let lost_high_water =
+            [stored.flatten().map(|s| s.high_water), mark.flatten().map(|m| m.high_water)];
+        let next = lost_high_water.into_iter().flatten().fold(replayed.last_seq, Seq::max) + 1;
         let journal = Journal {
             db,
             path: path.to_path_buf(),
-            writer: Mutex::new(Writer {
-                next: replayed.last_seq + 1,
-                damaged: replayed.damaged,
-                seal,
-                unaccepted,
-            }),
+            writer: Mutex::new(Writer { next, damaged: replayed.damaged, seal, unaccepted }),
             commit: GroupCommit::default(),
             combiner: Combiner::default(),
             compacting: Mutex::new(()),

@@ -140,7 +140,8 @@ fn given_a_lost_journal_when_accepted_then_it_is_resealed_journaled_and_takes_wr
     assert!(err.to_string().contains("dms-journal accept-loss"), "{err}");
     let accepted = journal.accept_losses(Timestamp(9_500)).unwrap();
     assert_eq!(accepted, replay.losses);
-    journal.append(&mounted("after", 9_000, Some("req-after"), 3)).unwrap();
+    let seqs = journal.append(&mounted("after", 9_000, Some("req-after"), 3)).unwrap();
+    assert!(seqs[0] > 212, "the seqs of lost records are handed out again: {seqs:?}");
     drop(journal);
 
     let (journal, replay) = open(&path);
