@@ -98,36 +98,18 @@ pub fn stats(s: &Stats) -> String {
     );
     let _ = writeln!(out, "PID files on disk:  {}", s.pid_files_on_disk);
     let _ = writeln!(out, "mounts under base:  {}", s.mounts_under_base);
-    if s.agreement {
+    let sections = [
+        ("memory vs. disk:", &s.disagreements, "disagreement(s); `dms-ctl cleanup` converges them"),
+        ("settling:", &s.settling, "(new since the last resync pass)"),
+        ("in flight:", &s.in_flight, "target(s) with a request running"),
+    ];
+    if s.disagreements.is_empty() {
         out.push_str("memory vs. disk:    agree\n");
-    } else {
-        let _ = writeln!(
-            out,
-            "memory vs. disk:    {} disagreement(s); `dms-ctl cleanup` converges them",
-            s.disagreements.len()
-        );
-        for d in &s.disagreements {
-            let _ = writeln!(out, "  - {d}");
-        }
     }
-    if !s.settling.is_empty() {
-        let _ = writeln!(
-            out,
-            "settling:           {} (new since the last resync pass)",
-            s.settling.len()
-        );
-        for d in &s.settling {
-            let _ = writeln!(out, "  - {d}");
-        }
-    }
-    if !s.in_flight.is_empty() {
-        let _ = writeln!(
-            out,
-            "in flight:          {} target(s) with a request running",
-            s.in_flight.len()
-        );
-        for d in &s.in_flight {
-            let _ = writeln!(out, "  - {d}");
+    for (label, lines, what) in sections.into_iter().filter(|(_, lines, _)| !lines.is_empty()) {
+        let _ = writeln!(out, "{label:<20}{} {what}", lines.len());
+        for line in lines {
+            let _ = writeln!(out, "  - {line}");
         }
     }
     out
