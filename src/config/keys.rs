@@ -50,7 +50,7 @@ pub const KEYS: &[Key] = &[
     key("credentials_timeout", "DMS_CREDENTIALS_TIMEOUT", D("10"), "Seconds allowed for fetching credentials from Barbican."),
     key("helper_mount_timeout", "DMS_HELPER_MOUNT_TIMEOUT", D("30"), "Seconds a started helper has to make its mount appear."),
     key("helper_stop_grace", "DMS_HELPER_STOP_GRACE", D("10"), "Seconds between SIGTERM and SIGKILL when stopping a helper."),
-    key("nfs_mount_timeout", "DMS_NFS_MOUNT_TIMEOUT", D("60"), "Seconds allowed for mount(8) of an NFS target."),
+    key("nfs_mount_timeout", "DMS_NFS_MOUNT_TIMEOUT", D("60"), "Seconds allowed for mount(8) of an NFS target, its output and its children included: at the deadline its whole process group is killed and the mount fails."),
     key("resync_interval", "DMS_RESYNC_INTERVAL", D("30"), "Seconds between two runtime resyncs: the journal compared with the mount table, the PID files and the live helpers, and converged (a mount removed or a PID file edited by hand, a hung mount)."),
     key("mount_probe_timeout", "DMS_MOUNT_PROBE_TIMEOUT", D("5"), "Seconds a mount point may take to answer a `stat` before the reconciler calls it dead (a hung FUSE helper or NFS server)."),
     key("umount_timeout", "DMS_UMOUNT_TIMEOUT", D("30"), "Seconds allowed for each umount(8) attempt."),
