@@ -227,6 +227,13 @@ async fn serve_metrics(
     };
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(metrics_addr = %bound, "serving metrics");
+    if bound.ip().to_canonical().is_unspecified() {
+        tracing::warn!(
+            metrics_addr = %bound,
+            "metrics served on every address of this host (metrics_allow_any_address = true): \
+             reachable from the network, no TLS, no authentication"
+        );
+    }
     let gauges: Arc<dyn Fn() -> crate::metrics::Gauges + Send + Sync> =
         Arc::new(move || engine.gauges());
     Some(tokio::spawn(crate::metrics::serve(listener, gauges, shutdown)))
