@@ -10,9 +10,9 @@
 //! licensed an effect, and every record behind an ack, is durable already; a request that
 //! did not finish was not acked and is redelivered, then answered from the journal or
 //! resumed. Leaving at the deadline is therefore a crash at a point the daemon survives by
-//! design. It is made a gentler one still: the mount programs still running are killed with
-//! their process groups (so none mounts after the daemon is gone), and the journal is
-//! flushed (bounded) so that even records not yet due to be durable survive.
+//! design. It is made a gentler one still: the journal is flushed (bounded) so that even
+//! records not yet due to be durable survive, and the mount programs still running are
+//! killed with their process groups (so none mounts after the daemon is gone).
 
 use dms_journal::store::Journal;
 use std::sync::{Arc, Weak};
@@ -31,8 +31,8 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(35);
 const FLUSH_BOUND: Duration = Duration::from_secs(2);
 
 /// Arm the hard deadline: once `shutdown` turns true, a thread of its own (not a task: it
-/// must fire even if every runtime thread is stuck) waits [`STOP_DEADLINE`], then kills the
-/// mount programs still running, flushes the journal and exits the process with status 0
+/// must fire even if every runtime thread is stuck) waits [`STOP_DEADLINE`], then flushes
+/// the journal, kills the mount programs still running and exits the process with status 0
 /// (the stop was asked for). A process that finished its stop in time never gets there.
 pub fn arm(mut shutdown: watch::Receiver<bool>, journal: Weak<Journal>) {
     let spawned = std::thread::Builder::new().name("dms-stop-deadline".into()).spawn(move || {
@@ -41,15 +41,17 @@ pub fn arm(mut shutdown: watch::Receiver<bool>, journal: Weak<Journal>) {
             return;
         }
         std::thread::sleep(STOP_DEADLINE);
-        let killed = crate::exec::pgroup::RUNNING.kill_all();
         let flushed = journal.upgrade().map(flush_bounded);
         tracing::warn!(
-            mount_programs_killed = killed,
             journal_flushed = ?flushed,
             "stop deadline of {} s passed with work still blocking; exiting now (unfinished \
              requests are redelivered)",
             STOP_DEADLINE.as_secs()
         );
+        // Last, right before the exit: a killed mount program is an error outcome for its
+        // request, and none must be journaled and answered for a stop (the request is
+        // redelivered instead); the engine has no time left to do so.
+        crate::exec::pgroup::RUNNING.kill_all();
         std::process::exit(0);
     });
     if let Err(e) = spawned {
@@ -58,7 +60,8 @@ pub fn arm(mut shutdown: watch::Receiver<bool>, journal: Weak<Journal>) {
 }
 
 /// After a stop that finished in time: mount programs of requests that did not (their
-/// threads are still in the blocking pool) must not outlive the daemon either.
+/// threads are still in the blocking pool) must not outlive the daemon either. Intake is
+/// closed and those requests' tasks are gone by then, so the kill answers nobody.
 pub fn kill_leftover_mount_programs() {
     let killed = crate::exec::pgroup::RUNNING.kill_all();
     if killed > 0 {

@@ -20,6 +20,8 @@
 //!   keeps its PID, hence its process group id, from being reused, so the kill can never hit
 //!   a stranger's group. The same holds for [`Running::kill_all`], which only ever sees
 //!   groups whose leader is not reaped yet.
+//! - A process that leaves the group (`setsid`) escapes the kill but not the deadline: its
+//!   pipes are closed under it when the call returns.
 //! - A leader that SIGKILL does not end at once (stuck in the kernel, e.g. on a hung NFS
 //!   server) is reaped by a thread of its own; the caller is not kept waiting for it.
 
