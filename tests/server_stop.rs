@@ -239,6 +239,7 @@ fn sigterm_during_a_boot_reconcile_stuck_on_a_hung_mount_exits_at_the_stop_deadl
         eprintln!("stop during a stuck boot reconcile took {took:?}");
         let log = daemon.log_text();
         assert!(log.contains("stop deadline"), "the exit was not the stop deadline's:\n{log}");
+        assert!(log.contains("journal_flushed=Some(Ok(()))"), "no journal flush:\n{log}");
         assert!(!log.contains("consuming"), "the boot reconcile was not stuck:\n{log}");
         assert!(took >= dms::stop::STOP_DEADLINE, "took {took:?}");
 
