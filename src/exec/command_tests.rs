@@ -134,6 +134,7 @@ fn given_a_program_that_exits_but_leaves_a_child_holding_its_output_then_the_cal
     let started = Instant::now();
     let out = stand_in.program.run(&[], timeout);
     let took = started.elapsed();
+    eprintln!("exit with a child holding the pipes: the call took {took:?}");
     assert_eq!(out, Ok("mounted\n".to_owned()));
     // The old code read the pipes until the background sleep closed them: 60 s.
     assert!(took < timeout, "took {took:?}");
