@@ -16,6 +16,7 @@ pub mod failpoint;
 pub mod metrics;
 pub mod observe;
 pub mod server;
+pub mod stop;
 pub mod supervisor;
 pub mod systemd;
 pub mod telemetry;

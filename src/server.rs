@@ -47,7 +47,8 @@ pub enum ServerError {
 pub type HostEngine = Engine<Barbican, HostProcesses, HostMounts>;
 
 /// Run until `shutdown` turns true or the journal fails. Mounts and helpers are left
-/// running either way (DESIGN §3.3).
+/// running either way (DESIGN §3.3). This function owns the process: once `shutdown` turns
+/// true, the process exits at [`crate::stop::STOP_DEADLINE`] even if this has not returned.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
     let procfs = Procfs::default();
     let boot = procfs.boot_id().map_err(ObserveError::from)?;
@@ -115,13 +116,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         },
     };
     let state = replay.state;
-    let engine = Arc::new(Engine::new(
-        Arc::new(journal),
-        state.clone(),
-        exec,
-        boot,
-        config.max_concurrent_targets,
-    ));
+    let journal = Arc::new(journal);
+    // From here on a stop has a hard deadline, whatever blocks (crate::stop).
+    crate::stop::arm(shutdown.clone(), Arc::downgrade(&journal));
+    let engine =
+        Arc::new(Engine::new(journal, state.clone(), exec, boot, config.max_concurrent_targets));
 
     let host = Host {
         procfs,
@@ -193,7 +192,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         queue: config.queue_name(),
         prefetch: config.prefetch,
         heartbeat_secs: 30,
-        drain: Duration::from_secs(30),
+        drain: crate::stop::DRAIN,
         connected: broker_connected,
     };
     let compaction =
@@ -237,6 +236,13 @@ async fn serve_metrics(
     };
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(metrics_addr = %bound, "serving metrics");
+    if bound.ip().to_canonical().is_unspecified() {
+        tracing::warn!(
+            metrics_addr = %bound,
+            "metrics served on every address of this host (metrics_allow_any_address = true): \
+             reachable from the network, no TLS, no authentication"
+        );
+    }
     let gauges: Arc<dyn Fn() -> crate::metrics::Gauges + Send + Sync> =
         Arc::new(move || engine.gauges());
     Some(tokio::spawn(crate::metrics::serve(listener, gauges, shutdown)))

@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             dms::telemetry::stop_signal().await;
@@ -65,6 +65,11 @@ fn main() -> anyhow::Result<()> {
             let _ = tx.send(true);
         });
         dms::server::run(config, rx).await
-    })?;
+    });
+    // A request that outlived the drain may still have mount(8) running on a blocking
+    // thread: kill it, and do not wait for that thread (dropping the runtime would).
+    dms::stop::kill_leftover_mount_programs();
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
     Ok(())
 }

@@ -153,6 +153,7 @@ impl Loader {
         let pid_dir = self.value("pid_dir", values::abs_path);
         let admin_socket = self.value("admin_socket", values::abs_path);
         let metrics_listen = self.value("metrics_listen", values::listen_address);
+        let metrics_allow_any_address = self.value("metrics_allow_any_address", values::boolean);
         let journal_path = self.value("journal_path", values::abs_path);
         let mount_program = self.value("mount_program", values::program);
         let umount_program = self.value("umount_program", values::program);
@@ -196,6 +197,25 @@ impl Loader {
                 return None;
             }
         };
+        // The endpoint has no TLS and no authentication: every address of the host (the
+        // network's too) only when the operator says so.
+        if let (Some(Some(addr)), Some(false)) = (metrics_listen, metrics_allow_any_address) {
+            if values::is_unspecified(addr.ip()) {
+                let origin = self.origin("metrics_listen");
+                let key = keys::find("metrics_listen")?;
+                self.problem(
+                    key,
+                    origin,
+                    format!(
+                        "{} listens on every address of this host, reachable from the network; \
+                         use 127.0.0.1 or a specific local address, or set \
+                         metrics_allow_any_address = true",
+                        addr.ip()
+                    ),
+                );
+                return None;
+            }
+        }
         let barbican_ca_file = barbican_ca_file?;
         if barbican_insecure? && barbican_ca_file.is_some() {
             let origin = self.origin("barbican_ca_file");
@@ -215,6 +235,7 @@ impl Loader {
             pid_dir: pid_dir?,
             admin_socket: admin_socket?,
             metrics_listen: metrics_listen?,
+            metrics_allow_any_address: metrics_allow_any_address?,
             journal_path: journal_path?,
             mount_program: mount_program?,
             umount_program: umount_program?,

@@ -41,6 +41,8 @@ pub struct Config {
     pub admin_socket: PathBuf,
     /// `None`: metrics are off.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `metrics_listen` may be an unspecified address (checked at load).
+    pub metrics_allow_any_address: bool,
     pub journal_path: PathBuf,
     pub mount_program: PathBuf,
     pub umount_program: PathBuf,

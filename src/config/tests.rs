@@ -288,3 +288,43 @@ fn given_the_key_table_when_compared_with_the_docs_then_they_agree() {
         assert_eq!(key.env, expected, "env var of {}", key.name);
     }
 }
+
+#[test]
+fn given_an_unspecified_metrics_address_when_loaded_then_it_is_refused_unless_explicitly_allowed() {
+    for any in ["0.0.0.0:9477", "[::]:9477", "[::ffff:0.0.0.0]:9477"] {
+        let mut e = minimal_env();
+        e.insert("DMS_METRICS_LISTEN".into(), any.into());
+        let err = load(None, &e).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{any}: {err}");
+        let problem = err.problems[0].to_string();
+        assert!(
+            problem.starts_with("metrics_listen (environment variable DMS_METRICS_LISTEN): ")
+                && problem.contains("every address of this host")
+                && problem.contains("metrics_allow_any_address = true"),
+            "{any}: {problem}"
+        );
+        // From the file too, with its line.
+        let f = file(&format!("[server]\nmetrics_listen = {any}\n"));
+        let err = load(Some(f.path()), &minimal_env()).unwrap_err();
+        assert!(err.to_string().contains("every address of this host"), "{err}");
+
+        e.insert("DMS_METRICS_ALLOW_ANY_ADDRESS".into(), "true".into());
+        let c = load(None, &e).unwrap();
+        assert_eq!(c.metrics_listen, Some(any.parse().unwrap()));
+        assert!(c.metrics_allow_any_address);
+    }
+    // Loopback and specific addresses stay allowed without the opt-in, and so does off.
+    for local in ["127.0.0.1:0", "[::1]:9477", "10.1.2.3:9477", "127.0.0.53:1"] {
+        let mut e = minimal_env();
+        e.insert("DMS_METRICS_LISTEN".into(), local.into());
+        let c = load(None, &e).unwrap();
+        assert_eq!(c.metrics_listen, Some(local.parse().unwrap()), "{local}");
+        assert!(!c.metrics_allow_any_address);
+    }
+    let mut e = minimal_env();
+    e.insert("DMS_METRICS_LISTEN".into(), "off".into());
+    assert_eq!(load(None, &e).unwrap().metrics_listen, None);
+    e.insert("DMS_METRICS_ALLOW_ANY_ADDRESS".into(), "maybe".into());
+    let err = load(None, &e).unwrap_err();
+    assert!(err.problems[0].to_string().starts_with("metrics_allow_any_address "), "{err}");
+}

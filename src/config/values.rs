@@ -241,6 +241,11 @@ pub(super) fn listen_address(raw: &str) -> Result<Option<std::net::SocketAddr>, 
     raw.parse().map(Some).map_err(|_| "must be an IP:port (e.g. 127.0.0.1:9477) or off".into())
 }
 
+/// `0.0.0.0`, `::` or `::ffff:0.0.0.0`: bound, each means every address of the host.
+pub(super) fn is_unspecified(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_unspecified()
+}
+
 pub(super) fn seconds(raw: &str) -> Result<Duration, String> {
     let (whole, frac) = raw.split_once('.').unwrap_or((raw, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());

@@ -5,4 +5,5 @@ pub mod command;
 pub mod credentials;
 pub mod helper;
 pub mod mounts;
+pub mod pgroup;
 pub mod spawn;

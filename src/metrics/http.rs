@@ -1,19 +1,41 @@
 //! The `/metrics` endpoint: a minimal HTTP/1.1 responder (see the module docs above).
+//!
+//! Slow clients cannot starve scrapes. Any local user can connect (the address is local,
+//! not private), so a fixed set of slots that idle clients can fill is a denial of service:
+//! with 16 slots and a 5 s read deadline, 16 trickling clients made most scrapes fail.
+//! Three rules instead:
+//! - the request head must be complete [`HEAD_TIMEOUT`] (2 s) after accept, or the
+//!   connection is closed: a slot held without progress is freed quickly;
+//! - [`MAX_CONNECTIONS`] (64) slots, far more than scrapers;
+//! - when every slot is taken, the newest connection is not refused: the *oldest*
+//!   connection still reading its head is closed to make room. A scraper's head arrives
+//!   right after its connect, so it is served before it could become the oldest; a flood of
+//!   slow clients only evicts itself.
+//!
+//! No per-peer limit: on a loopback address every local user, the scraper included, is the
+//! same peer (127.0.0.1), so such a limit would hit the scraper as much as the attacker.
 
 use super::{global, Gauges, Metrics, MetricsError};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 /// Requests are one line and a few headers; anything longer is not a scraper.
 pub(super) const MAX_REQUEST: usize = 4 * 1024;
-/// A client gets this long to send its request and this long again to take the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Scrapers are one or two Prometheus servers; more connections than this are refused.
-pub(super) const MAX_CONNECTIONS: usize = 16;
+/// From accept to the end of the request head. A scraper sends its few header lines at
+/// once (a millisecond on a local address); a client that has not after this long is slow
+/// or hostile, and is closed.
+pub(super) const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// A client gets this long to take the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Scrapers are one or two Prometheus servers; this is many times that, and the budget of
+/// file descriptors spent on metrics at most.
+pub(super) const MAX_CONNECTIONS: usize = 64;
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Bind the metrics listener; separate from [`serve`] so the server can log the address
@@ -40,6 +62,8 @@ pub async fn serve_registry(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    // Accept order; each with whether its head is complete (then it is answering).
+    let mut slots: VecDeque<Slot> = VecDeque::new();
     loop {
         if *shutdown.borrow() {
             return;
@@ -48,17 +72,22 @@ pub async fn serve_registry(
         tokio::select! {
             changed = shutdown.changed() => if changed.is_err() { return },
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if connections.len() >= MAX_CONNECTIONS => {
-                    tracing::debug!(%peer, "too many metrics connections; closing this one");
-                    drop(stream);
-                }
                 Ok((stream, peer)) => {
+                    slots.retain(|slot| !slot.task.is_finished());
+                    if slots.len() >= MAX_CONNECTIONS && !evict_oldest_reading(&mut slots) {
+                        tracing::debug!(%peer, "every metrics connection is answering; closing this one");
+                        drop(stream);
+                        continue;
+                    }
                     let gauges = Arc::clone(&gauges);
-                    connections.spawn(async move {
-                        if let Err(e) = answer(&stream, metrics, gauges.as_ref()).await {
+                    let head_done = Arc::new(AtomicBool::new(false));
+                    let done = Arc::clone(&head_done);
+                    let task = connections.spawn(async move {
+                        if let Err(e) = answer(&stream, metrics, gauges.as_ref(), &done).await {
                             tracing::debug!(%peer, error = %e, "metrics connection failed");
                         }
                     });
+                    slots.push_back(Slot { task, head_done });
                 }
                 Err(e) => {
                     // Out of file descriptors, typically: back off instead of spinning.
@@ -70,23 +99,44 @@ pub async fn serve_registry(
     }
 }
 
+/// One connection being served.
+struct Slot {
+    task: AbortHandle,
+    /// Its request head is complete: it is being answered (bounded by [`WRITE_TIMEOUT`]).
+    head_done: Arc<AtomicBool>,
+}
+
+/// Close the oldest connection still waiting for its request head; false if there is none.
+fn evict_oldest_reading(slots: &mut VecDeque<Slot>) -> bool {
+    let Some(at) = slots.iter().position(|slot| !slot.head_done.load(Ordering::Acquire)) else {
+        return false;
+    };
+    if let Some(slot) = slots.remove(at) {
+        tracing::debug!("metrics connections full; closing the oldest one still silent");
+        slot.task.abort();
+    }
+    true
+}
+
 /// Read one request (bounded, deadlined), write one response, close.
 async fn answer(
     stream: &TcpStream,
     metrics: &Metrics,
     gauges: &(dyn Fn() -> Gauges + Send + Sync),
+    head_done: &AtomicBool,
 ) -> std::io::Result<()> {
-    let head = match tokio::time::timeout(IO_TIMEOUT, read_head(stream)).await {
+    let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(stream)).await {
         Ok(head) => head?,
-        Err(_) => return Ok(()), // silent client: just close
+        Err(_) => return Ok(()), // silent or trickling client: just close
     };
+    head_done.store(true, Ordering::Release);
     let response = match route(&head) {
         Route::Metrics => respond("200 OK", CONTENT_TYPE, &metrics.render(&gauges())),
         Route::NotFound => respond("404 Not Found", "text/plain", "not found; try /metrics\n"),
         Route::NotAllowed => respond("405 Method Not Allowed", "text/plain", "GET only\n"),
         Route::Bad => respond("400 Bad Request", "text/plain", "bad request\n"),
     };
-    match tokio::time::timeout(IO_TIMEOUT, write_all(stream, response.as_bytes())).await {
+    match tokio::time::timeout(WRITE_TIMEOUT, write_all(stream, response.as_bytes())).await {
         Ok(written) => written,
         Err(_) => Ok(()),
     }
@@ -167,3 +217,7 @@ async fn write_all(stream: &TcpStream, mut data: &[u8]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

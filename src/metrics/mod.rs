@@ -13,7 +13,9 @@
 //! The HTTP side is a minimal HTTP/1.1 responder on a tokio listener: `GET /metrics` and
 //! nothing else, one short-lived task per connection, a bounded number of them, a bounded
 //! and deadlined read. It is meant for a loopback or local address (the default is
-//! `127.0.0.1:9477`), so it has no TLS and no authentication.
+//! `127.0.0.1:9477`), so it has no TLS and no authentication; `0.0.0.0`/`::` need an
+//! explicit opt-in (`metrics_allow_any_address`). How slow clients are kept from starving
+//! scrapes is explained in `http.rs`.
 
 use dms_journal::{JournalState, Phase, TargetState};
 use std::fmt::Write as _;
