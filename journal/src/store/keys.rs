@@ -7,6 +7,9 @@
 //! s <target>                    → <seq u64 BE> <envelope>  (snapshot covering seq ≤ that)
 //! q <target> 0x00 <seq> <r|s>   → the bytes as they were   (set aside: damaged, or after
 //!                                                           damage; see `Journal::append`)
+//! m seal                        → the seal                 (see `seal`: written with every
+//!                                                           batch)
+//! a <unix ms BE>                → text                     (a loss accepted by an operator)
 //! ```
 //!
 //! Target ids are `[A-Za-z0-9._-]`, so 0x00 cannot occur inside one and sorts before every

@@ -8,7 +8,7 @@
 //!   which is what lets the engine perform the effects the records license (DESIGN §3.1).
 //!   Concurrent appends are combined into one batch and one flush ([`combine`]); flushes
 //!   are shared with compaction ([`commit`]).
-//! - [`Journal::open`] replays everything into a [`JournalState`] and never panics on what
+//! - [`Journal::open`] replays everything into a [`JournalState`](crate::JournalState) and never panics on what
 //!   it finds: a record that does not decode ends that target's replay there and is
 //!   reported as a [`Problem`]; other targets are unaffected ([`read`]).
 //! - [`Journal::compact`] bounds growth without losing any current state or unfinished
@@ -22,18 +22,18 @@ mod commit;
 mod compact;
 mod damage;
 mod keys;
+mod open;
 mod read;
 mod seal;
+mod types;
 
-use crate::codec::{self, CodecError};
+use crate::codec;
 use crate::event::Record;
 use crate::ids::{RequestKey, TargetId, Timestamp};
-use crate::state::{JournalState, TargetState};
 use combine::Combiner;
 use commit::{lock, GroupCommit};
 use damage::Damage;
-use seal::{Found, Mark, Seal, Sidecar};
-use serde::Serialize;
+use seal::{Mark, Seal, Sidecar};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -41,141 +41,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 pub use seal::Loss;
-
-/// A record's position in the journal. Allocated in append order and never reused for a
-/// durable record, across restarts too.
-pub type Seq = u64;
-
-/// What [`Journal::make_durable`] waits for: a deferred append's place in the flush order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ticket(u64);
-
-/// A record as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    pub seq: Seq,
-    pub record: Record,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProblemKind {
-    /// The bytes do not decode (CRC, torn write, garbage, unknown version): replay of the
-    /// target stops before it.
-    Corrupt,
-    /// The record decodes but was not legal in the state it was appended to. Replay applies
-    /// it anyway (apply is total): the record says what happened, legal or not.
-    Illegal,
-}
-
-/// Something wrong found in the journal. A finding, not an error: replay continues.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    pub target: String,
-    pub seq: Seq,
-    pub kind: ProblemKind,
-    pub error: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            ProblemKind::Corrupt => "corrupt",
-            ProblemKind::Illegal => "illegal",
-        };
-        write!(f, "target {}, seq {}: {kind} record: {}", self.target, self.seq, self.error)
-    }
-}
-
-impl std::error::Error for Problem {}
-
-/// What [`Journal::open`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replay {
-    pub state: JournalState,
-    /// Records folded during this replay (records covered by a snapshot are not counted).
-    pub records: u64,
-    pub problems: Vec<Problem>,
-    /// History lost outside any record's reach (sled dropped part of its file). While any
-    /// is listed and not accepted ([`Journal::accept_losses`]), appends are refused.
-    pub losses: Vec<Loss>,
-}
-
-/// One target's journal as stored: its snapshot and the records after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct History {
-    pub target: TargetId,
-    /// The compacted state and the seq it covers. Records up to that seq are not listed.
-    pub snapshot: Option<(Seq, TargetState)>,
-    /// In seq order. A damaged snapshot shows up here as the first entry (an `Err` carrying
-    /// the snapshot's seq); a damaged record as an `Err` in its place, and the listing goes
-    /// on past it.
-    pub records: Vec<Result<Stored, Problem>>,
-}
-
-/// One snapshot as [`Journal::snapshots`] lists it: target, covered seq, decoded state.
-pub type SnapshotEntry = (TargetId, Seq, Result<TargetState, Problem>);
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct CompactionReport {
-    /// Targets whose snapshot was (re)written or whose records were removed.
-    pub targets_compacted: usize,
-    pub records_removed: u64,
-    /// Decided requests older than the retention window dropped from snapshots; a
-    /// redelivery of one of them is treated as a new request.
-    pub requests_forgotten: u64,
-}
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("journal {} is locked by another process (is the daemon running?)", path.display())]
-    Locked { path: PathBuf },
-    #[error("cannot open journal {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: sled::Error,
-    },
-    #[error("cannot write {what} to journal {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        what: String,
-        #[source]
-        source: sled::Error,
-    },
-    #[error("cannot flush journal {}: {source}", path.display())]
-    Flush {
-        path: PathBuf,
-        #[source]
-        source: sled::Error,
-    },
-    #[error("cannot read {what} from journal {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        what: String,
-        #[source]
-        source: sled::Error,
-    },
-    #[error("cannot encode {what} for journal {}: {source}", path.display())]
-    Encode {
-        path: PathBuf,
-        what: String,
-        #[source]
-        source: CodecError,
-    },
-    #[error("journal {} holds a damaged {what}: {error}", path.display())]
-    Corrupt { path: PathBuf, what: String, error: String },
-    #[error("journal {} lost history ({}); it takes no writes until `dms-journal accept-loss`", path.display(), losses.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Unaccepted { path: PathBuf, losses: Vec<Loss> },
-    #[error("journal {} is damaged: sled cannot read its own files (`conf` or `db`): {detail}; restore it from a backup, or move it aside to start an empty journal", path.display())]
-    Damaged { path: PathBuf, detail: String },
-    #[error("cannot write the seal {}: {source}", path.display())]
-    Seal {
-        path: PathBuf,
-        #[source]
-        source: std::sync::Arc<std::io::Error>,
-    },
-}
+pub use types::{
+    CompactionReport, History, Problem, ProblemKind, Replay, Seq, SnapshotEntry, StoreError,
+    Stored, Ticket,
+};
 
 /// The journal of this node. Share it through an `Arc`: every method takes `&self`.
 pub struct Journal {
@@ -225,107 +94,7 @@ impl fmt::Debug for Journal {
     }
 }
 
-/// sled's own page cache default is 1 GiB; a journal of small records needs far less.
-const CACHE_BYTES: u64 = 32 * 1024 * 1024;
-
 impl Journal {
-    /// Open (creating if needed) and replay. Fails with [`StoreError::Locked`] when another
-    /// handle, in this process or another one, has the journal open.
-    pub fn open(path: &Path) -> Result<(Journal, Replay), StoreError> {
-        let db = open_db(path)?;
-        let mut replayed = read::replay(&db, path)?;
-        let seal_error = |source: std::io::Error| StoreError::Seal {
-            path: Sidecar::path_in(path),
-            source: std::sync::Arc::new(source),
-        };
-        let stored = db
-            .get(seal::KEY)
-            .map_err(|source| StoreError::Read {
-                path: path.to_path_buf(),
-                what: "seal".into(),
-                source,
-            })?
-            .map(|v| Seal::decode(&v));
-        let (sidecar, mark) = Sidecar::open(path).map_err(seal_error)?;
-        let found = Found {
-            last_seq: replayed.last_seq,
-            records: replayed.records_stored,
-            snapshots: replayed.snapshots_stored,
-        };
-        let here = Seal::new(found.last_seq, found.records, found.snapshots);
-        let (seal, unaccepted, first) = match seal::check(stored, mark, found, sidecar.path()) {
-            Ok(Some(seal)) => (seal, Vec::new(), false),
-            Ok(None) => (here, Vec::new(), true),
-            Err(losses) => {
-                let id = stored.flatten().map(|s| s.id).or(mark.flatten().map(|m| m.id));
-                (Seal { id: id.unwrap_or(here.id), ..here }, losses, false)
-            }
-        };
-        replayed.replay.losses = unaccepted.clone();
-        // Seqs of lost records are never handed out again either.
-        let lost_high_water =
-            [stored.flatten().map(|s| s.high_water), mark.flatten().map(|m| m.high_water)];
-        let next = lost_high_water.into_iter().flatten().fold(replayed.last_seq, Seq::max) + 1;
-        let journal = Journal {
-            db,
-            path: path.to_path_buf(),
-            writer: Mutex::new(Writer { next, damaged: replayed.damaged, seal, unaccepted }),
-            commit: GroupCommit::default(),
-            combiner: Combiner::default(),
-            compacting: Mutex::new(()),
-            sidecar: Mutex::new(sidecar),
-            applied_high_water: AtomicU64::new(seal.high_water),
-            seal_id: seal.id,
-        };
-        if first {
-            journal.write_seal(seal)?;
-        }
-        Ok((journal, replayed.replay))
-    }
-
-    /// Write `seal` to the tree and the sidecar, durably (a first seal, an acceptance).
-    fn write_seal(&self, seal: Seal) -> Result<(), StoreError> {
-        self.db
-            .insert(seal::KEY, seal.encode())
-            .map_err(|source| self.write_error("seal", source))?;
-        self.db.flush().map_err(|source| StoreError::Flush { path: self.path.clone(), source })?;
-        let mark = Mark { id: seal.id, high_water: seal.high_water };
-        lock(&self.sidecar).write(mark, true).map_err(|e| self.seal_error(e))
-    }
-
-    /// Accept the losses found at open: re-seal what the journal holds now and journal the
-    /// acceptance (listed by [`Self::accepted_losses`]). Returns what was accepted.
-    pub fn accept_losses(&self, now: Timestamp) -> Result<Vec<Loss>, StoreError> {
-        let mut writer = lock(&self.writer);
-        let accepted = std::mem::take(&mut writer.unaccepted);
-        if accepted.is_empty() {
-            return Ok(accepted);
-        }
-        let text: Vec<String> = accepted.iter().map(ToString::to_string).collect();
-        let mut key = vec![seal::ACCEPTED];
-        key.extend_from_slice(&now.0.to_be_bytes());
-        self.db
-            .insert(key, text.join("\n").into_bytes())
-            .map_err(|source| self.write_error("accepted loss", source))?;
-        self.write_seal(writer.seal)?;
-        Ok(accepted)
-    }
-
-    /// Losses accepted so far, oldest first: when (unix ms) and what.
-    pub fn accepted_losses(&self) -> Result<Vec<(u64, String)>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.db.scan_prefix([seal::ACCEPTED]) {
-            let (key, value) = entry.map_err(|source| StoreError::Read {
-                path: self.path.clone(),
-                what: "accepted losses".into(),
-                source,
-            })?;
-            let at = key.get(1..9).and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
-            out.push((at, String::from_utf8_lossy(&value).into_owned()));
-        }
-        Ok(out)
-    }
-
     /// Append `records` atomically and durably; returns their seqs, in order. The records
     /// may be for different targets. On error nothing may be assumed either way (the batch
     /// may or may not survive a crash): the caller must not perform the effects the records
@@ -351,6 +120,12 @@ impl Journal {
         let count = job.len() as u64;
         let (first, ticket) = self.apply(vec![job])?;
         Ok(((first..first + count).collect(), Ticket(ticket)))
+    }
+
+    /// Make everything applied so far durable (sharing the flush with concurrent
+    /// appenders): what a stop does last.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.wait_durable(self.commit.applied())
     }
 
     /// Wait until everything applied up to `ticket` is durable (sharing the flush with
@@ -552,52 +327,5 @@ impl Journal {
 
     fn write_error(&self, what: &str, source: sled::Error) -> StoreError {
         StoreError::Write { path: self.path.clone(), what: what.to_owned(), source }
-    }
-}
-
-/// Between fork and exec, a child process of *any* thread holds a copy of every open
-/// descriptor, the journal's included, and with it the journal's flock(2) lock: a handle
-/// dropped and reopened meanwhile finds the journal locked by its own process for a few
-/// milliseconds. So a lock is retried briefly before it is reported; a running daemon
-/// holds it far longer than this.
-const LOCK_RETRIES_MS: [u64; 5] = [5, 10, 20, 40, 80];
-
-fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
-    let mut retries = LOCK_RETRIES_MS.iter();
-    loop {
-        let opened = sled::Config::new().path(path).cache_capacity(CACHE_BYTES).open();
-        let result = opened.map_err(|source| open_error(path, source));
-        match (&result, retries.next()) {
-            (Err(StoreError::Locked { .. }), Some(ms)) => {
-                std::thread::sleep(std::time::Duration::from_millis(*ms));
-            }
-            _ => return result,
-        }
-    }
-}
-
-/// sled 0.34 reports a held lock as `Error::Io` of kind `Other` whose message starts with
-/// "could not acquire lock on" (its `try_lock` wraps fs2's `WouldBlock`). flock(2) locks
-/// belong to the open file description, so a second open in the same process is refused
-/// the same way as one from another process.
-fn open_error(path: &Path, source: sled::Error) -> StoreError {
-    let locked = match &source {
-        sled::Error::Io(e) => {
-            e.kind() == std::io::ErrorKind::WouldBlock
-                || e.to_string().contains("could not acquire lock")
-        }
-        _ => false,
-    };
-    // sled reads its `conf` file first and takes anything it cannot parse for a database
-    // of a sled version before 0.29: say what is really wrong.
-    let conf_damaged = matches!(&source, sled::Error::Unsupported(m) if m.contains("0.29"))
-        || matches!(&source, sled::Error::Corruption { .. });
-    if locked {
-        StoreError::Locked { path: path.to_path_buf() }
-    } else if conf_damaged {
-        let detail = source.to_string();
-        StoreError::Damaged { path: path.to_path_buf(), detail }
-    } else {
-        StoreError::Open { path: path.to_path_buf(), source }
     }
 }
