@@ -133,9 +133,11 @@ fn barbican_refusals_and_outages_are_reported_and_no_helper_starts() {
         runtime().block_on(async {
             let mut client = Client::connect(broker).await;
             let reply = client.call(&daemon.node, &s3_mount("t-b", &path, &barbican.unknown_secret_ref(), TOKEN), &uuid()).await;
-            assert!(reply["error_msg"].as_str().unwrap().starts_with("Failed to fetch credentials: secret not found in Barbican (404"), "{reply}");
+            let msg = reply["error_msg"].as_str().unwrap();
+            assert!(msg.starts_with("Failed to fetch credentials: Failed to fetch secret from Barbican: Secret not found at http"), "{reply}");
+            assert!(msg.ends_with(". Verify the secret_ref URL."), "{reply}");
             let reply = client.call(&daemon.node, &s3_mount("t-b", &path, &secret_ref, "invalid-token"), &uuid()).await;
-            assert_eq!(reply, err("Failed to fetch credentials: Barbican refused the keystone token (401 Unauthorized)"));
+            assert_eq!(reply, err("Failed to fetch credentials: Failed to fetch secret from Barbican: Invalid or expired Keystone token. Token authentication failed."));
             barbican.set_fault(&support::Fault::status(500));
             let reply = client.call(&daemon.node, &s3_mount("t-b", &path, &secret_ref, TOKEN), &uuid()).await;
             assert_eq!(reply, err("Failed to fetch credentials: Barbican answered 500 after 3 attempt(s)"));

@@ -69,7 +69,7 @@ fn a_log_file_has_no_colour_the_seeds_lines_plain_fields_mount_failed_and_no_sec
             let reply = client.call(&daemon.node, &unmount("lg-1", &path, "s3"), &unmount_key).await;
             assert_eq!(reply, unmounted_msg(&path));
             let reply = client.call(&daemon.node, &s3_mount("lg-2", &other, &secret_ref, "invalid-token"), &uuid()).await;
-            assert_eq!(reply, err("Failed to fetch credentials: Barbican refused the keystone token (401 Unauthorized)"));
+            assert_eq!(reply, err("Failed to fetch credentials: Failed to fetch secret from Barbican: Invalid or expired Keystone token. Token authentication failed."));
             let reply = client.call(&daemon.node, &s3_mount("lg-3", &daemon.path("lg-3"), &with_password, TOKEN), &uuid()).await;
             let text = reply["error_msg"].as_str().unwrap();
             assert!(text.starts_with("Invalid secret_ref 'http://admin:***@"), "{reply}");
@@ -114,7 +114,7 @@ fn a_log_file_has_no_colour_the_seeds_lines_plain_fields_mount_failed_and_no_sec
             let failed: Vec<&str> = log.lines().filter(|l| l.contains("Mount failed")).collect();
             assert!(
             failed.iter().any(|l| l.contains("ERROR")
-                && l.contains("Mount failed for target lg-2: Failed to fetch credentials: Barbican refused the keystone token (401 Unauthorized) (after ")
+                && l.contains("Mount failed for target lg-2: Failed to fetch credentials: Failed to fetch secret from Barbican: Invalid or expired Keystone token. Token authentication failed. (after ")
                 && l.contains("elapsed_ms=")),
             "{failed:?}"
         );

@@ -121,12 +121,12 @@ async fn given_a_helper_that_never_mounts_when_handled_then_error_and_everything
 #[tokio::test]
 async fn given_refused_credentials_when_handled_then_no_helper_is_started() {
     let rig = rig();
-    rig.world.fail("fetch", "Barbican refused the keystone token (401 Unauthorized)");
+    rig.world.fail("fetch", "Failed to fetch secret from Barbican: Invalid or expired Keystone token. Token authentication failed.");
     let outcome = rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
     assert_eq!(
         outcome,
         Outcome::Failed {
-            reason: "Failed to fetch credentials: Barbican refused the keystone token (401 Unauthorized)".into()
+            reason: "Failed to fetch credentials: Failed to fetch secret from Barbican: Invalid or expired Keystone token. Token authentication failed.".into()
         }
     );
     assert!(rig.world.calls().iter().all(|c| !c.starts_with("spawn")));

@@ -18,14 +18,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-/// The reason after "Failed to fetch credentials: " in the reply.
+/// The reason after "Failed to fetch credentials: " in the reply. For 401, 403 and 404 these
+/// are the Python service's words: its clients pass them to their callers verbatim, and
+/// operators grep for them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("Barbican refused the keystone token (401 Unauthorized)")]
+    #[error("Failed to fetch secret from Barbican: Invalid or expired Keystone token. Token authentication failed.")]
     Unauthorized,
-    #[error("the keystone token may not read this secret (403 Forbidden)")]
+    #[error("Failed to fetch secret from Barbican: Access denied to secret. Check token permissions and project scope.")]
     Forbidden,
-    #[error("secret not found in Barbican (404 Not Found): {secret_ref}")]
+    #[error("Failed to fetch secret from Barbican: Secret not found at {secret_ref}. Verify the secret_ref URL.")]
     NotFound { secret_ref: String },
     #[error("Barbican answered {status} after {attempts} attempt(s)")]
     Status { status: u16, attempts: u32 },

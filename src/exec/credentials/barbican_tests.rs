@@ -150,15 +150,22 @@ async fn given_a_barbican_refusing_any_type_when_fetched_then_metadata_decides_a
 #[tokio::test]
 async fn given_refusals_when_fetched_then_clear_messages_and_no_retry() {
     let (base, seen) = server(|_, _| (401, "{}".into(), Duration::ZERO)).await;
-    assert_eq!(fetch(&base).await.unwrap_err(), CredentialsError::Unauthorized);
+    let err = fetch(&base).await.unwrap_err();
+    assert_eq!(err, CredentialsError::Unauthorized);
+    assert_eq!(err.to_string(), "Failed to fetch secret from Barbican: Invalid or expired Keystone token. Token authentication failed.");
     assert_eq!(seen.lock().unwrap().len(), 1, "a 401 is an answer, not retried");
     let (base, _) = server(|_, _| (403, "{}".into(), Duration::ZERO)).await;
-    assert_eq!(fetch(&base).await.unwrap_err(), CredentialsError::Forbidden);
+    let err = fetch(&base).await.unwrap_err();
+    assert_eq!(err, CredentialsError::Forbidden);
+    assert_eq!(err.to_string(), "Failed to fetch secret from Barbican: Access denied to secret. Check token permissions and project scope.");
     let (base, seen) = server(|_, _| (404, "{}".into(), Duration::ZERO)).await;
     let err = fetch(&base).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("secret not found in Barbican (404 Not Found): {base}/v1/secrets/abc")
+        format!(
+            "Failed to fetch secret from Barbican: Secret not found at {base}/v1/secrets/abc. \
+             Verify the secret_ref URL."
+        )
     );
     assert_eq!(seen.lock().unwrap().len(), 2, "a missing payload asks the metadata why");
 }
