@@ -5,6 +5,7 @@
 #   /etc/trilio-dms/server.conf                          (the example, only if absent)
 #   /etc/default/dms-server                              (mode 0600, for secrets; only if absent)
 #   bash, zsh and fish completions of dms-ctl and dms-journal
+#   man pages of dms-server, dms-ctl and dms-journal (share/man/man1)
 #   /run/dms/s3, /var/lib/dms, /var/log/dms/helpers, the mount base
 # then runs `systemctl daemon-reload` when systemd is the init system, and prints the next
 # steps. Idempotent: a second run changes nothing but the binaries (if they changed), and
@@ -155,6 +156,21 @@ for tool in dms-ctl dms-journal; do
 done
 if [ "${#missing_completions[@]}" -gt 0 ]; then
     warn "no completions from \`<tool> completions <shell>\` for: ${missing_completions[*]}"
+fi
+
+# ---- manual pages (rendered by each binary from its clap definition) -------------------
+missing_man=()
+for tool in dms-server dms-ctl dms-journal; do
+    flag=man
+    [ "$tool" != dms-server ] || flag=--man
+    if "$bin_dir/$tool" "$flag" > "$tmp/man" 2>"$tmp/man.err" && [ -s "$tmp/man" ]; then
+        put 0644 "$tmp/man" "$destdir$share/man/man1/$tool.1"
+    else
+        missing_man+=("$tool")
+    fi
+done
+if [ "${#missing_man[@]}" -gt 0 ]; then
+    warn "no man page from \`<tool> man\` (dms-server --man) for: ${missing_man[*]}"
 fi
 
 # ---- state directories (the unit's RuntimeDirectory/StateDirectory/LogsDirectory modes) ---

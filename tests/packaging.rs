@@ -101,7 +101,7 @@ fn fake_bin_dir(dir: &Path) -> PathBuf {
         std::fs::write(
             &path,
             format!(
-                "#!/bin/sh\n[ \"$1\" = completions ] && {{ echo \"# {name} $2 completion\"; exit 0; }}\nexit 1\n"
+                "#!/bin/sh\n[ \"$1\" = completions ] && {{ echo \"# {name} $2 completion\"; exit 0; }}\ncase \"$1\" in man|--man) echo \".TH {name} 1\"; exit 0;; esac\nexit 1\n"
             ),
         )
         .unwrap();
@@ -113,6 +113,12 @@ fn fake_bin_dir(dir: &Path) -> PathBuf {
 const COMPLETIONS: [(&str, &[&str]); 2] = [
     ("dms-ctl", &["health", "list", "stats", "cleanup", "mount", "unmount"]),
     ("dms-journal", &["inspect", "verify", "export"]),
+];
+
+const MAN_PAGES: [(&str, &[&str]); 3] = [
+    ("dms-server", &["\\-\\-config", "\\-\\-check\\-config"]),
+    ("dms-ctl", &["health", "stats", "cleanup", "mount"]),
+    ("dms-journal", &["inspect", "verify", "accept\\-loss", "export"]),
 ];
 
 #[test]
@@ -146,6 +152,9 @@ fn staged_install_lands_every_file_with_its_mode_and_a_second_run_changes_nothin
         ("usr/share/bash-completion/completions/dms-journal", 0o644),
         ("usr/share/zsh/vendor-completions/_dms-journal", 0o644),
         ("usr/share/fish/vendor_completions.d/dms-journal.fish", 0o644),
+        ("usr/share/man/man1/dms-server.1", 0o644),
+        ("usr/share/man/man1/dms-ctl.1", 0o644),
+        ("usr/share/man/man1/dms-journal.1", 0o644),
     ];
     for (path, want) in expected {
         let got = mode(&root.join(path));
@@ -194,6 +203,17 @@ fn staged_install_lands_every_file_with_its_mode_and_a_second_run_changes_nothin
             bash.display(),
             String::from_utf8_lossy(&check.stderr)
         );
+    }
+
+    // Man pages: roff from each binary's own clap definition, naming what --help names.
+    for (tool, mentions) in MAN_PAGES {
+        let page =
+            std::fs::read_to_string(root.join(format!("usr/share/man/man1/{tool}.1"))).unwrap();
+        assert!(page.contains(&format!(".TH {tool} 1")), "{tool}.1 has no title line");
+        for word in mentions {
+            assert!(page.contains(word), "{tool}.1 does not mention `{word}`");
+        }
+        assert!(!page.contains("\\fBman\\fR"), "{tool}.1 lists the hidden `man` command");
     }
 
     // An operator's edits survive a second run, which changes nothing else either.

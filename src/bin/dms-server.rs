@@ -19,10 +19,18 @@ struct Args {
     /// invalid) without touching the journal, the broker or any mount
     #[arg(long)]
     check_config: bool,
+    /// Print the manual page (roff) and exit, for packaging
+    #[arg(long, hide = true)]
+    man: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.man {
+        let man = clap_mangen::Man::new(<Args as clap::CommandFactory>::command());
+        man.render(&mut std::io::stdout()).context("cannot write the man page")?;
+        return Ok(());
+    }
     let config = match dms::config::Config::from_process_env(args.config) {
         Ok(config) => config,
         Err(e) => {

@@ -89,6 +89,9 @@ enum Command {
     Unmount(RequestArgs),
     /// Print shell completions
     Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), for packaging: `dms-ctl man > dms-ctl.1`
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,6 +194,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Unmount(args) => return send("unmount", &cli.config, args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "dms-ctl", &mut std::io::stdout());
+        }
+        Command::Man => {
+            let man = clap_mangen::Man::new(Cli::command());
+            man.render(&mut std::io::stdout()).map_err(|e| (74, format!("man page: {e}")))?;
         }
     }
     Ok(0)

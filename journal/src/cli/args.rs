@@ -62,6 +62,9 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), for packaging: `dms-journal man > dms-journal.1`
+    #[command(hide = true)]
+    Man,
 }
 
 impl Command {
@@ -89,6 +92,7 @@ impl Command {
             Command::Export => vec!["export".to_owned()],
             Command::AcceptLoss => vec!["accept-loss".to_owned()],
             Command::Completions { shell } => vec!["completions".to_owned(), shell.to_string()],
+            Command::Man => vec!["man".to_owned()],
         }
     }
 }

@@ -173,8 +173,10 @@ pub fn main() -> ExitCode {
 /// Resolve and open the journal, then run one command; when the daemon holds the journal,
 /// have it run the command instead. Returns the exit code.
 fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<u8, CliError> {
-    if let Command::Completions { shell } = cli.command {
-        return completions(shell, out);
+    match cli.command {
+        Command::Completions { shell } => return completions(shell, out),
+        Command::Man => return man_page(out),
+        Command::Inspect(_) | Command::Verify | Command::AcceptLoss | Command::Export => {}
     }
     let inputs = Inputs::from_env(cli.path, cli.config);
     let (path, origin) = config::resolve(&inputs)?;
@@ -224,6 +226,7 @@ fn execute(
         Command::AcceptLoss => return verify::accept_loss(ctx, out),
         Command::Export => return verify::export(ctx, out, err),
         Command::Completions { shell } => return completions(*shell, out),
+        Command::Man => return man_page(out),
         Command::Inspect(args) => match (&args.target, &args.request) {
             (Some(target), _) => inspect::target(ctx, target, args.json)?,
             (None, Some(request)) => inspect::request(ctx, request, args.json)?,
@@ -265,6 +268,14 @@ fn online(
     let _ = err.write_all(answer.stderr.as_bytes());
     out.write_all(answer.stdout.as_bytes()).map_err(CliError::Output)?;
     Ok(answer.exit_code)
+}
+
+/// The manual page, from the same clap definition as `--help`.
+fn man_page(out: &mut impl Write) -> Result<u8, CliError> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page).map_err(CliError::Output)?;
+    out.write_all(&page).map_err(CliError::Output)?;
+    Ok(0)
 }
 
 /// A completion script for `shell`, rendered whole first: clap_complete panics on a write
