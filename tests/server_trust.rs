@@ -228,3 +228,32 @@ fn a_slow_mount_is_reported_in_flight_and_health_stays_ok_while_it_runs() {
         daemon.stop();
     });
 }
+
+#[test]
+fn a_target_inside_another_mounted_target_is_refused_before_anything_runs() {
+    let name = "a_target_inside_another_mounted_target_is_refused_before_anything_runs";
+    run_isolated_with_timeout(name, LIMIT, || {
+        let s = setup("bucket-nest");
+        let rt = runtime();
+        let daemon = Daemon::start(support::Broker::shared(), s.dir.path(), "trust-nest", &[]);
+        let outer = s.mount(&rt, &daemon, "ns-outer");
+        // Before: its directory was created inside the outer filesystem (in the bucket),
+        // and unmounting the outer target left the inner one "mounted" in the journal.
+        let inner = format!("{outer}/inner");
+        let body = e2e::s3_mount("ns-inner", &inner, &s.secret_ref, TOKEN);
+        let reply = e2e::call(&rt, &daemon, &body, &e2e::uuid());
+        let msg = reply["error_msg"].as_str().unwrap_or_default();
+        assert_eq!(reply["status"], "error", "{reply}");
+        assert!(
+            msg.contains("lies inside the mount path of target ns-outer")
+                && msg.contains("targets never nest"),
+            "{reply}"
+        );
+        assert!(!Path::new(&inner).exists(), "the inner directory was created in the bucket");
+        unmount_ok(&rt, &daemon, "ns-outer", &outer);
+        let journal = daemon.journal.clone();
+        daemon.stop();
+        let records = jrnl::history(&journal, "ns-inner");
+        assert_eq!(event_names(&records), ["Answered"], "the refused target journaled more");
+    });
+}

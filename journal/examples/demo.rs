@@ -43,12 +43,28 @@ fn main() -> Res<()> {
         }
         Ok(())
     };
-    run(&s3.id, Command::Mount { op: op1, request: Some(key1.clone()), spec: s3.spec.clone() })?;
+    run(
+        &s3.id,
+        Command::Mount {
+            op: op1,
+            request: Some(key1.clone()),
+            spec: s3.spec.clone(),
+            nested: None,
+        },
+    )?;
     run(&s3.id, Command::CredsFetched { op: op1, result: Ok(()) })?;
     run(&s3.id, Command::HelperSpawned { op: op1, result: Ok(helper) })?;
     run(&s3.id, Command::MountChecked { op: op1, result: Ok(()) })?;
     let key2 = RequestKey::new(&uuid::Uuid::new_v4().to_string())?;
-    run(&s3.id, Command::Mount { op: OperationId::random(), request: Some(key2), spec: s3.spec })?;
+    run(
+        &s3.id,
+        Command::Mount {
+            op: OperationId::random(),
+            request: Some(key2),
+            spec: s3.spec,
+            nested: None,
+        },
+    )?;
 
     // An NFS target that mounts, and one whose credentials are refused.
     let nfs = TargetId::new("target-nfs-002")?;
@@ -60,7 +76,15 @@ fn main() -> Res<()> {
         mount_path: format!("{BASE}/target-nfs-002"),
     };
     let op2 = OperationId::random();
-    run(&nfs, Command::Mount { op: op2, request: Some(RequestKey::new("nfs-req-1")?), spec })?;
+    run(
+        &nfs,
+        Command::Mount {
+            op: op2,
+            request: Some(RequestKey::new("nfs-req-1")?),
+            spec,
+            nested: None,
+        },
+    )?;
     run(&nfs, Command::MountChecked { op: op2, result: Ok(()) })?;
     let denied = S3Target::new("target-s3-denied")?;
     let op3 = OperationId::random();
@@ -70,6 +94,7 @@ fn main() -> Res<()> {
             op: op3,
             request: Some(RequestKey::new("denied-req")?),
             spec: denied.spec,
+            nested: None,
         },
     )?;
     run(
@@ -86,7 +111,12 @@ fn main() -> Res<()> {
     let slow_helper = HelperIdentity { pid: 31400, start_ticks: 123_999, boot };
     run(
         &slow.id,
-        Command::Mount { op: op4, request: Some(RequestKey::new("slow-req")?), spec: slow.spec },
+        Command::Mount {
+            op: op4,
+            request: Some(RequestKey::new("slow-req")?),
+            spec: slow.spec,
+            nested: None,
+        },
     )?;
     run(&slow.id, Command::CredsFetched { op: op4, result: Ok(()) })?;
     run(&slow.id, Command::HelperSpawned { op: op4, result: Ok(slow_helper) })?;

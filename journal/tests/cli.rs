@@ -79,7 +79,11 @@ impl Fixture {
 
     fn mount_s3(&mut self, target: &str, secs: u64, n: u128, request: &str, pid: u32) {
         let (o, r) = (op(n), key(request));
-        self.step(target, secs, Command::Mount { op: o, request: r, spec: s3(target) });
+        self.step(
+            target,
+            secs,
+            Command::Mount { op: o, request: r, spec: s3(target), nested: None },
+        );
         self.step(target, secs + 1, Command::CredsFetched { op: o, result: Ok(()) });
         self.step(target, secs + 2, Command::HelperSpawned { op: o, result: Ok(helper(pid)) });
         self.step(target, secs + 3, Command::MountChecked { op: o, result: Ok(()) });
@@ -90,7 +94,12 @@ impl Fixture {
         let mut f = Fixture::empty();
         // s3-alpha: mounted through the full chain, then asked again (already mounted).
         f.mount_s3("s3-alpha", 0, 1, "req-alpha-1", 4242);
-        let again = Command::Mount { op: op(2), request: key("req-alpha-2"), spec: s3("s3-alpha") };
+        let again = Command::Mount {
+            op: op(2),
+            request: key("req-alpha-2"),
+            spec: s3("s3-alpha"),
+            nested: None,
+        };
         f.step("s3-alpha", 60, again);
         // nfs-beta: mount(8) has no credential or helper step.
         let nfs = TargetSpec {
@@ -103,12 +112,16 @@ impl Fixture {
         f.step(
             "nfs-beta",
             100,
-            Command::Mount { op: op(3), request: key("req-beta-1"), spec: nfs },
+            Command::Mount { op: op(3), request: key("req-beta-1"), spec: nfs, nested: None },
         );
         f.step("nfs-beta", 101, Command::MountChecked { op: op(3), result: Ok(()) });
         // s3-gamma: Barbican refused, nothing left behind.
         let (o, spec) = (op(4), s3("s3-gamma"));
-        f.step("s3-gamma", 200, Command::Mount { op: o, request: key("req-gamma-1"), spec });
+        f.step(
+            "s3-gamma",
+            200,
+            Command::Mount { op: o, request: key("req-gamma-1"), spec, nested: None },
+        );
         let refused = Err("Barbican returned 403 Forbidden".to_owned());
         f.step("s3-gamma", 201, Command::CredsFetched { op: o, result: refused });
         // s3-delta: mounted, then unmounted.
@@ -124,7 +137,11 @@ impl Fixture {
         f.step("s3-delta", 402, Command::UnmountDone { op: o, result: Ok(()) });
         // s3-dirty: the helper started but its mount never appeared.
         let (o, spec) = (op(7), s3("s3-dirty"));
-        f.step("s3-dirty", 500, Command::Mount { op: o, request: key("req-dirty-1"), spec });
+        f.step(
+            "s3-dirty",
+            500,
+            Command::Mount { op: o, request: key("req-dirty-1"), spec, nested: None },
+        );
         f.step("s3-dirty", 501, Command::CredsFetched { op: o, result: Ok(()) });
         f.step("s3-dirty", 502, Command::HelperSpawned { op: o, result: Ok(helper(4444)) });
         let failure = MountFailure { reason: "no mount after 30s".into(), maybe_mounted: true };

@@ -143,7 +143,8 @@ impl Harness {
                     TargetKind::Nfs { export: "10.0.0.5:/b".into(), options: "nodev".into() }
                 };
                 let spec = TargetSpec { kind, mount_path: mount_path(t, path) };
-                let command = Command::Mount { op: self.op_id(), request: k.map(key), spec };
+                let command =
+                    Command::Mount { op: self.op_id(), request: k.map(key), spec, nested: None };
                 self.run(&target(t), &command);
             }
             Op::Unmount { target: t, key: k, path } => {
@@ -222,7 +223,8 @@ impl Harness {
                 kind: TargetKind::Nfs { export: "e:/x".into(), options: String::new() },
                 mount_path: "/mnt/dms/other".into(),
             };
-            let command = Command::Mount { op: self.op_id(), request: Some(key.clone()), spec };
+            let command =
+                Command::Mount { op: self.op_id(), request: Some(key.clone()), spec, nested: None };
             let decision = decide(&state, &command, self.clock).expect("a repeat is answered");
             assert!(decision.records.is_empty(), "a repeat journals nothing");
             assert_eq!(decision.effects, [Effect::Reply { request: Some(key.clone()), outcome }]);

@@ -7,6 +7,7 @@
 //! and die with it. A journal that cannot be written is a broken system, not a "no":
 //! [`EngineError::Journal`] tells the transport to stop taking requests and not to ack.
 
+mod admission;
 pub mod fake;
 mod oplines;
 mod perform;
@@ -49,6 +50,8 @@ pub struct Engine<C, P, M> {
     state: Mutex<JournalState>,
     targets: TargetLocks,
     permits: Semaphore,
+    /// Paths of mounts being admitted, so concurrent ones cannot nest ([`admission`]).
+    admissions: admission::Admissions,
     exec: Arc<Executors<C, P, M>>,
     boot: BootId,
 }
@@ -75,6 +78,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             state: Mutex::new(state),
             targets: Mutex::new(HashMap::new()),
             permits: Semaphore::new(max_concurrent.max(1)),
+            admissions: admission::Admissions::default(),
             exec: Arc::new(exec),
             boot,
         }
@@ -124,7 +128,8 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         // wait without holding permits the other targets need.
         let _serial = self.serialize(&request.target).await;
         let _permit = self.permits.acquire().await.map_err(|_| EngineError::Closed)?;
-        let command = request.command(OperationId::random());
+        let mut command = request.command(OperationId::random());
+        let _admitted = self.admissions.admit(&lock(&self.state), &request.target, &mut command);
         perform::Run::new(self, request).drive(command).await
     }
 

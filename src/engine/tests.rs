@@ -259,3 +259,61 @@ async fn given_a_mounted_helper_that_dies_when_its_exit_is_reported_then_lost_an
     let second = dms_journal::HelperIdentity { pid: 1001, start_ticks: 10010, ..helper };
     assert!(!rig.engine.helper_exited(&t1, second, "exit status: 0").await.unwrap());
 }
+
+/// `s3_mount` of `target` at `path` instead of its own directory.
+fn s3_mount_at(target: &str, key: &str, path: &str) -> Request {
+    let mut r = s3_mount(target, key);
+    if let Action::Mount(spec) = &mut r.action {
+        spec.mount_path = path.to_owned();
+    }
+    r
+}
+
+#[tokio::test]
+async fn given_a_mounted_target_when_a_nested_or_containing_path_is_mounted_then_refused_and_nothing_runs(
+) {
+    let rig = rig();
+    rig.engine.handle(&s3_mount("outer", "k1")).await.unwrap();
+    let calls = rig.world.calls().len();
+    let cases = [
+        ("inner", format!("{BASE}/outer/inner"), "lies inside the mount path of target outer"),
+        ("above", BASE.to_owned(), "contains the mount path of target outer"),
+        ("twin", format!("{BASE}/outer"), "is the mount path of target outer"),
+    ];
+    for (i, (target, path, why)) in cases.iter().enumerate() {
+        let outcome =
+            rig.engine.handle(&s3_mount_at(target, &format!("n{i}"), path)).await.unwrap();
+        let Outcome::Failed { reason } = &outcome else { panic!("{outcome:?}") };
+        assert!(reason.contains(why) && reason.contains("targets never nest"), "{reason}");
+        assert_eq!(history(&rig, target), ["Answered"], "{target}");
+    }
+    assert_eq!(rig.world.calls().len(), calls, "something ran: {:?}", rig.world.calls());
+    // A sibling whose name merely shares a prefix is not nested.
+    let sibling = rig.engine.handle(&s3_mount_at("outer2", "k9", &format!("{BASE}/outer2"))).await;
+    assert!(matches!(sibling.unwrap(), Outcome::Mounted { .. }));
+}
+
+#[test]
+fn given_a_mount_being_admitted_when_a_nested_one_is_admitted_meanwhile_then_it_sees_the_reservation(
+) {
+    let admissions = admission::Admissions::default();
+    let journal = JournalState::default();
+    let t = |s: &str| TargetId::new(s).unwrap();
+    let mount = |path: &str| {
+        let spec = TargetSpec {
+            kind: TargetKind::Nfs { export: "h:/x".into(), options: String::new() },
+            mount_path: path.into(),
+        };
+        Command::Mount { op: OperationId::random(), request: None, spec, nested: None }
+    };
+    let mut first = mount("/b/a");
+    let held = admissions.admit(&journal, &t("a"), &mut first);
+    let mut second = mount("/b/a/deep");
+    let _refused = admissions.admit(&journal, &t("b"), &mut second);
+    let Command::Mount { nested: Some(nesting), .. } = &second else { panic!("{second:?}") };
+    assert_eq!(nesting.other, t("a"));
+    drop(held);
+    let mut third = mount("/b/a/deep");
+    let _ok = admissions.admit(&journal, &t("b"), &mut third);
+    assert!(matches!(third, Command::Mount { nested: None, .. }), "the reservation ended");
+}

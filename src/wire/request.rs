@@ -80,7 +80,7 @@ impl Request {
     pub fn command(&self, op: OperationId) -> Command {
         let request = self.key.clone();
         match &self.action {
-            Action::Mount(spec) => Command::Mount { op, request, spec: spec.clone() },
+            Action::Mount(spec) => Command::Mount { op, request, spec: spec.clone(), nested: None },
             Action::Unmount { mount_path } => {
                 Command::Unmount { op, request, mount_path: mount_path.clone() }
             }

@@ -137,7 +137,7 @@ impl Harness {
                     mount_path: PATHS[path as usize % PATHS.len()].to_owned(),
                 };
                 let op = self.fresh_id();
-                (target, Command::Mount { op, request: request_key(key), spec })
+                (target, Command::Mount { op, request: request_key(key), spec, nested: None })
             }
             Op::Unmount { target, key, path } => {
                 let mount_path = PATHS[path as usize % PATHS.len()].to_owned();
@@ -268,6 +268,7 @@ impl Harness {
                 op: self.fresh_id(),
                 request: request.clone(),
                 spec: TargetSpec { kind: spec_kind(2), mount_path: PATHS[1].to_owned() },
+                nested: None,
             },
             Command::Unmount { op: self.fresh_id(), request, mount_path: PATHS[2].to_owned() },
         ];

@@ -231,7 +231,11 @@ fn given_a_compacted_history_when_inspecting_then_the_snapshot_is_noted() {
 fn given_a_mount_in_flight_when_inspecting_its_request_then_it_is_in_flight() {
     let mut f = Fixture::empty();
     let o = op(9);
-    f.step("s3-busy", 0, Command::Mount { op: o, request: key("req-busy"), spec: s3("s3-busy") });
+    f.step(
+        "s3-busy",
+        0,
+        Command::Mount { op: o, request: key("req-busy"), spec: s3("s3-busy"), nested: None },
+    );
     f.step("s3-busy", 1, Command::CredsFetched { op: o, result: Ok(()) });
     let (_dir, path) = f.close();
     assert_eq!(
