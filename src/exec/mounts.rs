@@ -200,38 +200,71 @@ pub fn is_mounted(path: &str, timeout: Duration) -> bool {
 /// that is not a plain directory. The wire codec checked the path as a string; this checks
 /// the filesystem, so a symlink planted inside the base cannot send a mount (or the
 /// directory creation) elsewhere.
+///
+/// The walk is relative to directory descriptors, one component at a time: each step is
+/// `mkdirat` then `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` on the descriptor of the
+/// step before (plain `openat` with `O_NOFOLLOW` where the kernel lacks `openat2`), so
+/// there is no moment between a check and a use in which a component swapped for a
+/// symlink could redirect the walk outside the base.
 pub fn prepare_mount_point(base: &Path, path: &Path) -> Result<(), String> {
     let rest = path
         .strip_prefix(base)
         .ok()
         .filter(|r| r.components().count() > 0)
         .ok_or_else(|| format!("{} is not inside {}", path.display(), base.display()))?;
-    let mut at = base.to_path_buf();
-    let check = |p: &Path| match std::fs::symlink_metadata(p) {
-        Ok(m) if m.file_type().is_symlink() => {
-            Err(format!("{} is a symlink; refusing to mount through it", p.display()))
-        }
-        Ok(m) if !m.is_dir() => Err(format!("{} exists and is not a directory", p.display())),
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(format!("cannot inspect {}: {e}", p.display())),
-    };
-    if !check(&at)? {
-        std::fs::create_dir_all(&at).map_err(|e| format!("cannot create {}: {e}", at.display()))?;
+    if std::fs::symlink_metadata(base).is_err() {
+        std::fs::create_dir_all(base)
+            .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
     }
+    let mut at = base.to_path_buf();
+    let mut dir = open_dir(rustix::fs::CWD, base, &at, false)?;
     for part in rest.components() {
         at.push(part);
-        if !check(&at)? {
-            match std::fs::create_dir(&at) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    check(&at)?;
-                }
-                Err(e) => return Err(format!("cannot create {}: {e}", at.display())),
-            }
+        match rustix::fs::mkdirat(&dir, part.as_os_str(), rustix::fs::Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", at.display())),
         }
+        dir = open_dir(&dir, Path::new(part.as_os_str()), &at, true)?;
     }
     Ok(())
+}
+
+/// One directory, opened `O_PATH` without following a symlink at its name. `beneath` (the
+/// components after the base): without leaving `dirfd` or following any symlink at all;
+/// the base's own parents may be symlinks an operator set up (`/var/lib/trilio → /data`).
+fn open_dir(
+    dirfd: impl std::os::fd::AsFd,
+    name: &Path,
+    shown: &Path,
+    beneath: bool,
+) -> Result<std::os::fd::OwnedFd, String> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let opened = match beneath {
+        false => rustix::fs::openat(&dirfd, name, flags, Mode::empty()),
+        true => match rustix::fs::openat2(&dirfd, name, flags, Mode::empty(), resolve) {
+            Err(rustix::io::Errno::NOSYS) => rustix::fs::openat(&dirfd, name, flags, Mode::empty()),
+            other => other,
+        },
+    };
+    // `O_PATH | O_NOFOLLOW` on a symlink opens the link, which `O_DIRECTORY` refuses with
+    // ENOTDIR: look again (for the message only; nothing was opened) to say which it was.
+    let is_link = || {
+        rustix::fs::statat(&dirfd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
+        })
+    };
+    opened.map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => {
+            format!("{} is a symlink; refusing to mount through it", shown.display())
+        }
+        rustix::io::Errno::NOTDIR if is_link() => {
+            format!("{} is a symlink; refusing to mount through it", shown.display())
+        }
+        rustix::io::Errno::NOTDIR => format!("{} exists and is not a directory", shown.display()),
+        e => format!("cannot open {}: {e}", shown.display()),
+    })
 }
 
 /// mount(8) and umount(8), as configured.

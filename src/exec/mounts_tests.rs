@@ -214,3 +214,41 @@ fn given_a_symlink_inside_the_base_when_preparing_a_mount_point_then_refused_and
     assert!(base.join("a/b").is_dir());
     prepare_mount_point(&base, &base.join("a/b")).unwrap();
 }
+
+#[test]
+fn given_a_component_swapped_for_a_symlink_meanwhile_when_preparing_then_nothing_lands_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(base.join("x")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Swap base/x atomically between a real directory and a symlink to `outside`
+    // (RENAME_EXCHANGE: x always exists), as fast as it goes.
+    let flipper = {
+        let (stop, base, outside) = (stop.clone(), base.clone(), outside.clone());
+        std::thread::spawn(move || {
+            let (x, link) = (base.join("x"), base.join("x.link"));
+            std::os::unix::fs::symlink(&outside, &link).unwrap();
+            let (cwd, exchange) = (rustix::fs::CWD, rustix::fs::RenameFlags::EXCHANGE);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                rustix::fs::renameat_with(cwd, &x, cwd, &link, exchange).unwrap();
+            }
+        })
+    };
+    let (mut made, mut refused) = (0, 0);
+    for i in 0..3000 {
+        match prepare_mount_point(&base, &base.join(format!("x/t{i}"))) {
+            Ok(()) => made += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    let escaped: Vec<_> = std::fs::read_dir(&outside).unwrap().filter_map(Result::ok).collect();
+    assert!(
+        escaped.is_empty(),
+        "created through the symlink: {escaped:?} ({made} made, {refused} refused)"
+    );
+    assert!(made > 0, "the walk never got through ({refused} refused)");
+}
