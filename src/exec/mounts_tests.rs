@@ -245,10 +245,7 @@ fn given_a_component_swapped_for_a_symlink_meanwhile_when_preparing_then_nothing
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     flipper.join().unwrap();
-    let escaped: Vec<_> = std::fs::read_dir(&outside).unwrap().filter_map(Result::ok).collect();
-    assert!(
-        escaped.is_empty(),
-        "created through the symlink: {escaped:?} ({made} made, {refused} refused)"
-    );
+    let escaped = std::fs::read_dir(&outside).unwrap().count();
+    assert_eq!(escaped, 0, "created through the symlink ({made} made, {refused} refused)");
     assert!(made > 0, "the walk never got through ({refused} refused)");
 }
