@@ -14,7 +14,9 @@
 /// Request keys the ops draw from (a small pool, so that repeats happen).
 pub const KEYS: [&str; 4] = ["req-a", "req-b", "req-c", "req-d"];
 /// Mount paths the ops draw from.
-pub const PATHS: [&str; 3] = ["/var/lib/dms/mnt/a", "/var/lib/dms/mnt/b", "/var/lib/dms/mnt/c"];
+/// The fourth lies inside the first: a mount of it while the first is tracked must be refused.
+pub const PATHS: [&str; 4] =
+    ["/var/lib/dms/mnt/a", "/var/lib/dms/mnt/b", "/var/lib/dms/mnt/c", "/var/lib/dms/mnt/a/in"];
 /// Spec kinds: 0 and 1 are S3 with two secret refs, 2 is NFS.
 pub const KINDS: u8 = 3;
 pub const MAX_TARGETS: u8 = 3;

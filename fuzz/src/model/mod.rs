@@ -21,7 +21,7 @@ use dms_journal::codec::{decode_record, decode_snapshot, encode_record, encode_s
 use dms_journal::machine::MountFailure;
 use dms_journal::{
     decide, BootId, Clock, Command, Decision, Effect, HelperIdentity, JournalState, OperationId,
-    Outcome, Record, Rejection, RequestKey, TargetId, TargetKind, TargetSpec, TargetState,
+    Outcome, Phase, Record, Rejection, RequestKey, TargetId, TargetKind, TargetSpec, TargetState,
     Timestamp,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -137,7 +137,9 @@ impl Harness {
                     mount_path: PATHS[path as usize % PATHS.len()].to_owned(),
                 };
                 let op = self.fresh_id();
-                (target, Command::Mount { op, request: request_key(key), spec, nested: None })
+                // The fact the engine gathers: another tracked target this path nests with.
+                let nested = self.journal.nesting(&self.target(target), &spec.mount_path);
+                (target, Command::Mount { op, request: request_key(key), spec, nested })
             }
             Op::Unmount { target, key, path } => {
                 let mount_path = PATHS[path as usize % PATHS.len()].to_owned();
@@ -213,6 +215,7 @@ impl Harness {
             }
         }
         check_op_invariant(&after);
+        check_no_nesting(&self.journal);
         if after.phase != before.phase {
             self.trace.snapshots.push(after.clone());
         }
@@ -356,6 +359,21 @@ impl Harness {
 }
 
 /// In-flight phases have an operation with an id; settled phases have none.
+/// Targets never nest: no two tracked targets' mount paths are the same or one inside the
+/// other (given the engine's fact, `decide` refuses every mount that would make them).
+fn check_no_nesting(journal: &JournalState) {
+    let tracked: Vec<&TargetState> =
+        journal.targets.values().filter(|t| t.phase != Phase::Unmounted).collect();
+    for (i, a) in tracked.iter().enumerate() {
+        for b in &tracked[i + 1..] {
+            if let (Some(pa), Some(pb)) = (a.mount_path(), b.mount_path()) {
+                let nest = dms_journal::nesting::relation(pa, pb);
+                assert!(nest.is_none(), "{} and {} nest ({nest:?}): {pa} {pb}", a.target, b.target);
+            }
+        }
+    }
+}
+
 fn check_op_invariant(state: &TargetState) {
     if state.phase.in_flight() {
         assert!(

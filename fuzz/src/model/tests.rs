@@ -101,3 +101,15 @@ fn catches_a_rejection_that_should_not_be() {
     }
     caught(grumpy, "Busy while");
 }
+
+#[test]
+fn catches_a_target_admitted_inside_another() {
+    fn nester(s: &TargetState, c: &Command, k: Clock) -> Result<Decision, Rejection> {
+        let mut c = c.clone();
+        if let Command::Mount { nested, .. } = &mut c {
+            *nested = None;
+        }
+        decide(s, &c, k)
+    }
+    caught(nester, "nest");
+}

@@ -439,5 +439,18 @@ pub fn scripts() -> Vec<(&'static str, Script)> {
                 ]],
             ),
         ),
+        (
+            // Path 3 lies inside path 0: refused while target 0 holds it, then allowed.
+            "nesting",
+            script(
+                2,
+                vec![
+                    s3_mount(0, A, 0),
+                    vec![mount(1, B, 3, S3), mount(1, C, 0, NFS)],
+                    s3_unmount(0, D, 0),
+                    s3_mount(1, B, 3),
+                ],
+            ),
+        ),
     ]
 }
