@@ -6,6 +6,7 @@
 mod e2e;
 mod support;
 
+use e2e::ctl::Ctl;
 use e2e::host::{alive, not_mounted, pid_of, wait_dead};
 use e2e::{call, mounted_msg, runtime, s3_mount, testfs_credentials, unmounted_msg, uuid, Daemon};
 use serde_json::Value;
@@ -19,72 +20,6 @@ use support::{Barbican, Broker};
 const TOKEN: &str = "gAAAAAB-dms-ctl-keystone-token";
 const LIMIT: Duration = Duration::from_secs(240);
 
-struct Ctl {
-    env: Vec<(String, String)>,
-    socket: String,
-    log: std::path::PathBuf,
-    /// An empty `[server]` file: everything comes from the daemon's `DMS_*` variables.
-    config: std::path::PathBuf,
-}
-
-impl Ctl {
-    /// Run dms-ctl with the daemon's own environment (broker, node) and its socket.
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        self.run_as(None, args)
-    }
-
-    fn run_as(&self, uid: Option<u32>, args: &[&str]) -> (i32, String, String) {
-        let bin = env!("CARGO_BIN_EXE_dms-ctl");
-        let mut cmd = match uid {
-            Some(uid) => {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    format!("--reuid={uid}"),
-                    format!("--regid={uid}"),
-                    "--clear-groups".into(),
-                ])
-                .arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        cmd.env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("DMS_CONFIG", &self.config)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args);
-        let out = cmd.output().unwrap();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
-    }
-
-    /// Run a command that does not end by itself (`--watch`) for `long`, then stop it and
-    /// return what it printed.
-    fn watch(&self, args: &[&str], long: Duration) -> String {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dms-ctl"));
-        cmd.env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("DMS_CONFIG", &self.config)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdout(std::process::Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        std::thread::sleep(long);
-        child.kill().unwrap();
-        let out = child.wait_with_output().unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let (code, out, err) = self.run(args);
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        assert_eq!(code, 0, "dms-ctl {args:?}: {err}\n{log}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-    }
-}
-
 #[test]
 fn dms_ctl_lists_reports_health_cleans_up_stops_and_sends_requests_to_a_running_daemon() {
     let name =
@@ -97,10 +32,7 @@ fn dms_ctl_lists_reports_health_cleans_up_stops_and_sends_requests_to_a_running_
         // No periodic resync during the test: `cleanup` is what converges here.
         let slow = [("DMS_RESYNC_INTERVAL", "3600".to_owned())];
         let daemon = Daemon::start(Broker::shared(), dir.path(), "ctl-node", &slow);
-        let socket = dir.path().join("admin.sock").display().to_string();
-        let config = dir.path().join("server.conf");
-        std::fs::write(&config, "[server]\n").unwrap();
-        let ctl = Ctl { env: daemon.env.clone(), socket, log: daemon.log.clone(), config };
+        let ctl = Ctl::new(&daemon, dir.path());
         let rt = runtime();
         for t in ["t-1", "t-2"] {
             let path = daemon.path(t);

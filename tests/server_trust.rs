@@ -7,6 +7,7 @@
 mod e2e;
 mod support;
 
+use e2e::ctl::Ctl;
 use e2e::host::{alive, assert_no_secret, is_dead_mount, not_mounted, sigkill, wait_until};
 use e2e::journal::{self as jrnl, event_names};
 use e2e::recovery::{
@@ -95,23 +96,6 @@ fn peak_rss_kb(pid: u32) -> u64 {
     line.split_ascii_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn ctl(daemon: &Daemon, dir: &Path, args: &[&str]) -> (i32, String) {
-    let config = dir.join("server.conf");
-    std::fs::write(&config, "[server]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dms-ctl"))
-        .env_clear()
-        .envs(daemon.env.iter().map(|(k, v)| (k, v)))
-        .env("DMS_CONFIG", &config)
-        .arg("--socket")
-        .arg(dir.join("admin.sock"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
-
 #[test]
 fn a_fifo_and_a_symlink_to_dev_zero_in_the_pid_directory_are_reported_and_left_alone() {
     let name = "a_fifo_and_a_symlink_to_dev_zero_in_the_pid_directory_are_reported_and_left_alone";
@@ -133,9 +117,10 @@ fn a_fifo_and_a_symlink_to_dev_zero_in_the_pid_directory_are_reported_and_left_a
         daemon.wait_log(&format!("PID file {} is not a regular file", fifo.display()));
         daemon.wait_log(&format!("PID file {} is a symbolic link", zero.display()));
         let path = s.mount(&rt, &daemon, "hp-1");
-        let (code, health) = ctl(&daemon, s.dir.path(), &["health"]);
+        let ctl = Ctl::new(&daemon, s.dir.path());
+        let (code, health, _) = ctl.run(&["health"]);
         assert!(code == 0 || code == 1, "health: {code} {health}");
-        let (code, cleanup) = ctl(&daemon, s.dir.path(), &["cleanup"]);
+        let (code, cleanup, _) = ctl.run(&["cleanup"]);
         assert_eq!(code, 0, "cleanup: {cleanup}");
         let peak = peak_rss_kb(daemon.child.pid());
         assert!(peak < 200 * 1024, "the daemon grew to {peak} kB");
@@ -198,12 +183,13 @@ fn a_slow_mount_is_reported_in_flight_and_health_stays_ok_while_it_runs() {
             ("DMS_RESYNC_INTERVAL", "1".to_owned()),
         ];
         let daemon = Daemon::start(support::Broker::shared(), dir, "trust-health", &extra);
+        let ctl = Ctl::new(&daemon, dir);
         let path = daemon.path("sl-1");
         let body = e2e::s3_mount("sl-1", &path, &s.secret_ref, TOKEN);
         std::thread::scope(|scope| {
             let reply = scope.spawn(|| e2e::call(&runtime(), &daemon, &body, &e2e::uuid()));
             let stats = || {
-                let (code, out) = ctl(&daemon, dir, &["stats", "--json"]);
+                let (code, out, _) = ctl.run(&["stats", "--json"]);
                 assert_eq!(code, 0, "{out}");
                 serde_json::from_str::<serde_json::Value>(&out).unwrap()
             };
@@ -215,14 +201,14 @@ fn a_slow_mount_is_reported_in_flight_and_health_stays_ok_while_it_runs() {
             wait_until("the mount to be in flight", &daemon, || in_flight(&stats()));
             // Two resync passes see the mount in flight; health must not call it trouble.
             std::thread::sleep(std::time::Duration::from_millis(2500));
-            let (code, health) = ctl(&daemon, dir, &["health"]);
+            let (code, health, _) = ctl.run(&["health"]);
             assert_eq!(code, 0, "health while a mount runs: {health}");
             let now = stats();
             assert_eq!(now["disagreements"], serde_json::json!([]), "{now}");
             assert!(in_flight(&now), "{now}");
             assert_eq!(reply.join().unwrap(), e2e::mounted_msg(&path), "{}", daemon.log_text());
         });
-        let (code, health) = ctl(&daemon, dir, &["health"]);
+        let (code, health, _) = ctl.run(&["health"]);
         assert_eq!(code, 0, "health after the mount: {health}");
         unmount_ok(&runtime(), &daemon, "sl-1", &path);
         daemon.stop();

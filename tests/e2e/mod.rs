@@ -3,6 +3,7 @@
 //! existing Python clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod ctl;
 pub mod host;
 pub mod journal;
 pub mod recovery;

@@ -190,7 +190,6 @@ impl Sidecar {
     /// `None` if it was absent or empty, `Some(None)` if no slot is valid.
     pub(super) fn open(journal: &Path) -> io::Result<(Sidecar, Option<Option<Mark>>)> {
         let path = Self::path_in(journal);
-        let existed = path.exists();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -202,10 +201,11 @@ impl Sidecar {
         (&mut file).take(2 * SLOT_LEN as u64).read_to_end(&mut raw)?;
         let slots: Vec<Option<(u64, Mark)>> = raw.chunks(SLOT_LEN).map(decode_slot).collect();
         let best = slots.iter().flatten().max_by_key(|(generation, _)| *generation).copied();
-        let mark = match (existed && !raw.is_empty(), best) {
-            (false, _) => None,
-            (true, Some((_, mark))) => Some(Some(mark)),
-            (true, None) => Some(None),
+        // A file just created here is empty, like one an earlier version never wrote.
+        let mark = match (raw.is_empty(), best) {
+            (true, _) => None,
+            (false, Some((_, mark))) => Some(Some(mark)),
+            (false, None) => Some(None),
         };
         let generation = best.map_or(0, |(g, _)| g);
         Ok((Sidecar { file, path, generation }, mark))
