@@ -7,7 +7,7 @@
 use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::engine::ports::{HostMounts, HostProcesses};
-use crate::engine::{Engine, EngineError, Executors};
+use crate::engine::{Engine, EngineError, Executors, Limits};
 use crate::exec::command::Program;
 use crate::exec::credentials::{Barbican, BarbicanConfig, CredentialsError};
 use crate::exec::helper::Helpers;
@@ -119,8 +119,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let journal = Arc::new(journal);
     // From here on a stop has a hard deadline, whatever blocks (crate::stop).
     crate::stop::arm(shutdown.clone(), Arc::downgrade(&journal));
-    let engine =
-        Arc::new(Engine::new(journal, state.clone(), exec, boot, config.max_concurrent_targets));
+    let limits =
+        Limits { node: config.max_concurrent_targets, nfs_per_server: config.nfs_ops_per_server };
+    let engine = Arc::new(Engine::new(journal, state.clone(), exec, boot, limits));
 
     let host = Host {
         procfs,

@@ -171,6 +171,9 @@ impl Loader {
         let mount_probe = self.value("mount_probe_timeout", values::seconds);
         let max_concurrent_targets =
             self.value("max_concurrent_targets", |s| values::integer::<usize>(s, 1, 1024));
+        let nfs_ops_per_server =
+            self.value("nfs_ops_per_server", |s| values::integer::<usize>(s, 1, 64));
+        let nfs_breaker_backoff = self.value("nfs_breaker_backoff", values::seconds);
         let prefetch = self.value("prefetch", |s| values::integer::<u16>(s, 1, 65535));
         let barbican_ca_file = self.get("barbican_ca_file", values::abs_path);
         let barbican_insecure = self.value("barbican_insecure", values::boolean);
@@ -254,6 +257,8 @@ impl Loader {
                 mount_probe: mount_probe?,
             },
             max_concurrent_targets: max_concurrent_targets?,
+            nfs_ops_per_server: nfs_ops_per_server?,
+            nfs_breaker_backoff: nfs_breaker_backoff?,
             prefetch: prefetch?,
             barbican_ca_file,
             barbican_insecure: barbican_insecure?,

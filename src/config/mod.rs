@@ -52,6 +52,9 @@ pub struct Config {
     pub journal_retention: Duration,
     pub timeouts: Timeouts,
     pub max_concurrent_targets: usize,
+    pub nfs_ops_per_server: usize,
+    /// The first fail-fast window of an NFS server's breaker.
+    pub nfs_breaker_backoff: Duration,
     pub prefetch: u16,
     pub barbican_ca_file: Option<PathBuf>,
     pub barbican_insecure: bool,

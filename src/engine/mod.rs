@@ -2,8 +2,9 @@
 //! command → [`decide`] → durable append → effects → outcome as the next command, until
 //! the machine answers.
 //!
-//! Requests for one target are serialized (a per-target lock); different targets run
-//! concurrently up to a bound (a semaphore). Credentials live in the request's own task
+//! Requests for one target are serialized (a per-target lock); host work is bounded per
+//! effect, not per request ([`permits`]), so a target that waits holds nothing the others
+//! need. Credentials live in the request's own task
 //! and die with it. A journal that cannot be written is a broken system, not a "no":
 //! [`EngineError::Journal`] tells the transport to stop taking requests and not to ack.
 
@@ -11,6 +12,7 @@ mod admission;
 pub mod fake;
 mod oplines;
 mod perform;
+mod permits;
 pub mod ports;
 mod supervise;
 
@@ -24,7 +26,6 @@ use ports::{Credentials, Mounts, Processes};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::wire::Request;
@@ -45,11 +46,20 @@ pub struct Executors<C, P, M> {
     pub mounts: M,
 }
 
+/// How much host work may run at once ([`permits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Credential fetches, helper starts and stops, S3 unmounts, node-wide.
+    pub node: usize,
+    /// mount(8)/umount(8) runs against one NFS server.
+    pub nfs_per_server: usize,
+}
+
 pub struct Engine<C, P, M> {
     journal: Arc<Journal>,
     state: Mutex<JournalState>,
     targets: TargetLocks,
-    permits: Semaphore,
+    permits: permits::Permits,
     /// Paths of mounts being admitted, so concurrent ones cannot nest ([`admission`]).
     admissions: admission::Admissions,
     exec: Arc<Executors<C, P, M>>,
@@ -71,13 +81,13 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         state: JournalState,
         exec: Executors<C, P, M>,
         boot: BootId,
-        max_concurrent: usize,
+        limits: Limits,
     ) -> Self {
         Self {
             journal,
             state: Mutex::new(state),
             targets: Mutex::new(HashMap::new()),
-            permits: Semaphore::new(max_concurrent.max(1)),
+            permits: permits::Permits::new(limits.node, limits.nfs_per_server),
             admissions: admission::Admissions::default(),
             exec: Arc::new(exec),
             boot,
@@ -117,6 +127,11 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         lock(&self.targets).keys().cloned().collect()
     }
 
+    /// Operations running against each NFS server now (servers with none are not listed).
+    pub fn nfs_in_use(&self) -> Vec<(String, usize)> {
+        self.permits.nfs_in_use()
+    }
+
     /// A copy of the whole folded journal.
     pub fn snapshot(&self) -> JournalState {
         lock(&self.state).clone()
@@ -124,10 +139,9 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
 
     /// Serve one validated request to its outcome.
     pub async fn handle(&self, request: &Request) -> Result<Outcome, EngineError> {
-        // The target's turn first, then a permit: requests queued behind one slow target
-        // wait without holding permits the other targets need.
+        // Only the target's turn is held for the whole request; permits are taken per
+        // effect, so requests queued behind one slow target hold nothing others need.
         let _serial = self.serialize(&request.target).await;
-        let _permit = self.permits.acquire().await.map_err(|_| EngineError::Closed)?;
         let mut command = request.command(OperationId::random());
         let _admitted = self.admissions.admit(&lock(&self.state), &request.target, &mut command);
         perform::Run::new(self, request).drive(command).await

@@ -1,5 +1,6 @@
 //! One request's run: perform each effect, turn its outcome into the next command.
 
+use super::permits::Pool;
 use super::ports::{Credentials, Mounts, Processes};
 use super::{oplines, Engine, EngineError, Executors};
 use crate::exec::credentials::S3Credentials;
@@ -82,6 +83,12 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
     /// Perform one effect; its outcome, if the machine wants it, as a command.
     async fn perform(&mut self, effect: Effect) -> Option<Command> {
         let name = effect.name();
+        let pool = Pool::of(&effect, super::lock(&self.engine.state).target(&self.target));
+        let Ok(_permit) = self.engine.permits.acquire(&pool).await else {
+            // The pools close only with the engine; the effect's outcome stays unknown,
+            // which the machine and the reconciler treat as for a crash.
+            return None;
+        };
         let next = self.perform_effect(effect).await;
         crate::failpoint::hit("effect", name);
         next

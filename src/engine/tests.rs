@@ -9,6 +9,7 @@ use dms_journal::{Phase, RequestKey, TargetKind, TargetSpec};
 type TestEngine = Engine<FakeCredentials, FakeProcesses, FakeMounts>;
 
 const BASE: &str = "/var/lib/trilio/triliovault-mounts";
+const LIMITS: Limits = Limits { node: 8, nfs_per_server: 4 };
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -26,7 +27,7 @@ fn rig() -> Rig {
         processes: FakeProcesses { world: Arc::clone(&world), boot },
         mounts: FakeMounts(Arc::clone(&world)),
     };
-    let engine = Arc::new(Engine::new(Arc::new(journal), replay.state, exec, boot, 8));
+    let engine = Arc::new(Engine::new(Arc::new(journal), replay.state, exec, boot, LIMITS));
     Rig { _dir: dir, world, engine }
 }
 
