@@ -119,8 +119,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let journal = Arc::new(journal);
     // From here on a stop has a hard deadline, whatever blocks (crate::stop).
     crate::stop::arm(shutdown.clone(), Arc::downgrade(&journal));
-    let limits =
-        Limits { node: config.max_concurrent_targets, nfs_per_server: config.nfs_ops_per_server };
+    let limits = Limits {
+        node: config.max_concurrent_targets,
+        nfs_per_server: config.nfs_ops_per_server,
+        nfs_breaker_backoff: config.nfs_breaker_backoff,
+    };
     let engine = Arc::new(Engine::new(journal, state.clone(), exec, boot, limits));
 
     let host = Host {

@@ -50,6 +50,7 @@ fn main() -> Res<()> {
             request: Some(key1.clone()),
             spec: s3.spec.clone(),
             nested: None,
+            outage: None,
         },
     )?;
     run(&s3.id, Command::CredsFetched { op: op1, result: Ok(()) })?;
@@ -63,6 +64,7 @@ fn main() -> Res<()> {
             request: Some(key2),
             spec: s3.spec,
             nested: None,
+            outage: None,
         },
     )?;
 
@@ -83,6 +85,7 @@ fn main() -> Res<()> {
             request: Some(RequestKey::new("nfs-req-1")?),
             spec,
             nested: None,
+            outage: None,
         },
     )?;
     run(&nfs, Command::MountChecked { op: op2, result: Ok(()) })?;
@@ -95,6 +98,7 @@ fn main() -> Res<()> {
             request: Some(RequestKey::new("denied-req")?),
             spec: denied.spec,
             nested: None,
+            outage: None,
         },
     )?;
     run(
@@ -116,6 +120,7 @@ fn main() -> Res<()> {
             request: Some(RequestKey::new("slow-req")?),
             spec: slow.spec,
             nested: None,
+            outage: None,
         },
     )?;
     run(&slow.id, Command::CredsFetched { op: op4, result: Ok(()) })?;

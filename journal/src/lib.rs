@@ -17,6 +17,7 @@ pub mod event;
 pub mod ids;
 pub mod machine;
 pub mod nesting;
+pub mod outage;
 pub mod reconcile;
 pub mod state;
 pub mod store;
@@ -25,4 +26,5 @@ pub use event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind
 pub use ids::{BootId, HelperIdentity, IdError, OperationId, RequestKey, TargetId, Timestamp};
 pub use machine::{decide, Command, Decision, Effect, Rejection};
 pub use nesting::{Nesting, Relation};
+pub use outage::Outage;
 pub use state::{Action, JournalState, MountStep, Phase, TargetState, UnmountStep};

@@ -82,7 +82,7 @@ impl Fixture {
         self.step(
             target,
             secs,
-            Command::Mount { op: o, request: r, spec: s3(target), nested: None },
+            Command::Mount { op: o, request: r, spec: s3(target), nested: None, outage: None },
         );
         self.step(target, secs + 1, Command::CredsFetched { op: o, result: Ok(()) });
         self.step(target, secs + 2, Command::HelperSpawned { op: o, result: Ok(helper(pid)) });
@@ -99,6 +99,7 @@ impl Fixture {
             request: key("req-alpha-2"),
             spec: s3("s3-alpha"),
             nested: None,
+            outage: None,
         };
         f.step("s3-alpha", 60, again);
         // nfs-beta: mount(8) has no credential or helper step.
@@ -112,7 +113,13 @@ impl Fixture {
         f.step(
             "nfs-beta",
             100,
-            Command::Mount { op: op(3), request: key("req-beta-1"), spec: nfs, nested: None },
+            Command::Mount {
+                op: op(3),
+                request: key("req-beta-1"),
+                spec: nfs,
+                nested: None,
+                outage: None,
+            },
         );
         f.step("nfs-beta", 101, Command::MountChecked { op: op(3), result: Ok(()) });
         // s3-gamma: Barbican refused, nothing left behind.
@@ -120,7 +127,7 @@ impl Fixture {
         f.step(
             "s3-gamma",
             200,
-            Command::Mount { op: o, request: key("req-gamma-1"), spec, nested: None },
+            Command::Mount { op: o, request: key("req-gamma-1"), spec, nested: None, outage: None },
         );
         let refused = Err("Barbican returned 403 Forbidden".to_owned());
         f.step("s3-gamma", 201, Command::CredsFetched { op: o, result: refused });
@@ -140,7 +147,7 @@ impl Fixture {
         f.step(
             "s3-dirty",
             500,
-            Command::Mount { op: o, request: key("req-dirty-1"), spec, nested: None },
+            Command::Mount { op: o, request: key("req-dirty-1"), spec, nested: None, outage: None },
         );
         f.step("s3-dirty", 501, Command::CredsFetched { op: o, result: Ok(()) });
         f.step("s3-dirty", 502, Command::HelperSpawned { op: o, result: Ok(helper(4444)) });

@@ -143,8 +143,13 @@ impl Harness {
                     TargetKind::Nfs { export: "10.0.0.5:/b".into(), options: "nodev".into() }
                 };
                 let spec = TargetSpec { kind, mount_path: mount_path(t, path) };
-                let command =
-                    Command::Mount { op: self.op_id(), request: k.map(key), spec, nested: None };
+                let command = Command::Mount {
+                    op: self.op_id(),
+                    request: k.map(key),
+                    spec,
+                    nested: None,
+                    outage: None,
+                };
                 self.run(&target(t), &command);
             }
             Op::Unmount { target: t, key: k, path } => {
@@ -223,8 +228,13 @@ impl Harness {
                 kind: TargetKind::Nfs { export: "e:/x".into(), options: String::new() },
                 mount_path: "/mnt/dms/other".into(),
             };
-            let command =
-                Command::Mount { op: self.op_id(), request: Some(key.clone()), spec, nested: None };
+            let command = Command::Mount {
+                op: self.op_id(),
+                request: Some(key.clone()),
+                spec,
+                nested: None,
+                outage: None,
+            };
             let decision = decide(&state, &command, self.clock).expect("a repeat is answered");
             assert!(decision.records.is_empty(), "a repeat journals nothing");
             assert_eq!(decision.effects, [Effect::Reply { request: Some(key.clone()), outcome }]);

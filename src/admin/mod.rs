@@ -171,6 +171,7 @@ impl Admin {
             mounted,
             journal_path: self.journal_path.display().to_string(),
             journal_problems: self.journal_problems.len(),
+            nfs_breakers: self.engine.breakers().into_iter().map(Into::into).collect(),
         })
     }
 

@@ -20,6 +20,31 @@ pub struct Status {
     pub journal_path: String,
     /// Records found damaged or illegal when the journal was replayed at start.
     pub journal_problems: usize,
+    /// NFS servers whose circuit breaker is not closed (their mounts fail fast).
+    #[serde(default)]
+    pub nfs_breakers: Vec<BreakerLine>,
+}
+
+/// One NFS server's breaker, open (failing fast) or probing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakerLine {
+    pub server: String,
+    pub state: String,
+    pub since: String,
+    pub until: String,
+    pub cause: String,
+}
+
+impl From<crate::engine::BreakerView> for BreakerLine {
+    fn from(b: crate::engine::BreakerView) -> Self {
+        BreakerLine {
+            server: b.server,
+            state: b.state.to_owned(),
+            since: b.since.to_string(),
+            until: b.until.to_string(),
+            cause: b.cause,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -122,10 +122,21 @@ pub fn status(s: &Status) -> String {
         0 => "no problems at replay".to_owned(),
         n => format!("{n} problem(s) at replay: dms-journal verify"),
     };
-    format!(
+    let mut out = format!(
         "dms-server {} (pid {}), node {}, queue {}\nbroker:   {broker}\nuptime:   {}\ntargets:  {} in the journal, {} mounted\njournal:  {} ({problems})\nboot id:  {}\n",
         s.version, s.pid, s.node, s.queue, duration(s.uptime_secs), s.targets, s.mounted, s.journal_path, s.boot_id
-    )
+    );
+    if s.nfs_breakers.is_empty() {
+        out.push_str("nfs:      every server answering\n");
+    }
+    for b in &s.nfs_breakers {
+        let _ = writeln!(
+            out,
+            "nfs:      server {} breaker {} since {}, mounts fail fast until {} ({})",
+            b.server, b.state, b.since, b.until, b.cause
+        );
+    }
+    out
 }
 
 /// Monitoring plugin convention: the exit code is the level.
@@ -170,6 +181,16 @@ pub fn health(status: &Status, stats: &Stats) -> Health {
         raise(
             Level::Warning,
             format!("{n} disagreement(s) between journal and host, outliving a resync pass"),
+            &mut problems,
+        );
+    }
+    for b in &status.nfs_breakers {
+        raise(
+            Level::Warning,
+            format!(
+                "NFS server {} not answering (breaker {} until {})",
+                b.server, b.state, b.until
+            ),
             &mut problems,
         );
     }

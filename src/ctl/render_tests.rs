@@ -83,6 +83,7 @@ fn status(broker: bool, problems: usize) -> Status {
         mounted: 1,
         journal_path: "/var/lib/dms/journal".into(),
         journal_problems: problems,
+        nfs_breakers: vec![],
     }
 }
 
@@ -130,7 +131,29 @@ uptime:   5m03s
 targets:  3 in the journal, 1 mounted
 journal:  /var/lib/dms/journal (no problems at replay)
 boot id:  6f1c2d3e-0000-4000-8000-000000000001
+nfs:      every server answering
 "
+    );
+}
+
+#[test]
+fn given_an_open_nfs_breaker_when_rendered_and_judged_then_shown_and_a_warning() {
+    let mut st = status(true, 0);
+    st.nfs_breakers = vec![crate::admin::views::BreakerLine {
+        server: "filer-1".into(),
+        state: "open".into(),
+        since: "2026-12-04T10:00:00.000Z".into(),
+        until: "2026-12-04T10:00:30.000Z".into(),
+        cause: "mount did not finish within 20s".into(),
+    }];
+    assert!(super::status(&st).ends_with(
+        "nfs:      server filer-1 breaker open since 2026-12-04T10:00:00.000Z, mounts fail fast until 2026-12-04T10:00:30.000Z (mount did not finish within 20s)\n"
+    ));
+    let verdict = health(&st, &stats(1, vec![]));
+    assert_eq!(verdict.level, Level::Warning);
+    assert_eq!(
+        verdict.problems,
+        ["NFS server filer-1 not answering (breaker open until 2026-12-04T10:00:30.000Z)"]
     );
 }
 

@@ -5,6 +5,7 @@
 use super::ports::{Credentials, Mounts, Processes};
 use crate::exec::credentials::S3Credentials;
 use crate::exec::helper::HelperEnv;
+use crate::exec::mounts::{Heard, Ran};
 use crate::wire::Secret;
 use dms_journal::machine::MountFailure;
 use dms_journal::{BootId, HelperIdentity, TargetId};
@@ -145,21 +146,28 @@ impl Mounts for FakeMounts {
         Ok(())
     }
 
-    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Result<(), MountFailure> {
+    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Ran<Result<(), MountFailure>> {
         self.0.record(format!("mount nfs {export} {path} -o {options}"));
+        if let Some(reason) = self.0.failure("mount_nfs_timeout") {
+            let failure = MountFailure { reason: reason.clone(), maybe_mounted: true };
+            return Ran { result: Err(failure), heard: Heard::TimedOut(reason) };
+        }
         if let Some(reason) = self.0.failure("mount_nfs") {
-            return Err(MountFailure { reason, maybe_mounted: false });
+            return Ran::answered(Err(MountFailure { reason, maybe_mounted: false }));
         }
         lock(&self.0.mounted).insert(path.to_owned());
-        Ok(())
+        Ran::answered(Ok(()))
     }
 
-    fn unmount(&self, path: &str, nfs: bool) -> Result<(), String> {
+    fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
         self.0.record(format!("unmount {path} nfs={nfs}"));
+        if let Some(e) = self.0.failure("umount_timeout") {
+            return Ran { result: Err(e.clone()), heard: Heard::TimedOut(e) };
+        }
         if let Some(e) = self.0.failure("unmount") {
-            return Err(e);
+            return Ran::unasked(Err(e));
         }
         lock(&self.0.mounted).remove(path);
-        Ok(())
+        Ran::unasked(Ok(()))
     }
 }

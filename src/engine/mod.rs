@@ -9,6 +9,7 @@
 //! [`EngineError::Journal`] tells the transport to stop taking requests and not to ack.
 
 mod admission;
+mod breaker;
 pub mod fake;
 mod oplines;
 mod perform;
@@ -28,7 +29,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
+use crate::exec::mounts::Heard;
 use crate::wire::Request;
+pub use breaker::BreakerView;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -53,6 +56,8 @@ pub struct Limits {
     pub node: usize,
     /// mount(8)/umount(8) runs against one NFS server.
     pub nfs_per_server: usize,
+    /// The first fail-fast window of an NFS server's breaker ([`breaker`]).
+    pub nfs_breaker_backoff: std::time::Duration,
 }
 
 pub struct Engine<C, P, M> {
@@ -60,6 +65,7 @@ pub struct Engine<C, P, M> {
     state: Mutex<JournalState>,
     targets: TargetLocks,
     permits: permits::Permits,
+    breakers: breaker::Breakers,
     /// Paths of mounts being admitted, so concurrent ones cannot nest ([`admission`]).
     admissions: admission::Admissions,
     exec: Arc<Executors<C, P, M>>,
@@ -88,6 +94,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             state: Mutex::new(state),
             targets: Mutex::new(HashMap::new()),
             permits: permits::Permits::new(limits.node, limits.nfs_per_server),
+            breakers: breaker::Breakers::new(limits.nfs_breaker_backoff),
             admissions: admission::Admissions::default(),
             exec: Arc::new(exec),
             boot,
@@ -118,7 +125,9 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
 
     /// The metrics gauges, counted under the lock (a scrape copies nothing).
     pub fn gauges(&self) -> crate::metrics::Gauges {
-        crate::metrics::Gauges::from_targets(lock(&self.state).targets.values())
+        let mut gauges = crate::metrics::Gauges::from_targets(lock(&self.state).targets.values());
+        gauges.nfs_breakers_open = self.breakers.views().len() as u64;
+        gauges
     }
 
     /// Targets with a request, reconcile step or supervision action in flight or waiting
@@ -130,6 +139,51 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
     /// Operations running against each NFS server now (servers with none are not listed).
     pub fn nfs_in_use(&self) -> Vec<(String, usize)> {
         self.permits.nfs_in_use()
+    }
+
+    /// NFS servers whose breaker is open or probing.
+    pub fn breakers(&self) -> Vec<BreakerView> {
+        self.breakers.views()
+    }
+
+    /// For an NFS mount, the fact whether its server's breaker lets it run mount(8); the
+    /// probe's guard, if this mount is the probe.
+    fn gate(&self, command: &mut Command) -> Option<breaker::Probe<'_>> {
+        let Command::Mount { spec, outage, .. } = command else { return None };
+        let dms_journal::TargetKind::Nfs { export, .. } = &spec.kind else { return None };
+        match self.breakers.gate(permits::nfs_server(export), self.clock().now) {
+            breaker::Gate::Pass => None,
+            breaker::Gate::Probe(probe) => Some(probe),
+            breaker::Gate::Refuse(found) => {
+                *outage = Some(found);
+                None
+            }
+        }
+    }
+
+    /// What an NFS operation showed about its server; logged when its breaker changes.
+    fn nfs_report(&self, server: &str, heard: &Heard) {
+        let now = self.clock().now;
+        match self.breakers.report(server, heard, now) {
+            None => {}
+            Some(breaker::Change::Opened { until }) => {
+                crate::metrics::global().nfs_breaker_tripped();
+                let cause = match heard {
+                    Heard::TimedOut(cause) => cause.as_str(),
+                    Heard::Nothing | Heard::Answered => "no answer",
+                };
+                tracing::warn!(
+                        nfs_server = %server,
+                        until = %until,
+                    "NFS server {server} did not answer ({cause}); its mounts fail fast until \
+                     {until}, then one probes it"
+                )
+            }
+            Some(breaker::Change::Closed) => tracing::info!(
+                nfs_server = %server,
+                "NFS server {server} answered again; its breaker is closed"
+            ),
+        }
     }
 
     /// A copy of the whole folded journal.
@@ -144,6 +198,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         let _serial = self.serialize(&request.target).await;
         let mut command = request.command(OperationId::random());
         let _admitted = self.admissions.admit(&lock(&self.state), &request.target, &mut command);
+        let _probe = self.gate(&mut command);
         perform::Run::new(self, request).drive(command).await
     }
 

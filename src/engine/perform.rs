@@ -1,12 +1,13 @@
 //! One request's run: perform each effect, turn its outcome into the next command.
 
-use super::permits::Pool;
+use super::permits::{nfs_server, Pool};
 use super::ports::{Credentials, Mounts, Processes};
 use super::{oplines, Engine, EngineError, Executors};
 use crate::exec::credentials::S3Credentials;
+use crate::exec::mounts::Heard;
 use crate::wire::{Request, Secret};
 use dms_journal::machine::MountFailure;
-use dms_journal::{Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId};
+use dms_journal::{Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId, TargetKind};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -80,6 +81,15 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
         Ok(answer)
     }
 
+    /// The NFS server of this run's target, if it is an NFS target.
+    fn nfs_server(&self) -> Option<String> {
+        let state = super::lock(&self.engine.state);
+        match state.target(&self.target).and_then(|t| t.spec.as_ref()).map(|s| &s.kind) {
+            Some(TargetKind::Nfs { export, .. }) => Some(nfs_server(export).to_owned()),
+            _ => None,
+        }
+    }
+
     /// Perform one effect; its outcome, if the machine wants it, as a command.
     async fn perform(&mut self, effect: Effect) -> Option<Command> {
         let name = effect.name();
@@ -135,11 +145,18 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 Some(Command::MountChecked { op, result })
             }
             Effect::MountNfs { op, export, options, mount_path } => {
-                let result = blocking(&self.engine.exec, move |x| {
+                let server = nfs_server(&export).to_owned();
+                let ran = blocking(&self.engine.exec, move |x| {
                     Ok(x.mounts.mount_nfs(&export, &options, &mount_path))
                 })
-                .await
-                .unwrap_or_else(|reason| Err(MountFailure { reason, maybe_mounted: true }));
+                .await;
+                let result = match ran {
+                    Ok(ran) => {
+                        self.engine.nfs_report(&server, &ran.heard);
+                        ran.result
+                    }
+                    Err(reason) => Err(MountFailure { reason, maybe_mounted: true }),
+                };
                 Some(Command::MountChecked { op, result })
             }
             Effect::StopHelper { op, helper } => {
@@ -147,22 +164,31 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 Some(Command::HelperStopped { op, result })
             }
             Effect::Unmount { op, mount_path, nfs } => {
+                let server = self.nfs_server();
                 let result = blocking(&self.engine.exec, move |x| {
-                    x.mounts.unmount(&mount_path, nfs)?;
-                    match nfs {
-                        true => Ok(None),
-                        false => x.processes.remove_pid_file(&target),
-                    }
+                    let ran = x.mounts.unmount(&mount_path, nfs);
+                    Ok((ran, if nfs { Ok(None) } else { x.processes.remove_pid_file(&target) }))
                 })
-                .await;
+                .await
+                .and_then(|(ran, removed)| {
+                    if let Some(server) = &server {
+                        self.engine.nfs_report(server, &ran.heard);
+                    }
+                    ran.result.and(removed)
+                });
                 if let Ok(Some(path)) = &result {
                     oplines::pid_file_deleted(path);
                 }
                 Some(Command::UnmountDone { op, result: result.map(drop) })
             }
             Effect::Cleanup { cleanup, mount_path } => {
-                let nfs = !self.engine.target_state(&target).is_s3();
-                let result = clean(&self.engine.exec, target, cleanup, mount_path, nfs).await;
+                let server = self.nfs_server();
+                let nfs = server.is_some();
+                let (result, heard) =
+                    clean(&self.engine.exec, target, cleanup, mount_path, nfs).await;
+                if let Some(server) = &server {
+                    self.engine.nfs_report(server, &heard);
+                }
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, "cleanup incomplete; the target stays dirty");
                 }
@@ -190,13 +216,14 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
 /// Undo what `cleanup` lists; the description is journaled with `Cleaned`. Every step is
 /// tried even when an earlier one fails (a PID file naming a process that cannot be
 /// verified is stale all the same); any failure keeps the target dirty for the next try.
+/// Also what the umount(8) runs showed of the NFS server (for its breaker).
 async fn clean<C, P: Processes, M: Mounts>(
     exec: &Arc<Executors<C, P, M>>,
     target: TargetId,
     cleanup: Cleanup,
     mount_path: Option<String>,
     nfs: bool,
-) -> Result<String, String>
+) -> (Result<String, String>, Heard)
 where
     C: Send + Sync + 'static,
 {
@@ -211,8 +238,11 @@ where
     let rest = blocking(exec, move |x| {
         let mut done = Vec::new();
         let mut failed = Vec::new();
+        let mut heard = Heard::Nothing;
         if let (true, Some(path)) = (cleanup.mount, mount_path.as_deref()) {
-            match x.mounts.unmount(path, nfs) {
+            let ran = x.mounts.unmount(path, nfs);
+            heard = ran.heard;
+            match ran.result {
                 Ok(()) => done.push(format!("{path} unmounted")),
                 Err(e) => failed.push(e),
             }
@@ -227,11 +257,13 @@ where
                 Err(e) => failed.push(e),
             }
         }
-        Ok((done, failed, removed))
+        Ok((done, failed, removed, heard))
     })
     .await;
+    let mut heard = Heard::Nothing;
     match rest {
-        Ok((more_done, more_failed, removed)) => {
+        Ok((more_done, more_failed, removed, umount_heard)) => {
+            heard = umount_heard;
             if let Some(path) = &removed {
                 oplines::pid_file_deleted(path);
             }
@@ -241,9 +273,10 @@ where
         Err(e) => failed.push(e),
     }
     if !failed.is_empty() {
-        return Err(failed.join("; "));
+        return (Err(failed.join("; ")), heard);
     }
-    Ok(if done.is_empty() { "nothing left behind".into() } else { done.join(", ") })
+    let done = if done.is_empty() { "nothing left behind".into() } else { done.join(", ") };
+    (Ok(done), heard)
 }
 
 /// Stop one helper, with the seed's lines around it (the PID and uptime first, so they

@@ -7,7 +7,7 @@
 
 use crate::exec::credentials::{Barbican, S3Credentials};
 use crate::exec::helper::{HelperEnv, HelperExit, Helpers};
-use crate::exec::mounts::{self, Mounter};
+use crate::exec::mounts::{self, Mounter, Ran};
 use crate::wire::Secret;
 use dms_journal::machine::MountFailure;
 use dms_journal::{HelperIdentity, TargetId};
@@ -49,9 +49,11 @@ pub trait Mounts: Send + Sync + 'static {
     /// Wait for `helper`'s FUSE mount at `path` to appear and answer.
     fn wait_for_helper_mount(&self, path: &str, helper: HelperIdentity)
         -> Result<(), MountFailure>;
-    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Result<(), MountFailure>;
-    /// Success only when the mount table no longer has anything at `path`.
-    fn unmount(&self, path: &str, nfs: bool) -> Result<(), String>;
+    /// mount(8), and whether it ran into its deadline (the server's breaker counts that).
+    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Ran<Result<(), MountFailure>>;
+    /// Success only when the mount table no longer has anything at `path`; and whether an
+    /// umount(8) on the way ran into its deadline.
+    fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>>;
 }
 
 impl Credentials for Barbican {
@@ -141,11 +143,11 @@ impl Mounts for HostMounts {
         )
     }
 
-    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Result<(), MountFailure> {
+    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Ran<Result<(), MountFailure>> {
         self.mounter.mount_nfs(export, options, path)
     }
 
-    fn unmount(&self, path: &str, nfs: bool) -> Result<(), String> {
+    fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
         self.mounter.unmount(path, nfs)
     }
 }

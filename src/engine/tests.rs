@@ -9,7 +9,8 @@ use dms_journal::{Phase, RequestKey, TargetKind, TargetSpec};
 type TestEngine = Engine<FakeCredentials, FakeProcesses, FakeMounts>;
 
 const BASE: &str = "/var/lib/trilio/triliovault-mounts";
-const LIMITS: Limits = Limits { node: 8, nfs_per_server: 4 };
+const LIMITS: Limits =
+    Limits { node: 8, nfs_per_server: 4, nfs_breaker_backoff: std::time::Duration::from_secs(30) };
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -305,7 +306,13 @@ fn given_a_mount_being_admitted_when_a_nested_one_is_admitted_meanwhile_then_it_
             kind: TargetKind::Nfs { export: "h:/x".into(), options: String::new() },
             mount_path: path.into(),
         };
-        Command::Mount { op: OperationId::random(), request: None, spec, nested: None }
+        Command::Mount {
+            op: OperationId::random(),
+            request: None,
+            spec,
+            nested: None,
+            outage: None,
+        }
     };
     let mut first = mount("/b/a");
     let held = admissions.admit(&journal, &t("a"), &mut first);
@@ -317,4 +324,35 @@ fn given_a_mount_being_admitted_when_a_nested_one_is_admitted_meanwhile_then_it_
     let mut third = mount("/b/a/deep");
     let _ok = admissions.admit(&journal, &t("b"), &mut third);
     assert!(matches!(third, Command::Mount { nested: None, .. }), "the reservation ended");
+}
+
+#[tokio::test]
+async fn given_an_nfs_mount_that_timed_out_when_the_same_server_is_asked_again_then_it_fails_fast()
+{
+    let rig = rig();
+    rig.world.fail("mount_nfs_timeout", "mount did not finish within 20s");
+    let first = rig.engine.handle(&nfs_mount("n1", "k1")).await.unwrap();
+    assert!(matches!(&first, Outcome::Failed { reason } if reason.contains("within 20s")));
+    let breakers = rig.engine.breakers();
+    assert_eq!(breakers.len(), 1, "{breakers:?}");
+    assert_eq!((breakers[0].server.as_str(), breakers[0].state), ("10.0.0.5", "open"));
+
+    let second = rig.engine.handle(&nfs_mount("n2", "k2")).await.unwrap();
+    let Outcome::Failed { reason } = second else { panic!("{second:?}") };
+    assert!(
+        reason.starts_with("NFS mount failed: NFS server 10.0.0.5 is not answering"),
+        "{reason}"
+    );
+    assert!(reason.contains("fail fast until"), "{reason}");
+    let mounts = rig.world.calls().iter().filter(|c| c.starts_with("mount nfs")).count();
+    assert_eq!(mounts, 1, "no mount(8) ran while the breaker is open: {:?}", rig.world.calls());
+    assert_eq!(history(&rig, "n2"), ["Answered"], "refused before anything ran");
+
+    let mut elsewhere = nfs_mount("n3", "k3");
+    if let Action::Mount(spec) = &mut elsewhere.action {
+        spec.kind = TargetKind::Nfs { export: "10.0.0.6:/b".into(), options: "nosuid".into() };
+    }
+    let third = rig.engine.handle(&elsewhere).await.unwrap();
+    assert_eq!(third, Outcome::Mounted { kind: "nfs".into(), path: format!("{BASE}/n3") });
+    assert_eq!(rig.engine.gauges().nfs_breakers_open, 1);
 }

@@ -282,21 +282,33 @@ pub struct Mounter {
 
 impl Mounter {
     /// `mount -t nfs -o <options> <export> <path>`, then the table must show it.
-    pub fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Result<(), MountFailure> {
-        prepare_mount_point(&self.mount_base, Path::new(path))
-            .map_err(|reason| MountFailure { reason, maybe_mounted: false })?;
+    pub fn mount_nfs(
+        &self,
+        export: &str,
+        options: &str,
+        path: &str,
+    ) -> Ran<Result<(), MountFailure>> {
+        if let Err(reason) = prepare_mount_point(&self.mount_base, Path::new(path)) {
+            return Ran::unasked(Err(MountFailure { reason, maybe_mounted: false }));
+        }
         match self.mount.run(&["-t", "nfs", "-o", options, export, path], self.mount_timeout) {
             Ok(_) => {}
             Err(e @ RunError::Timeout { .. }) => {
-                return Err(MountFailure { reason: e.to_string(), maybe_mounted: true })
+                let reason = e.to_string();
+                let failure = MountFailure { reason: reason.clone(), maybe_mounted: true };
+                return Ran { result: Err(failure), heard: Heard::TimedOut(reason) };
             }
             Err(RunError::Failed { stderr, status, .. }) => {
                 let reason = if stderr.is_empty() { status } else { stderr };
-                return Err(MountFailure { reason, maybe_mounted: false });
+                return Ran::answered(Err(MountFailure { reason, maybe_mounted: false }));
             }
-            Err(e) => return Err(MountFailure { reason: e.to_string(), maybe_mounted: false }),
+            // mount(8) did not start: the server was never asked.
+            Err(e) => {
+                let reason = e.to_string();
+                return Ran::unasked(Err(MountFailure { reason, maybe_mounted: false }));
+            }
         }
-        match mount_at(path) {
+        Ran::answered(match mount_at(path) {
             Ok(Some(m)) if self.nfs_fstypes.contains(&m.fstype) => Ok(()),
             Ok(Some(m)) => Err(MountFailure {
                 reason: format!("{path} shows a {} mount after mount(8)", m.fstype),
@@ -307,16 +319,17 @@ impl Mounter {
                 maybe_mounted: false,
             }),
             Err(reason) => Err(MountFailure { reason, maybe_mounted: true }),
-        }
+        })
     }
 
     /// Make sure nothing is mounted at `path`: umount, then (NFS) force, then lazy detach,
     /// each with a deadline; success only when the kernel says nothing is mounted there
     /// ([`is_mounted`]: a look at the path, not a read of the whole table). Then remove the empty
     /// mount directory.
-    pub fn unmount(&self, path: &str, nfs: bool) -> Result<(), String> {
+    pub fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
         let attempts: &[&[&str]] = if nfs { &[&[], &["-f"], &["-l"]] } else { &[&[], &["-l"]] };
         let mut last = String::from("still mounted");
+        let mut heard = Heard::Nothing;
         let look = self.umount_timeout.min(Duration::from_secs(5));
         for flags in attempts {
             if !is_mounted(path, look) {
@@ -324,16 +337,55 @@ impl Mounter {
             }
             let mut args: Vec<&str> = flags.to_vec();
             args.push(path);
-            if let Err(e) = self.umount.run(&args, self.umount_timeout) {
-                last = e.to_string();
+            match self.umount.run(&args, self.umount_timeout) {
+                Ok(_) => {}
+                Err(e @ RunError::Timeout { .. }) => {
+                    last = e.to_string();
+                    if heard == Heard::Nothing {
+                        heard = Heard::TimedOut(last.clone());
+                    }
+                }
+                Err(e) => last = e.to_string(),
             }
         }
         if is_mounted(path, look) {
-            return Err(last);
+            return Ran { result: Err(last), heard };
         }
         // Only an empty directory goes; a non-empty one means something else lives there.
         let _ = std::fs::remove_dir(Path::new(path));
-        Ok(())
+        Ran { result: Ok(()), heard }
+    }
+}
+
+/// An operation's result, and what it showed of the NFS server behind it (for the
+/// server's breaker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran<T> {
+    pub result: T,
+    pub heard: Heard,
+}
+
+/// What an operation showed of the NFS server it touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// Nothing: the server was never asked (a local step failed first), or the operation
+    /// cannot tell (an umount(8) that returned may have needed no answer from it, so an
+    /// unmount never counts as the server answering).
+    Nothing,
+    /// mount(8) returned, with success or a refusal: the server talks.
+    Answered,
+    /// A mount(8) or umount(8) ran into its deadline: the server stopped answering, even
+    /// when a later step (a lazy detach) succeeded.
+    TimedOut(String),
+}
+
+impl<T> Ran<T> {
+    pub fn answered(result: T) -> Self {
+        Self { result, heard: Heard::Answered }
+    }
+
+    pub fn unasked(result: T) -> Self {
+        Self { result, heard: Heard::Nothing }
     }
 }
 

@@ -114,10 +114,10 @@ fn given_a_mount_when_unmounted_then_the_table_confirms_the_directory_goes_and_r
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     tmpfs(&path);
     let m = mounter(dir.path());
-    m.unmount(&path, false).unwrap();
+    m.unmount(&path, false).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
     assert!(!Path::new(&path).exists(), "the empty mount directory is removed");
-    m.unmount(&path, false).unwrap();
+    m.unmount(&path, false).result.unwrap();
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn given_a_bind_mount_of_the_parents_own_filesystem_then_the_look_still_sees_it_
     assert!(ok.success());
     assert!(mount_at(&path).unwrap().is_some(), "the table has the bind mount");
     assert!(is_mounted(&path, Duration::from_secs(5)), "the look agrees with the table");
-    mounter(dir.path()).unmount(&path, false).unwrap();
+    mounter(dir.path()).unmount(&path, false).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
     assert!(!is_mounted(&path, Duration::from_secs(5)));
     assert!(!is_mounted(&format!("{path}/missing"), Duration::from_secs(5)));
@@ -152,7 +152,7 @@ fn given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort() {
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     tmpfs(&path);
     let mut busy = Command::new("sleep").arg("30").current_dir(&path).spawn().unwrap();
-    mounter(dir.path()).unmount(&path, true).unwrap();
+    mounter(dir.path()).unmount(&path, true).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
     busy.kill().unwrap();
     busy.wait().unwrap();
@@ -167,6 +167,7 @@ fn given_this_kernel_without_nfs_when_mount_8_runs_then_its_error_is_the_reason(
     let path = dir.path().join("n").to_str().unwrap().to_owned();
     let err = mounter(dir.path())
         .mount_nfs("127.0.0.1:/exports/none", "nosuid,nodev,soft,timeo=1,retrans=0", &path)
+        .result
         .unwrap_err();
     assert!(!err.reason.is_empty());
     assert!(mount_at(&path).unwrap().is_none());
@@ -185,7 +186,9 @@ fn given_a_hanging_mount_program_when_mounting_nfs_then_the_deadline_kills_it() 
     m.mount = Program::new(stand_in);
     m.mount_timeout = Duration::from_millis(300);
     let path = dir.path().join("n").to_str().unwrap().to_owned();
-    let err = m.mount_nfs("h:/x", "nosuid,nodev", &path).unwrap_err();
+    let ran = m.mount_nfs("h:/x", "nosuid,nodev", &path);
+    assert!(matches!(&ran.heard, Heard::TimedOut(t) if t.contains("did not finish")), "{ran:?}");
+    let err = ran.result.unwrap_err();
     assert!(err.maybe_mounted, "a killed mount(8) may have mounted");
     assert!(err.reason.contains("did not finish"), "{}", err.reason);
 }

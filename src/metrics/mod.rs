@@ -89,6 +89,8 @@ pub struct Gauges {
     pub dirty: u64,
     /// Targets whose journal names a helper (running, or possibly left behind).
     pub helpers_tracked: u64,
+    /// NFS servers whose breaker is open or probing (their mounts fail fast).
+    pub nfs_breakers_open: u64,
 }
 
 impl Gauges {
@@ -170,6 +172,7 @@ pub struct Metrics {
     requests: [[AtomicU64; 2]; 3],
     request_duration: [Histogram; 3],
     helper_losses: AtomicU64,
+    nfs_breaker_trips: AtomicU64,
     reconcile_duration: Histogram,
     reconcile_steps: AtomicU64,
     /// Milliseconds since the epoch; 0 until the first pass.
@@ -201,6 +204,7 @@ impl Metrics {
             requests: Default::default(),
             request_duration: Default::default(),
             helper_losses: AtomicU64::new(0),
+            nfs_breaker_trips: AtomicU64::new(0),
             reconcile_duration: Histogram::default(),
             reconcile_steps: AtomicU64::new(0),
             last_reconcile_ms: AtomicU64::new(0),
@@ -229,6 +233,11 @@ impl Metrics {
 
     pub fn helper_losses(&self) -> u64 {
         self.helper_losses.load(Relaxed)
+    }
+
+    /// An NFS server's breaker opened (or reopened after a failed probe).
+    pub fn nfs_breaker_tripped(&self) {
+        self.nfs_breaker_trips.fetch_add(1, Relaxed);
     }
 
     /// One reconcile pass (boot or resync) finished now.
@@ -312,6 +321,21 @@ impl Metrics {
             "Mounted targets lost (helper died, mount gone, reboot), at runtime or at reconcile.",
         );
         let _ = writeln!(out, "dms_helper_losses_total {}", self.helper_losses());
+        family(
+            &mut out,
+            "dms_nfs_breakers_open",
+            "gauge",
+            "NFS servers whose circuit breaker is open or probing: their mounts fail fast.",
+        );
+        let _ = writeln!(out, "dms_nfs_breakers_open {}", gauges.nfs_breakers_open);
+        family(
+            &mut out,
+            "dms_nfs_breaker_trips_total",
+            "counter",
+            "Times an NFS server's breaker opened: an operation against it ran into its deadline.",
+        );
+        let _ =
+            writeln!(out, "dms_nfs_breaker_trips_total {}", self.nfs_breaker_trips.load(Relaxed));
 
         family(
             &mut out,

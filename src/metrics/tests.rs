@@ -85,6 +85,12 @@ dms_helpers_tracked 3
 # HELP dms_helper_losses_total Mounted targets lost (helper died, mount gone, reboot), at runtime or at reconcile.
 # TYPE dms_helper_losses_total counter
 dms_helper_losses_total 2
+# HELP dms_nfs_breakers_open NFS servers whose circuit breaker is open or probing: their mounts fail fast.
+# TYPE dms_nfs_breakers_open gauge
+dms_nfs_breakers_open 0
+# HELP dms_nfs_breaker_trips_total Times an NFS server's breaker opened: an operation against it ran into its deadline.
+# TYPE dms_nfs_breaker_trips_total counter
+dms_nfs_breaker_trips_total 0
 # HELP dms_reconcile_duration_seconds Duration of reconcile passes (boot and periodic resync).
 # TYPE dms_reconcile_duration_seconds histogram
 dms_reconcile_duration_seconds_bucket{le="0.001"} 0
@@ -133,6 +139,7 @@ fn render_is_exact_text_for_known_observations() {
         unmounting: 1,
         dirty: 0,
         helpers_tracked: 3,
+        nfs_breakers_open: 0,
     };
     let text = m.render(&gauges);
     let expected = EXPECTED.replace("{VERSION}", env!("CARGO_PKG_VERSION"));
@@ -223,7 +230,8 @@ fn gauges_count_targets_by_phase_and_named_helpers() {
             mounting: 1,
             unmounting: 0,
             dirty: 1,
-            helpers_tracked: 3
+            helpers_tracked: 3,
+            nfs_breakers_open: 0
         }
     );
 }

@@ -80,7 +80,9 @@ impl Request {
     pub fn command(&self, op: OperationId) -> Command {
         let request = self.key.clone();
         match &self.action {
-            Action::Mount(spec) => Command::Mount { op, request, spec: spec.clone(), nested: None },
+            Action::Mount(spec) => {
+                Command::Mount { op, request, spec: spec.clone(), nested: None, outage: None }
+            }
             Action::Unmount { mount_path } => {
                 Command::Unmount { op, request, mount_path: mount_path.clone() }
             }

@@ -21,8 +21,8 @@ use dms_journal::codec::{decode_record, decode_snapshot, encode_record, encode_s
 use dms_journal::machine::MountFailure;
 use dms_journal::{
     decide, BootId, Clock, Command, Decision, Effect, HelperIdentity, JournalState, OperationId,
-    Outcome, Phase, Record, Rejection, RequestKey, TargetId, TargetKind, TargetSpec, TargetState,
-    Timestamp,
+    Outage, Outcome, Phase, Record, Rejection, RequestKey, TargetId, TargetKind, TargetSpec,
+    TargetState, Timestamp,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
@@ -139,7 +139,15 @@ impl Harness {
                 let op = self.fresh_id();
                 // The fact the engine gathers: another tracked target this path nests with.
                 let nested = self.journal.nesting(&self.target(target), &spec.mount_path);
-                (target, Command::Mount { op, request: request_key(key), spec, nested })
+                // And whether the NFS server's breaker is open: derived from the key, so the
+                // input encoding (and the corpus) stays as it was.
+                let outage = key.is_some_and(|k| k % 4 == 3).then(|| Outage {
+                    server: "nfs.example".to_owned(),
+                    cause: "mount(8) timed out".to_owned(),
+                    since: self.clock.now,
+                    until: Timestamp(self.clock.now.0 + 30_000),
+                });
+                (target, Command::Mount { op, request: request_key(key), spec, nested, outage })
             }
             Op::Unmount { target, key, path } => {
                 let mount_path = PATHS[path as usize % PATHS.len()].to_owned();
@@ -216,6 +224,7 @@ impl Harness {
         }
         check_op_invariant(&after);
         check_no_nesting(&self.journal);
+        check_no_mount_during_an_outage(command, &decision);
         if after.phase != before.phase {
             self.trace.snapshots.push(after.clone());
         }
@@ -272,6 +281,7 @@ impl Harness {
                 request: request.clone(),
                 spec: TargetSpec { kind: spec_kind(2), mount_path: PATHS[1].to_owned() },
                 nested: None,
+                outage: None,
             },
             Command::Unmount { op: self.fresh_id(), request, mount_path: PATHS[2].to_owned() },
         ];
@@ -359,6 +369,14 @@ impl Harness {
 }
 
 /// In-flight phases have an operation with an id; settled phases have none.
+/// An NFS mount decided while its server's breaker is open never runs mount(8).
+fn check_no_mount_during_an_outage(command: &Command, decision: &Decision) {
+    if let Command::Mount { outage: Some(_), .. } = command {
+        let mounts = decision.effects.iter().any(|e| matches!(e, Effect::MountNfs { .. }));
+        assert!(!mounts, "mount(8) against a server whose breaker is open: {decision:?}");
+    }
+}
+
 /// Targets never nest: no two tracked targets' mount paths are the same or one inside the
 /// other (given the engine's fact, `decide` refuses every mount that would make them).
 fn check_no_nesting(journal: &JournalState) {

@@ -113,3 +113,15 @@ fn catches_a_target_admitted_inside_another() {
     }
     caught(nester, "nest");
 }
+
+#[test]
+fn catches_a_mount_run_against_a_server_whose_breaker_is_open() {
+    fn reckless(s: &TargetState, c: &Command, k: Clock) -> Result<Decision, Rejection> {
+        let mut c = c.clone();
+        if let Command::Mount { outage, .. } = &mut c {
+            *outage = None;
+        }
+        decide(s, &c, k)
+    }
+    caught(reckless, "breaker is open");
+}

@@ -234,7 +234,13 @@ fn given_a_mount_in_flight_when_inspecting_its_request_then_it_is_in_flight() {
     f.step(
         "s3-busy",
         0,
-        Command::Mount { op: o, request: key("req-busy"), spec: s3("s3-busy"), nested: None },
+        Command::Mount {
+            op: o,
+            request: key("req-busy"),
+            spec: s3("s3-busy"),
+            nested: None,
+            outage: None,
+        },
     );
     f.step("s3-busy", 1, Command::CredsFetched { op: o, result: Ok(()) });
     let (_dir, path) = f.close();

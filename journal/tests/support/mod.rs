@@ -87,7 +87,13 @@ impl Rig {
     /// An S3 target mounted through the whole chain with `op(1)`, helper pid `pid`.
     pub fn mounted_s3(name: &str, pid: u32) -> Self {
         let mut rig = Self::new(name);
-        rig.ok(Command::Mount { op: op(1), request: key("m1"), spec: s3(name), nested: None });
+        rig.ok(Command::Mount {
+            op: op(1),
+            request: key("m1"),
+            spec: s3(name),
+            nested: None,
+            outage: None,
+        });
         rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
         rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(pid)) });
         rig.ok(Command::MountChecked { op: op(1), result: Ok(()) });
@@ -96,7 +102,13 @@ impl Rig {
 
     pub fn mounted_nfs(name: &str) -> Self {
         let mut rig = Self::new(name);
-        rig.ok(Command::Mount { op: op(1), request: key("m1"), spec: nfs(name), nested: None });
+        rig.ok(Command::Mount {
+            op: op(1),
+            request: key("m1"),
+            spec: nfs(name),
+            nested: None,
+            outage: None,
+        });
         rig.ok(Command::MountChecked { op: op(1), result: Ok(()) });
         rig
     }
@@ -104,7 +116,13 @@ impl Rig {
     /// An S3 target whose verification failed: dirty with helper, mount and PID file.
     pub fn dirty_s3(name: &str, pid: u32) -> Self {
         let mut rig = Self::new(name);
-        rig.ok(Command::Mount { op: op(1), request: key("m1"), spec: s3(name), nested: None });
+        rig.ok(Command::Mount {
+            op: op(1),
+            request: key("m1"),
+            spec: s3(name),
+            nested: None,
+            outage: None,
+        });
         rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
         rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(pid)) });
         rig.ok(Command::MountChecked {
