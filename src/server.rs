@@ -19,7 +19,7 @@ use crate::supervisor::{Exits, SuperviseError, Supervisor};
 use crate::systemd::Notifier;
 use crate::transport::{self, TransportConfig, TransportError};
 use dms_journal::store::{Journal, StoreError};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -136,6 +136,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     };
     let mut supervisor = Supervisor::new(Arc::clone(&engine), host.clone(), helpers.clone(), exits);
     let broker_connected = Arc::new(AtomicBool::new(false));
+    let requests_parked = Arc::new(AtomicUsize::new(0));
     let admin = Arc::new(Admin {
         engine: Arc::clone(&engine),
         host,
@@ -148,6 +149,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         journal_path: config.journal_path.clone(),
         journal_problems: replay.problems.clone(),
         broker_connected: Arc::clone(&broker_connected),
+        requests_parked: Arc::clone(&requests_parked),
         booted: AtomicBool::new(false),
         shutdown: shutdown.clone(),
         started: std::time::Instant::now(),
@@ -198,11 +200,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         heartbeat_secs: 30,
         drain: crate::stop::DRAIN,
         connected: broker_connected,
+        parked: Arc::clone(&requests_parked),
     };
     let compaction =
         tokio::spawn(compact_periodically(Arc::clone(&engine), config.journal_retention));
     let metrics = match config.metrics_listen {
-        Some(addr) => serve_metrics(addr, Arc::clone(&engine), shutdown.clone()).await,
+        Some(addr) => {
+            serve_metrics(addr, Arc::clone(&engine), requests_parked, shutdown.clone()).await
+        }
         None => None,
     };
     let served =
@@ -229,6 +234,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
 async fn serve_metrics(
     addr: std::net::SocketAddr,
     engine: Arc<HostEngine>,
+    parked: Arc<AtomicUsize>,
     shutdown: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let listener = match crate::metrics::bind(addr).await {
@@ -248,7 +254,10 @@ async fn serve_metrics(
         );
     }
     let gauges: Arc<dyn Fn() -> crate::metrics::Gauges + Send + Sync> =
-        Arc::new(move || engine.gauges());
+        Arc::new(move || crate::metrics::Gauges {
+            requests_parked: parked.load(Ordering::Relaxed) as u64,
+            ..engine.gauges()
+        });
     Some(tokio::spawn(crate::metrics::serve(listener, gauges, shutdown)))
 }
 

@@ -18,7 +18,7 @@ use dms_journal::store::Problem;
 use dms_journal::{reconcile, BootId, Phase, RequestKey, TargetId};
 use protocol::{AdminRequest, AdminResponse, MAX_REQUEST};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -53,6 +53,8 @@ pub struct Admin {
     pub journal_path: PathBuf,
     pub journal_problems: Vec<Problem>,
     pub broker_connected: Arc<AtomicBool>,
+    /// Requests parked by the transport right now.
+    pub requests_parked: Arc<AtomicUsize>,
     /// Set once the boot reconcile is done: until then nothing is stopped from here, so
     /// the boot plan is the only thing that acts on what a crash left.
     pub booted: AtomicBool,
@@ -172,6 +174,7 @@ impl Admin {
             journal_path: self.journal_path.display().to_string(),
             journal_problems: self.journal_problems.len(),
             nfs_breakers: self.engine.breakers().into_iter().map(Into::into).collect(),
+            requests_parked: self.requests_parked.load(Ordering::Relaxed),
         })
     }
 

@@ -23,6 +23,9 @@ pub struct Status {
     /// NFS servers whose circuit breaker is not closed (their mounts fail fast).
     #[serde(default)]
     pub nfs_breakers: Vec<BreakerLine>,
+    /// Requests parked in the journal's inbox (waiting for their target, delivery acked).
+    #[serde(default)]
+    pub requests_parked: usize,
 }
 
 /// One NFS server's breaker, open (failing fast) or probing.

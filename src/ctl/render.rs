@@ -126,6 +126,13 @@ pub fn status(s: &Status) -> String {
         "dms-server {} (pid {}), node {}, queue {}\nbroker:   {broker}\nuptime:   {}\ntargets:  {} in the journal, {} mounted\njournal:  {} ({problems})\nboot id:  {}\n",
         s.version, s.pid, s.node, s.queue, duration(s.uptime_secs), s.targets, s.mounted, s.journal_path, s.boot_id
     );
+    if s.requests_parked > 0 {
+        let _ = writeln!(
+            out,
+            "parked:   {} request(s) waiting for their target, delivery acked",
+            s.requests_parked
+        );
+    }
     if s.nfs_breakers.is_empty() {
         out.push_str("nfs:      every server answering\n");
     }

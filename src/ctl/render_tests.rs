@@ -84,6 +84,7 @@ fn status(broker: bool, problems: usize) -> Status {
         journal_path: "/var/lib/dms/journal".into(),
         journal_problems: problems,
         nfs_breakers: vec![],
+        requests_parked: 0,
     }
 }
 
@@ -155,6 +156,16 @@ fn given_an_open_nfs_breaker_when_rendered_and_judged_then_shown_and_a_warning()
         verdict.problems,
         ["NFS server filer-1 not answering (breaker open until 2026-12-04T10:00:30.000Z)"]
     );
+}
+
+#[test]
+fn given_parked_requests_when_rendered_then_counted_and_no_trouble() {
+    let mut st = status(true, 0);
+    st.requests_parked = 39;
+    assert!(super::status(&st).contains(
+        "\nparked:   39 request(s) waiting for their target, delivery acked\nnfs:      every"
+    ));
+    assert_eq!(health(&st, &stats(1, vec![])).level, Level::Ok, "waiting is not trouble");
 }
 
 #[test]

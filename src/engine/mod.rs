@@ -279,7 +279,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         serial.held.is_some().then_some(serial)
     }
 
-    fn clock(&self) -> Clock {
+    pub fn clock(&self) -> Clock {
         wall_clock(self.boot)
     }
 

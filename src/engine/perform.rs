@@ -110,7 +110,10 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             Effect::FetchCredentials { op, secret_ref } => {
                 let result = match &self.token {
                     Some(token) => self.engine.exec.credentials.fetch(&secret_ref, token).await,
-                    None => Err("the request carries no keystone_token".into()),
+                    None => Err("the request carries no keystone_token (a request resumed after \
+                                  a restart has none: tokens are never written to disk; send \
+                                  it again)"
+                        .into()),
                 };
                 let result = result.map(|creds| {
                     self.creds = Some(creds);

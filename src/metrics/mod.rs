@@ -91,6 +91,8 @@ pub struct Gauges {
     pub helpers_tracked: u64,
     /// NFS servers whose breaker is open or probing (their mounts fail fast).
     pub nfs_breakers_open: u64,
+    /// Requests parked in the journal's inbox, waiting for their target's turn.
+    pub requests_parked: u64,
 }
 
 impl Gauges {
@@ -328,6 +330,13 @@ impl Metrics {
             "NFS servers whose circuit breaker is open or probing: their mounts fail fast.",
         );
         let _ = writeln!(out, "dms_nfs_breakers_open {}", gauges.nfs_breakers_open);
+        family(
+            &mut out,
+            "dms_requests_parked",
+            "gauge",
+            "Requests waiting for their target's turn, parked in the journal with their delivery acked.",
+        );
+        let _ = writeln!(out, "dms_requests_parked {}", gauges.requests_parked);
         family(
             &mut out,
             "dms_nfs_breaker_trips_total",

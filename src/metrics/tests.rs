@@ -88,6 +88,9 @@ dms_helper_losses_total 2
 # HELP dms_nfs_breakers_open NFS servers whose circuit breaker is open or probing: their mounts fail fast.
 # TYPE dms_nfs_breakers_open gauge
 dms_nfs_breakers_open 0
+# HELP dms_requests_parked Requests waiting for their target's turn, parked in the journal with their delivery acked.
+# TYPE dms_requests_parked gauge
+dms_requests_parked 5
 # HELP dms_nfs_breaker_trips_total Times an NFS server's breaker opened: an operation against it ran into its deadline.
 # TYPE dms_nfs_breaker_trips_total counter
 dms_nfs_breaker_trips_total 0
@@ -140,6 +143,7 @@ fn render_is_exact_text_for_known_observations() {
         dirty: 0,
         helpers_tracked: 3,
         nfs_breakers_open: 0,
+        requests_parked: 5,
     };
     let text = m.render(&gauges);
     let expected = EXPECTED.replace("{VERSION}", env!("CARGO_PKG_VERSION"));
@@ -231,7 +235,8 @@ fn gauges_count_targets_by_phase_and_named_helpers() {
             unmounting: 0,
             dirty: 1,
             helpers_tracked: 3,
-            nfs_breakers_open: 0
+            nfs_breakers_open: 0,
+            requests_parked: 0
         }
     );
 }

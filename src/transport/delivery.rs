@@ -1,9 +1,10 @@
 //! One delivery: decode, serve, ack, reply — with one tracing span and one log line.
 
+use super::inbox::{Inbox, Ticket, PARK_AFTER};
 use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Engine, EngineError};
 use crate::metrics;
-use crate::wire::{self, ActionKind, Policy, Properties, Reply};
+use crate::wire::{self, ActionKind, Policy, Properties, Reply, Request};
 use dms_journal::{Outcome, RequestKey, TargetId};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
@@ -17,6 +18,7 @@ use tracing::Instrument;
 pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
     engine: &Engine<C, P, M>,
     policy: &Policy,
+    inbox: &Inbox,
     channel: &Channel,
     delivery: Delivery,
 ) -> Result<(), EngineError> {
@@ -69,34 +71,117 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
         }
     };
     let kind = request.action.kind();
-    let metric = match kind {
-        ActionKind::Mount => metrics::Action::Mount,
-        ActionKind::Unmount => metrics::Action::Unmount,
-    };
     describe(&span, Some(&request.target), request.key.as_ref(), Some(kind));
+    let done = Done { kind, started };
     async {
-        match engine.handle(&request).await {
-            Ok(outcome) => {
-                let reply = Reply::from_outcome(&outcome);
-                log_outcome(kind, &request.target, &outcome, &reply, started);
-                let status = match outcome.is_success() {
-                    true => metrics::Outcome::Success,
-                    false => metrics::Outcome::Error,
-                };
-                metrics::global().request(metric, status, started.elapsed());
-                reply_and_ack(channel, &delivery, request.reply_to.as_deref(), &props, &reply)
-                    .await;
-                Ok(())
+        if inbox.is_parked(request.key.as_ref()) {
+            tracing::info!("already parked; the parked request answers it, once");
+            ack(&delivery).await;
+            return Ok(());
+        }
+        let mut serving = std::pin::pin!(engine.handle(&request));
+        // Answered in time (most requests): no inbox write.
+        if let Ok(result) = tokio::time::timeout(PARK_AFTER, &mut serving).await {
+            return held(channel, &delivery, &props, &request, done, result).await;
+        }
+        let ticket = match inbox.park(engine, &request, props.correlation_id.as_deref()).await {
+            Ok(Some(ticket)) => ticket,
+            Ok(None) => {
+                return held(channel, &delivery, &props, &request, done, serving.await).await
             }
             Err(e) => {
-                let _ =
-                    delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-                Err(e)
+                tracing::warn!(error = %e, "cannot park the request; it keeps its delivery");
+                return held(channel, &delivery, &props, &request, done, serving.await).await;
             }
-        }
+        };
+        tracing::info!(
+            "still waiting after {} ms: parked in the journal's inbox, delivery acked",
+            millis(started)
+        );
+        ack(&delivery).await;
+        crate::failpoint::hit("park", "acked");
+        // A journal failure leaves the entry: the request is resumed at the next start.
+        let outcome = serving.await?;
+        let reply = done.record(&request.target, &outcome);
+        inbox.answer(engine, ticket, &reply).await
     }
     .instrument(span)
     .await
+}
+
+/// Serve a request the last process parked and did not answer (see [`Inbox::resume`]).
+pub(super) async fn resumed<C: Credentials, P: Processes, M: Mounts>(
+    engine: &Engine<C, P, M>,
+    inbox: &Inbox,
+    ticket: Ticket,
+    request: Request,
+) -> Result<(), EngineError> {
+    let kind = request.action.kind();
+    let span = tracing::info_span!(
+        "request",
+        target_id = Empty,
+        request_key = Empty,
+        action = Empty,
+        helper_pid = Empty
+    );
+    describe(&span, Some(&request.target), request.key.as_ref(), Some(kind));
+    let done = Done { kind, started: Instant::now() };
+    async {
+        tracing::info!("resuming a request parked before the restart");
+        let outcome = engine.handle(&request).await?;
+        let reply = done.record(&request.target, &outcome);
+        inbox.answer(engine, ticket, &reply).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// What is known when a request is over: for its log line and metrics.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    kind: ActionKind,
+    started: Instant,
+}
+
+impl Done {
+    /// The one log line and the metrics of an outcome; its reply. Counted before the reply,
+    /// so a requester that has its answer sees it counted.
+    fn record(self, target: &TargetId, outcome: &Outcome) -> Reply {
+        let reply = Reply::from_outcome(outcome);
+        log_outcome(self.kind, target, outcome, &reply, self.started);
+        let status = match outcome.is_success() {
+            true => metrics::Outcome::Success,
+            false => metrics::Outcome::Error,
+        };
+        let action = match self.kind {
+            ActionKind::Mount => metrics::Action::Mount,
+            ActionKind::Unmount => metrics::Action::Unmount,
+        };
+        metrics::global().request(action, status, self.started.elapsed());
+        reply
+    }
+}
+
+/// Finish a request that kept its delivery: reply and ack, or (the journal failed) requeue.
+async fn held(
+    channel: &Channel,
+    delivery: &Delivery,
+    props: &Properties,
+    request: &Request,
+    done: Done,
+    result: Result<Outcome, EngineError>,
+) -> Result<(), EngineError> {
+    match result {
+        Ok(outcome) => {
+            let reply = done.record(&request.target, &outcome);
+            reply_and_ack(channel, delivery, request.reply_to.as_deref(), props, &reply).await;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            Err(e)
+        }
+    }
 }
 
 /// Fill in the request span's fields as far as the request showed them.
@@ -170,22 +255,47 @@ async fn reply_and_ack(
     props: &Properties,
     reply: &Reply,
 ) {
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-        // Not acked: it comes back and is answered from the journal then, not twice now.
-        tracing::warn!(error = %e, "cannot ack; the request will be redelivered and answered from the journal");
+    if !ack(delivery).await {
         return;
     }
     crate::failpoint::hit("reply", "acked");
     let Some(reply_to) = reply_to else { return };
-    let mut out = BasicProperties::default().with_content_type("application/json".into());
-    if let Some(id) = &props.correlation_id {
-        out = out.with_correlation_id(id.as_str().into());
+    let correlation_id = props.correlation_id.as_deref();
+    publish(channel, Publication { reply_to, correlation_id, reply }).await;
+}
+
+/// False when the ack did not reach the broker: the delivery comes back then and is
+/// answered from the journal (or, parked, by the parked request), not twice now.
+async fn ack(delivery: &Delivery) -> bool {
+    match delivery.ack(BasicAckOptions::default()).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ack; the delivery will come back and be answered from the journal");
+            false
+        }
     }
-    let body = reply.to_json();
+}
+
+/// A reply on its way to the requester's queue.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Publication<'a> {
+    pub reply_to: &'a str,
+    pub correlation_id: Option<&'a str>,
+    pub reply: &'a Reply,
+}
+
+/// Publish a reply and wait for the broker's confirm. A lost reply is logged; the
+/// requester's retry gets the journaled answer.
+pub(super) async fn publish(channel: &Channel, p: Publication<'_>) {
+    let mut out = BasicProperties::default().with_content_type("application/json".into());
+    if let Some(id) = p.correlation_id {
+        out = out.with_correlation_id(id.into());
+    }
+    let body = p.reply.to_json();
     let published = match channel
         .basic_publish(
             "".into(),
-            reply_to.into(),
+            p.reply_to.into(),
             BasicPublishOptions::default(),
             body.as_bytes(),
             out,

@@ -10,6 +10,7 @@
 //!   is requeued and [`serve`] returns the error.
 
 mod delivery;
+mod inbox;
 
 use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Engine, EngineError};
@@ -20,7 +21,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -37,6 +38,8 @@ pub struct TransportConfig {
     pub drain: Duration,
     /// True while a broker session consumes (for the admin socket's status and health).
     pub connected: Arc<AtomicBool>,
+    /// How many requests are parked right now (status and metrics).
+    pub parked: Arc<AtomicUsize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,16 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
 ) -> Result<(), TransportError> {
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<EngineError>(1);
     let mut in_flight = JoinSet::new();
+    let (current_channel, channel_rx) = watch::channel(None);
+    let inbox = Arc::new(inbox::Inbox::new(channel_rx, Arc::clone(&config.parked)));
+    for (ticket, request) in inbox.resume(engine.journal()).await? {
+        let (engine, inbox, fatal) = (Arc::clone(&engine), Arc::clone(&inbox), fatal_tx.clone());
+        in_flight.spawn(async move {
+            if let Err(e) = delivery::resumed(&engine, &inbox, ticket, request).await {
+                let _ = fatal.try_send(e);
+            }
+        });
+    }
     let mut backoff = Backoff::default();
     // Since when the broker has been out of reach, and how many attempts failed since.
     let mut outage: Option<Outage> = None;
@@ -82,6 +95,7 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
                     ),
                 }
                 config.connected.store(true, Ordering::Relaxed);
+                current_channel.send_replace(Some(s.1.clone()));
                 backoff.reset();
                 s
             }
@@ -106,9 +120,9 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
             tokio::select! {
                 next = consumer.next() => match next {
                     Some(Ok(d)) => {
-                        let (engine, policy, channel, fatal) = (Arc::clone(&engine), Arc::clone(&policy), channel.clone(), fatal_tx.clone());
+                        let (engine, policy, inbox, channel, fatal) = (Arc::clone(&engine), Arc::clone(&policy), Arc::clone(&inbox), channel.clone(), fatal_tx.clone());
                         in_flight.spawn(async move {
-                            if let Err(e) = delivery::handle(&engine, &policy, &channel, d).await {
+                            if let Err(e) = delivery::handle(&engine, &policy, &inbox, &channel, d).await {
                                 let _ = fatal.try_send(e);
                             }
                         });
@@ -127,6 +141,7 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
                 Some(e) = fatal_rx.recv() => {
                     tracing::error!(error = %e, "journal failure: intake stopped");
                     config.connected.store(false, Ordering::Relaxed);
+                    current_channel.send_replace(None);
                     let _ = connection.close(320, "journal failure".into()).await;
                     return Err(e.into());
                 }
@@ -140,6 +155,7 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
             }
         }
         config.connected.store(false, Ordering::Relaxed);
+        current_channel.send_replace(None);
         let _ = connection.close(200, "reconnecting".into()).await;
     }
     drain(&mut in_flight, config.drain).await;

@@ -7,6 +7,7 @@ pub mod ctl;
 pub mod host;
 pub mod journal;
 pub mod recovery;
+pub mod stand_in;
 
 use crate::support::proc::GroupChild;
 use crate::support::{self, Broker};

@@ -10,6 +10,7 @@
 //! m seal                        → the seal                 (see `seal`: written with every
 //!                                                           batch)
 //! a <unix ms BE>                → text                     (a loss accepted by an operator)
+//! w <id u64 BE>                 → JSON                     (a parked request: `inbox`)
 //! ```
 //!
 //! Target ids are `[A-Za-z0-9._-]`, so 0x00 cannot occur inside one and sorts before every

@@ -21,6 +21,7 @@ mod combine;
 mod commit;
 mod compact;
 mod damage;
+mod inbox;
 mod keys;
 mod open;
 mod read;
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+pub use inbox::{InboxEntry, ParkId, Parked, ParkedAction};
 pub use seal::Loss;
 pub use types::{
     CompactionReport, History, Problem, ProblemKind, Replay, Seq, SnapshotEntry, StoreError,

@@ -1,0 +1,239 @@
+//! Parking: a request that waits gives its AMQP delivery back.
+//!
+//! The broker lends the daemon `prefetch` deliveries at a time. A request waiting for a
+//! busy or hung target would keep its delivery for the whole wait, and a client retrying
+//! against one hung target fills them all: healthy targets then get no answer at all. So a
+//! keyed request not answered within [`PARK_AFTER`] is parked: written to the journal's
+//! inbox (durably), its delivery acked, and answered from the same task when its turn
+//! comes, on whatever channel is current then. The inbox survives a crash: at start-up
+//! every entry is resumed (see `dms_journal::store::inbox` for the order of removal and
+//! reply that keeps at most one reply per request).
+//!
+//! Unkeyed requests are never parked: with no key, a resumed one could not be told apart
+//! from its own earlier outcome, so they keep their delivery (a redelivery is the only way
+//! to answer them after a crash).
+
+use super::delivery::{publish, Publication};
+use crate::engine::ports::{Credentials, Mounts, Processes};
+use crate::engine::{Engine, EngineError};
+use crate::wire::{Action, Reply, Request};
+use dms_journal::store::{InboxEntry, Journal, ParkId, Parked, ParkedAction};
+use dms_journal::RequestKey;
+use lapin::Channel;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long a request may hold its delivery before it is parked: long enough that a
+/// request answered at once (most are) costs no inbox write, short enough that a backlog
+/// frees the prefetch window within a second.
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(500);
+
+/// At most this many requests are parked at once; beyond it a waiting request keeps its
+/// delivery (the broker's prefetch is the bound then), so a flood cannot grow the journal
+/// without limit.
+const MAX_PARKED: usize = 4096;
+
+/// The parked requests of this process, and the channel their replies go out on.
+pub(super) struct Inbox {
+    parked: Mutex<Keys>,
+    channel: watch::Receiver<Option<Channel>>,
+}
+
+/// The keys of the parked requests, and their count as status and metrics read it.
+struct Keys {
+    keys: HashSet<RequestKey>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Keys {
+    fn insert(&mut self, key: RequestKey) -> bool {
+        let new = self.keys.insert(key);
+        self.count.store(self.keys.len(), Ordering::Relaxed);
+        new
+    }
+
+    fn remove(&mut self, key: &RequestKey) {
+        self.keys.remove(key);
+        self.count.store(self.keys.len(), Ordering::Relaxed);
+    }
+}
+
+/// A parked request's handle: remove it from the inbox just before its reply goes out.
+#[derive(Debug)]
+pub(super) struct Ticket {
+    id: ParkId,
+    key: RequestKey,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+}
+
+impl Inbox {
+    pub(super) fn new(channel: watch::Receiver<Option<Channel>>, count: Arc<AtomicUsize>) -> Self {
+        Self { parked: Mutex::new(Keys { keys: HashSet::new(), count }), channel }
+    }
+
+    /// A delivery for a request that is parked already (a client resending it, or the
+    /// redelivery of one whose ack was lost): the parked one answers it, once.
+    pub(super) fn is_parked(&self, key: Option<&RequestKey>) -> bool {
+        key.is_some_and(|key| lock(&self.parked).keys.contains(key))
+    }
+
+    /// Write `request` to the inbox durably. `None` when it is not parked (no key, or the
+    /// inbox is full): it keeps its delivery.
+    pub(super) async fn park<C, P, M>(
+        &self,
+        engine: &Engine<C, P, M>,
+        request: &Request,
+        correlation_id: Option<&str>,
+    ) -> Result<Option<Ticket>, EngineError>
+    where
+        C: Credentials,
+        P: Processes,
+        M: Mounts,
+    {
+        let Some(key) = request.key.clone() else { return Ok(None) };
+        {
+            let mut parked = lock(&self.parked);
+            if parked.keys.len() >= MAX_PARKED || !parked.insert(key.clone()) {
+                return Ok(None);
+            }
+        }
+        let entry = Parked {
+            key: key.clone(),
+            target: request.target.clone(),
+            action: match &request.action {
+                Action::Mount(spec) => ParkedAction::Mount(spec.clone()),
+                Action::Unmount { mount_path } => {
+                    ParkedAction::Unmount { mount_path: mount_path.clone() }
+                }
+            },
+            reply_to: request.reply_to.clone(),
+            correlation_id: correlation_id.map(str::to_owned),
+            had_token: request.token.is_some(),
+            parked_at: engine.clock().now,
+        };
+        let ticket = Ticket {
+            id: ParkId(0),
+            key: key.clone(),
+            reply_to: entry.reply_to.clone(),
+            correlation_id: entry.correlation_id.clone(),
+        };
+        let journal = Arc::clone(engine.journal());
+        match tokio::task::spawn_blocking(move || journal.park(&entry)).await {
+            Ok(Ok(id)) => Ok(Some(Ticket { id, ..ticket })),
+            Ok(Err(e)) => {
+                lock(&self.parked).remove(&key);
+                Err(e.into())
+            }
+            Err(_) => {
+                lock(&self.parked).remove(&key);
+                Err(EngineError::Closed)
+            }
+        }
+    }
+
+    /// Answer a parked request: wait for a broker session, remove the entry durably, then
+    /// publish. An entry that cannot be removed stays (it is answered from the journal at
+    /// the next start) and its reply is not sent now: never two replies.
+    pub(super) async fn answer<C, P, M>(
+        &self,
+        engine: &Engine<C, P, M>,
+        ticket: Ticket,
+        reply: &Reply,
+    ) -> Result<(), EngineError>
+    where
+        C: Credentials,
+        P: Processes,
+        M: Mounts,
+    {
+        let mut current = self.channel.clone();
+        let channel = match current.wait_for(Option::is_some).await {
+            Ok(channel) => channel.clone(),
+            // The transport is gone (shutting down): the entry stays for the next start.
+            Err(_) => return Err(EngineError::Closed),
+        };
+        unpark(engine.journal(), ticket.id).await?;
+        lock(&self.parked).remove(&ticket.key);
+        crate::failpoint::hit("reply", "unparked");
+        if let (Some(channel), Some(reply_to)) = (channel, ticket.reply_to.as_deref()) {
+            let correlation_id = ticket.correlation_id.as_deref();
+            publish(&channel, Publication { reply_to, correlation_id, reply }).await;
+        }
+        Ok(())
+    }
+
+    /// The inbox as the last process left it: requests to serve again, each already
+    /// marked parked so a resend waits for it instead of running twice. Unreadable entries
+    /// are reported and removed (their requests cannot be answered).
+    pub(super) async fn resume(
+        &self,
+        journal: &Arc<Journal>,
+    ) -> Result<Vec<(Ticket, Request)>, EngineError> {
+        let reader = Arc::clone(journal);
+        let entries = tokio::task::spawn_blocking(move || reader.inbox())
+            .await
+            .map_err(|_| EngineError::Closed)??;
+        let mut out = Vec::new();
+        for entry in entries {
+            match entry {
+                InboxEntry::Parked(id, parked) => {
+                    lock(&self.parked).insert(parked.key.clone());
+                    if parked.had_token {
+                        tracing::warn!(
+                            target_id = %parked.target,
+                            request_key = %parked.key,
+                            "resuming a parked request without its keystone token (tokens are \
+                             never written to disk): if it still has to fetch credentials, it \
+                             fails and the client must send it again"
+                        );
+                    }
+                    let ticket = Ticket {
+                        id,
+                        key: parked.key.clone(),
+                        reply_to: parked.reply_to.clone(),
+                        correlation_id: parked.correlation_id.clone(),
+                    };
+                    out.push((ticket, request_of(parked)));
+                }
+                InboxEntry::Unreadable(id, error) => {
+                    tracing::error!(
+                        inbox_id = id.0,
+                        "a parked request cannot be read ({error}); it is removed unanswered"
+                    );
+                    unpark(journal, id).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A parked request as the engine serves it. Its keystone token was never written, so a
+/// resumed S3 mount that still has to fetch credentials fails with that reason.
+fn request_of(parked: Parked) -> Request {
+    Request {
+        key: Some(parked.key),
+        reply_to: parked.reply_to,
+        target: parked.target,
+        action: match parked.action {
+            ParkedAction::Mount(spec) => Action::Mount(spec),
+            ParkedAction::Unmount { mount_path } => Action::Unmount { mount_path },
+        },
+        token: None,
+    }
+}
+
+async fn unpark(journal: &Arc<Journal>, id: ParkId) -> Result<(), EngineError> {
+    let journal = Arc::clone(journal);
+    tokio::task::spawn_blocking(move || journal.unpark(id))
+        .await
+        .map_err(|_| EngineError::Closed)??;
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,265 @@
+//! Containment with the real broker, Barbican and FUSE: a hung NFS server stalls only its own
+//! targets. A backlog for one hung target larger than the AMQP prefetch is parked in the
+//! journal (deliveries acked) and answered exactly once, across a restart too; twenty hung
+//! targets on one server hold only that server's pool; its circuit breaker fails its mounts
+//! fast, shows in `dms-ctl status`/`health`, and a probe closes it. mount(8) is a stand-in
+//! that hangs as the test says (a tmpfs stands for a working NFS mount). Each test runs in
+//! a private mount namespace.
+#![allow(clippy::unwrap_used)]
+
+mod e2e;
+mod support;
+
+use e2e::ctl::Ctl;
+use e2e::host::wait_until;
+use e2e::stand_in::StandIn;
+use e2e::{mounted_msg, ok, runtime, s3_mount, unmount, unmounted_msg, uuid, Client, Daemon};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::mountns::{self, run_isolated_with_timeout};
+use support::{Barbican, Broker};
+
+const TOKEN: &str = "gAAAAAB-containment-keystone-token";
+const HUNG: &str = "192.0.2.10";
+
+fn credentials() -> String {
+    e2e::testfs_credentials("AKIACONTAIN", "containment-secret-value", "bucket-c")
+}
+
+fn nfs(target: &str, path: &str, server: &str) -> Value {
+    e2e::nfs_mount(target, path, &format!("{server}:/exports/backup"), "hard")
+}
+
+fn status(ctl: &Ctl) -> Value {
+    ctl.json(&["status", "--json"])
+}
+
+/// One S3 mount and unmount of `target`, answered while NFS work hangs; how long each took.
+async fn s3_cycle(
+    client: &mut Client,
+    daemon: &Daemon,
+    secret_ref: &str,
+    target: &str,
+) -> (Duration, Duration) {
+    let path = daemon.path(target);
+    let t = Instant::now();
+    let reply =
+        client.call(&daemon.node, &s3_mount(target, &path, secret_ref, TOKEN), &uuid()).await;
+    let mounted = t.elapsed();
+    assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
+    let t = Instant::now();
+    let reply = client.call(&daemon.node, &unmount(target, &path, "s3"), &uuid()).await;
+    assert_eq!(reply, unmounted_msg(&path));
+    (mounted, t.elapsed())
+}
+
+#[test]
+fn a_backlog_beyond_the_prefetch_for_one_hung_target_is_parked_and_answered_once_across_a_restart()
+{
+    let name = "a_backlog_beyond_the_prefetch_for_one_hung_target_is_parked_and_answered_once_across_a_restart";
+    run_isolated_with_timeout(name, Duration::from_secs(600), || {
+        let broker = Broker::shared();
+        let barbican = Barbican::start();
+        let secret_ref = barbican.store_secret(TOKEN, &credentials());
+        let dir = support::temp_dir("dms-contain-");
+        let stand_in = StandIn::new(dir.path());
+        let mut extra = stand_in.env();
+        // The hung mount(8) outlives the test: only parking frees the deliveries.
+        extra.push(("DMS_NFS_MOUNT_TIMEOUT", "300".into()));
+        let node = "contain-backlog";
+        let daemon = Daemon::start(broker, dir.path(), node, &extra);
+        let ctl = Ctl::new(&daemon, dir.path());
+        let path = daemon.path("nfs-hung");
+        let rt = runtime();
+        let mut client = rt.block_on(Client::connect(broker));
+        // 40 requests for one target (a client retrying), more than the prefetch of 32.
+        let backlog: Vec<String> = (0..40).map(|_| uuid()).collect();
+        let body = nfs("nfs-hung", &path, HUNG).to_string();
+        for corr in &backlog {
+            rt.block_on(client.send(node, body.as_bytes(), corr, true));
+        }
+        stand_in.wait_runs(1, &daemon);
+        wait_until("every request of the backlog parked", &daemon, || {
+            status(&ctl)["requests_parked"] == 40
+        });
+        let (mounted, unmounted) =
+            rt.block_on(s3_cycle(&mut client, &daemon, &secret_ref, "s3-ok"));
+        eprintln!("S3 mount {mounted:?}, unmount {unmounted:?} beside a parked backlog of 40");
+        assert_eq!(stand_in.runs().len(), 1, "the backlog ran mount(8) once");
+        let (code, text, _) = ctl.run(&["status"]);
+        assert_eq!(code, 0);
+        assert!(text.contains("parked:   40 request(s) waiting for their target"), "{text}");
+
+        // Stop with the backlog parked: it is in the journal, not in the broker.
+        let env = daemon.env.clone();
+        daemon.stop();
+        let (journal, _) = e2e::journal::open(&dir.path().join("journal"));
+        assert_eq!(journal.inbox().unwrap().len(), 40, "every parked request is durable");
+        drop(journal);
+
+        // The next daemon resumes them; mount(8) works now. One answer per request.
+        stand_in.set("ok");
+        let daemon = Daemon::spawn(dir.path(), node, env);
+        rt.block_on(async {
+            let mut got = BTreeMap::new();
+            while got.len() < backlog.len() {
+                let (corr, reply) = client.reply().await;
+                assert!(backlog.contains(&corr), "a reply to an unknown request {corr}: {reply}");
+                assert!(got.insert(corr, reply).is_none(), "two replies to one request");
+            }
+            let again = tokio::time::timeout(Duration::from_secs(5), client.reply()).await;
+            assert!(again.is_err(), "a reply beyond one per request: {again:?}");
+            let texts: std::collections::BTreeSet<String> =
+                got.values().map(|r| r.to_string()).collect();
+            let mounted = ok(&format!("NFS target mounted successfully at {path}"));
+            let already = ok(&format!("Already mounted at {path}"));
+            let first = got.values().filter(|r| **r == mounted).count();
+            let rest = got.values().filter(|r| **r == already).count();
+            assert_eq!((first, rest), (1, 39), "{texts:?}\n{}", daemon.log_text());
+        });
+        assert!(mountns::mount_at(Path::new(&path)).is_some());
+        wait_until("the inbox empty", &daemon, || status(&ctl)["requests_parked"] == 0);
+        let reply = rt.block_on(client.call(node, &unmount("nfs-hung", &path, "nfs"), &uuid()));
+        assert_eq!(reply, unmounted_msg(&path));
+        rt.block_on(client.close());
+        daemon.stop();
+        let (journal, _) = e2e::journal::open(&dir.path().join("journal"));
+        assert!(journal.inbox().unwrap().is_empty(), "answered requests leave the inbox");
+        assert!(stand_in.alive().is_empty());
+    });
+}
+
+#[test]
+fn twenty_hung_nfs_targets_hold_only_their_servers_pool_while_s3_and_other_servers_keep_working() {
+    let name = "twenty_hung_nfs_targets_hold_only_their_servers_pool_while_s3_and_other_servers_keep_working";
+    run_isolated_with_timeout(name, Duration::from_secs(600), || {
+        let broker = Broker::shared();
+        let barbican = Barbican::start();
+        let secret_ref = barbican.store_secret(TOKEN, &credentials());
+        let dir = support::temp_dir("dms-contain-");
+        let stand_in = StandIn::new(dir.path());
+        stand_in.set(&format!("hang {HUNG}"));
+        let mut extra = stand_in.env();
+        extra.push(("DMS_NFS_MOUNT_TIMEOUT", "300".into()));
+        let node = "contain-hung";
+        let daemon = Daemon::start(broker, dir.path(), node, &extra);
+        let ctl = Ctl::new(&daemon, dir.path());
+        let rt = runtime();
+        let mut client = rt.block_on(Client::connect(broker));
+        for i in 0..20 {
+            let target = format!("nfs-{i}");
+            let body = nfs(&target, &daemon.path(&target), HUNG).to_string();
+            rt.block_on(client.send(node, body.as_bytes(), &uuid(), true));
+        }
+        stand_in.wait_runs(4, &daemon);
+        wait_until("the twenty hung requests parked", &daemon, || {
+            status(&ctl)["requests_parked"] == 20
+        });
+        rt.block_on(async {
+            for i in 0..5 {
+                let (m, u) = s3_cycle(&mut client, &daemon, &secret_ref, &format!("s3-{i}")).await;
+                eprintln!("S3 cycle {i} beside 20 hung NFS targets: mount {m:?}, unmount {u:?}");
+            }
+            // Another NFS server is not held up by the hung one.
+            let path = daemon.path("nfs-other");
+            let reply = client.call(node, &nfs("nfs-other", &path, "192.0.2.20"), &uuid()).await;
+            assert_eq!(reply, ok(&format!("NFS target mounted successfully at {path}")));
+            let reply = client.call(node, &unmount("nfs-other", &path, "nfs"), &uuid()).await;
+            assert_eq!(reply, unmounted_msg(&path));
+        });
+        // Only the server's pool (nfs_ops_per_server = 4) runs mount(8) against it.
+        assert_eq!(stand_in.runs().len(), 4, "{}", daemon.log_text());
+        rt.block_on(client.close());
+        daemon.stop();
+        assert!(stand_in.alive().is_empty(), "the stop took the hung mount programs");
+    });
+}
+
+#[test]
+fn a_servers_breaker_opens_on_a_timeout_fails_its_mounts_fast_shows_in_health_and_a_probe_closes_it(
+) {
+    let name = "a_servers_breaker_opens_on_a_timeout_fails_its_mounts_fast_shows_in_health_and_a_probe_closes_it";
+    run_isolated_with_timeout(name, Duration::from_secs(600), || {
+        let broker = Broker::shared();
+        let dir = support::temp_dir("dms-contain-");
+        let stand_in = StandIn::new(dir.path());
+        stand_in.set(&format!("hang {HUNG}"));
+        let mut extra = stand_in.env();
+        extra.push(("DMS_NFS_MOUNT_TIMEOUT", "2".into()));
+        extra.push(("DMS_NFS_BREAKER_BACKOFF", "4".into()));
+        let node = "contain-breaker";
+        let daemon = Daemon::start(broker, dir.path(), node, &extra);
+        let ctl = Ctl::new(&daemon, dir.path());
+        let rt = runtime();
+        rt.block_on(async {
+            let mut client = Client::connect(broker).await;
+            let path = daemon.path("nfs-a");
+            let t = Instant::now();
+            let reply = client.call(node, &nfs("nfs-a", &path, HUNG), &uuid()).await;
+            let opened = t.elapsed();
+            let msg = reply["error_msg"].as_str().unwrap_or_default().to_owned();
+            assert!(msg.starts_with("NFS mount failed: "), "{reply}");
+            assert!(msg.contains("did not finish"), "the deadline: {reply}");
+
+            let st = status(&ctl);
+            let breakers = st["nfs_breakers"].as_array().cloned().unwrap_or_default();
+            assert_eq!(breakers.len(), 1, "{st}");
+            assert_eq!(
+                (&breakers[0]["server"], &breakers[0]["state"]),
+                (&HUNG.into(), &"open".into())
+            );
+            let (code, text, _) = ctl.run(&["health"]);
+            assert_eq!(code, 1, "WARNING while the breaker is open: {text}");
+            assert!(text.contains(&format!("NFS server {HUNG} not answering")), "{text}");
+
+            // Another target on the same server: answered at once, no mount(8) run.
+            let path_b = daemon.path("nfs-b");
+            let t = Instant::now();
+            let reply = client.call(node, &nfs("nfs-b", &path_b, HUNG), &uuid()).await;
+            let refused = t.elapsed();
+            let msg = reply["error_msg"].as_str().unwrap_or_default();
+            let expected = format!("NFS mount failed: NFS server {HUNG} is not answering (since ");
+            assert!(msg.starts_with(&expected), "{reply}");
+            assert!(msg.contains("did not finish"), "says why: {reply}");
+            assert_eq!(stand_in.runs().len(), 1, "the refusal ran no mount(8)");
+            let other = daemon.path("nfs-c");
+            let reply = client.call(node, &nfs("nfs-c", &other, "192.0.2.20"), &uuid()).await;
+            assert_eq!(reply, ok(&format!("NFS target mounted successfully at {other}")));
+
+            // The server answers again; once the window is over, the next mount probes it.
+            stand_in.set("ok");
+            let t = Instant::now();
+            let mounted = ok(&format!("NFS target mounted successfully at {path_b}"));
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let reply = client.call(node, &nfs("nfs-b", &path_b, HUNG), &uuid()).await;
+                if reply == mounted {
+                    break;
+                }
+                assert_eq!(reply["status"], "error", "{reply}");
+                assert!(t.elapsed() < Duration::from_secs(60), "never closed: {reply}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let closed = t.elapsed();
+            assert!(attempts > 1, "the window was still open when the server came back");
+            assert_eq!(status(&ctl)["nfs_breakers"], serde_json::json!([]));
+            let (code, text, _) = ctl.run(&["health"]);
+            assert_eq!(code, 0, "{text}");
+            eprintln!(
+                "breaker: opened {opened:?} after the request (nfs_mount_timeout 2 s), refusal \
+                 answered in {refused:?}, closed {closed:?} after the server came back \
+                 ({attempts} attempts; back-off 4 s)"
+            );
+            for (target, path) in [("nfs-b", &path_b), ("nfs-c", &other)] {
+                let reply = client.call(node, &unmount(target, path, "nfs"), &uuid()).await;
+                assert_eq!(reply, unmounted_msg(path));
+            }
+            client.close().await;
+        });
+        daemon.stop();
+        assert!(stand_in.alive().is_empty());
+    });
+}
