@@ -9,9 +9,13 @@ cd "$(dirname "$0")/.."
 ensure_build_deps
 ensure_test_infra
 
+. scripts/lib/leftovers.sh
+
 step() { printf '\n== %s\n' "$*"; }
-log="$(mktemp /tmp/dms-test.XXXXXX)"
-trap 'rm -f "$log"' EXIT
+log="$(mktemp /tmp/test-log.XXXXXX)"
+before="$(mktemp -d /tmp/leftovers.XXXXXX)"
+trap 'rm -rf "$log" "$before"' EXIT
+leftovers_snapshot "$before"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -27,12 +31,16 @@ step "benchmark smoke runs (small scale; figures are reported, not compared)"
 DMS_BENCH_EVENTS=20000 cargo bench -p dms-journal --bench journal_bench --locked
 DMS_BENCH_QUICK=1 cargo bench -p dms --bench server_bench --locked
 DMS_BENCH_QUICK=1 cargo bench -p dms --bench reconcile_bench --locked
+DMS_BENCH_QUICK=1 cargo bench -p dms --bench containment_bench --locked
 
 step "tests: workspace"
 cargo test --workspace --locked 2>&1 | tee -a "$log"
 
 step "tests: fuzz corpus replay (stable; see fuzz/README.md for real fuzzing)"
 (cd fuzz && cargo test --locked) 2>&1 | tee -a "$log"
+
+step "nothing left behind"
+leftovers_check "$before"
 
 # One closing line for the whole suite (set -o pipefail already failed the script on any
 # failing cargo test above).

@@ -263,3 +263,77 @@ fn a_servers_breaker_opens_on_a_timeout_fails_its_mounts_fast_shows_in_health_an
         assert!(stand_in.alive().is_empty());
     });
 }
+
+/// Where a parked request can die: parked and acked but not served, served and journaled
+/// but still in the inbox, out of the inbox but not yet replied (the reply is lost: the
+/// price of at most one), replied.
+const PARKED_POINTS: &[&str] = &["park:acked", "append:Verified", "reply:unparked", "reply:sent"];
+/// How long a second (duplicate) reply is waited for before "at most one" is believed.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_parked_request_killed_at_every_point_of_its_way_is_answered_at_most_once_with_one_outcome() {
+    let name =
+        "a_parked_request_killed_at_every_point_of_its_way_is_answered_at_most_once_with_one_outcome";
+    run_isolated_with_timeout(name, Duration::from_secs(600), || {
+        let broker = Broker::shared();
+        let rt = runtime();
+        for point in PARKED_POINTS {
+            eprintln!("--- crash at {point}");
+            let dir = support::temp_dir("dms-contain-");
+            let stand_in = StandIn::new(dir.path());
+            // mount(8) takes 2 s: long enough to be parked.
+            stand_in.set("slow");
+            let node = format!("contain-crash-{}", point.replace(':', "-").to_lowercase());
+            let mut extra = stand_in.env();
+            extra.push(("DMS_FAILPOINT", (*point).to_owned()));
+            let mut daemon = Daemon::start(broker, dir.path(), &node, &extra);
+            let path = daemon.path("nfs-slow");
+            let key = uuid();
+            let mut client = rt.block_on(Client::connect(broker));
+            let body = nfs("nfs-slow", &path, "192.0.2.30").to_string();
+            rt.block_on(client.send(&node, body.as_bytes(), &key, true));
+            let status = daemon.child.wait_timeout(e2e::T);
+            let killed = status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s));
+            assert_eq!(killed, Some(9), "{point}: {status:?}\n{}", daemon.log_text());
+            assert!(daemon.log_text().contains(&format!("failpoint {point} reached")));
+
+            stand_in.set("ok");
+            let env: Vec<_> =
+                daemon.env.iter().filter(|(k, _)| k != "DMS_FAILPOINT").cloned().collect();
+            let daemon = Daemon::spawn(dir.path(), &node, env);
+            // Every reply, before the crash or after the restart, until the expected one came
+            // (none when the crash fell between unpark and publish) and 5 s more.
+            let mounted = ok(&format!("NFS target mounted successfully at {path}"));
+            let want = if *point == "reply:unparked" { vec![] } else { vec![mounted] };
+            let replies = rt.block_on(async {
+                let mut replies = Vec::new();
+                let mut deadline = tokio::time::Instant::now() + e2e::T;
+                loop {
+                    if replies.len() >= want.len() {
+                        deadline = deadline.min(tokio::time::Instant::now() + DUPLICATE_WINDOW);
+                    }
+                    match tokio::time::timeout_at(deadline, client.reply()).await {
+                        Ok((corr, reply)) => {
+                            assert_eq!(corr, key, "{reply}");
+                            replies.push(reply);
+                        }
+                        Err(_) => break replies,
+                    }
+                }
+            });
+            assert_eq!(replies, want, "{point}\n{}", daemon.log_text());
+            let reply =
+                rt.block_on(client.call(&node, &unmount("nfs-slow", &path, "nfs"), &uuid()));
+            assert_eq!(reply, unmounted_msg(&path), "{point}");
+            rt.block_on(client.close());
+            daemon.stop();
+            let records = e2e::journal::history(&dir.path().join("journal"), "nfs-slow");
+            let outcomes = e2e::journal::outcomes_per_key(&records);
+            assert_eq!(outcomes.get(&key), Some(&1), "{point}: one outcome for the request");
+            let (journal, replay) = e2e::journal::open(&dir.path().join("journal"));
+            assert!(replay.problems.is_empty(), "{point}: {:?}", replay.problems);
+            assert!(journal.inbox().unwrap().is_empty(), "{point}: the inbox is empty");
+        }
+    });
+}

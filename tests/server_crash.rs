@@ -15,7 +15,7 @@ mod e2e;
 mod support;
 
 use dms::journal::store::Journal;
-use dms::journal::{Event, Outcome, Phase, RequestKey, TargetId, TargetState};
+use dms::journal::{Outcome, Phase, RequestKey, TargetId, TargetState};
 use e2e::host::{helpers_serving, start_ticks, HelperReaper};
 use e2e::{
     mounted_msg, runtime, s3_mount, testfs_credentials, unmount, unmounted_msg, uuid, Client,
@@ -69,23 +69,9 @@ fn read_journal(path: &Path, target: &str) -> Journaled {
     let (journal, replay) = Journal::open(path).unwrap();
     assert!(replay.problems.is_empty(), "journal problems: {:?}", replay.problems);
     let id = TargetId::new(target).unwrap();
-    let mut outcomes = BTreeMap::new();
-    for stored in journal.history(&id).unwrap().records {
-        let record = stored.unwrap().record;
-        // The records that give a request its outcome (`Adopted` does for an interrupted
-        // mount that had completed).
-        let decides = matches!(
-            record.event,
-            Event::Verified
-                | Event::Unmounted
-                | Event::Failed { .. }
-                | Event::Answered { .. }
-                | Event::Adopted { .. }
-        );
-        if let (true, Some(key)) = (decides, &record.request) {
-            *outcomes.entry(key.to_string()).or_default() += 1;
-        }
-    }
+    let records: Vec<_> =
+        journal.history(&id).unwrap().records.into_iter().map(Result::unwrap).collect();
+    let outcomes = e2e::journal::outcomes_per_key(&records);
     Journaled { state: replay.state.target_or_new(&id), outcomes }
 }
 

@@ -4,10 +4,13 @@
 //!   no arguments (other arguments fail against queues clients already declared).
 //! - Bounded prefetch; heartbeats; a lost connection is retried with capped, jittered
 //!   backoff while the daemon (and every mount) keeps running.
-//! - A delivery is acked only after its outcome is journaled, and answered right after the
-//!   ack (at most one reply per request). A request that dies with its connection before
-//!   the ack is redelivered and answered from the journal. A journal that cannot be written stops intake: the delivery
-//!   is requeued and [`serve`] returns the error.
+//! - A delivery is acked only once its request is durable: after its outcome is journaled
+//!   (then answered right after the ack: at most one reply per request), or, for a keyed
+//!   request still waiting after [`inbox::PARK_AFTER`], after it is parked in the journal's
+//!   inbox ([`inbox`]: answered when its turn comes, resumed after a restart). A request
+//!   that dies with its connection before the ack is redelivered and answered from the
+//!   journal. A journal that cannot be written stops intake: the delivery is requeued and
+//!   [`serve`] returns the error.
 
 mod delivery;
 mod inbox;

@@ -5,6 +5,7 @@
 
 use dms_journal::store::{Journal, Problem, Replay, Stored};
 use dms_journal::{Event, TargetId, TargetState};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -49,6 +50,27 @@ pub fn state(path: &Path, id: &str) -> TargetState {
 /// What replay reported as damaged or illegal.
 pub fn problems(path: &Path) -> Vec<Problem> {
     open(path).1.problems
+}
+
+/// How many outcome-bearing records each request key has (`Adopted` gives one to an
+/// interrupted mount that had completed): exactly-once means 1 for every key.
+pub fn outcomes_per_key(records: &[Stored]) -> BTreeMap<String, usize> {
+    let mut outcomes = BTreeMap::new();
+    for stored in records {
+        let record = &stored.record;
+        let decides = matches!(
+            record.event,
+            Event::Verified
+                | Event::Unmounted
+                | Event::Failed { .. }
+                | Event::Answered { .. }
+                | Event::Adopted { .. }
+        );
+        if let (true, Some(key)) = (decides, &record.request) {
+            *outcomes.entry(key.to_string()).or_default() += 1;
+        }
+    }
+    outcomes
 }
 
 /// The reasons of the target's `Lost` records, in seq order.

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// A stand-in for mount(8) that does what `<dir>/mode` says: `hang` — a wrapper that does
 /// not exec, its background child holding the pipes, both sleeping for 10 minutes —,
 /// `hang <text>` — hang only when an argument contains `<text>` (one hung NFS server among
-/// others), otherwise (`ok`) — mount a tmpfs at the target. Each run appends "<own pid> <child pid>" to `runs`.
+/// others), `slow` — mount after 2 s, otherwise (`ok`) — mount a tmpfs at the target. Each run appends "<own pid> <child pid>" to `runs`.
 pub struct StandIn {
     pub script: PathBuf,
     mode: PathBuf,
@@ -23,7 +23,7 @@ impl StandIn {
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\nmode=\"$(cat {mode})\"\ncase \"$mode\" in\n  hang) hang=1 ;;\n  hang\\ *) case \" $* \" in *\"${{mode#hang }}\"*) hang=1 ;; esac ;;\nesac\nif [ -n \"$hang\" ]; then\n  sleep 600 &\n  echo \"$$ $!\" >> {runs}\n  wait\n  exit 1\nfi\nfor last; do :; done\nexec mount -t tmpfs -o size=1m nfs-stand-in \"$last\"\n",
+                "#!/bin/sh\nmode=\"$(cat {mode})\"\ncase \"$mode\" in\n  slow) sleep 2 ;;\n  hang) hang=1 ;;\n  hang\\ *) case \" $* \" in *\"${{mode#hang }}\"*) hang=1 ;; esac ;;\nesac\nif [ -n \"$hang\" ]; then\n  sleep 600 &\n  echo \"$$ $!\" >> {runs}\n  wait\n  exit 1\nfi\nfor last; do :; done\nexec mount -t tmpfs -o size=1m nfs-stand-in \"$last\"\n",
                 mode = mode.display(),
                 runs = runs.display()
             ),

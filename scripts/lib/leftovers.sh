@@ -1,0 +1,55 @@
+# What a test run must not leave behind, as a before/after comparison (sourced by
+# scripts/test.sh): processes of the suite (helpers, daemons, the mount(8) stand-in, the
+# private brokers and Barbicans and their janitors, all recognisable by their command line),
+# mounts under /tmp, and temp directories (`/tmp/dms-*` from the suite's support code,
+# `/tmp/.tmp*` from tempfile). Only what appeared during the run counts: a machine may
+# hold older leftovers of an interrupted run, and those are not this run's doing.
+
+leftover_processes() {
+    ps -eo pid=,args= |
+        grep -E 'dms-testfs|dms-server|mount-stand-in|/tmp/dms-|barbican_launcher|janitor\.sh' |
+        grep -v -E 'grep -E|leftovers' || true
+}
+
+leftover_mounts() {
+    findmnt -rn -o TARGET | grep -E '^/tmp/' || true
+}
+
+leftover_dirs() {
+    find /tmp -maxdepth 1 \( -name 'dms-*' -o -name '.tmp*' \) -print 2>/dev/null | sort || true
+}
+
+# leftovers_snapshot DIR: record what exists now.
+leftovers_snapshot() {
+    local dir="$1"
+    leftover_processes | awk '{print $1}' | sort > "$dir/processes"
+    leftover_mounts | sort > "$dir/mounts"
+    leftover_dirs > "$dir/dirs"
+}
+
+# What exists now and did not at the snapshot in DIR, one "kind: what" line each.
+leftovers_new() {
+    local dir="$1"
+    leftover_processes | while read -r pid args; do
+        grep -qx "$pid" "$dir/processes" || echo "process: $pid $args"
+    done
+    leftover_mounts | sort | comm -13 "$dir/mounts" - | sed 's/^/mount: /'
+    leftover_dirs | comm -13 "$dir/dirs" - | sed 's/^/temp directory: /'
+}
+
+# leftovers_check DIR: fail (listing them) if the run left anything behind. Janitors stop
+# their brokers a moment after a test binary exits, so this waits up to 30 s for that.
+leftovers_check() {
+    local dir="$1" left="" i
+    for i in $(seq 1 30); do
+        left="$(leftovers_new "$dir")"
+        [ -z "$left" ] && break
+        sleep 1
+    done
+    if [ -n "$left" ]; then
+        echo "the suite left these behind:" >&2
+        echo "$left" >&2
+        return 1
+    fi
+    echo "nothing left behind: no process, mount or temp directory of the suite survives"
+}
