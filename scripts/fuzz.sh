@@ -46,10 +46,12 @@ for target in "${targets[@]}"; do
     log="$work/$target.log"
     printf '\n== fuzzing %s for %s s (%s worker(s))\n' "$target" "$seconds" "$jobs"
     status=0
+    parallel=()
+    # With -jobs, libFuzzer runs workers that log to fuzz-<n>.log in the current directory.
+    [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
     cargo +nightly fuzz run "$target" "$scratch" "$corpus" -- \
         -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
-        -jobs="$jobs" -workers="$jobs" >"$log" 2>&1 || status=$?
-    # With -jobs, each worker logs to fuzz-<n>.log in the current directory.
+        "${parallel[@]}" >"$log" 2>&1 || status=$?
     for w in fuzz-*.log; do [ -e "$w" ] && cat "$w" >>"$log" && rm -f "$w"; done
     tail -n 5 "$log"
     execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{s+=$2} END {print s+0}')

@@ -32,6 +32,22 @@ fn nfs(target: &str, path: &str, server: &str) -> Value {
     e2e::nfs_mount(target, path, &format!("{server}:/exports/backup"), "hard")
 }
 
+/// A daemon under `dir` whose mount(8) is the stand-in in `mode`, with `extra` variables.
+fn start(
+    broker: &Broker,
+    dir: &Path,
+    node: &str,
+    mode: &str,
+    extra: &[(&'static str, &str)],
+) -> (StandIn, Daemon) {
+    let stand_in = StandIn::new(dir);
+    stand_in.set(mode);
+    let mut env = stand_in.env();
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let daemon = Daemon::start(broker, dir, node, &env);
+    (stand_in, daemon)
+}
+
 fn status(ctl: &Ctl) -> Value {
     ctl.json(&["status", "--json"])
 }
@@ -64,12 +80,10 @@ fn a_backlog_beyond_the_prefetch_for_one_hung_target_is_parked_and_answered_once
         let barbican = Barbican::start();
         let secret_ref = barbican.store_secret(TOKEN, &credentials());
         let dir = support::temp_dir("dms-contain-");
-        let stand_in = StandIn::new(dir.path());
-        let mut extra = stand_in.env();
-        // The hung mount(8) outlives the test: only parking frees the deliveries.
-        extra.push(("DMS_NFS_MOUNT_TIMEOUT", "300".into()));
         let node = "contain-backlog";
-        let daemon = Daemon::start(broker, dir.path(), node, &extra);
+        // The hung mount(8) outlives the test: only parking frees the deliveries.
+        let timeout = [("DMS_NFS_MOUNT_TIMEOUT", "300")];
+        let (stand_in, daemon) = start(broker, dir.path(), node, "hang", &timeout);
         let ctl = Ctl::new(&daemon, dir.path());
         let path = daemon.path("nfs-hung");
         let rt = runtime();
@@ -139,12 +153,9 @@ fn twenty_hung_nfs_targets_hold_only_their_servers_pool_while_s3_and_other_serve
         let barbican = Barbican::start();
         let secret_ref = barbican.store_secret(TOKEN, &credentials());
         let dir = support::temp_dir("dms-contain-");
-        let stand_in = StandIn::new(dir.path());
-        stand_in.set(&format!("hang {HUNG}"));
-        let mut extra = stand_in.env();
-        extra.push(("DMS_NFS_MOUNT_TIMEOUT", "300".into()));
         let node = "contain-hung";
-        let daemon = Daemon::start(broker, dir.path(), node, &extra);
+        let timeout = [("DMS_NFS_MOUNT_TIMEOUT", "300")];
+        let (stand_in, daemon) = start(broker, dir.path(), node, &format!("hang {HUNG}"), &timeout);
         let ctl = Ctl::new(&daemon, dir.path());
         let rt = runtime();
         let mut client = rt.block_on(Client::connect(broker));
@@ -184,13 +195,9 @@ fn a_servers_breaker_opens_on_a_timeout_fails_its_mounts_fast_shows_in_health_an
     run_isolated_with_timeout(name, Duration::from_secs(600), || {
         let broker = Broker::shared();
         let dir = support::temp_dir("dms-contain-");
-        let stand_in = StandIn::new(dir.path());
-        stand_in.set(&format!("hang {HUNG}"));
-        let mut extra = stand_in.env();
-        extra.push(("DMS_NFS_MOUNT_TIMEOUT", "2".into()));
-        extra.push(("DMS_NFS_BREAKER_BACKOFF", "4".into()));
         let node = "contain-breaker";
-        let daemon = Daemon::start(broker, dir.path(), node, &extra);
+        let extra = [("DMS_NFS_MOUNT_TIMEOUT", "2"), ("DMS_NFS_BREAKER_BACKOFF", "4")];
+        let (stand_in, daemon) = start(broker, dir.path(), node, &format!("hang {HUNG}"), &extra);
         let ctl = Ctl::new(&daemon, dir.path());
         let rt = runtime();
         rt.block_on(async {
@@ -281,13 +288,10 @@ fn a_parked_request_killed_at_every_point_of_its_way_is_answered_at_most_once_wi
         for point in PARKED_POINTS {
             eprintln!("--- crash at {point}");
             let dir = support::temp_dir("dms-contain-");
-            let stand_in = StandIn::new(dir.path());
-            // mount(8) takes 2 s: long enough to be parked.
-            stand_in.set("slow");
             let node = format!("contain-crash-{}", point.replace(':', "-").to_lowercase());
-            let mut extra = stand_in.env();
-            extra.push(("DMS_FAILPOINT", (*point).to_owned()));
-            let mut daemon = Daemon::start(broker, dir.path(), &node, &extra);
+            // mount(8) takes 2 s: long enough to be parked.
+            let armed = [("DMS_FAILPOINT", *point)];
+            let (stand_in, mut daemon) = start(broker, dir.path(), &node, "slow", &armed);
             let path = daemon.path("nfs-slow");
             let key = uuid();
             let mut client = rt.block_on(Client::connect(broker));

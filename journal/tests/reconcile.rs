@@ -91,10 +91,7 @@ fn crash_states() -> Vec<(&'static str, bool, TargetState)> {
     };
     let mut out = Vec::new();
     let mut r = Rig::new(name);
-    step(
-        &mut r,
-        Command::Mount { op: op(1), request: key("k"), spec: s3(name), nested: None, outage: None },
-    );
+    step(&mut r, mount(op(1), key("k"), s3(name)));
     out.push(("s3 Requested", true, r.state.clone()));
     step(&mut r, Command::CredsFetched { op: op(1), result: Ok(()) });
     out.push(("s3 CredsFetched", true, r.state.clone()));
@@ -108,16 +105,7 @@ fn crash_states() -> Vec<(&'static str, bool, TargetState)> {
     out.push(("s3 HelperStopped", true, r.state.clone()));
     out.push(("s3 Dirty", true, Rig::dirty_s3(name, PID).state));
     let mut r = Rig::new(name);
-    step(
-        &mut r,
-        Command::Mount {
-            op: op(1),
-            request: key("k"),
-            spec: nfs(name),
-            nested: None,
-            outage: None,
-        },
-    );
+    step(&mut r, mount(op(1), key("k"), nfs(name)));
     out.push(("nfs Requested", false, r.state.clone()));
     step(&mut r, Command::MountChecked { op: op(1), result: Ok(()) });
     out.push(("nfs Mounted", false, r.state.clone()));
@@ -315,13 +303,7 @@ fn given_mounted_targets_when_the_boot_id_changed_then_every_one_is_lost() {
 #[test]
 fn given_spawned_with_live_helper_and_live_mount_when_planned_then_adopted_and_request_succeeds() {
     let mut r = Rig::new("t");
-    r.ok(Command::Mount {
-        op: op(1),
-        request: key("k"),
-        spec: s3("t"),
-        nested: None,
-        outage: None,
-    });
+    r.ok(mount(op(1), key("k"), s3("t")));
     r.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
     r.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(PID)) });
     let mut j = journal_of(vec![r.state]);
@@ -337,13 +319,7 @@ fn given_creds_fetched_and_an_unjournaled_helper_when_planned_then_it_is_found_b
 {
     // The daemon died between spawning the helper and journaling Spawned.
     let mut r = Rig::new("t");
-    r.ok(Command::Mount {
-        op: op(1),
-        request: key("k"),
-        spec: s3("t"),
-        nested: None,
-        outage: None,
-    });
+    r.ok(mount(op(1), key("k"), s3("t")));
     r.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
     let mut j = journal_of(vec![r.state]);
     let mut o = reality("t", true, HelperIs::Alive, MountIs::Absent);
@@ -361,13 +337,7 @@ fn given_creds_fetched_and_an_unjournaled_helper_when_planned_then_it_is_found_b
 fn given_requested_with_a_helper_serving_the_path_when_planned_then_it_is_not_ours_and_not_signalled(
 ) {
     let mut r = Rig::new("t");
-    r.ok(Command::Mount {
-        op: op(1),
-        request: key("k"),
-        spec: s3("t"),
-        nested: None,
-        outage: None,
-    });
+    r.ok(mount(op(1), key("k"), s3("t")));
     let p = plan(
         &journal_of(vec![r.state]),
         &reality("t", true, HelperIs::Alive, MountIs::Absent),

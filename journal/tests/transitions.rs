@@ -13,13 +13,7 @@ use support::*;
 #[test]
 fn given_unmounted_when_s3_mount_runs_its_chain_then_requested_credsfetched_spawned_verified() {
     let mut rig = Rig::new("t1");
-    let d = rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    let d = rig.ok(mount(op(1), key("k1"), s3("t1")));
     assert_eq!(Rig::events(&d), ["Requested"]);
     assert_eq!(
         d.effects,
@@ -57,13 +51,7 @@ fn given_unmounted_when_s3_mount_runs_its_chain_then_requested_credsfetched_spaw
 #[test]
 fn given_unmounted_when_nfs_mount_succeeds_then_requested_then_verified_without_creds() {
     let mut rig = Rig::new("n1");
-    let d = rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: nfs("n1"),
-        nested: None,
-        outage: None,
-    });
+    let d = rig.ok(mount(op(1), key("k1"), nfs("n1")));
     assert_eq!(Rig::events(&d), ["Requested"]);
     assert!(
         matches!(&d.effects[..], [Effect::MountNfs { options, .. }] if options == "nosuid,nodev")
@@ -79,13 +67,7 @@ fn given_unmounted_when_nfs_mount_succeeds_then_requested_then_verified_without_
 #[test]
 fn given_requested_when_credentials_fail_then_failed_final_and_error_reply() {
     let mut rig = Rig::new("t1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), s3("t1")));
     let d =
         rig.ok(Command::CredsFetched { op: op(1), result: Err("Barbican returned 401".into()) });
     let reason = "Failed to fetch credentials: Barbican returned 401".to_owned();
@@ -103,13 +85,7 @@ fn given_requested_when_credentials_fail_then_failed_final_and_error_reply() {
 #[test]
 fn given_creds_fetched_when_spawn_fails_then_failed_final() {
     let mut rig = Rig::new("t1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), s3("t1")));
     rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
     let d = rig.ok(Command::HelperSpawned { op: op(1), result: Err("ENOENT".into()) });
     assert!(
@@ -121,13 +97,7 @@ fn given_creds_fetched_when_spawn_fails_then_failed_final() {
 #[test]
 fn given_spawned_when_verification_fails_then_uncertain_cleanup_then_cleaned() {
     let mut rig = Rig::new("t1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), s3("t1")));
     rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
     rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(7)) });
     let d = rig.ok(Command::MountChecked {
@@ -165,13 +135,7 @@ fn given_spawned_when_verification_fails_then_uncertain_cleanup_then_cleaned() {
 #[test]
 fn given_nfs_requested_when_mount_fails_cleanly_or_times_out_then_final_or_uncertain() {
     let mut rig = Rig::new("n1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: nfs("n1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), nfs("n1")));
     let d = rig.ok(Command::MountChecked {
         op: op(1),
         result: Err(MountFailure {
@@ -184,13 +148,7 @@ fn given_nfs_requested_when_mount_fails_cleanly_or_times_out_then_final_or_uncer
     );
 
     let mut rig = Rig::new("n2");
-    rig.ok(Command::Mount {
-        op: op(2),
-        request: key("k2"),
-        spec: nfs("n2"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(2), key("k2"), nfs("n2")));
     rig.ok(Command::MountChecked {
         op: op(2),
         result: Err(MountFailure { reason: "timed out after 30s".into(), maybe_mounted: true }),
@@ -258,13 +216,7 @@ fn given_unmounting_when_stop_or_umount_fails_then_uncertain_dirty() {
 #[test]
 fn given_mounted_when_mounted_again_at_same_path_then_answered_already_mounted() {
     let mut rig = Rig::mounted_s3("t1", 9);
-    let d = rig.ok(Command::Mount {
-        op: op(2),
-        request: key("k2"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    let d = rig.ok(mount(op(2), key("k2"), s3("t1")));
     let outcome = Outcome::AlreadyMounted { path: path_of("t1") };
     assert_eq!(Rig::last_event(&d), &Event::Answered { outcome: outcome.clone() });
     assert_eq!(d.effects, [Effect::Reply { request: key("k2"), outcome }]);
@@ -277,13 +229,7 @@ fn given_mounted_when_mount_asks_for_another_path_then_error_and_nothing_changes
     let mut rig = Rig::mounted_s3("t1", 9);
     let mut other = s3("t1");
     other.mount_path = path_of("elsewhere");
-    let d = rig.ok(Command::Mount {
-        op: op(2),
-        request: key("k2"),
-        spec: other,
-        nested: None,
-        outage: None,
-    });
+    let d = rig.ok(mount(op(2), key("k2"), other));
     assert!(
         matches!(Rig::last_event(&d), Event::Answered { outcome: Outcome::Failed { reason } } if reason.contains("already mounted at"))
     );
@@ -311,13 +257,7 @@ fn given_unmounted_or_other_path_when_unmount_then_answered_not_mounted() {
 fn given_a_decided_request_when_it_is_redelivered_then_same_outcome_and_no_records() {
     // Success, failure and plain answers are all replayed verbatim.
     let mut rig = Rig::mounted_s3("t1", 9);
-    let again = rig.ok(Command::Mount {
-        op: op(5),
-        request: key("m1"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    let again = rig.ok(mount(op(5), key("m1"), s3("t1")));
     assert!(again.records.is_empty());
     assert_eq!(
         again.effects,
@@ -330,32 +270,14 @@ fn given_a_decided_request_when_it_is_redelivered_then_same_outcome_and_no_recor
     rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("t1") });
     rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
     rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
-    let stale = rig.ok(Command::Mount {
-        op: op(6),
-        request: key("m1"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    let stale = rig.ok(mount(op(6), key("m1"), s3("t1")));
     assert!(stale.records.is_empty(), "a redelivered old mount must not mount again");
     assert_eq!(rig.state.phase, Phase::Unmounted);
 
     let mut rig = Rig::new("t2");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("f1"),
-        spec: s3("t2"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("f1"), s3("t2")));
     rig.ok(Command::CredsFetched { op: op(1), result: Err("404".into()) });
-    let again = rig.ok(Command::Mount {
-        op: op(2),
-        request: key("f1"),
-        spec: s3("t2"),
-        nested: None,
-        outage: None,
-    });
+    let again = rig.ok(mount(op(2), key("f1"), s3("t2")));
     assert!(again.records.is_empty());
     assert!(
         matches!(&again.effects[..], [Effect::Reply { outcome: Outcome::Failed { reason }, .. }] if reason == "Failed to fetch credentials: 404")
@@ -377,13 +299,7 @@ fn given_a_newer_mount_when_an_old_unmount_is_redelivered_then_it_replays_and_th
     rig.ok(Command::Unmount { op: op(2), request: key("u-old"), mount_path: path_of("t1") });
     rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
     rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
-    rig.ok(Command::Mount {
-        op: op(3),
-        request: key("m-new"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(3), key("m-new"), s3("t1")));
     rig.ok(Command::CredsFetched { op: op(3), result: Ok(()) });
     rig.ok(Command::HelperSpawned { op: op(3), result: Ok(helper(77)) });
     rig.ok(Command::MountChecked { op: op(3), result: Ok(()) });
@@ -406,60 +322,24 @@ fn given_a_newer_mount_when_an_old_unmount_is_redelivered_then_it_replays_and_th
 #[test]
 fn given_an_operation_in_flight_when_another_request_arrives_then_busy() {
     let mut rig = Rig::new("t1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), s3("t1")));
     for cmd in [
-        Command::Mount {
-            op: op(2),
-            request: key("k2"),
-            spec: s3("t1"),
-            nested: None,
-            outage: None,
-        },
+        mount(op(2), key("k2"), s3("t1")),
         Command::Unmount { op: op(2), request: key("k2"), mount_path: path_of("t1") },
     ] {
         assert!(matches!(rig.run(cmd), Err(Rejection::Busy { .. })));
     }
     // The running request itself, redelivered, is told apart from a competing one.
-    assert!(matches!(
-        rig.run(Command::Mount {
-            op: op(3),
-            request: key("k1"),
-            spec: s3("t1"),
-            nested: None,
-            outage: None
-        }),
-        Err(Rejection::InFlight { .. })
-    ));
+    assert!(matches!(rig.run(mount(op(3), key("k1"), s3("t1"))), Err(Rejection::InFlight { .. })));
     let mut rig = Rig::mounted_s3("t1", 9);
     rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("t1") });
-    assert!(matches!(
-        rig.run(Command::Mount {
-            op: op(3),
-            request: key("k3"),
-            spec: s3("t1"),
-            nested: None,
-            outage: None
-        }),
-        Err(Rejection::Busy { .. })
-    ));
+    assert!(matches!(rig.run(mount(op(3), key("k3"), s3("t1"))), Err(Rejection::Busy { .. })));
 }
 
 #[test]
 fn given_an_outcome_for_another_operation_when_decided_then_stale_and_nothing_changes() {
     let mut rig = Rig::new("t1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), s3("t1")));
     let before = rig.state.clone();
     assert!(matches!(
         rig.run(Command::CredsFetched { op: op(9), result: Ok(()) }),
@@ -483,36 +363,18 @@ fn given_outcomes_that_do_not_fit_the_step_when_decided_then_unexpected() {
     unexpected(&mut idle, Command::CleanupDone { result: Ok("x".into()) });
     // S3 at Requested: only credentials can come next.
     let mut rig = Rig::new("t1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), s3("t1")));
     unexpected(&mut rig, Command::HelperSpawned { op: op(1), result: Ok(helper(1)) });
     unexpected(&mut rig, Command::MountChecked { op: op(1), result: Ok(()) });
     unexpected(&mut rig, Command::UnmountDone { op: op(1), result: Ok(()) });
     unexpected(&mut rig, Command::HelperStopped { op: op(1), result: Ok(()) });
     // NFS has no credential step.
     let mut rig = Rig::new("n1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: nfs("n1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), nfs("n1")));
     unexpected(&mut rig, Command::CredsFetched { op: op(1), result: Ok(()) });
     // S3 at CredsFetched: not verified before spawned.
     let mut rig = Rig::new("t2");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: s3("t2"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), s3("t2")));
     rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
     unexpected(&mut rig, Command::MountChecked { op: op(1), result: Ok(()) });
     // Unmounting after the helper stopped: it cannot stop twice.
@@ -526,13 +388,7 @@ fn given_outcomes_that_do_not_fit_the_step_when_decided_then_unexpected() {
 #[test]
 fn given_dirty_when_mount_then_refused_with_reason_and_when_unmount_then_cleanup_chain() {
     let mut rig = Rig::dirty_s3("t1", 5);
-    let d = rig.ok(Command::Mount {
-        op: op(2),
-        request: key("k2"),
-        spec: s3("t1"),
-        nested: None,
-        outage: None,
-    });
+    let d = rig.ok(mount(op(2), key("k2"), s3("t1")));
     assert!(
         matches!(Rig::last_event(&d), Event::Answered { outcome: Outcome::Failed { reason } } if reason.contains("needs cleanup"))
     );
@@ -547,13 +403,7 @@ fn given_dirty_when_mount_then_refused_with_reason_and_when_unmount_then_cleanup
 
     // A dirty NFS target (no helper) goes straight to umount.
     let mut rig = Rig::new("n1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: key("k1"),
-        spec: nfs("n1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), key("k1"), nfs("n1")));
     rig.ok(Command::MountChecked {
         op: op(1),
         result: Err(MountFailure { reason: "timeout".into(), maybe_mounted: true }),
@@ -565,13 +415,7 @@ fn given_dirty_when_mount_then_refused_with_reason_and_when_unmount_then_cleanup
 #[test]
 fn given_a_request_without_a_key_when_mounted_then_works_and_nothing_is_remembered() {
     let mut rig = Rig::new("t1");
-    rig.ok(Command::Mount {
-        op: op(1),
-        request: None,
-        spec: nfs("t1"),
-        nested: None,
-        outage: None,
-    });
+    rig.ok(mount(op(1), None, nfs("t1")));
     let d = rig.ok(Command::MountChecked { op: op(1), result: Ok(()) });
     assert!(matches!(&d.effects[..], [Effect::Reply { request: None, .. }]));
     assert!(rig.state.requests.is_empty());
@@ -601,24 +445,12 @@ fn given_every_phase_when_any_event_is_checked_then_only_the_table_allows_it() {
     };
     let s3_requested = {
         let mut r = Rig::new("t");
-        r.ok(Command::Mount {
-            op: op(1),
-            request: key("k"),
-            spec: s3("t"),
-            nested: None,
-            outage: None,
-        });
+        r.ok(mount(op(1), key("k"), s3("t")));
         r.state
     };
     let nfs_requested = {
         let mut r = Rig::new("t");
-        r.ok(Command::Mount {
-            op: op(1),
-            request: key("k"),
-            spec: nfs("t"),
-            nested: None,
-            outage: None,
-        });
+        r.ok(mount(op(1), key("k"), nfs("t")));
         r.state
     };
     let creds = {
@@ -711,13 +543,7 @@ fn given_a_mount_that_would_nest_when_decided_then_refused_with_the_other_target
     );
     assert_eq!(rig.state.phase, Phase::Unmounted);
     // The same request again: the same answer, from the journal.
-    let again = rig.ok(Command::Mount {
-        op: op(2),
-        request: key("k1"),
-        spec: s3("inner"),
-        nested: None,
-        outage: None,
-    });
+    let again = rig.ok(mount(op(2), key("k1"), s3("inner")));
     assert!(again.records.is_empty());
     let outcome = Outcome::Failed { reason: reason.clone() };
     assert_eq!(again.effects, [Effect::Reply { request: key("k1"), outcome }]);
@@ -755,13 +581,7 @@ fn given_its_servers_breaker_open_when_an_nfs_mount_is_asked_then_answered_faile
     assert!(reason.contains("did not finish within 20s"), "says why: {reason}");
     assert_eq!(rig.state.phase, Phase::Unmounted);
     // The same key later (the breaker closed meanwhile) gets the same answer, not a mount.
-    let again = rig.ok(Command::Mount {
-        op: op(2),
-        request: key("k1"),
-        spec: nfs("n1"),
-        nested: None,
-        outage: None,
-    });
+    let again = rig.ok(mount(op(2), key("k1"), nfs("n1")));
     assert!(again.records.is_empty());
     assert!(matches!(&again.effects[..], [Effect::Reply { outcome: Outcome::Failed { .. }, .. }]));
 }

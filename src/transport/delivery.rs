@@ -24,15 +24,7 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
 ) -> Result<(), EngineError> {
     let props = properties(&delivery.properties);
     let started = Instant::now();
-    // One span per request; its fields are the journal fields TARGET_ID, REQUEST_KEY,
-    // ACTION and HELPER_PID (recorded by the engine once a helper is known).
-    let span = tracing::info_span!(
-        "request",
-        target_id = Empty,
-        request_key = Empty,
-        action = Empty,
-        helper_pid = Empty
-    );
+    let span = request_span();
     let request = match wire::parse(&delivery.data, &props, policy) {
         Ok(request) => request,
         Err(rejected) => {
@@ -117,13 +109,7 @@ pub(super) async fn resumed<C: Credentials, P: Processes, M: Mounts>(
     request: Request,
 ) -> Result<(), EngineError> {
     let kind = request.action.kind();
-    let span = tracing::info_span!(
-        "request",
-        target_id = Empty,
-        request_key = Empty,
-        action = Empty,
-        helper_pid = Empty
-    );
+    let span = request_span();
     describe(&span, Some(&request.target), request.key.as_ref(), Some(kind));
     let done = Done { kind, started: Instant::now() };
     async {
@@ -182,6 +168,18 @@ async fn held(
             Err(e)
         }
     }
+}
+
+/// One span per request; its fields are the journal fields TARGET_ID, REQUEST_KEY, ACTION
+/// and HELPER_PID (recorded by the engine once a helper is known).
+fn request_span() -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        target_id = Empty,
+        request_key = Empty,
+        action = Empty,
+        helper_pid = Empty
+    )
 }
 
 /// Fill in the request span's fields as far as the request showed them.

@@ -52,6 +52,12 @@ pub fn nfs(name: &str) -> TargetSpec {
     }
 }
 
+/// A mount command without the engine's facts (no nesting target, no NFS outage): what
+/// most tests send.
+pub fn mount(op: OperationId, request: Option<RequestKey>, spec: TargetSpec) -> Command {
+    Command::Mount { op, request, spec, nested: None, outage: None }
+}
+
 pub fn helper(pid: u32) -> HelperIdentity {
     HelperIdentity { pid, start_ticks: 1000 + u64::from(pid), boot: boot(1) }
 }
@@ -87,13 +93,7 @@ impl Rig {
     /// An S3 target mounted through the whole chain with `op(1)`, helper pid `pid`.
     pub fn mounted_s3(name: &str, pid: u32) -> Self {
         let mut rig = Self::new(name);
-        rig.ok(Command::Mount {
-            op: op(1),
-            request: key("m1"),
-            spec: s3(name),
-            nested: None,
-            outage: None,
-        });
+        rig.ok(mount(op(1), key("m1"), s3(name)));
         rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
         rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(pid)) });
         rig.ok(Command::MountChecked { op: op(1), result: Ok(()) });
@@ -102,13 +102,7 @@ impl Rig {
 
     pub fn mounted_nfs(name: &str) -> Self {
         let mut rig = Self::new(name);
-        rig.ok(Command::Mount {
-            op: op(1),
-            request: key("m1"),
-            spec: nfs(name),
-            nested: None,
-            outage: None,
-        });
+        rig.ok(mount(op(1), key("m1"), nfs(name)));
         rig.ok(Command::MountChecked { op: op(1), result: Ok(()) });
         rig
     }
@@ -116,13 +110,7 @@ impl Rig {
     /// An S3 target whose verification failed: dirty with helper, mount and PID file.
     pub fn dirty_s3(name: &str, pid: u32) -> Self {
         let mut rig = Self::new(name);
-        rig.ok(Command::Mount {
-            op: op(1),
-            request: key("m1"),
-            spec: s3(name),
-            nested: None,
-            outage: None,
-        });
+        rig.ok(mount(op(1), key("m1"), s3(name)));
         rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
         rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(pid)) });
         rig.ok(Command::MountChecked {
