@@ -173,8 +173,8 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
                     Heard::Nothing | Heard::Answered => "no answer",
                 };
                 tracing::warn!(
-                        nfs_server = %server,
-                        until = %until,
+                    nfs_server = %server,
+                    until = %until,
                     "NFS server {server} did not answer ({cause}); its mounts fail fast until \
                      {until}, then one probes it"
                 )

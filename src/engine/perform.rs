@@ -186,7 +186,7 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             }
             Effect::Cleanup { cleanup, mount_path } => {
                 let server = self.nfs_server();
-                let nfs = server.is_some();
+                let nfs = !self.engine.target_state(&target).is_s3();
                 let (result, heard) =
                     clean(&self.engine.exec, target, cleanup, mount_path, nfs).await;
                 if let Some(server) = &server {

@@ -115,15 +115,11 @@ impl Inbox {
             had_token: request.token.is_some(),
             parked_at: engine.clock().now,
         };
-        let ticket = Ticket {
-            id: ParkId(0),
-            key: key.clone(),
-            reply_to: entry.reply_to.clone(),
-            correlation_id: entry.correlation_id.clone(),
-        };
+        let (reply_to, correlation_id) = (entry.reply_to.clone(), entry.correlation_id.clone());
         let journal = Arc::clone(engine.journal());
-        match tokio::task::spawn_blocking(move || journal.park(&entry)).await {
-            Ok(Ok(id)) => Ok(Some(Ticket { id, ..ticket })),
+        let parked = tokio::task::spawn_blocking(move || journal.park(&entry)).await;
+        match parked {
+            Ok(Ok(id)) => Ok(Some(Ticket { id, key, reply_to, correlation_id })),
             Ok(Err(e)) => {
                 lock(&self.parked).remove(&key);
                 Err(e.into())
