@@ -54,13 +54,14 @@ for target in "${targets[@]}"; do
         "${parallel[@]}" >"$log" 2>&1 || status=$?
     for w in fuzz-*.log; do [ -e "$w" ] && cat "$w" >>"$log" && rm -f "$w"; done
     tail -n 5 "$log"
-    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{s+=$2} END {print s+0}')
+    # (A crash ends a run without final stats: none of these may fail the script.)
+    execs=$( (grep -o 'stat::number_of_executed_units: [0-9]*' "$log" || true) | awk '{s+=$2} END {print s+0}')
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true)
-    cov=$(grep -oE 'cov: [0-9]+' <<<"$done_line" | awk '{print $2}')
-    ft=$(grep -oE 'ft: [0-9]+' <<<"$done_line" | awk '{print $2}')
+    cov=$( (grep -oE 'cov: [0-9]+' <<<"$done_line" || true) | awk '{print $2}')
+    ft=$( (grep -oE 'ft: [0-9]+' <<<"$done_line" || true) | awk '{print $2}')
     if [ "$status" -ne 0 ]; then
         failed=1
-        crash=$(ls -t "fuzz/artifacts/$target" 2>/dev/null | head -n 1)
+        crash=$(ls -t "fuzz/artifacts/$target" 2>/dev/null | grep -v '^fuzz.log$' | head -n 1 || true)
         summary+=("$target: FAILED (exit $status) after $execs executions; artifact: fuzz/artifacts/$target/$crash; log kept at fuzz/artifacts/$target/fuzz.log")
         cp "$log" "fuzz/artifacts/$target/fuzz.log"
         continue

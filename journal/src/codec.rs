@@ -65,6 +65,8 @@ pub enum CodecError {
     BadCrc { stored: u32, computed: u32 },
     #[error("payload does not decode: {0}")]
     Payload(String),
+    #[error("snapshot payload is not the journal's own encoding of it (its request map is unsorted or names a key twice)")]
+    NotCanonical,
 }
 
 fn options(limit: usize) -> impl Options {
@@ -87,8 +89,16 @@ pub fn encode_snapshot(state: &TargetState) -> Result<Vec<u8>, CodecError> {
     encode(Kind::Snapshot, state)
 }
 
+/// Only the one encoding [`encode_snapshot`] writes is accepted: the request map sorted,
+/// each key once. A map with a key twice would otherwise decode with all but the last entry
+/// dropped silently (found by fuzzing `decode_record`), so anything else is damage.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<TargetState, CodecError> {
-    decode(Kind::Snapshot, bytes)
+    let state: TargetState = decode(Kind::Snapshot, bytes)?;
+    let again = encode_snapshot(&state)?;
+    if again.get(HEADER_LEN..) != bytes.get(HEADER_LEN..) {
+        return Err(CodecError::NotCanonical);
+    }
+    Ok(state)
 }
 
 fn encode<T: serde::Serialize>(kind: Kind, value: &T) -> Result<Vec<u8>, CodecError> {

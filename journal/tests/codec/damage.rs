@@ -178,3 +178,29 @@ pub fn encoding_refuses_oversized_records() {
     let fits = rec(Event::Cleaned { what: "x".repeat(MAX_RECORD_PAYLOAD - 200) });
     assert_eq!(decode_record(&encode_record(&fits).unwrap()).unwrap(), fits);
 }
+
+/// A snapshot payload whose request map names a key twice, or lists keys out of order: a
+/// well-sealed envelope the journal's encoder never writes (bincode would keep the last of
+/// two equal keys and drop the other silently; the fuzzer found it).
+#[test]
+pub fn snapshot_request_maps_not_in_the_one_encoding_are_refused() {
+    let mut state = dms_journal::TargetState::new(tid("t"));
+    for name in ["req-a", "req-b"] {
+        let outcome = dms_journal::Outcome::Failed { reason: "x".into() };
+        state.requests.insert(key(name), decided(outcome, 1));
+    }
+    let payload = encode_snapshot(&state).unwrap()[HEADER_LEN..].to_vec();
+    let respell = |from: &[u8], to: &[u8]| {
+        let at = payload.windows(from.len()).position(|w| w == from).unwrap();
+        let mut out = payload.clone();
+        out[at..at + to.len()].copy_from_slice(to);
+        sealed(Kind::Snapshot, &out)
+    };
+    assert_eq!(decode_snapshot(&sealed(Kind::Snapshot, &payload)).unwrap(), state);
+    for (what, bytes) in [
+        ("a key twice", respell(b"req-b", b"req-a")),
+        ("keys unsorted", respell(b"req-a", b"req-c")),
+    ] {
+        assert_eq!(decode_snapshot(&bytes), Err(CodecError::NotCanonical), "{what}");
+    }
+}
