@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod engine;
 pub mod exec;
 pub mod failpoint;
+pub mod intake;
 pub mod metrics;
 pub mod observe;
 pub mod server;

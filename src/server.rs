@@ -12,6 +12,7 @@ use crate::exec::command::Program;
 use crate::exec::credentials::{Barbican, BarbicanConfig, CredentialsError};
 use crate::exec::helper::Helpers;
 use crate::exec::mounts::Mounter;
+use crate::intake::{self, Resume};
 use crate::observe::pidfile::PidDir;
 use crate::observe::procfs::Procfs;
 use crate::observe::{Host, ObserveError};
@@ -46,10 +47,21 @@ pub enum ServerError {
 
 pub type HostEngine = Engine<Barbican, HostProcesses, HostMounts>;
 
-/// Run until `shutdown` turns true or the journal fails. Mounts and helpers are left
-/// running either way (DESIGN §3.3). This function owns the process: once `shutdown` turns
-/// true, the process exits at [`crate::stop::STOP_DEADLINE`] even if this has not returned.
-pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), ServerError> {
+/// How [`run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A stop was requested.
+    Stopped,
+    /// The journal failed, intake paused, and its filesystem takes writes again: the
+    /// caller re-executes the daemon ([`intake::restart_in_place`]) to reopen the journal.
+    Restart,
+}
+
+/// Run until `shutdown` turns true, or the journal fails and takes writes again ([`intake`]).
+/// Mounts and helpers are left running either way (DESIGN §3.3). This function owns the
+/// process: once `shutdown` turns true, the process exits at [`crate::stop::STOP_DEADLINE`]
+/// even if this has not returned.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit, ServerError> {
     let procfs = Procfs::default();
     let boot = procfs.boot_id().map_err(ObserveError::from)?;
     let path = config.journal_path.clone();
@@ -137,6 +149,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let mut supervisor = Supervisor::new(Arc::clone(&engine), host.clone(), helpers.clone(), exits);
     let broker_connected = Arc::new(AtomicBool::new(false));
     let requests_parked = Arc::new(AtomicUsize::new(0));
+    let pause = intake::Pause::default();
     let admin = Arc::new(Admin {
         engine: Arc::clone(&engine),
         host,
@@ -150,6 +163,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         journal_problems: replay.problems.clone(),
         broker_connected: Arc::clone(&broker_connected),
         requests_parked: Arc::clone(&requests_parked),
+        intake: pause.clone(),
         booted: AtomicBool::new(false),
         shutdown: shutdown.clone(),
         started: std::time::Instant::now(),
@@ -210,10 +224,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         }
         None => None,
     };
-    let served =
-        transport::serve(engine, Arc::new(config.wire_policy()), transport, shutdown).await;
+    let policy = Arc::new(config.wire_policy());
+    let served = transport::serve(engine, policy, transport, shutdown.clone()).await;
     compaction.abort();
     supervision.abort();
+    // A journal that cannot be written pauses the daemon (health and metrics still
+    // answer) until its filesystem takes writes again.
+    let paused = match &served {
+        Err(TransportError::Engine(EngineError::Journal(e))) => {
+            Some(intake::until_writable(&config.journal_path, e, &pause, shutdown).await)
+        }
+        _ => None,
+    };
     if let Some(task) = metrics {
         task.abort();
     }
@@ -224,9 +246,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     if let Some(task) = keep_alive {
         task.abort();
     }
-    served?;
+    match paused {
+        Some(Resume::Restart) => return Ok(Exit::Restart),
+        Some(Resume::Stop) => tracing::info!("stopped while intake was paused"),
+        None => served?,
+    }
     tracing::info!("intake stopped; mounts and helpers left running");
-    Ok(())
+    Ok(Exit::Stopped)
 }
 
 /// The Prometheus endpoint. A listener that cannot be bound is logged and the daemon serves

@@ -55,6 +55,8 @@ pub struct Admin {
     pub broker_connected: Arc<AtomicBool>,
     /// Requests parked by the transport right now.
     pub requests_parked: Arc<AtomicUsize>,
+    /// Why intake is paused, if it is (the journal cannot be written).
+    pub intake: crate::intake::Pause,
     /// Set once the boot reconcile is done: until then nothing is stopped from here, so
     /// the boot plan is the only thing that acts on what a crash left.
     pub booted: AtomicBool,
@@ -175,6 +177,7 @@ impl Admin {
             journal_problems: self.journal_problems.len(),
             nfs_breakers: self.engine.breakers().into_iter().map(Into::into).collect(),
             requests_parked: self.requests_parked.load(Ordering::Relaxed),
+            intake_paused: self.intake.reason(),
         })
     }
 

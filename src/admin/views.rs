@@ -26,6 +26,9 @@ pub struct Status {
     /// Requests parked in the journal's inbox (waiting for their target, delivery acked).
     #[serde(default)]
     pub requests_parked: usize,
+    /// Why intake is paused (the journal cannot be written), while it is.
+    #[serde(default)]
+    pub intake_paused: Option<String>,
 }
 
 /// One NFS server's breaker, open (failing fast) or probing.

@@ -78,6 +78,12 @@ fn main() -> anyhow::Result<()> {
     // thread: kill it, and do not wait for that thread (dropping the runtime would).
     dms::stop::kill_leftover_mount_programs();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    served?;
-    Ok(())
+    match served? {
+        dms::server::Exit::Stopped => Ok(()),
+        dms::server::Exit::Restart => {
+            tracing::info!("re-executing to reopen the journal (same PID; mounts stay up)");
+            let e = dms::intake::restart_in_place();
+            Err(e).context("cannot re-execute dms-server")
+        }
+    }
 }

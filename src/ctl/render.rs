@@ -126,6 +126,9 @@ pub fn status(s: &Status) -> String {
         "dms-server {} (pid {}), node {}, queue {}\nbroker:   {broker}\nuptime:   {}\ntargets:  {} in the journal, {} mounted\njournal:  {} ({problems})\nboot id:  {}\n",
         s.version, s.pid, s.node, s.queue, duration(s.uptime_secs), s.targets, s.mounted, s.journal_path, s.boot_id
     );
+    if let Some(reason) = &s.intake_paused {
+        let _ = writeln!(out, "intake:   PAUSED: {reason}; resumes when the journal takes writes");
+    }
     if s.requests_parked > 0 {
         let _ = writeln!(
             out,
@@ -180,8 +183,12 @@ pub fn health(status: &Status, stats: &Stats) -> Health {
             &mut problems,
         );
     }
-    if !status.broker_connected {
-        raise(Level::Warning, "not connected to the broker".into(), &mut problems);
+    match &status.intake_paused {
+        Some(reason) => raise(Level::Critical, format!("intake paused: {reason}"), &mut problems),
+        None if !status.broker_connected => {
+            raise(Level::Warning, "not connected to the broker".into(), &mut problems)
+        }
+        None => {}
     }
     if !stats.agreement {
         let n = stats.disagreements.len();

@@ -85,6 +85,7 @@ fn status(broker: bool, problems: usize) -> Status {
         journal_problems: problems,
         nfs_breakers: vec![],
         requests_parked: 0,
+        intake_paused: None,
     }
 }
 
@@ -155,6 +156,23 @@ fn given_an_open_nfs_breaker_when_rendered_and_judged_then_shown_and_a_warning()
     assert_eq!(
         verdict.problems,
         ["NFS server filer-1 not answering (breaker open until 2026-12-04T10:00:30.000Z)"]
+    );
+}
+
+#[test]
+fn given_intake_paused_when_rendered_and_judged_then_critical_with_the_reason() {
+    let mut st = status(false, 0);
+    let reason = "the journal cannot be written (No space left on device)";
+    st.intake_paused = Some(reason.into());
+    assert!(super::status(&st).contains(&format!(
+        "\nintake:   PAUSED: {reason}; resumes when the journal takes writes\n"
+    )));
+    let verdict = health(&st, &stats(1, vec![]));
+    assert_eq!(verdict.level, Level::Critical);
+    assert_eq!(
+        verdict.problems,
+        [format!("intake paused: {reason}")],
+        "the broker is not the news"
     );
 }
 
