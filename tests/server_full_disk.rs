@@ -133,3 +133,68 @@ fn a_full_journal_filesystem_pauses_intake_loses_nothing_and_resumes_when_space_
         assert_eq!(e2e::journal::outcomes_per_key(&records).get(&key), Some(&1));
     });
 }
+
+/// Damage to the journal's files: the daemon refuses to start, naming the damage, and
+/// `dms-journal verify` reports it. Two kinds: sled's `conf` overwritten, and a run of bytes
+/// in the middle of its `db` file (the newest history) overwritten.
+#[test]
+fn a_corrupted_journal_stops_the_daemon_with_the_damage_named_and_verify_reports_it() {
+    let name = "a_corrupted_journal_stops_the_daemon_with_the_damage_named_and_verify_reports_it";
+    run_isolated_with_timeout(name, Duration::from_secs(600), || {
+        let broker = Broker::shared();
+        for damage in ["conf", "db"] {
+            let dir = support::temp_dir("dms-corrupt-");
+            let node = format!("corrupt-{damage}");
+            let daemon = Daemon::start(broker, dir.path(), &node, &[]);
+            let rt = runtime();
+            // Some history: NFS-free, S3-free requests that still journal (unmounts of
+            // nothing are answered and recorded).
+            for i in 0..20 {
+                let target = format!("t-{i}");
+                let reply = e2e::call(
+                    &rt,
+                    &daemon,
+                    &unmount(&target, &daemon.path(&target), "s3"),
+                    &uuid(),
+                );
+                assert_eq!(reply["status"], "success", "{reply}");
+            }
+            let env = daemon.env.clone();
+            daemon.stop();
+            let journal = dir.path().join("journal");
+            let file = journal.join(damage);
+            let mut bytes = std::fs::read(&file).unwrap();
+            let len = bytes.len();
+            let (from, to) = match damage {
+                "conf" => (0, len),
+                _ => (len / 2, (len / 2 + 4096).min(len)),
+            };
+            bytes[from..to].iter_mut().for_each(|b| *b = 0x5a);
+            std::fs::write(&file, &bytes).unwrap();
+
+            let mut refused = Daemon::launch(dir.path(), &node, env);
+            let status = refused.child.wait_timeout(e2e::T).expect("the daemon refuses to start");
+            assert!(!status.success(), "{damage}: it started");
+            let log = refused.log_text();
+            assert!(!log.contains("consuming"), "{damage}: it served requests: {log}");
+            assert!(
+                log.contains(&journal.display().to_string()),
+                "{damage}: names the journal: {log}"
+            );
+            let named = match damage {
+                "conf" => "is damaged: sled cannot read its own files",
+                _ => "lost history: records up to seq",
+            };
+            assert!(log.contains(named), "{damage}: names the damage: {log}");
+            let (code, out, err) = e2e::journal::tool(&journal, &["verify"]);
+            assert_ne!(code, 0, "{damage}: verify passed: {out}{err}");
+            let said = match damage {
+                "conf" => "is damaged",
+                _ => "the newest history is lost",
+            };
+            assert!(format!("{out}{err}").contains(said), "{damage}: {out}{err}");
+            eprintln!("{damage}: daemon: {}", log.lines().last().unwrap_or_default());
+            eprintln!("{damage}: verify: {}{}", out.trim(), err.trim());
+        }
+    });
+}
