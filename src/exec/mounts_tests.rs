@@ -33,13 +33,29 @@ fn isolated(name: &str) -> bool {
     false
 }
 
-fn tmpfs(path: &str) {
+/// A tmpfs mounted at a path, detached when dropped, before the test's temp dir goes: a
+/// mount left inside makes the temp dir's removal fail, and the directory outlives the
+/// test on the host (the namespace takes only the mount with it).
+#[must_use]
+struct Tmpfs(String);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .args(["-l", self.0.as_str()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn tmpfs(path: &str) -> Tmpfs {
     std::fs::create_dir_all(path).unwrap();
     let ok = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", path])
         .status()
         .unwrap();
     assert!(ok.success());
+    Tmpfs(path.to_owned())
 }
 
 fn mounter(dir: &Path) -> Mounter {
@@ -63,12 +79,12 @@ fn given_a_mount_that_appears_later_when_waiting_then_it_is_seen_and_probed() {
     let later = path.clone();
     let mounter_thread = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        tmpfs(&later);
+        tmpfs(&later)
     });
     let started = Instant::now();
     wait_for_mount(&path, MountKind::Any, None, Duration::from_secs(10)).unwrap();
     assert!(started.elapsed() >= Duration::from_millis(250));
-    mounter_thread.join().unwrap();
+    let _mounted = mounter_thread.join().unwrap();
     assert_eq!(mount_at(&path).unwrap().unwrap().fstype, "tmpfs");
 }
 
@@ -81,7 +97,7 @@ fn given_no_mount_or_the_wrong_kind_when_waiting_then_a_failure_with_the_reason(
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let err = wait_for_mount(&path, MountKind::Any, None, Duration::from_millis(300)).unwrap_err();
     assert!(err.reason.starts_with("no mount at"), "{}", err.reason);
-    tmpfs(&path);
+    let _mounted = tmpfs(&path);
     let err = wait_for_mount(&path, MountKind::Fuse, None, Duration::from_secs(5)).unwrap_err();
     assert!(err.reason.contains("tmpfs mount, not the expected kind"), "{}", err.reason);
 }
@@ -112,7 +128,7 @@ fn given_a_mount_when_unmounted_then_the_table_confirms_the_directory_goes_and_r
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t").to_str().unwrap().to_owned();
-    tmpfs(&path);
+    let _mounted = tmpfs(&path);
     let m = mounter(dir.path());
     m.unmount(&path, false).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
@@ -150,7 +166,7 @@ fn given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t").to_str().unwrap().to_owned();
-    tmpfs(&path);
+    let _mounted = tmpfs(&path);
     let mut busy = Command::new("sleep").arg("30").current_dir(&path).spawn().unwrap();
     mounter(dir.path()).unmount(&path, true).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
