@@ -63,14 +63,15 @@ impl Journal {
             error: e.to_string(),
         })?;
         self.db.insert(key(ParkId(id)), value).map_err(|e| self.write_error("inbox entry", e))?;
-        self.flush_inbox()?;
+        // The journal's own group commit: shared with concurrent appenders' fsyncs.
+        self.flush()?;
         Ok(ParkId(id))
     }
 
     /// Remove a parked request durably: once this returns it is never resumed.
     pub fn unpark(&self, id: ParkId) -> Result<(), StoreError> {
         self.db.remove(key(id)).map_err(|e| self.write_error("inbox entry", e))?;
-        self.flush_inbox()
+        self.flush()
     }
 
     /// Every entry of the inbox, oldest first.
@@ -95,15 +96,6 @@ impl Journal {
             });
         }
         Ok(out)
-    }
-
-    /// Sled's own flush (not the records' group commit, whose tickets count record
-    /// batches): parking is rare, one fsync each is fine.
-    fn flush_inbox(&self) -> Result<(), StoreError> {
-        self.db
-            .flush()
-            .map(drop)
-            .map_err(|source| StoreError::Flush { path: self.path.clone(), source })
     }
 }
 
