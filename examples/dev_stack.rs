@@ -52,6 +52,7 @@ fn main() {
     println!("  secret_ref {secret_ref}");
 
     let dir = PathBuf::from("/tmp/dms-dev");
+    support::unguard_tree(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     step("starting dms-server (node dev-node) with dms-testfs as the S3 helper");

@@ -341,3 +341,79 @@ fn a_parked_request_killed_at_every_point_of_its_way_is_answered_at_most_once_wi
         }
     });
 }
+
+/// What a backup writer sees when it writes a file into `path`.
+fn write_into(path: &str) -> std::io::Result<()> {
+    std::fs::write(Path::new(path).join("backup-0001.qcow2"), b"backup data")
+}
+
+#[test]
+fn on_ext4_a_bare_mount_point_refuses_writes_and_its_helper_mounts_over_it_and_a_death_or_detach_leaves_it_guarded(
+) {
+    let name = "on_ext4_a_bare_mount_point_refuses_writes_and_its_helper_mounts_over_it_and_a_death_or_detach_leaves_it_guarded";
+    run_isolated_with_timeout(name, Duration::from_secs(300), || {
+        let barbican = Barbican::start();
+        let secret_ref = barbican.store_secret(TOKEN, &credentials());
+        let dir = support::temp_dir("dms-guard-");
+        // The mount base on a real ext4 (a loop-mounted image in this namespace).
+        let _disk =
+            mountns::loop_ext4(&dir.path().join("disk.img"), 64 << 20, &dir.path().join("mounts"));
+        let fast = [("DMS_RESYNC_INTERVAL", "0.5".to_owned())];
+        let daemon = Daemon::start(Broker::shared(), dir.path(), "contain-guard", &fast);
+        let rt = runtime();
+        let mut client = rt.block_on(Client::connect(Broker::shared()));
+        let (dies, detached) = ("dies", "detached");
+        let refused = |path: &str| {
+            let e = write_into(path).expect_err("a write into the bare mount point");
+            assert_eq!(e.raw_os_error(), Some(libc_eperm()), "{path}: {e}");
+            assert!(Path::new(path).is_dir(), "{path} stays where the writer looks");
+        };
+        rt.block_on(async {
+            for target in [dies, detached] {
+                let path = daemon.path(target);
+                let reply = client
+                    .call(&daemon.node, &s3_mount(target, &path, &secret_ref, TOKEN), &uuid())
+                    .await;
+                assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
+                e2e::host::mounted(&path, "fuse.dms-testfs");
+                write_into(&path)
+                    .expect("the helper's mount over the guarded directory takes writes");
+            }
+        });
+
+        // A helper dies: its mount is cleaned up and the directory refuses writes.
+        let path = daemon.path(dies);
+        e2e::host::sigkill(e2e::host::pid_of(&daemon, dies), "the helper");
+        wait_until("the dead helper's mount to be cleaned up", &daemon, || {
+            mountns::mount_at(Path::new(&path)).is_none()
+        });
+        refused(&path);
+        // A lazy detach behind the daemon's back: refused at once, whatever the daemon does.
+        let other = daemon.path(detached);
+        e2e::host::lazy_unmount(&other);
+        refused(&other);
+        wait_until("the detached target's helper to be stopped", &daemon, || {
+            e2e::host::helpers_serving(&other).is_empty()
+        });
+        refused(&other);
+
+        // Mounting again mounts over the guarded directory; an unmount on request removes it.
+        rt.block_on(async {
+            let reply = client
+                .call(&daemon.node, &s3_mount(dies, &path, &secret_ref, TOKEN), &uuid())
+                .await;
+            assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
+            write_into(&path).expect("mounted again: writes reach the bucket");
+            let reply = client.call(&daemon.node, &unmount(dies, &path, "s3"), &uuid()).await;
+            assert_eq!(reply, unmounted_msg(&path));
+        });
+        assert!(!Path::new(&path).exists(), "an unmount on request removes the mount point");
+        assert!(Path::new(&other).is_dir(), "a lost target's directory stays, guarded");
+        daemon.stop();
+    });
+}
+
+/// EPERM, what the kernel answers for an immutable directory.
+fn libc_eperm() -> i32 {
+    rustix::io::Errno::PERM.raw_os_error()
+}

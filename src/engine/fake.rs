@@ -170,4 +170,9 @@ impl Mounts for FakeMounts {
         lock(&self.0.mounted).remove(path);
         Ran::unasked(Ok(()))
     }
+
+    fn remove_mount_point(&self, path: &str) -> Result<(), String> {
+        self.0.record(format!("rmdir {path}"));
+        Ok(())
+    }
 }

@@ -170,6 +170,13 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 let server = self.nfs_server();
                 let result = blocking(&self.engine.exec, move |x| {
                     let ran = x.mounts.unmount(&mount_path, nfs);
+                    if ran.result.is_ok() {
+                        // The client asked for the target to go: so does its directory. A
+                        // directory that stays is still guarded, so this fails nothing.
+                        if let Err(e) = x.mounts.remove_mount_point(&mount_path) {
+                            tracing::warn!(error = %e, "mount point left in place");
+                        }
+                    }
                     Ok((ran, if nfs { Ok(None) } else { x.processes.remove_pid_file(&target) }))
                 })
                 .await

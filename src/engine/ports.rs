@@ -54,6 +54,9 @@ pub trait Mounts: Send + Sync + 'static {
     /// Success only when the mount table no longer has anything at `path`; and whether an
     /// umount(8) on the way ran into its deadline.
     fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>>;
+    /// Remove the empty, unmounted mount directory of a target unmounted on request (a lost
+    /// mount's directory stays, guarded against writes).
+    fn remove_mount_point(&self, path: &str) -> Result<(), String>;
 }
 
 impl Credentials for Barbican {
@@ -149,5 +152,9 @@ impl Mounts for HostMounts {
 
     fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
         self.mounter.unmount(path, nfs)
+    }
+
+    fn remove_mount_point(&self, path: &str) -> Result<(), String> {
+        self.mounter.remove_mount_point(path)
     }
 }

@@ -145,6 +145,7 @@ async fn given_a_mounted_s3_target_when_unmounted_then_stop_unmount_and_pid_file
         [
             "stop t1 pid 1000".to_owned(),
             format!("unmount {BASE}/t1 nfs=false"),
+            format!("rmdir {BASE}/t1"),
             "remove pid file t1".to_owned(),
         ]
     );
@@ -162,7 +163,8 @@ async fn given_nfs_when_mounted_and_unmounted_then_mount_8_and_umount_8_only() {
         rig.world.calls(),
         [
             format!("mount nfs 10.0.0.5:/exports/b {BASE}/n1 -o nosuid,nodev"),
-            format!("unmount {BASE}/n1 nfs=true")
+            format!("unmount {BASE}/n1 nfs=true"),
+            format!("rmdir {BASE}/n1"),
         ]
     );
     assert_eq!(history(&rig, "n1"), ["Requested", "Verified", "UnmountRequested", "Unmounted"]);

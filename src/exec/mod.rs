@@ -4,6 +4,7 @@
 pub mod command;
 pub mod credentials;
 pub mod helper;
+pub mod mount_point;
 pub mod mounts;
 pub mod pgroup;
 pub mod spawn;

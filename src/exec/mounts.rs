@@ -11,6 +11,7 @@
 //! thread of its own with a deadline, since a hung mount would block it.
 
 use super::command::{Program, RunError};
+pub use super::mount_point::{guard_mount_point, prepare_mount_point, remove_mount_point, Guard};
 use crate::observe::mountinfo::{self, MountInfo};
 use dms_journal::machine::MountFailure;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
@@ -180,13 +181,20 @@ fn is_mount_root(path: &Path) -> std::io::Result<bool> {
     let (Some(above), Some(here)) = (look(parent)?, look(path)?) else {
         return Ok(false);
     };
+    Ok(mount_differs(&above, &here))
+}
+
+/// Whether `here` is on another mount than `above`, its parent: the mount id where the
+/// kernel reports it, the device number otherwise.
+pub(super) fn mount_differs(above: &rustix::fs::Statx, here: &rustix::fs::Statx) -> bool {
+    use rustix::fs::StatxFlags;
     let has_mnt_id = |s: &rustix::fs::Statx| {
         StatxFlags::from_bits_retain(s.stx_mask).contains(StatxFlags::MNT_ID)
     };
-    if has_mnt_id(&above) && has_mnt_id(&here) {
-        return Ok(here.stx_mnt_id != above.stx_mnt_id);
+    if has_mnt_id(above) && has_mnt_id(here) {
+        return here.stx_mnt_id != above.stx_mnt_id;
     }
-    Ok((here.stx_dev_major, here.stx_dev_minor) != (above.stx_dev_major, above.stx_dev_minor))
+    (here.stx_dev_major, here.stx_dev_minor) != (above.stx_dev_major, above.stx_dev_minor)
 }
 
 /// Whether anything is mounted at `path`, asking only about the path (the cost does not
@@ -194,77 +202,6 @@ fn is_mount_root(path: &Path) -> std::io::Result<bool> {
 /// with an error (a FUSE mount whose helper died says ENOTCONN), is still mounted.
 pub fn is_mounted(path: &str, timeout: Duration) -> bool {
     !matches!(within(timeout, path, is_mount_root), Some(Ok(Ok(false))))
-}
-
-/// Create the mount point `path` strictly inside `base`, refusing to go through anything
-/// that is not a plain directory. The wire codec checked the path as a string; this checks
-/// the filesystem, so a symlink planted inside the base cannot send a mount (or the
-/// directory creation) elsewhere.
-///
-/// The walk is relative to directory descriptors, one component at a time: each step is
-/// `mkdirat` then `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` on the descriptor of the
-/// step before (plain `openat` with `O_NOFOLLOW` where the kernel lacks `openat2`), so
-/// there is no moment between a check and a use in which a component swapped for a
-/// symlink could redirect the walk outside the base.
-pub fn prepare_mount_point(base: &Path, path: &Path) -> Result<(), String> {
-    let rest = path
-        .strip_prefix(base)
-        .ok()
-        .filter(|r| r.components().count() > 0)
-        .ok_or_else(|| format!("{} is not inside {}", path.display(), base.display()))?;
-    if std::fs::symlink_metadata(base).is_err() {
-        std::fs::create_dir_all(base)
-            .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
-    }
-    let mut at = base.to_path_buf();
-    let mut dir = open_dir(rustix::fs::CWD, base, &at, false)?;
-    for part in rest.components() {
-        at.push(part);
-        match rustix::fs::mkdirat(&dir, part.as_os_str(), rustix::fs::Mode::from_raw_mode(0o755)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", at.display())),
-        }
-        dir = open_dir(&dir, Path::new(part.as_os_str()), &at, true)?;
-    }
-    Ok(())
-}
-
-/// One directory, opened `O_PATH` without following a symlink at its name. `beneath` (the
-/// components after the base): without leaving `dirfd` or following any symlink at all;
-/// the base's own parents may be symlinks an operator set up (`/var/lib/trilio → /data`).
-fn open_dir(
-    dirfd: impl std::os::fd::AsFd,
-    name: &Path,
-    shown: &Path,
-    beneath: bool,
-) -> Result<std::os::fd::OwnedFd, String> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    let opened = match beneath {
-        false => rustix::fs::openat(&dirfd, name, flags, Mode::empty()),
-        true => match rustix::fs::openat2(&dirfd, name, flags, Mode::empty(), resolve) {
-            Err(rustix::io::Errno::NOSYS) => rustix::fs::openat(&dirfd, name, flags, Mode::empty()),
-            other => other,
-        },
-    };
-    // `O_PATH | O_NOFOLLOW` on a symlink opens the link, which `O_DIRECTORY` refuses with
-    // ENOTDIR: look again (for the message only; nothing was opened) to say which it was.
-    let is_link = || {
-        rustix::fs::statat(&dirfd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
-            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
-        })
-    };
-    opened.map_err(|e| match e {
-        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => {
-            format!("{} is a symlink; refusing to mount through it", shown.display())
-        }
-        rustix::io::Errno::NOTDIR if is_link() => {
-            format!("{} is a symlink; refusing to mount through it", shown.display())
-        }
-        rustix::io::Errno::NOTDIR => format!("{} exists and is not a directory", shown.display()),
-        e => format!("cannot open {}: {e}", shown.display()),
-    })
 }
 
 /// mount(8) and umount(8), as configured.
@@ -324,8 +261,9 @@ impl Mounter {
 
     /// Make sure nothing is mounted at `path`: umount, then (NFS) force, then lazy detach,
     /// each with a deadline; success only when the kernel says nothing is mounted there
-    /// ([`is_mounted`]: a look at the path, not a read of the whole table). Then remove the empty
-    /// mount directory.
+    /// ([`is_mounted`]: a look at the path, not a read of the whole table). The directory
+    /// stays, guarded ([`Mounter::remove_mount_point`] is for an unmount the client asked
+    /// for).
     pub fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
         let attempts: &[&[&str]] = if nfs { &[&[], &["-f"], &["-l"]] } else { &[&[], &["-l"]] };
         let mut last = String::from("still mounted");
@@ -351,9 +289,16 @@ impl Mounter {
         if is_mounted(path, look) {
             return Ran { result: Err(last), heard };
         }
-        // Only an empty directory goes; a non-empty one means something else lives there.
-        let _ = std::fs::remove_dir(Path::new(path));
+        // Bare now: guarded, whoever made the directory (an earlier version, a hand). Best
+        // effort; the mount point module says once when the base cannot be guarded.
+        let _ = guard_mount_point(&self.mount_base, Path::new(path));
         Ran { result: Ok(()), heard }
+    }
+
+    /// Remove the empty mount directory of a target unmounted on request (see
+    /// [`remove_mount_point`]).
+    pub fn remove_mount_point(&self, path: &str) -> Result<(), String> {
+        remove_mount_point(&self.mount_base, Path::new(path))
     }
 }
 
@@ -391,4 +336,4 @@ impl<T> Ran<T> {
 
 #[cfg(test)]
 #[path = "mounts_tests.rs"]
-mod tests;
+pub(crate) mod tests;

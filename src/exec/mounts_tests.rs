@@ -12,10 +12,15 @@ const INSIDE: &str = "DMS_TEST_PRIVATE_NS";
 
 /// `true` inside the namespace (run the body); outside, run the test there and check it.
 fn isolated(name: &str) -> bool {
+    isolated_in(module_path!(), name)
+}
+
+/// [`isolated`] for the test `name` of the test module `module` (its `module_path!()`).
+pub(crate) fn isolated_in(module: &str, name: &str) -> bool {
     if std::env::var(INSIDE).as_deref() == Ok(name) {
         return true;
     }
-    let full = format!("{}::{name}", module_path!().split_once("::").map_or("", |(_, rest)| rest));
+    let full = format!("{}::{name}", module.split_once("::").map_or("", |(_, rest)| rest));
     let out = Command::new("unshare")
         .args(["-m", "--propagation", "private"])
         // Through /proc: the file may be replaced by a rebuild while the tests run.
@@ -33,13 +38,13 @@ fn isolated(name: &str) -> bool {
     false
 }
 
-/// A tmpfs mounted at a path, detached when dropped, before the test's temp dir goes: a
-/// mount left inside makes the temp dir's removal fail, and the directory outlives the
-/// test on the host (the namespace takes only the mount with it).
+/// A mount at a path (a tmpfs, an ext4 image), detached when dropped, before the test's
+/// temp dir goes: a mount left inside makes the temp dir's removal fail, and the directory
+/// outlives the test on the host (the namespace takes only the mount with it).
 #[must_use]
-struct Tmpfs(String);
+pub(crate) struct Mounted(pub(crate) String);
 
-impl Drop for Tmpfs {
+impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = Command::new("umount")
             .args(["-l", self.0.as_str()])
@@ -48,14 +53,43 @@ impl Drop for Tmpfs {
     }
 }
 
-fn tmpfs(path: &str) -> Tmpfs {
+fn tmpfs(path: &str) -> Mounted {
     std::fs::create_dir_all(path).unwrap();
     let ok = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", path])
         .status()
         .unwrap();
     assert!(ok.success());
-    Tmpfs(path.to_owned())
+    Mounted(path.to_owned())
+}
+
+/// A temp dir whose mount points (guarded by [`prepare_mount_point`]) are unguarded first
+/// when it goes, or its removal would fail and leave it on the host.
+pub(crate) struct Tmp(tempfile::TempDir);
+
+impl Tmp {
+    pub(crate) fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        unguard_tree(self.0.path());
+    }
+}
+
+/// `chattr -R -i`: what an operator runs to remove guarded mount points by hand.
+pub(crate) fn unguard_tree(root: &Path) {
+    let _ = Command::new("chattr")
+        .args(["-R", "-f", "-i"])
+        .arg(root)
+        .stderr(std::process::Stdio::null())
+        .status();
+}
+
+pub(crate) fn tempdir() -> Tmp {
+    Tmp(tempfile::tempdir().unwrap())
 }
 
 fn mounter(dir: &Path) -> Mounter {
@@ -74,7 +108,7 @@ fn given_a_mount_that_appears_later_when_waiting_then_it_is_seen_and_probed() {
     if !isolated("given_a_mount_that_appears_later_when_waiting_then_it_is_seen_and_probed") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let later = path.clone();
     let mounter_thread = std::thread::spawn(move || {
@@ -93,7 +127,7 @@ fn given_no_mount_or_the_wrong_kind_when_waiting_then_a_failure_with_the_reason(
     if !isolated("given_no_mount_or_the_wrong_kind_when_waiting_then_a_failure_with_the_reason") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let err = wait_for_mount(&path, MountKind::Any, None, Duration::from_millis(300)).unwrap_err();
     assert!(err.reason.starts_with("no mount at"), "{}", err.reason);
@@ -107,7 +141,7 @@ fn given_a_helper_that_exits_without_mounting_when_waiting_then_it_fails_fast() 
     if !isolated("given_a_helper_that_exits_without_mounting_when_waiting_then_it_fails_fast") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let mut child = Command::new("sleep").arg("0.2").spawn().unwrap();
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
@@ -126,14 +160,19 @@ fn given_a_mount_when_unmounted_then_the_table_confirms_the_directory_goes_and_r
     if !isolated("given_a_mount_when_unmounted_then_the_table_confirms_the_directory_goes_and_repeats_are_fine") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let _mounted = tmpfs(&path);
     let m = mounter(dir.path());
     m.unmount(&path, false).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
+    assert!(Path::new(&path).is_dir(), "unmounting alone keeps the directory");
+    let write = std::fs::write(Path::new(&path).join("f"), b"x");
+    assert!(write.is_err(), "and guards it (/tmp: ext4 or tmpfs, which have the flag): {write:?}");
+    m.remove_mount_point(&path).unwrap();
     assert!(!Path::new(&path).exists(), "the empty mount directory is removed");
     m.unmount(&path, false).result.unwrap();
+    m.remove_mount_point(&path).unwrap();
 }
 
 #[test]
@@ -143,7 +182,7 @@ fn given_a_bind_mount_of_the_parents_own_filesystem_then_the_look_still_sees_it_
         return;
     }
     // Same device as the parent: only the mount id tells that something is mounted here.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let source = dir.path().join("src");
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     std::fs::create_dir_all(&source).unwrap();
@@ -164,7 +203,7 @@ fn given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort() {
     if !isolated("given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let _mounted = tmpfs(&path);
     let mut busy = Command::new("sleep").arg("30").current_dir(&path).spawn().unwrap();
@@ -179,7 +218,7 @@ fn given_this_kernel_without_nfs_when_mount_8_runs_then_its_error_is_the_reason(
     if !isolated("given_this_kernel_without_nfs_when_mount_8_runs_then_its_error_is_the_reason") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let path = dir.path().join("n").to_str().unwrap().to_owned();
     let err = mounter(dir.path())
         .mount_nfs("127.0.0.1:/exports/none", "nosuid,nodev,soft,timeo=1,retrans=0", &path)
@@ -194,7 +233,7 @@ fn given_a_hanging_mount_program_when_mounting_nfs_then_the_deadline_kills_it() 
     if !isolated("given_a_hanging_mount_program_when_mounting_nfs_then_the_deadline_kills_it") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let stand_in = dir.path().join("hang-mount");
     std::fs::write(&stand_in, "#!/bin/sh\nsleep 30\n").unwrap();
     std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -212,7 +251,7 @@ fn given_a_hanging_mount_program_when_mounting_nfs_then_the_deadline_kills_it() 
 #[test]
 fn given_a_symlink_inside_the_base_when_preparing_a_mount_point_then_refused_and_nothing_created_outside(
 ) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let base = dir.path().join("base");
     let outside = dir.path().join("outside");
     std::fs::create_dir_all(&base).unwrap();
@@ -236,7 +275,7 @@ fn given_a_symlink_inside_the_base_when_preparing_a_mount_point_then_refused_and
 
 #[test]
 fn given_a_component_swapped_for_a_symlink_meanwhile_when_preparing_then_nothing_lands_outside() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let base = dir.path().join("base");
     let outside = dir.path().join("outside");
     std::fs::create_dir_all(base.join("x")).unwrap();
@@ -258,7 +297,7 @@ fn given_a_component_swapped_for_a_symlink_meanwhile_when_preparing_then_nothing
     let (mut made, mut refused) = (0, 0);
     for i in 0..3000 {
         match prepare_mount_point(&base, &base.join(format!("x/t{i}"))) {
-            Ok(()) => made += 1,
+            Ok(_) => made += 1,
             Err(_) => refused += 1,
         }
     }

@@ -137,8 +137,8 @@ pub fn temp_dir(prefix: &str) -> TestDir {
     TestDir(Some(dir))
 }
 
-/// A temp directory that, when dropped, first detaches whatever is still mounted inside it
-/// and then removes it. A daemon's helpers outlive it by design, so a test can end with a
+/// A temp directory that, when dropped, first detaches whatever is still mounted inside it,
+/// unguards the mount points left in it, and then removes it. A daemon's helpers outlive it by design, so a test can end with a
 /// (possibly dead) FUSE mount under its directory, and removing a mount point fails: the
 /// removal stopped there and left the directory behind after every passing suite.
 #[derive(Debug)]
@@ -172,5 +172,16 @@ impl Drop for TestDir {
         for point in points {
             let _ = std::process::Command::new("umount").arg("-l").arg(&point).status();
         }
+        unguard_tree(dir.path());
     }
+}
+
+/// Clear the immutable flag the daemon sets on bare mount points (`chattr -R -i`, as an
+/// operator would), or removing the tree fails on them and leaves it behind.
+pub fn unguard_tree(root: &Path) {
+    let _ = std::process::Command::new("chattr")
+        .args(["-R", "-f", "-i"])
+        .arg(root)
+        .stderr(std::process::Stdio::null())
+        .status();
 }

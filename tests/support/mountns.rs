@@ -137,3 +137,27 @@ pub fn wait_for_unmount(path: &Path, timeout: Duration) -> Result<(), String> {
         mount_at(path).is_none().then_some(())
     })
 }
+
+/// A filesystem mounted by a test, detached (lazily) when dropped.
+#[must_use]
+pub struct Mounted(pub std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A fresh ext4 image of `size` bytes at `image`, loop-mounted at `at` (the loop device goes
+/// with the mount). For a test in a private namespace that needs a real disk filesystem.
+pub fn loop_ext4(image: &Path, size: u64, at: &Path) -> Mounted {
+    std::fs::File::create(image).and_then(|f| f.set_len(size)).expect("create the image");
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("run mkfs.ext4/mount");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image));
+    std::fs::create_dir_all(at).expect("create the mount point");
+    run(Command::new("mount").args(["-t", "ext4", "-o", "loop"]).arg(image).arg(at));
+    Mounted(at.to_path_buf())
+}
