@@ -201,6 +201,16 @@ impl Inbox {
                     );
                     unpark(journal, id).await?;
                 }
+                InboxEntry::ForeignKey(raw) => {
+                    tracing::error!(
+                        key = %String::from_utf8_lossy(&raw),
+                        "the inbox holds a key that names no parked request; it is removed"
+                    );
+                    let journal = Arc::clone(journal);
+                    tokio::task::spawn_blocking(move || journal.discard_inbox_key(&raw))
+                        .await
+                        .map_err(|_| EngineError::Closed)??;
+                }
             }
         }
         Ok(out)

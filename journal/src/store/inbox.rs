@@ -51,6 +51,9 @@ pub struct ParkId(pub u64);
 pub enum InboxEntry {
     Parked(ParkId, Parked),
     Unreadable(ParkId, String),
+    /// A key in the inbox's family that is no park id (not ours to interpret): its raw
+    /// bytes, so [`Journal::discard_inbox_key`] can remove it.
+    ForeignKey(Vec<u8>),
 }
 
 impl Journal {
@@ -74,6 +77,15 @@ impl Journal {
         self.flush()
     }
 
+    /// Remove a [`InboxEntry::ForeignKey`] durably (only keys of the inbox's family).
+    pub fn discard_inbox_key(&self, raw: &[u8]) -> Result<(), StoreError> {
+        if raw.first() != Some(&INBOX) {
+            return Ok(());
+        }
+        self.db.remove(raw).map_err(|e| self.write_error("inbox entry", e))?;
+        self.flush()
+    }
+
     /// Every entry of the inbox, oldest first.
     pub fn inbox(&self) -> Result<Vec<InboxEntry>, StoreError> {
         let mut out = Vec::new();
@@ -83,11 +95,11 @@ impl Journal {
                 what: "inbox".into(),
                 source,
             })?;
-            let id = k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let id = (k.len() == 9)
+                .then(|| k.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes))
+                .flatten();
             let Some(id) = id.map(ParkId) else {
-                // A key that is not ours to interpret: report it with an id no entry has.
-                let shown = String::from_utf8_lossy(&k).into_owned();
-                out.push(InboxEntry::Unreadable(ParkId(u64::MAX), format!("bad key {shown:?}")));
+                out.push(InboxEntry::ForeignKey(k.to_vec()));
                 continue;
             };
             out.push(match serde_json::from_slice(&value) {
@@ -157,5 +169,13 @@ mod tests {
         assert!(matches!(&listed[1], InboxEntry::Unreadable(id, _) if id.0 == good.0 + 1));
         journal.unpark(ParkId(good.0 + 1)).unwrap();
         assert_eq!(journal.inbox().unwrap().len(), 1);
+
+        // A key of the family that is no park id is listed raw, and removable as such.
+        let foreign = [&[INBOX][..], b"odd"].concat();
+        journal.db.insert(foreign.as_slice(), b"x".to_vec()).unwrap();
+        assert_eq!(journal.inbox().unwrap()[1], InboxEntry::ForeignKey(foreign.clone()));
+        journal.discard_inbox_key(&foreign).unwrap();
+        journal.discard_inbox_key(b"not the inbox").unwrap();
+        assert_eq!(journal.inbox().unwrap(), [InboxEntry::Parked(good, parked(1))]);
     }
 }
