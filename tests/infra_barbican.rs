@@ -1,5 +1,5 @@
 //! The test Barbican works for real, read exactly as the daemon will read it
-//! (shared/DESIGN.md section 2): `GET <secret_ref>` with `X-Auth-Token` gives metadata
+//! (docs/design.md §2): `GET <secret_ref>` with `X-Auth-Token` gives metadata
 //! whose `content_types.default` names the payload type, then `GET <secret_ref>/payload`
 //! with that `Accept` gives the JSON credentials. Also the error cases later tests need:
 //! 404 (unknown ref), 403 (other project), 401 (bad token), injected 500 and timeouts.

@@ -6,7 +6,7 @@ paste filter) with sqlite and the simple_crypto secret store, all state under --
 127.0.0.1:--port, with Python's threaded wsgiref server. Never use it outside tests.
 
 A thin WSGI wrapper in front of Barbican stands in for keystonemiddleware and fixes the
-quirks of barbican 23.0.0 (shared/DESIGN.md section 5):
+quirks of barbican 23.0.0 (docs/design.md §5):
 
 * ``X-Auth-Token`` -> ``X-Project-Id``: every token maps to its own project
   ("proj-" + the first 16 hex digits of sha256(token)); a secret stored with token A and

@@ -7,15 +7,24 @@ ensure_build_deps() {
     command -v c++ >/dev/null 2>&1 || missing+=(g++)
     command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
     if [ "${#missing[@]}" -gt 0 ]; then
-        echo "installing: ${missing[*]}"
+        echo "ensure_build_deps: installing ${missing[*]}"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+    # The workspace's minimum Rust (rust-version in Cargo.toml; every package inherits it).
+    local msrv
+    msrv="$(sed -n 's/^rust-version = "\([0-9.]*\)".*/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../../Cargo.toml" | head -1)"
     if ! command -v cargo >/dev/null 2>&1; then
-        echo "error: cargo not found. Install Rust with rustup (https://rustup.rs), version 1.80 or newer." >&2
+        echo "error: cargo not found. Install Rust with rustup (https://rustup.rs), version $msrv or newer." >&2
         exit 1
     fi
-    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
+    local have
+    have="$(rustc --version | sed -n 's/^rustc \([0-9]*\.[0-9]*\).*/\1/p')"
+    if [ "$(printf '%s\n%s\n' "$msrv" "$have" | sort -V | head -1)" != "$msrv" ]; then
+        echo "error: rustc $have is older than this workspace's minimum $msrv: rustup update stable" >&2
+        exit 1
+    fi
+    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true
 }
 
 # Installs what the integration tests start by themselves (tests/support): RabbitMQ, s3fs
@@ -63,4 +72,14 @@ ensure_test_infra() {
         echo "$want" > "$venv/.dms-test-infra"
     fi
     [ -c /dev/fuse ] || echo "ensure_test_infra: warning: /dev/fuse is missing; the s3fs tests will fail" >&2
+    # Every mount test runs in a private mount namespace; in a plain chroot unshare fails
+    # with "cannot change root filesystem propagation: Invalid argument" in every test.
+    if ! unshare -m --propagation private true 2>/dev/null; then
+        if ! mountpoint -q /; then
+            echo "error: / is not a mount point (a plain chroot?): the tests need private mount namespaces; run them in a VM or container, or bind-mount the new root onto itself before chroot (mount --bind DIR DIR)" >&2
+        else
+            echo "error: unshare -m --propagation private fails here (no CAP_SYS_ADMIN?): the tests need private mount namespaces, as root" >&2
+        fi
+        exit 1
+    fi
 }

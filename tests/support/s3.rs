@@ -160,7 +160,7 @@ impl S3 {
     }
 
     /// The helper environment the DMS daemon gives `s3vaultfuse` for this endpoint
-    /// (shared/DESIGN.md section 2), with `vault_data_directory = mount_path`. Pass it with
+    /// (docs/design.md §2), with `vault_data_directory = mount_path`. Pass it with
     /// `Command::env_clear().envs(..)` (plus `PATH`).
     pub fn helper_env(&self, mount_path: &Path) -> Vec<(String, String)> {
         let v = |k: &str, val: &str| (k.to_string(), val.to_string());
@@ -184,7 +184,7 @@ impl S3 {
     }
 
     /// The JSON credentials payload an operator stores in Barbican for this endpoint
-    /// (shared/DESIGN.md section 2).
+    /// (docs/design.md §2).
     pub fn credentials_json(&self) -> serde_json::Value {
         serde_json::json!({
             "aws_access_key_id": self.access_key_id,
