@@ -121,7 +121,7 @@ impl Reader<'_> {
     }
 
     fn ok(&mut self) -> bool {
-        self.byte() % 2 == 0
+        self.byte().is_multiple_of(2)
     }
 
     fn key(&mut self) -> Option<u8> {
