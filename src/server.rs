@@ -20,7 +20,7 @@ use crate::supervisor::{Exits, SuperviseError, Supervisor};
 use crate::systemd::Notifier;
 use crate::transport::{self, TransportConfig, TransportError};
 use dms_journal::store::{Journal, StoreError};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -219,9 +219,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
     let compaction =
         tokio::spawn(compact_periodically(Arc::clone(&engine), config.journal_retention));
     let metrics = match config.metrics_listen {
-        Some(addr) => {
-            serve_metrics(addr, Arc::clone(&engine), requests_parked, shutdown.clone()).await
-        }
+        Some(addr) => serve_metrics(addr, Arc::clone(&admin), shutdown.clone()).await,
         None => None,
     };
     let policy = Arc::new(config.wire_policy());
@@ -259,8 +257,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
 /// mounts without it: mounts matter more than their metrics.
 async fn serve_metrics(
     addr: std::net::SocketAddr,
-    engine: Arc<HostEngine>,
-    parked: Arc<AtomicUsize>,
+    admin: Arc<Admin>,
     shutdown: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let listener = match crate::metrics::bind(addr).await {
@@ -280,10 +277,7 @@ async fn serve_metrics(
         );
     }
     let gauges: Arc<dyn Fn() -> crate::metrics::Gauges + Send + Sync> =
-        Arc::new(move || crate::metrics::Gauges {
-            requests_parked: parked.load(Ordering::Relaxed) as u64,
-            ..engine.gauges()
-        });
+        Arc::new(move || admin.gauges());
     Some(tokio::spawn(crate::metrics::serve(listener, gauges, shutdown)))
 }
 

@@ -74,6 +74,10 @@ impl LastPass {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
     fn set(&self, seen: BTreeSet<String>) {
         *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = seen;
     }

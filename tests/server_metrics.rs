@@ -136,6 +136,9 @@ fn metrics_count_exactly_the_requests_served_and_follow_the_mounted_target() {
         assert_eq!(value(&body, "dms_helper_losses_total"), 0.0);
         assert_eq!(targets(&body, "mounted"), 0.0);
         assert_eq!(value(&body, "dms_helpers_tracked"), 0.0);
+        assert_eq!(value(&body, "dms_broker_connected"), 1.0, "consuming: {body}");
+        assert_eq!(value(&body, "dms_mounted_without_helper"), 0.0, "{body}");
+        assert_eq!(value(&body, "dms_reconcile_differences"), 0.0, "a fresh node: {body}");
 
         let path = daemon.path("metrics-1");
         let rt = runtime();
@@ -157,6 +160,7 @@ fn metrics_count_exactly_the_requests_served_and_follow_the_mounted_target() {
             assert_eq!(duration_count(&body, "unmount"), 0.0, "{body}");
             assert_eq!(targets(&body, "mounted"), 1.0, "{body}");
             assert_eq!(value(&body, "dms_helpers_tracked"), 1.0, "{body}");
+            assert_eq!(value(&body, "dms_mounted_without_helper"), 0.0, "its helper runs: {body}");
 
             let reply =
                 client.call(&daemon.node, &unmount("metrics-1", &path, "s3"), &uuid()).await;

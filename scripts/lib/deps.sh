@@ -28,7 +28,7 @@ ensure_build_deps() {
 }
 
 # Installs what the integration tests start by themselves (tests/support): RabbitMQ, s3fs
-# + FUSE, unshare, curl, systemd-analyze, and a Python venv with moto[server] (S3) and barbican (pinned by
+# + FUSE, unshare, curl, systemd-analyze, promtool, and a Python venv with moto[server] (S3) and barbican (pinned by
 # scripts/infra/test-constraints.txt). Idempotent; takes well under a second when
 # everything is already there. The venv lives in $DMS_TEST_VENV (default
 # /var/lib/dms-test/venv), which the tests read too. Debian's rabbitmq-server is never
@@ -40,7 +40,8 @@ ensure_test_infra() {
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     local constraints="$here/infra/test-constraints.txt"
     # systemd: systemd-analyze verifies the unit file (tests/server_systemd.rs).
-    local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps systemd)
+    # prometheus: promtool checks and unit-tests the alert rules in dist/ (tests/monitoring_kit.rs).
+    local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps systemd prometheus)
     local missing=() p
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -54,11 +55,14 @@ ensure_test_infra() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
         [ "$own_policy" = 1 ] && rm -f "$policy"
-        # Where an init system did start the packaged broker anyway, stop it.
-        if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
-            systemctl stop rabbitmq-server || true
-            systemctl disable rabbitmq-server >/dev/null 2>&1 || true
-        fi
+        # Where an init system did start the packaged services anyway, stop them.
+        local unit
+        for unit in rabbitmq-server prometheus prometheus-node-exporter; do
+            if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$unit" 2>/dev/null; then
+                systemctl stop "$unit" || true
+                systemctl disable "$unit" >/dev/null 2>&1 || true
+            fi
+        done
     fi
 
     local want

@@ -181,6 +181,24 @@ impl Admin {
         })
     }
 
+    /// The metrics gauges at scrape time: the engine's counts, plus what only the admin side
+    /// sees (the broker session, the transport's parked requests, the last resync pass, and
+    /// which mounted targets' journaled helpers still run: one `/proc` read each).
+    pub fn gauges(&self) -> crate::metrics::Gauges {
+        let snapshot = self.engine.snapshot();
+        let mounted_without_helper =
+            crate::metrics::Gauges::mounted_without_helper(snapshot.targets.values(), |h| {
+                self.helpers.is_running(h)
+            });
+        crate::metrics::Gauges {
+            requests_parked: self.requests_parked.load(Ordering::Relaxed) as u64,
+            broker_connected: self.broker_connected.load(Ordering::Relaxed),
+            reconcile_differences: self.last_pass.count() as u64,
+            mounted_without_helper,
+            ..self.engine.gauges()
+        }
+    }
+
     async fn targets(&self, detailed: bool, all: bool) -> Result<serde_json::Value, String> {
         let snapshot = self.engine.snapshot();
         let mut rows: Vec<views::TargetView> = snapshot

@@ -163,9 +163,14 @@ impl Helpers {
         Ok(self.pid_dir.remove_if(target, Some(helper.pid))?.removed())
     }
 
+    /// `helper` still runs: its PID has the journaled start time, in this boot.
+    pub fn is_running(&self, helper: HelperIdentity) -> bool {
+        self.procfs.is_same(&helper, self.boot)
+    }
+
     /// How long `helper` has been running, if it still is.
     pub fn uptime(&self, helper: HelperIdentity) -> Option<Duration> {
-        if !self.procfs.is_same(&helper, self.boot) {
+        if !self.is_running(helper) {
             return None;
         }
         let text = std::fs::read_to_string("/proc/uptime").ok()?;

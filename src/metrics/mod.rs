@@ -17,7 +17,7 @@
 //! explicit opt-in (`metrics_allow_any_address`). How slow clients are kept from starving
 //! scrapes is explained in `http.rs`.
 
-use dms_journal::{JournalState, Phase, TargetState};
+use dms_journal::{HelperIdentity, JournalState, Phase, TargetState};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -93,6 +93,14 @@ pub struct Gauges {
     pub nfs_breakers_open: u64,
     /// Requests parked in the journal's inbox, waiting for their target's turn.
     pub requests_parked: u64,
+    /// The AMQP session is up (requests can arrive).
+    pub broker_connected: bool,
+    /// Where journal and host differed at the start of the last resync pass (targets in
+    /// flight left out): lasting ones are what the pass could not converge.
+    pub reconcile_differences: u64,
+    /// Mounted targets whose journaled helper is not running (supervision should have
+    /// noticed at once; lasting, it did not).
+    pub mounted_without_helper: u64,
 }
 
 impl Gauges {
@@ -114,6 +122,21 @@ impl Gauges {
             g.helpers_tracked += u64::from(t.helper.is_some());
         }
         g
+    }
+
+    /// Mounted targets whose journaled helper `running` says is gone. Supervision turns such a
+    /// target `Lost` within moments, so a lasting non-zero count means it did not notice.
+    pub fn mounted_without_helper<'a>(
+        targets: impl IntoIterator<Item = &'a TargetState>,
+        running: impl Fn(HelperIdentity) -> bool,
+    ) -> u64 {
+        let gone = targets
+            .into_iter()
+            .filter(|t| t.phase == Phase::Mounted)
+            .filter_map(|t| t.helper)
+            .filter(|h| !running(*h))
+            .count();
+        gone as u64
     }
 }
 
@@ -339,6 +362,20 @@ impl Metrics {
         let _ = writeln!(out, "dms_requests_parked {}", gauges.requests_parked);
         family(
             &mut out,
+            "dms_broker_connected",
+            "gauge",
+            "1 while the AMQP session with the broker is up, 0 while the daemon reconnects.",
+        );
+        let _ = writeln!(out, "dms_broker_connected {}", u8::from(gauges.broker_connected));
+        family(
+            &mut out,
+            "dms_mounted_without_helper",
+            "gauge",
+            "Mounted S3 targets whose journaled helper process is not running.",
+        );
+        let _ = writeln!(out, "dms_mounted_without_helper {}", gauges.mounted_without_helper);
+        family(
+            &mut out,
             "dms_nfs_breaker_trips_total",
             "counter",
             "Times an NFS server's breaker opened: an operation against it ran into its deadline.",
@@ -360,6 +397,13 @@ impl Metrics {
             "Reconcile steps performed to converge the journal with the host.",
         );
         let _ = writeln!(out, "dms_reconcile_steps_total {}", self.reconcile_steps.load(Relaxed));
+        family(
+            &mut out,
+            "dms_reconcile_differences",
+            "gauge",
+            "Differences between journal and host at the start of the last resync pass.",
+        );
+        let _ = writeln!(out, "dms_reconcile_differences {}", gauges.reconcile_differences);
         family(
             &mut out,
             "dms_last_reconcile_timestamp_seconds",

@@ -91,6 +91,12 @@ dms_nfs_breakers_open 0
 # HELP dms_requests_parked Requests waiting for their target's turn, parked in the journal with their delivery acked.
 # TYPE dms_requests_parked gauge
 dms_requests_parked 5
+# HELP dms_broker_connected 1 while the AMQP session with the broker is up, 0 while the daemon reconnects.
+# TYPE dms_broker_connected gauge
+dms_broker_connected 1
+# HELP dms_mounted_without_helper Mounted S3 targets whose journaled helper process is not running.
+# TYPE dms_mounted_without_helper gauge
+dms_mounted_without_helper 1
 # HELP dms_nfs_breaker_trips_total Times an NFS server's breaker opened: an operation against it ran into its deadline.
 # TYPE dms_nfs_breaker_trips_total counter
 dms_nfs_breaker_trips_total 0
@@ -116,6 +122,9 @@ dms_reconcile_duration_seconds_count 2
 # HELP dms_reconcile_steps_total Reconcile steps performed to converge the journal with the host.
 # TYPE dms_reconcile_steps_total counter
 dms_reconcile_steps_total 3
+# HELP dms_reconcile_differences Differences between journal and host at the start of the last resync pass.
+# TYPE dms_reconcile_differences gauge
+dms_reconcile_differences 2
 # HELP dms_last_reconcile_timestamp_seconds When the last reconcile pass finished, since the Unix epoch (0: none yet).
 # TYPE dms_last_reconcile_timestamp_seconds gauge
 dms_last_reconcile_timestamp_seconds 1700000200.000
@@ -144,6 +153,9 @@ fn render_is_exact_text_for_known_observations() {
         helpers_tracked: 3,
         nfs_breakers_open: 0,
         requests_parked: 5,
+        broker_connected: true,
+        reconcile_differences: 2,
+        mounted_without_helper: 1,
     };
     let text = m.render(&gauges);
     let expected = EXPECTED.replace("{VERSION}", env!("CARGO_PKG_VERSION"));
@@ -236,9 +248,42 @@ fn gauges_count_targets_by_phase_and_named_helpers() {
             dirty: 1,
             helpers_tracked: 3,
             nfs_breakers_open: 0,
-            requests_parked: 0
+            requests_parked: 0,
+            broker_connected: false,
+            reconcile_differences: 0,
+            mounted_without_helper: 0,
         }
     );
+}
+
+#[test]
+fn mounted_without_helper_counts_only_mounted_targets_whose_helper_is_gone() {
+    use dms_journal::{BootId, Cleanup, HelperIdentity, TargetId};
+    let boot = BootId(uuid::Uuid::nil());
+    let helper = |pid| HelperIdentity { pid, start_ticks: 7, boot };
+    let rows = [
+        ("alive", Phase::Mounted, Some(helper(1))),
+        ("gone", Phase::Mounted, Some(helper(2))),
+        ("nfs", Phase::Mounted, None),
+        (
+            "dirty",
+            Phase::Dirty(Cleanup { helper: Some(helper(3)), mount: true, pid_file: true }),
+            Some(helper(3)),
+        ),
+    ];
+    let targets: Vec<TargetState> = rows
+        .into_iter()
+        .map(|(id, phase, helper)| {
+            let mut t = TargetState::new(TargetId::new(id).unwrap());
+            t.phase = phase;
+            t.helper = helper;
+            t
+        })
+        .collect();
+    let running = |h: HelperIdentity| h.pid == 1;
+    assert_eq!(Gauges::mounted_without_helper(&targets, running), 1, "only `gone`");
+    assert_eq!(Gauges::mounted_without_helper(&targets, |_| true), 0);
+    assert_eq!(Gauges::mounted_without_helper(&targets, |_| false), 2, "dirty is cleanup's");
 }
 
 #[test]
