@@ -3,11 +3,15 @@ use super::*;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 
-/// A child that is killed and reaped when the test ends, pass or fail.
+/// A child that is killed and reaped when the test ends, pass or fail, in a process group
+/// of its own that is killed with it: a script helper's `sleep` must not outlive the test.
 struct Kid(Child);
 
 impl Drop for Kid {
     fn drop(&mut self) {
+        if let Some(group) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -17,7 +21,7 @@ impl Drop for Kid {
 /// shows the test's image, or an `env` on the way; the kernel switches the executable
 /// before it lays out the new arguments and environment).
 fn spawn(command: &mut Command, exe: impl AsRef<Path>) -> Kid {
-    let kid = Kid(command.spawn().unwrap());
+    let kid = Kid(command.process_group(0).spawn().unwrap());
     let want = std::fs::canonicalize(exe).unwrap();
     let proc = Procfs::default();
     for _ in 0..500 {
