@@ -53,8 +53,9 @@
 //! `dms-server`) with the bench profile (release), but not `dms-testfs`, which lives in
 //! another workspace package. Before re-executing, the bench runs
 //! `cargo build --release -p dms-testfs --bin dms-testfs` (`$CARGO`, else `cargo`; a no-op
-//! when it is up to date) into the target directory that holds `dms-server`, so a stale
-//! helper is never measured; if that build fails but a binary is there, it says so and
+//! when it is up to date; without `--release` when the bench runs as a test, in the debug
+//! profile) into the target directory that holds `dms-server`, so a stale helper is never
+//! measured; if that build fails but a binary is there, it says so and
 //! uses it. `DMS_TESTFS_BIN=/path/to/dms-testfs` skips all that.
 //!
 //! Other knobs: `DMS_BENCH_LOG_LEVEL` (the daemon's `DMS_LOG_LEVEL`, default `info`);
@@ -62,7 +63,8 @@
 //! line per request, with `elapsed_ms` inside the daemon). The daemon's journal lives under
 //! `/tmp` (the same disk as the target directory here, not tmpfs: its fsyncs count).
 //!
-//! Run as a test (`cargo test --benches`, no `--bench` argument) it does the quick run.
+//! Run as a test (`cargo test --benches`, no `--bench` argument) it does the quick run, with
+//! the debug binaries: that is the suite's smoke run (figures printed, never compared).
 #![allow(clippy::unwrap_used)]
 
 #[path = "../tests/support/mod.rs"]

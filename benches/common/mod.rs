@@ -46,7 +46,9 @@ pub fn enter() -> Option<(bool, PathBuf)> {
     Some((quick, testfs))
 }
 
-/// `$DMS_TESTFS_BIN`, else `cargo build --release -p dms-testfs` next to `dms-server`.
+/// `$DMS_TESTFS_BIN`, else `dms-testfs` built next to `dms-server`, in the same profile: a
+/// release build for `cargo bench`, a debug one when the bench runs as a test (`cargo test
+/// --benches`, the suite's smoke run, which then reuses the debug build the tests made).
 fn build_or_locate_testfs() -> PathBuf {
     if let Some(bin) = std::env::var_os(TESTFS_ENV) {
         let bin = PathBuf::from(bin);
@@ -57,23 +59,28 @@ fn build_or_locate_testfs() -> PathBuf {
     let profile_dir = server.parent().expect("dms-server has a directory");
     let bin = profile_dir.join("dms-testfs");
     let target_dir = profile_dir.parent().expect("the profile directory has a parent");
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut build = vec!["build", "-p", "dms-testfs", "--bin", "dms-testfs"];
+    if release {
+        build.push("--release");
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let built = Command::new(&cargo)
-        .args(["build", "--release", "-p", "dms-testfs", "--bin", "dms-testfs"])
+        .args(&build)
         .arg("--manifest-path")
         .arg(support::repo_root().join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir)
         .stdout(Stdio::null())
         .status();
+    let command = format!("cargo {}", build.join(" "));
     match built {
         Ok(s) if s.success() => {}
         other if bin.exists() => eprintln!(
-            "warning: `cargo build --release -p dms-testfs` failed ({other:?}); using the \
-             existing {}",
+            "warning: `{command}` failed ({other:?}); using the existing {}",
             bin.display()
         ),
-        other => panic!("cannot build dms-testfs ({other:?}); build it with `cargo build --release -p dms-testfs`"),
+        other => panic!("cannot build dms-testfs ({other:?}); build it with `{command}`"),
     }
     support::require_file(&bin);
     bin

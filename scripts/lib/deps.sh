@@ -25,6 +25,12 @@ ensure_build_deps() {
         exit 1
     fi
     rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+    # cargo-nextest runs the suite's tests (scripts/test.sh). Where none is installed, the
+    # newest release whose own minimum Rust is the workspace's (compiled once, a few minutes).
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        echo "ensure_build_deps: installing cargo-nextest 0.9.110 (cargo install, once)"
+        cargo install --locked --quiet cargo-nextest@0.9.110
+    fi
 }
 
 # Installs what the integration tests start by themselves (tests/support): RabbitMQ, s3fs
