@@ -33,6 +33,9 @@ DMS_BENCH_QUICK=1 cargo bench -p dms --bench server_bench --locked
 DMS_BENCH_QUICK=1 cargo bench -p dms --bench reconcile_bench --locked
 DMS_BENCH_QUICK=1 cargo bench -p dms --bench containment_bench --locked
 
+step "packages (scripts/package.sh; tests/packaging/packages*.rs read them from target/packages)"
+scripts/package.sh --out target/packages
+
 step "tests: workspace"
 cargo test --workspace --locked 2>&1 | tee -a "$log"
 
