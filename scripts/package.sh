@@ -84,7 +84,8 @@ fi
 echo "== building the packages into $out"
 rm -f "$out"/dms_*.deb "$out"/dms-*.rpm
 cargo deb --no-build --no-strip --output "$out" >/dev/null
-cargo generate-rpm --output "$out" >/dev/null
+# xz: RHEL 8's rpm (4.14) reads it; the default zstd payload needs a newer rpm.
+cargo generate-rpm --payload-compress xz --output "$out" >/dev/null
 for f in "$out"/dms_*.deb "$out"/dms-*.rpm; do
     [ -f "$f" ] || die "no package in $out"
     printf '  %s  %s bytes\n' "$f" "$(stat -c %s "$f")"
