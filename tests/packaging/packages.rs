@@ -70,7 +70,7 @@ pub(crate) fn deb() -> PathBuf {
     package(&format!("dms_{}-1_amd64.deb", env!("CARGO_PKG_VERSION")))
 }
 
-fn rpm() -> PathBuf {
+pub(crate) fn rpm() -> PathBuf {
     package(&format!("dms-{}-1.x86_64.rpm", env!("CARGO_PKG_VERSION")))
 }
 

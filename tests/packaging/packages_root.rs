@@ -3,9 +3,10 @@
 //! --check-config` run inside it, upgraded to a rebuilt package (version -2, made offline
 //! from the built one) with an edited configuration that must survive, then removed and
 //! purged. A fake `systemctl` records what the maintainer scripts ask of systemd. All of it
-//! runs in a private mount namespace: /proc inside the root vanishes with it.
+//! runs in a private mount namespace: /proc inside the root vanishes with it. The .rpm goes
+//! into the same root with `rpm --root` (Debian's rpm; its scriptlets run chrooted there).
 
-use super::packages::{deb, in_deb, run, CONFFILES, FILES};
+use super::packages::{deb, in_deb, rpm, run, CONFFILES, FILES};
 use super::support::mountns;
 use super::*;
 use std::time::Duration;
@@ -213,5 +214,47 @@ fn deb_installs_checks_its_config_upgrades_keeping_edits_and_removes_in_debian_1
         assert!(root.file("/var/lib/dms/journal").is_dir(), "purge must keep the journal");
         let (installed, _) = root.chroot(&["dpkg-query", "-W", "dms"]);
         assert!(!installed, "dms is still known to dpkg after purge");
+    });
+}
+
+#[test]
+fn rpm_installs_with_its_scriptlets_keeps_an_edited_config_and_saves_it_on_erase() {
+    root_tarball();
+    rpm();
+    let name = "packages_root::rpm_installs_with_its_scriptlets_keeps_an_edited_config_and_saves_it_on_erase";
+    mountns::run_isolated_with_timeout(name, Duration::from_secs(300), || {
+        let root = Root::unpack();
+        let rpm_path = rpm();
+        let root_dir = root.path.to_str().unwrap();
+        // --nodeps: the Debian root's glibc is dpkg's, not in rpm's database.
+        let rpm_cmd = |args: &[&str]| {
+            let mut all = vec!["--root", root_dir, "--nodeps"];
+            all.extend_from_slice(args);
+            run("rpm", &all, "rpm")
+        };
+        run("rpm", &["--root", root_dir, "--initdb"], "rpm");
+        rpm_cmd(&["-i", rpm_path.to_str().unwrap()]);
+        for (path, want) in FILES {
+            let path = path.replace("/zsh/vendor-completions/", "/zsh/site-functions/");
+            assert_eq!(mode_in(&root, &path), want, "{path}: mode after rpm -i");
+        }
+        // %post made the directories, as the .deb's postinst does.
+        assert_eq!(mode_in(&root, "/var/lib/dms"), 0o700);
+        assert_eq!(mode_in(&root, "/var/log/dms/helpers"), 0o750);
+        let conf = root
+            .read("/etc/trilio-dms/server.conf")
+            .replace("node_id = CHANGE-ME-compute-01", "node_id = rpm-node");
+        std::fs::write(root.file("/etc/trilio-dms/server.conf"), &conf).unwrap();
+        let check = root.chroot_ok(&["dms-server", "--check-config"]);
+        assert!(check.contains("configuration OK: node rpm-node"), "{check}");
+
+        // Reinstalling over it keeps the edited file (%config(noreplace)).
+        rpm_cmd(&["-U", "--replacepkgs", rpm_path.to_str().unwrap()]);
+        assert_eq!(root.read("/etc/trilio-dms/server.conf"), conf, "rpm -U overwrote server.conf");
+
+        // Erase: the files go; the edited configuration is kept as .rpmsave.
+        rpm_cmd(&["-e", "dms"]);
+        assert!(!root.file("/usr/bin/dms-server").exists(), "rpm -e left the binary");
+        assert_eq!(root.read("/etc/trilio-dms/server.conf.rpmsave"), conf);
     });
 }
