@@ -41,6 +41,10 @@ step "benchmark smoke runs (debug build, small scale; figures are reported, not 
 DMS_TESTFS_BIN="$target/debug/dms-testfs" DMS_BENCH_EVENTS=20000 DMS_BENCH_QUICK=1 \
     cargo test --workspace --bench '*' --locked
 
+step "packages (scripts/package.sh: the glibc-2.28 release build; tests/packaging/packages*.rs read them)"
+export DMS_PACKAGE_DIR="$target/packages"
+scripts/package.sh --out "$DMS_PACKAGE_DIR"
+
 # cargo-nextest runs every test in a process of its own, so the tests of different binaries
 # overlap (.config/nextest.toml): most of the suite's time is waiting on brokers, daemons
 # and deadlines, not CPU. Doc tests are cargo test's alone.

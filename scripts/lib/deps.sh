@@ -47,7 +47,8 @@ ensure_test_infra() {
     local constraints="$here/infra/test-constraints.txt"
     # systemd: systemd-analyze verifies the unit file (tests/server_systemd.rs).
     # prometheus: promtool checks and unit-tests the alert rules in dist/ (tests/monitoring_kit.rs).
-    local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps systemd prometheus)
+    # binutils, rpm: objdump -T and rpm -qp on the packages (tests/packaging/packages.rs).
+    local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps systemd prometheus binutils rpm)
     local missing=() p
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -81,6 +82,8 @@ ensure_test_infra() {
             'moto[server]==5.2.5' 'barbican==23.0.0'
         echo "$want" > "$venv/.dms-test-infra"
     fi
+    # The Debian 12 root the .deb is installed into (tests/packaging/packages_root.rs).
+    ensure_debian_root
     [ -c /dev/fuse ] || echo "ensure_test_infra: warning: /dev/fuse is missing; the s3fs tests will fail" >&2
     # Every mount test runs in a private mount namespace; in a plain chroot unshare fails
     # with "cannot change root filesystem propagation: Invalid argument" in every test.
@@ -92,4 +95,72 @@ ensure_test_infra() {
         fi
         exit 1
     fi
+}
+
+# The tools scripts/package.sh builds with, pinned: cargo-zigbuild (links against an old
+# glibc through zig), cargo-deb, cargo-generate-rpm (cargo install --locked, skipped when
+# that version is installed), zig from PyPI's `ziglang` in a venv ($DMS_BUILD_VENV, default
+# /var/lib/dms-build/venv), and from apt: binutils (objdump -T, the GLIBC floor check) and
+# rpm (rpm -qp checks). Quiet and well under a second when everything is there. Puts the
+# venv's bin/ on PATH (cargo-zigbuild runs zig as `python3 -m ziglang`).
+DMS_PACKAGE_TOOLS=(cargo-zigbuild@0.24.1 cargo-deb@3.8.0 cargo-generate-rpm@0.21.1)
+DMS_ZIGLANG=ziglang==0.15.2
+ensure_package_tools() {
+    local venv="${DMS_BUILD_VENV:-/var/lib/dms-build/venv}"
+    local pkgs=(binutils rpm python3-venv) missing=() p
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "ensure_package_tools: installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    local installed tool name version
+    installed="$(cargo install --list 2>/dev/null)"
+    for tool in "${DMS_PACKAGE_TOOLS[@]}"; do
+        name="${tool%@*}" version="${tool#*@}"
+        if ! grep -qx "$name v$version:" <<<"$installed"; then
+            echo "ensure_package_tools: cargo install --locked $tool"
+            cargo install --locked --quiet "$tool"
+        fi
+    done
+    if [ ! -x "$venv/bin/python-zig" ] || [ "$(cat "$venv/.dms-build" 2>/dev/null)" != "$DMS_ZIGLANG" ]; then
+        echo "ensure_package_tools: creating the build venv $venv ($DMS_ZIGLANG)"
+        mkdir -p "$(dirname "$venv")"
+        /usr/bin/python3 -m venv "$venv"
+        "$venv/bin/pip" install -q --disable-pip-version-check "$DMS_ZIGLANG"
+        echo "$DMS_ZIGLANG" > "$venv/.dms-build"
+    fi
+    export PATH="$venv/bin:$PATH"
+}
+
+# A Debian 12 (bookworm) minbase root for the package tests (tests/packaging/packages.rs),
+# kept as a tarball: debootstrap takes minutes, unpacking it a second. Built once.
+DMS_DEBIAN_ROOT_TARBALL="${DMS_DEBIAN_ROOT_TARBALL:-/var/lib/dms-test/debian12-minbase.tar.gz}"
+ensure_debian_root() {
+    [ -s "$DMS_DEBIAN_ROOT_TARBALL" ] && return 0
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        echo "ensure_debian_root: installing debootstrap"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    fi
+    echo "ensure_debian_root: debootstrap bookworm (minbase) into $DMS_DEBIAN_ROOT_TARBALL (once; takes minutes)"
+    local work
+    mkdir -p "$(dirname "$DMS_DEBIAN_ROOT_TARBALL")"
+    work="$(mktemp -d "$(dirname "$DMS_DEBIAN_ROOT_TARBALL")/debootstrap.XXXXXX")"
+    # debootstrap mounts /proc and /sys in the new root; a private mount namespace takes
+    # them away with it whatever happens.
+    if ! unshare -m --propagation private \
+        debootstrap --variant=minbase bookworm "$work/root" http://deb.debian.org/debian \
+        > "$work/log" 2>&1; then
+        tail -20 "$work/log" >&2
+        rm -rf "$work"
+        echo "error: debootstrap failed (log above)" >&2
+        return 1
+    fi
+    rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*
+    tar -C "$work/root" -czf "$work/root.tar.gz" .
+    mv -f "$work/root.tar.gz" "$DMS_DEBIAN_ROOT_TARBALL"
+    rm -rf "$work"
 }

@@ -1,7 +1,8 @@
 //! Packaging, as an operator receives it: `scripts/install.sh` and the unit it installs
 //! (install.rs), the example configuration and the `Dockerfile` (config.rs), and the
 //! monitoring kit in `dist/` checked by promtool against the daemon's own exposition
-//! (monitoring.rs). One test binary: each links the whole daemon.
+//! (monitoring.rs), and the .deb/.rpm of `scripts/package.sh` (packages.rs; installed in a
+//! Debian 12 root by packages_root.rs). One test binary: each links the whole daemon.
 #![allow(clippy::unwrap_used)]
 
 use dms::config::keys::{Fallback, KEYS};
@@ -14,6 +15,10 @@ use std::process::{Command, Output};
 mod config;
 mod install;
 mod monitoring;
+mod packages;
+mod packages_root;
+#[path = "../support/mod.rs"]
+mod support;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
