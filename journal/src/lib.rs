@@ -27,4 +27,4 @@ pub use ids::{BootId, HelperIdentity, IdError, OperationId, RequestKey, TargetId
 pub use machine::{decide, Command, Decision, Effect, Rejection};
 pub use nesting::{Nesting, Relation};
 pub use outage::Outage;
-pub use state::{Action, JournalState, MountStep, Phase, TargetState, UnmountStep};
+pub use state::{Action, Illegal, JournalState, MountStep, Phase, TargetState, UnmountStep};

@@ -319,4 +319,77 @@ impl JournalState {
     pub fn target_or_new(&self, id: &TargetId) -> TargetState {
         self.targets.get(id).cloned().unwrap_or_else(|| TargetState::new(id.clone()))
     }
+
+    /// Whether `records`, applied in order, are each legal where they land: what a writer
+    /// asks before anything reaches the disk, so an illegal record is refused when it is
+    /// made, not found at the next boot or by `dms-journal verify`.
+    /// Legality reads only phase, spec and helper: the copies folded here leave out the
+    /// target's answered requests, which can be thousands and are on every append's path.
+    pub fn check_all(&self, records: &[Record]) -> Result<(), Illegal> {
+        let mut touched: BTreeMap<&TargetId, TargetState> = BTreeMap::new();
+        for record in records {
+            let state = touched.entry(&record.target).or_insert_with(|| {
+                match self.targets.get(&record.target) {
+                    Some(t) => TargetState {
+                        target: t.target.clone(),
+                        phase: t.phase,
+                        spec: t.spec.clone(),
+                        helper: t.helper,
+                        op: t.op.clone(),
+                        requests: BTreeMap::new(),
+                        updated_at: t.updated_at,
+                        boot: t.boot,
+                        records: t.records,
+                    },
+                    None => TargetState::new(record.target.clone()),
+                }
+            });
+            state.check(&record.event)?;
+            state.apply(record);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::event::TargetKind;
+
+    fn record(target: &str, event: Event) -> Record {
+        Record {
+            target: TargetId::new(target).unwrap(),
+            at: Timestamp(1),
+            boot: BootId(uuid::Uuid::nil()),
+            request: None,
+            op: None,
+            event,
+        }
+    }
+
+    fn nfs_requested(target: &str) -> Event {
+        let kind = TargetKind::Nfs { export: "nfs:/x".into(), options: String::new() };
+        Event::Requested { spec: TargetSpec { kind, mount_path: format!("/base/{target}") } }
+    }
+
+    #[test]
+    fn given_records_when_checked_then_each_is_checked_where_the_ones_before_it_land() {
+        let empty = JournalState::default();
+        // Requested then Verified is an NFS mount; Verified alone is not legal anywhere new.
+        let chain = [record("a", nfs_requested("a")), record("a", Event::Verified)];
+        assert_eq!(empty.check_all(&chain), Ok(()));
+        let lone = [record("b", Event::Verified)];
+        let illegal = empty.check_all(&lone).unwrap_err();
+        assert_eq!((illegal.target.as_str(), illegal.event), ("b", "Verified"));
+        // Records of another target do not move this one.
+        let mixed = [record("a", nfs_requested("a")), record("b", Event::Verified)];
+        assert_eq!(empty.check_all(&mixed).unwrap_err().target.as_str(), "b");
+
+        let mut mounted = JournalState::default();
+        for r in &chain {
+            mounted.apply(r);
+        }
+        assert_eq!(mounted.check_all(&chain).unwrap_err().event, "Requested", "already mounted");
+    }
 }

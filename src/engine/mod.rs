@@ -7,6 +7,8 @@
 //! need. Credentials live in the request's own task
 //! and die with it. A journal that cannot be written is a broken system, not a "no":
 //! [`EngineError::Journal`] tells the transport to stop taking requests and not to ack.
+//! Every append is checked against the state first ([`JournalState::check_all`]): a record
+//! that would be illegal where it lands is never written ([`EngineError::Illegal`]).
 
 mod admission;
 mod breaker;
@@ -39,6 +41,10 @@ pub enum EngineError {
     Journal(#[from] StoreError),
     #[error("the engine is shutting down")]
     Closed,
+    /// A decision or plan step produced a record that is not legal where it would land (a
+    /// bug in the model): refused before anything was written.
+    #[error("refused to journal an illegal record: {0}")]
+    Illegal(#[from] dms_journal::Illegal),
 }
 
 /// The executors one engine drives.
@@ -229,13 +235,21 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
                 target_id = %step.target,
                 helper_pid = tracing::field::Empty
             );
-            async {
+            let ran = async {
                 self.append(step.records).await?;
                 perform::Run::detached(self, step.target.clone()).drive_effects(step.effects).await
             }
             .instrument(span)
-            .await?;
-            performed += 1;
+            .await;
+            match ran {
+                Ok(()) => performed += 1,
+                // A plan step the model got wrong is skipped, not the whole pass.
+                Err(EngineError::Illegal(illegal)) => tracing::error!(
+                    target_id = %step.target, %illegal,
+                    "reconcile step refused: {illegal}; nothing journaled or done for it"
+                ),
+                Err(e) => return Err(e),
+            }
         }
         Ok(performed)
     }
@@ -311,6 +325,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         if records.is_empty() {
             return Ok(());
         }
+        lock(&self.state).check_all(&records)?;
         let journal = Arc::clone(&self.journal);
         let records =
             tokio::task::spawn_blocking(move || journal.append(&records).map(|_| records))
@@ -325,6 +340,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         if records.is_empty() {
             return Ok(None);
         }
+        lock(&self.state).check_all(&records)?;
         let journal = Arc::clone(&self.journal);
         let (records, ticket) = tokio::task::spawn_blocking(move || {
             journal.append_deferred(&records).map(|(_, ticket)| (records, ticket))

@@ -56,15 +56,24 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
         // The latest records journaled without waiting for the disk (tickets only grow).
         let mut deferred = None;
         while let Some(command) = queue.pop_front() {
-            let decision = match self.engine.decide_and_append(&self.target, &command).await? {
-                Ok((decision, ticket)) => {
+            let decision = match self.engine.decide_and_append(&self.target, &command).await {
+                Ok(Ok((decision, ticket))) => {
                     deferred = ticket.or(deferred);
                     decision
                 }
-                Err(rejection) => {
+                Ok(Err(rejection)) => {
                     answer.get_or_insert(Outcome::Failed { reason: rejection.to_string() });
                     continue;
                 }
+                // The model decided something illegal: nothing of it was journaled or done,
+                // and the request is answered with the reason instead of stopping intake.
+                Err(EngineError::Illegal(illegal)) => {
+                    tracing::error!(%illegal, "decision refused: {illegal}");
+                    let reason = format!("internal error: {illegal}; nothing was done");
+                    answer.get_or_insert(Outcome::Failed { reason });
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             for effect in decision.effects {
                 if let Effect::Reply { outcome, .. } = effect {

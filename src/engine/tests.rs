@@ -358,3 +358,42 @@ async fn given_an_nfs_mount_that_timed_out_when_the_same_server_is_asked_again_t
     assert_eq!(third, Outcome::Mounted { kind: "nfs".into(), path: format!("{BASE}/n3") });
     assert_eq!(rig.engine.gauges().nfs_breakers_open, 1);
 }
+
+#[tokio::test]
+async fn given_an_illegal_record_when_appended_or_planned_then_it_is_refused_and_nothing_is_written(
+) {
+    let rig = rig();
+    rig.engine.handle(&nfs_mount("n1", "k1")).await.unwrap();
+    let before = rig.engine.snapshot();
+    let written = || rig.engine.journal.records().count();
+    let count = written();
+    let target = TargetId::new("n1").unwrap();
+    let verified = Record {
+        target: target.clone(),
+        at: rig.engine.clock().now,
+        boot: rig.engine.boot,
+        request: None,
+        op: None,
+        event: dms_journal::Event::Verified,
+    };
+
+    let refused = rig.engine.append(vec![verified.clone()]).await;
+    assert!(
+        matches!(&refused, Err(EngineError::Illegal(i)) if i.event == "Verified"),
+        "{refused:?}"
+    );
+    assert_eq!(written(), count, "an illegal record reached the journal");
+    assert_eq!(rig.engine.snapshot(), before);
+
+    // A plan step the model got wrong is skipped; the pass goes on with the next step.
+    let bad = dms_journal::reconcile::Step {
+        target: target.clone(),
+        records: vec![verified],
+        effects: vec![],
+    };
+    let plan = Plan { steps: vec![bad], findings: vec![] };
+    assert_eq!(rig.engine.reconcile(plan, &before).await.unwrap(), 0);
+    assert_eq!(written(), count);
+    assert_eq!(rig.engine.snapshot(), before);
+    assert_eq!(history(&rig, "n1"), ["Requested", "Verified"]);
+}
