@@ -94,3 +94,13 @@ fn a_nul_in_the_environment_is_refused() {
     let err = Spawn { program: &bin, env: vec![("A", "x\0y")], log: &log }.spawn().unwrap_err();
     assert!(err.to_string().contains("NUL"), "{err}");
 }
+
+#[test]
+fn env_entries_are_name_equals_value_and_a_nul_byte_is_refused() {
+    assert_eq!(
+        env_entry("AWS_SECRET_ACCESS_KEY", "k3y").unwrap().as_bytes(),
+        b"AWS_SECRET_ACCESS_KEY=k3y"
+    );
+    assert!(env_entry("A", "x\0y").is_none());
+    assert!(env_entry("A\0B", "x").is_none());
+}

@@ -24,16 +24,19 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use zeroize::Zeroizing;
 
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
-    /// `amqp://...`; `heartbeat` is added when the URL does not set it.
-    pub url: String,
+    /// `amqp://...` with the broker password; `heartbeat` is added when the URL does not
+    /// set it.
+    pub url: SecretString,
     pub queue: String,
     pub prefetch: u16,
     pub heartbeat_secs: u16,
@@ -179,7 +182,8 @@ async fn drain(in_flight: &mut JoinSet<()>, bound: Duration) {
 async fn open(
     config: &TransportConfig,
 ) -> Result<(Connection, Channel, lapin::Consumer), lapin::Error> {
-    let url = with_heartbeat(&config.url, config.heartbeat_secs);
+    // The URI with the password: exposed only here, its copy zeroed once lapin parsed it.
+    let url = Zeroizing::new(with_heartbeat(config.url.expose_secret(), config.heartbeat_secs));
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
