@@ -10,6 +10,10 @@
 //! The working directory `/` needs `posix_spawn_file_actions_addchdir_np` (glibc 2.29).
 //! It is looked up when it is used rather than linked, so the binary still loads on an
 //! older glibc, where the spawn falls back to std's `fork` + `setsid` + `exec`.
+//!
+//! This is the daemon's one use of `libc` (everything else goes through `rustix`, see the
+//! README's "System calls"): `posix_spawn(3)`, its attribute and file-action helpers and
+//! `dlsym(3)` are C library functions, not system calls, so rustix has no wrapper for them.
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{pidfd_open, pidfd_send_signal, waitid, Pid, PidfdFlags, Signal, WaitId};
