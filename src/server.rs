@@ -20,6 +20,7 @@ use crate::supervisor::{Exits, SuperviseError, Supervisor};
 use crate::systemd::Notifier;
 use crate::transport::{self, TransportConfig, TransportError};
 use dms_journal::store::{Journal, StoreError};
+use secrecy::SecretString;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,7 +209,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         .map(|n| tokio::spawn(keep_alive(n, Arc::clone(&engine), shutdown.clone())));
 
     let transport = TransportConfig {
-        url: config.rabbitmq_url.expose().to_owned(),
+        url: SecretString::from(config.rabbitmq_url.expose()),
         queue: config.queue_name(),
         prefetch: config.prefetch,
         heartbeat_secs: 30,

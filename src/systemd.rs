@@ -1,15 +1,23 @@
 //! sd_notify(3) for `Type=notify`: readiness after the boot reconcile, a status line for
 //! `systemctl status`, watchdog keep-alives and the stop notice.
 //!
-//! Hand-written on std's `UnixDatagram` rather than libsystemd: the protocol is one
-//! datagram of `KEY=VALUE` lines to the socket named by `$NOTIFY_SOCKET`, and linking a C
-//! library (or an `unsafe` FFI crate) for that would cost more than it saves. systemd
-//! identifies the sender by the kernel-attached credentials, so nothing here needs to say
-//! who we are.
+//! The messages are the `sd-notify` crate's [`NotifyState`]s (pure Rust, no libsystemd):
+//! the protocol's vocabulary and its `KEY=VALUE` spelling come from there. The crate's own
+//! `notify()` and `watchdog_enabled()` are not used, for four reasons the tests pin down:
+//! `notify()` reads `$NOTIFY_SOCKET` at every call (a notifier cannot be built from explicit
+//! values, so it could only be tested by changing the environment of a multi-threaded test
+//! process), its socket blocks when the manager's queue is full (a stalled service manager
+//! would stall a runtime worker and the stop), and it does not take abstract socket names
+//! (`@name`); `watchdog_enabled()` accepts `WATCHDOG_USEC=0` (a zero period, which
+//! `tokio::time::interval` refuses with a panic) and ignores a malformed `WATCHDOG_PID`.
+//! So the datagram goes out here, on a non-blocking std `UnixDatagram`, one per
+//! notification. systemd identifies the sender by the kernel-attached credentials, so
+//! nothing here needs to say who we are.
 //!
 //! Everything is best effort: a daemon that cannot notify still mounts. A failed send is
 //! returned for the caller to log; it never stops the daemon.
 
+use sd_notify::NotifyState;
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -90,27 +98,31 @@ impl Notifier {
     /// Sent once, when requests are about to be taken: systemd orders dependent units
     /// after this, so it must not come before the journal and the host agree.
     pub fn ready(&self, status: &str) -> Result<(), NotifyError> {
-        self.send("READY=1", &format!("READY=1\nSTATUS={}", sanitize_status(status)))
+        let status = sanitize_status(status);
+        self.send("READY=1", &[NotifyState::Ready, NotifyState::Status(&status)])
     }
 
     pub fn status(&self, status: &str) -> Result<(), NotifyError> {
-        self.send("STATUS", &format!("STATUS={}", sanitize_status(status)))
+        self.send("STATUS", &[NotifyState::Status(&sanitize_status(status))])
     }
 
     /// Lets systemd tell a clean stop (mounts left running on purpose) from a crash.
     pub fn stopping(&self, status: &str) -> Result<(), NotifyError> {
-        self.send("STOPPING=1", &format!("STOPPING=1\nSTATUS={}", sanitize_status(status)))
+        let status = sanitize_status(status);
+        self.send("STOPPING=1", &[NotifyState::Stopping, NotifyState::Status(&status)])
     }
 
     pub fn watchdog(&self) -> Result<(), NotifyError> {
-        self.send("WATCHDOG=1", "WATCHDOG=1")
+        self.send("WATCHDOG=1", &[NotifyState::Watchdog])
     }
 
     /// Asks for more start (or stop) time, for a boot reconcile that is still making
     /// progress on a node with many targets: systemd would otherwise kill the daemon at
     /// `TimeoutStartSec` in the middle of it.
+    /// At most `u32::MAX` µs (71 minutes), what the protocol's value holds here.
     pub fn extend_timeout(&self, by: Duration) -> Result<(), NotifyError> {
-        self.send("EXTEND_TIMEOUT_USEC", &format!("EXTEND_TIMEOUT_USEC={}", by.as_micros()))
+        let usec = u32::try_from(by.as_micros()).unwrap_or(u32::MAX);
+        self.send("EXTEND_TIMEOUT_USEC", &[NotifyState::ExtendTimeoutUsec(usec)])
     }
 
     /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC` (the margin systemd
@@ -127,7 +139,9 @@ impl Notifier {
         &self.name
     }
 
-    fn send(&self, what: &str, message: &str) -> Result<(), NotifyError> {
+    /// One datagram, the states one per line.
+    fn send(&self, what: &str, states: &[NotifyState]) -> Result<(), NotifyError> {
+        let message = states.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         let err =
             |source| NotifyError::Send { what: what.to_owned(), socket: self.name.clone(), source };
         let sent = self.socket.send_to_addr(message.as_bytes(), &self.addr).map_err(err)?;

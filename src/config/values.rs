@@ -2,16 +2,18 @@
 //! problem (the caller adds the key and where the value came from).
 
 use dms_journal::TargetId;
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// The broker URL. Its password must never reach a log line, so `Display` and `Debug` show
-/// it as `***`; [`AmqpUrl::expose`] is for the one place that connects.
-#[derive(Clone, PartialEq, Eq)]
+/// it as `***`; [`AmqpUrl::expose`] is for the one place that connects. Held as a
+/// [`SecretString`] so that it is zeroed when dropped.
+#[derive(Clone)]
 pub struct AmqpUrl {
-    raw: String,
+    raw: SecretString,
     /// Byte range of the password inside `raw`.
     password: Option<(usize, usize)>,
 }
@@ -63,24 +65,33 @@ impl AmqpUrl {
                 return Err("has an invalid port".into());
             }
         }
-        Ok(Self { raw: raw.to_owned(), password })
+        Ok(Self { raw: SecretString::from(raw), password })
     }
 
     /// The URL with its password, for the broker connection only.
     pub fn expose(&self) -> &str {
-        &self.raw
+        self.raw.expose_secret()
     }
 
     pub fn is_tls(&self) -> bool {
-        self.raw.starts_with("amqps://")
+        self.expose().starts_with("amqps://")
     }
 }
 
+impl PartialEq for AmqpUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for AmqpUrl {}
+
 impl fmt::Display for AmqpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let raw = self.expose();
         match self.password {
-            Some((start, end)) => write!(f, "{}***{}", &self.raw[..start], &self.raw[end..]),
-            None => f.write_str(&self.raw),
+            Some((start, end)) => write!(f, "{}***{}", &raw[..start], &raw[end..]),
+            None => f.write_str(raw),
         }
     }
 }

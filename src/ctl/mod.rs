@@ -18,6 +18,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 const DEFAULT_SOCKET: &str = "/run/dms/admin.sock";
 
@@ -267,7 +268,7 @@ fn send(action: &str, config: &Option<PathBuf>, args: RequestArgs) -> Result<u8,
         .enable_all()
         .build()
         .map_err(|e| (2, format!("cannot start a runtime: {e}")))?;
-    let url = config.rabbitmq_url.expose().to_owned();
+    let url = Zeroizing::new(config.rabbitmq_url.expose().to_owned());
     let reply = runtime
         .block_on(request::call(&url, &node, &body, timeout))
         .map_err(|e| (2, e.to_string()))?;

@@ -6,9 +6,9 @@ use super::ports::{Credentials, Mounts, Processes};
 use crate::exec::credentials::S3Credentials;
 use crate::exec::helper::HelperEnv;
 use crate::exec::mounts::{Heard, Ran};
-use crate::wire::Secret;
 use dms_journal::machine::MountFailure;
 use dms_journal::{BootId, HelperIdentity, TargetId};
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -61,8 +61,8 @@ impl World {
 pub struct FakeCredentials(pub Arc<World>);
 
 impl Credentials for FakeCredentials {
-    async fn fetch(&self, secret_ref: &str, token: &Secret) -> Result<S3Credentials, String> {
-        self.0.record(format!("fetch {secret_ref} token={}", !token.expose().is_empty()));
+    async fn fetch(&self, secret_ref: &str, token: &SecretString) -> Result<S3Credentials, String> {
+        self.0.record(format!("fetch {secret_ref} token={}", !token.expose_secret().is_empty()));
         if let Some(e) = self.0.failure("fetch") {
             return Err(e);
         }

@@ -5,16 +5,17 @@ use super::ports::{Credentials, Mounts, Processes};
 use super::{oplines, Engine, EngineError, Executors};
 use crate::exec::credentials::S3Credentials;
 use crate::exec::mounts::Heard;
-use crate::wire::{Request, Secret};
+use crate::wire::Request;
 use dms_journal::machine::MountFailure;
 use dms_journal::{Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId, TargetKind};
+use secrecy::SecretString;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub(super) struct Run<'a, C, P, M> {
     engine: &'a Engine<C, P, M>,
     target: TargetId,
-    token: Option<Secret>,
+    token: Option<SecretString>,
     /// Fetched for this request, used once to spawn the helper, then dropped.
     creds: Option<S3Credentials>,
 }

@@ -8,9 +8,9 @@
 use crate::exec::credentials::{Barbican, S3Credentials};
 use crate::exec::helper::{HelperEnv, HelperExit, Helpers};
 use crate::exec::mounts::{self, Mounter, Ran};
-use crate::wire::Secret;
 use dms_journal::machine::MountFailure;
 use dms_journal::{HelperIdentity, TargetId};
+use secrecy::SecretString;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
@@ -22,7 +22,7 @@ pub trait Credentials: Send + Sync + 'static {
     fn fetch(
         &self,
         secret_ref: &str,
-        token: &Secret,
+        token: &SecretString,
     ) -> impl Future<Output = Result<S3Credentials, String>> + Send;
 }
 
@@ -60,7 +60,7 @@ pub trait Mounts: Send + Sync + 'static {
 }
 
 impl Credentials for Barbican {
-    async fn fetch(&self, secret_ref: &str, token: &Secret) -> Result<S3Credentials, String> {
+    async fn fetch(&self, secret_ref: &str, token: &SecretString) -> Result<S3Credentials, String> {
         Barbican::fetch(self, secret_ref, token).await.map_err(|e| e.to_string())
     }
 }

@@ -3,8 +3,9 @@
 
 use super::fake::{FakeCredentials, FakeMounts, FakeProcesses, World};
 use super::*;
-use crate::wire::{Action, Secret};
+use crate::wire::Action;
 use dms_journal::{Phase, RequestKey, TargetKind, TargetSpec};
+use secrecy::SecretString;
 
 type TestEngine = Engine<FakeCredentials, FakeProcesses, FakeMounts>;
 
@@ -44,7 +45,7 @@ fn s3_mount(target: &str, key: &str) -> Request {
             mount_path: format!("{BASE}/{target}"),
         }),
         target: t,
-        token: Some(Secret::new("tok".into())),
+        token: Some(SecretString::from("tok")),
     }
 }
 

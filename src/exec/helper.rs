@@ -29,6 +29,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
@@ -51,14 +52,15 @@ pub enum HelperError {
     Unkillable { pid: u32, waited: Duration },
 }
 
-/// The helper's environment: names and values, values never printed (they hold keys).
+/// The helper's environment: names and values, values never printed and zeroed when
+/// dropped (they hold keys).
 #[derive(Clone, Default)]
-pub struct HelperEnv(Vec<(String, String)>);
+pub struct HelperEnv(Vec<(String, Zeroizing<String>)>);
 
 impl HelperEnv {
     /// Empty values are left out (DESIGN §2).
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
-        let value = value.into();
+        let value = Zeroizing::new(value.into());
         self.0.retain(|(n, _)| n != name);
         if !value.is_empty() {
             self.0.push((name.to_owned(), value));

@@ -10,6 +10,10 @@
 //! The working directory `/` needs `posix_spawn_file_actions_addchdir_np` (glibc 2.29).
 //! It is looked up when it is used rather than linked, so the binary still loads on an
 //! older glibc, where the spawn falls back to std's `fork` + `setsid` + `exec`.
+//!
+//! This is the daemon's one use of `libc` (everything else goes through `rustix`, see the
+//! README's "System calls"): `posix_spawn(3)`, its attribute and file-action helpers and
+//! `dlsym(3)` are C library functions, not system calls, so rustix has no wrapper for them.
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::process::{pidfd_open, pidfd_send_signal, waitid, Pid, PidfdFlags, Signal, WaitId};
@@ -22,6 +26,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use zeroize::{Zeroize, Zeroizing};
 
 /// A spawned child of the daemon: its PID and a pidfd that reaps it. Dropping it neither
 /// kills nor reaps; whoever owns it must `wait` (the helper module's reaper does).
@@ -128,11 +133,11 @@ impl Spawn<'_> {
         let nul = |what: &str| io::Error::other(format!("{what} holds a NUL byte"));
         let program = CString::new(self.program.as_os_str().as_bytes())
             .map_err(|_| nul("the helper path"))?;
-        let env: Vec<CString> = self
-            .env
-            .iter()
-            .map(|(n, v)| CString::new(format!("{n}={v}")).map_err(|_| nul(n)))
-            .collect::<Result<_, _>>()?;
+        // The values hold the S3 keys: these copies are zeroed when dropped, on every path.
+        let mut env: Zeroizing<Vec<CString>> = Zeroizing::new(Vec::with_capacity(self.env.len()));
+        for (n, v) in &self.env {
+            env.push(env_entry(n, v).ok_or_else(|| nul(n))?);
+        }
         let mut envp: Vec<*mut libc::c_char> = env.iter().map(|e| e.as_ptr().cast_mut()).collect();
         envp.push(std::ptr::null_mut());
         let argv = [program.as_ptr().cast_mut(), std::ptr::null_mut()];
@@ -165,6 +170,23 @@ impl Spawn<'_> {
             ))?;
         }
         u32::try_from(pid).map_err(|_| io::Error::other(format!("posix_spawn returned {pid}")))
+    }
+}
+
+/// `name=value` as a C string, built in a buffer with room for the NUL so that no
+/// reallocation leaves a copy of the value behind; `None` (and the buffer zeroed) if either
+/// holds a NUL byte.
+fn env_entry(name: &str, value: &str) -> Option<CString> {
+    let mut entry = Vec::with_capacity(name.len() + value.len() + 2);
+    entry.extend_from_slice(name.as_bytes());
+    entry.push(b'=');
+    entry.extend_from_slice(value.as_bytes());
+    match CString::new(entry) {
+        Ok(entry) => Some(entry),
+        Err(e) => {
+            e.into_vec().zeroize();
+            None
+        }
     }
 }
 

@@ -39,7 +39,11 @@ fn check_report(text: &str) {
     // SIGPIPE (bit 13) is ignored by Rust programs; the child must not inherit that.
     let ign = text.lines().find_map(|l| l.strip_prefix("sigign=")).unwrap();
     let mask = u64::from_str_radix(ign.trim(), 16).unwrap();
-    assert_eq!(mask & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE is ignored in the child: {text}");
+    assert_eq!(
+        mask & (1 << (Signal::PIPE.as_raw() - 1)),
+        0,
+        "SIGPIPE is ignored in the child: {text}"
+    );
     assert!(text.contains("to stderr\n"), "stderr goes to the log too: {text}");
 }
 
@@ -93,4 +97,14 @@ fn a_nul_in_the_environment_is_refused() {
     let (_, log) = log_in(dir.path());
     let err = Spawn { program: &bin, env: vec![("A", "x\0y")], log: &log }.spawn().unwrap_err();
     assert!(err.to_string().contains("NUL"), "{err}");
+}
+
+#[test]
+fn env_entries_are_name_equals_value_and_a_nul_byte_is_refused() {
+    assert_eq!(
+        env_entry("AWS_SECRET_ACCESS_KEY", "k3y").unwrap().as_bytes(),
+        b"AWS_SECRET_ACCESS_KEY=k3y"
+    );
+    assert!(env_entry("A", "x\0y").is_none());
+    assert!(env_entry("A\0B", "x").is_none());
 }

@@ -16,6 +16,7 @@
 //! same peer (127.0.0.1), so such a limit would hit the scraper as much as the attacker.
 
 use super::{global, Gauges, Metrics, MetricsError};
+use prometheus_client::encoding::prometheus_text;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +37,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Scrapers are one or two Prometheus servers; this is many times that, and the budget of
 /// file descriptors spent on metrics at most.
 pub(super) const MAX_CONNECTIONS: usize = 64;
-const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Bind the metrics listener; separate from [`serve`] so the server can log the address
 /// actually bound (port 0 picks a free one) and fail the start on a bad address.
@@ -131,7 +131,13 @@ async fn answer(
     };
     head_done.store(true, Ordering::Release);
     let response = match route(&head) {
-        Route::Metrics => respond("200 OK", CONTENT_TYPE, &metrics.render(&gauges())),
+        Route::Metrics => match metrics.render(&gauges()) {
+            Ok(text) => respond("200 OK", prometheus_text::CONTENT_TYPE, &text),
+            Err(e) => {
+                tracing::error!(error = %e, "metrics scrape failed");
+                respond("500 Internal Server Error", "text/plain", "cannot encode the metrics\n")
+            }
+        },
         Route::NotFound => respond("404 Not Found", "text/plain", "not found; try /metrics\n"),
         Route::NotAllowed => respond("405 Method Not Allowed", "text/plain", "GET only\n"),
         Route::Bad => respond("400 Bad Request", "text/plain", "bad request\n"),

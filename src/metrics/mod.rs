@@ -1,14 +1,17 @@
 //! Prometheus metrics (text exposition format 0.0.4) on a local address.
 //!
-//! A hand-written registry rather than the `prometheus` crate: the daemon has a dozen
-//! series with fixed label sets, which fit in arrays of atomics, and recording from a hot
-//! path then costs one relaxed add — no locks, no allocation, no registration step.
+//! The registry, the metric types and the exposition format are `prometheus-client`'s
+//! (the Prometheus project's Rust client): its classic text encoder, not OpenMetrics, so
+//! every Prometheus version and `promtool check metrics` read it, and the Content-Type stays
+//! `text/plain; version=0.0.4`. Recording from a hot path is one relaxed atomic add
+//! (counters) or one short lock (histograms).
 //!
 //! One process-wide instance ([`global`]) so a hook anywhere (delivery, supervisor,
 //! engine) is one line and needs no plumbing; [`Metrics::new`] builds private instances
 //! for tests. Values the engine owns (targets per phase, tracked helpers) are not
 //! mirrored here, where they could drift: the server passes a callback that computes
-//! [`Gauges`] from the journal state at scrape time.
+//! [`Gauges`] from the journal state at scrape time, encoded by a collector of each scrape
+//! (`collect.rs`), so two concurrent scrapes never see each other's values.
 //!
 //! The HTTP side is a minimal HTTP/1.1 responder on a tokio listener: `GET /metrics` and
 //! nothing else, one short-lived task per connection, a bounded number of them, a bounded
@@ -18,9 +21,14 @@
 //! scrapes is explained in `http.rs`.
 
 use dms_journal::{HelperIdentity, JournalState, Phase, TargetState};
-use std::fmt::Write as _;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +40,10 @@ pub enum MetricsError {
         #[source]
         source: std::io::Error,
     },
+    /// The text encoder refused a metric (only possible for kinds this daemon does not use,
+    /// such as native histograms); a bug, answered with 500.
+    #[error("cannot encode the metrics exposition")]
+    Encode,
 }
 
 /// Upper bounds (seconds) of the latency buckets: a request or a reconcile pass takes from
@@ -140,69 +152,21 @@ impl Gauges {
     }
 }
 
-/// A cumulative histogram over [`BUCKETS`]. Each observation lands in exactly one slot
-/// (the last is `+Inf`); the count is the sum of the slots, so a scrape racing an
-/// observation still sees `_count` equal to the `+Inf` bucket. The sum is kept in whole
-/// nanoseconds so it renders exactly.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    slots: [AtomicU64; BUCKETS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let slot = BUCKETS.iter().position(|le| secs <= *le).unwrap_or(BUCKETS.len());
-        self.slots[slot].fetch_add(1, Relaxed);
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
-    }
-
-    /// Cumulative counts, one per bucket of [`BUCKETS`] and then `+Inf` (= the count).
-    pub fn cumulative(&self) -> [u64; BUCKETS.len() + 1] {
-        let mut out = [0; BUCKETS.len() + 1];
-        let mut total = 0;
-        for (slot, c) in self.slots.iter().zip(out.iter_mut()) {
-            total += slot.load(Relaxed);
-            *c = total;
-        }
-        out
-    }
-
-    pub fn count(&self) -> u64 {
-        self.cumulative()[BUCKETS.len()]
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let counts = self.cumulative();
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (le, c) in BUCKETS.iter().zip(counts) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {c}");
-        }
-        let count = counts[BUCKETS.len()];
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let braces = |l: &str| if l.is_empty() { String::new() } else { format!("{{{l}}}") };
-        let sum = self.sum_nanos.load(Relaxed);
-        let (s, ns) = (sum / 1_000_000_000, sum % 1_000_000_000);
-        let _ = writeln!(out, "{name}_sum{} {s}.{ns:09}", braces(labels));
-        let _ = writeln!(out, "{name}_count{} {count}", braces(labels));
-    }
-}
-
-/// The daemon's own metrics (everything but the scrape-time [`Gauges`]).
+/// The daemon's own metrics (everything but the scrape-time [`Gauges`]). The fields are
+/// handles on what the registry encodes (the library's metrics share their value between
+/// clones).
 #[derive(Debug)]
 pub struct Metrics {
     /// `[action][outcome]`, indexed as [`Action::ALL`] × [`Outcome::ALL`].
-    requests: [[AtomicU64; 2]; 3],
+    requests: [[Counter; 2]; 3],
     request_duration: [Histogram; 3],
-    helper_losses: AtomicU64,
-    nfs_breaker_trips: AtomicU64,
+    helper_losses: Counter,
+    nfs_breaker_trips: Counter,
     reconcile_duration: Histogram,
-    reconcile_steps: AtomicU64,
-    /// Milliseconds since the epoch; 0 until the first pass.
-    last_reconcile_ms: AtomicU64,
-    start_ms: u64,
+    reconcile_steps: Counter,
+    /// Seconds since the epoch; 0 until the first pass.
+    last_reconcile: Gauge<f64, AtomicU64>,
+    registry: Registry,
 }
 
 impl Default for Metrics {
@@ -217,52 +181,116 @@ pub fn global() -> &'static Metrics {
     GLOBAL.get_or_init(Metrics::new)
 }
 
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
 impl Metrics {
     /// A registry whose process started now.
     pub fn new() -> Metrics {
         Metrics::started_at(SystemTime::now())
     }
 
-    /// A registry with a given start time (tests render exact text with it).
+    /// A registry with a given start time (tests render exact text with it). Families are
+    /// registered in a fixed order, with every label set present from the start (at zero),
+    /// so two scrapes differ only in values.
     pub fn started_at(start: SystemTime) -> Metrics {
-        Metrics {
+        let m = Metrics {
             requests: Default::default(),
-            request_duration: Default::default(),
-            helper_losses: AtomicU64::new(0),
-            nfs_breaker_trips: AtomicU64::new(0),
-            reconcile_duration: Histogram::default(),
-            reconcile_steps: AtomicU64::new(0),
-            last_reconcile_ms: AtomicU64::new(0),
-            start_ms: epoch_ms(start),
+            request_duration: [histogram(), histogram(), histogram()],
+            helper_losses: Counter::default(),
+            nfs_breaker_trips: Counter::default(),
+            reconcile_duration: histogram(),
+            reconcile_steps: Counter::default(),
+            last_reconcile: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let mut registry = Registry::default();
+        // The library appends the final full stop of every help text given to `register`.
+        registry.register(
+            "dms_build",
+            "The running dms-server build (always 1)",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds",
+            ConstGauge::new(epoch_seconds(start)),
+        );
+        registry.register(
+            "dms_helper_losses",
+            "Mounted targets lost (helper died, mount gone, reboot), at runtime or at reconcile",
+            m.helper_losses.clone(),
+        );
+        registry.register(
+            "dms_nfs_breaker_trips",
+            "Times an NFS server's breaker opened: an operation against it ran into its deadline",
+            m.nfs_breaker_trips.clone(),
+        );
+        registry.register(
+            "dms_reconcile_duration_seconds",
+            "Duration of reconcile passes (boot and periodic resync)",
+            m.reconcile_duration.clone(),
+        );
+        registry.register(
+            "dms_reconcile_steps",
+            "Reconcile steps performed to converge the journal with the host",
+            m.reconcile_steps.clone(),
+        );
+        registry.register(
+            "dms_last_reconcile_timestamp_seconds",
+            "When the last reconcile pass finished, since the Unix epoch (0: none yet)",
+            m.last_reconcile.clone(),
+        );
+        let mut requests = Fixed::new(
+            "dms_requests",
+            "Requests answered, by action (invalid: refused before it was understood) and reply status.",
+        );
+        let mut durations = Fixed::new(
+            "dms_request_duration_seconds",
+            "Time from a request's delivery until its reply is ready, by action.",
+        );
+        for action in Action::ALL {
+            for outcome in Outcome::ALL {
+                requests.add(
+                    vec![("action", action.label()), ("outcome", outcome.label())],
+                    m.requests[action as usize][outcome as usize].clone(),
+                );
+            }
+            durations
+                .add(vec![("action", action.label())], m.request_duration[action as usize].clone());
         }
+        registry.register_collector(Box::new(requests));
+        registry.register_collector(Box::new(durations));
+        Metrics { registry, ..m }
     }
 
     /// One request answered (or refused), and how long it took from delivery until its reply
     /// was ready (recorded before the reply is sent, so a requester holding its answer sees
     /// it counted).
     pub fn request(&self, action: Action, outcome: Outcome, took: Duration) {
-        self.requests[action as usize][outcome as usize].fetch_add(1, Relaxed);
-        self.request_duration[action as usize].observe(took);
+        self.requests[action as usize][outcome as usize].inc();
+        self.request_duration[action as usize].observe(took.as_secs_f64());
     }
 
     pub fn requests(&self, action: Action, outcome: Outcome) -> u64 {
-        self.requests[action as usize][outcome as usize].load(Relaxed)
+        self.requests[action as usize][outcome as usize].get()
     }
 
     /// `n` targets found lost (helper died, mount gone, reboot), at runtime or at reconcile.
     pub fn helpers_lost(&self, n: u64) {
         if n > 0 {
-            self.helper_losses.fetch_add(n, Relaxed);
+            self.helper_losses.inc_by(n);
         }
     }
 
     pub fn helper_losses(&self) -> u64 {
-        self.helper_losses.load(Relaxed)
+        self.helper_losses.get()
     }
 
     /// An NFS server's breaker opened (or reopened after a failed probe).
     pub fn nfs_breaker_tripped(&self) {
-        self.nfs_breaker_trips.fetch_add(1, Relaxed);
+        self.nfs_breaker_trips.inc();
     }
 
     /// One reconcile pass (boot or resync) finished now.
@@ -271,163 +299,29 @@ impl Metrics {
     }
 
     pub fn reconcile_at(&self, took: Duration, steps_performed: usize, at: SystemTime) {
-        self.reconcile_duration.observe(took);
-        self.reconcile_steps.fetch_add(steps_performed as u64, Relaxed);
-        self.last_reconcile_ms.store(epoch_ms(at), Relaxed);
+        self.reconcile_duration.observe(took.as_secs_f64());
+        self.reconcile_steps.inc_by(steps_performed as u64);
+        self.last_reconcile.set(epoch_seconds(at));
     }
 
-    /// The exposition text: fixed family order, fixed label order, `# HELP`/`# TYPE` for
-    /// every family, so two scrapes differ only in values.
-    pub fn render(&self, gauges: &Gauges) -> String {
+    /// The exposition text: the registry's families, then the scrape-time ones.
+    pub fn render(&self, gauges: &Gauges) -> Result<String, MetricsError> {
         let mut out = String::with_capacity(8 * 1024);
-        family(&mut out, "dms_build_info", "gauge", "The running dms-server build (always 1).");
-        let _ = writeln!(out, "dms_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-        family(
-            &mut out,
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since the Unix epoch in seconds.",
-        );
-        let _ = writeln!(out, "process_start_time_seconds {}", seconds(self.start_ms));
-
-        family(
-            &mut out,
-            "dms_requests_total",
-            "counter",
-            "Requests answered, by action (invalid: refused before it was understood) and reply status.",
-        );
-        for action in Action::ALL {
-            for outcome in Outcome::ALL {
-                let _ = writeln!(
-                    out,
-                    "dms_requests_total{{action=\"{}\",outcome=\"{}\"}} {}",
-                    action.label(),
-                    outcome.label(),
-                    self.requests(action, outcome)
-                );
-            }
-        }
-        family(
-            &mut out,
-            "dms_request_duration_seconds",
-            "histogram",
-            "Time from a request's delivery until its reply is ready, by action.",
-        );
-        for action in Action::ALL {
-            let labels = format!("action=\"{}\"", action.label());
-            self.request_duration[action as usize].render(
-                &mut out,
-                "dms_request_duration_seconds",
-                &labels,
-            );
-        }
-
-        family(&mut out, "dms_targets", "gauge", "Targets the journal tracks, by phase.");
-        for (phase, n) in [
-            ("mounted", gauges.mounted),
-            ("unmounted", gauges.unmounted),
-            ("mounting", gauges.mounting),
-            ("unmounting", gauges.unmounting),
-            ("dirty", gauges.dirty),
-        ] {
-            let _ = writeln!(out, "dms_targets{{phase=\"{phase}\"}} {n}");
-        }
-        family(
-            &mut out,
-            "dms_helpers_tracked",
-            "gauge",
-            "Targets whose journal names a helper process (running or to be cleaned up).",
-        );
-        let _ = writeln!(out, "dms_helpers_tracked {}", gauges.helpers_tracked);
-        family(
-            &mut out,
-            "dms_helper_losses_total",
-            "counter",
-            "Mounted targets lost (helper died, mount gone, reboot), at runtime or at reconcile.",
-        );
-        let _ = writeln!(out, "dms_helper_losses_total {}", self.helper_losses());
-        family(
-            &mut out,
-            "dms_nfs_breakers_open",
-            "gauge",
-            "NFS servers whose circuit breaker is open or probing: their mounts fail fast.",
-        );
-        let _ = writeln!(out, "dms_nfs_breakers_open {}", gauges.nfs_breakers_open);
-        family(
-            &mut out,
-            "dms_requests_parked",
-            "gauge",
-            "Requests waiting for their target's turn, parked in the journal with their delivery acked.",
-        );
-        let _ = writeln!(out, "dms_requests_parked {}", gauges.requests_parked);
-        family(
-            &mut out,
-            "dms_broker_connected",
-            "gauge",
-            "1 while the AMQP session with the broker is up, 0 while the daemon reconnects.",
-        );
-        let _ = writeln!(out, "dms_broker_connected {}", u8::from(gauges.broker_connected));
-        family(
-            &mut out,
-            "dms_mounted_without_helper",
-            "gauge",
-            "Mounted S3 targets whose journaled helper process is not running.",
-        );
-        let _ = writeln!(out, "dms_mounted_without_helper {}", gauges.mounted_without_helper);
-        family(
-            &mut out,
-            "dms_nfs_breaker_trips_total",
-            "counter",
-            "Times an NFS server's breaker opened: an operation against it ran into its deadline.",
-        );
-        let _ =
-            writeln!(out, "dms_nfs_breaker_trips_total {}", self.nfs_breaker_trips.load(Relaxed));
-
-        family(
-            &mut out,
-            "dms_reconcile_duration_seconds",
-            "histogram",
-            "Duration of reconcile passes (boot and periodic resync).",
-        );
-        self.reconcile_duration.render(&mut out, "dms_reconcile_duration_seconds", "");
-        family(
-            &mut out,
-            "dms_reconcile_steps_total",
-            "counter",
-            "Reconcile steps performed to converge the journal with the host.",
-        );
-        let _ = writeln!(out, "dms_reconcile_steps_total {}", self.reconcile_steps.load(Relaxed));
-        family(
-            &mut out,
-            "dms_reconcile_differences",
-            "gauge",
-            "Differences between journal and host at the start of the last resync pass.",
-        );
-        let _ = writeln!(out, "dms_reconcile_differences {}", gauges.reconcile_differences);
-        family(
-            &mut out,
-            "dms_last_reconcile_timestamp_seconds",
-            "gauge",
-            "When the last reconcile pass finished, since the Unix epoch (0: none yet).",
-        );
-        let last = seconds(self.last_reconcile_ms.load(Relaxed));
-        let _ = writeln!(out, "dms_last_reconcile_timestamp_seconds {last}");
-        out
+        let mut scraped = Registry::default();
+        scraped.register_collector(Box::new(Scraped(*gauges)));
+        prometheus_text::encode(&mut out, &self.registry).map_err(|_| MetricsError::Encode)?;
+        prometheus_text::encode(&mut out, &scraped).map_err(|_| MetricsError::Encode)?;
+        Ok(out)
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// Milliseconds are what the journal's clock gives; the exposition has always shown them.
+fn epoch_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64 / 1000.0)
 }
 
-fn epoch_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn seconds(ms: u64) -> String {
-    format!("{}.{:03}", ms / 1000, ms % 1000)
-}
-
+mod collect;
+use collect::{Fixed, Scraped};
 mod http;
 pub use http::{bind, serve, serve_registry};
 

@@ -115,7 +115,8 @@ impl PidDir {
             .write(true)
             .create_new(true)
             .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            // The flags' bits are the kernel's small positive O_* values: the cast is exact.
+            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
             .open(&tmp)
             .map_err(io("create a temporary for"))?;
         file.write_all(format!("{pid}\n").as_bytes()).map_err(io("write"))?;

@@ -24,16 +24,19 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use zeroize::Zeroizing;
 
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
-    /// `amqp://...`; `heartbeat` is added when the URL does not set it.
-    pub url: String,
+    /// `amqp://...` with the broker password; `heartbeat` is added when the URL does not
+    /// set it.
+    pub url: SecretString,
     pub queue: String,
     pub prefetch: u16,
     pub heartbeat_secs: u16,
@@ -71,7 +74,7 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
             }
         });
     }
-    let mut backoff = Backoff::default();
+    let mut backoff = reconnect_backoff();
     // Since when the broker has been out of reach, and how many attempts failed since.
     let mut outage: Option<Outage> = None;
     loop {
@@ -99,11 +102,12 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
                 }
                 config.connected.store(true, Ordering::Relaxed);
                 current_channel.send_replace(Some(s.1.clone()));
-                backoff.reset();
+                backoff = reconnect_backoff();
                 s
             }
             Err(e) => {
-                let wait = backoff.next();
+                // Built without a limit of tries, so it never runs out; the cap if it did.
+                let wait = backoff.next().unwrap_or(RECONNECT_CAP);
                 let o = outage.get_or_insert_with(Outage::now);
                 o.attempts += 1;
                 tracing::warn!(
@@ -178,7 +182,8 @@ async fn drain(in_flight: &mut JoinSet<()>, bound: Duration) {
 async fn open(
     config: &TransportConfig,
 ) -> Result<(Connection, Channel, lapin::Consumer), lapin::Error> {
-    let url = with_heartbeat(&config.url, config.heartbeat_secs);
+    // The URI with the password: exposed only here, its copy zeroed once lapin parsed it.
+    let url = Zeroizing::new(with_heartbeat(config.url.expose_secret(), config.heartbeat_secs));
     let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -224,42 +229,45 @@ impl Outage {
     }
 }
 
-/// Capped exponential backoff with full jitter: many nodes reconnecting to a restarted
-/// broker do not arrive in lockstep.
-#[derive(Debug, Default)]
-struct Backoff {
-    attempt: u32,
+/// Capped exponential backoff with jitter, so that many nodes reconnecting to a restarted
+/// broker do not arrive in lockstep: the n-th wait is drawn from [d, 2d) with d = 100 ms ·
+/// 2^(n-1), d capped at 7.5 s, so every wait lies within [100 ms, 15 s). backon's
+/// exponential backoff adds up to one more d as jitter, hence the halved bounds.
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(RECONNECT_MIN / 2)
+        .with_max_delay(RECONNECT_CAP / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
-impl Backoff {
-    const BASE: Duration = Duration::from_millis(200);
-    const CAP: Duration = Duration::from_secs(15);
-
-    fn next(&mut self) -> Duration {
-        let ceiling = Self::BASE.saturating_mul(1 << self.attempt.min(10)).min(Self::CAP);
-        self.attempt += 1;
-        let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
-        ceiling / 2 + ceiling / 2 * jitter / 1000
-    }
-
-    fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
+/// The first wait's ceiling and every wait's ceiling.
+const RECONNECT_MIN: Duration = Duration::from_millis(200);
+const RECONNECT_CAP: Duration = Duration::from_secs(15);
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn given_failures_when_backing_off_then_waits_grow_to_the_cap_with_jitter_and_reset() {
-        let mut b = Backoff::default();
-        let waits: Vec<Duration> = (0..12).map(|_| b.next()).collect();
-        assert!(waits[0] >= Duration::from_millis(100) && waits[0] <= Duration::from_millis(200));
-        assert!(waits.iter().all(|w| *w <= Backoff::CAP));
-        assert!(waits[11] >= Backoff::CAP / 2);
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(200));
+        let mut b = reconnect_backoff();
+        let waits: Vec<Duration> = (0..12).map(|_| b.next().unwrap()).collect();
+        assert!(waits[0] >= RECONNECT_MIN / 2 && waits[0] < RECONNECT_MIN, "{waits:?}");
+        assert!(waits[3] >= Duration::from_millis(800) && waits[3] < Duration::from_millis(1600));
+        assert!(waits.iter().all(|w| *w < RECONNECT_CAP), "{waits:?}");
+        assert!(waits[11] >= RECONNECT_CAP / 2, "{waits:?}");
+        // Jittered: twelve draws are not all exactly the lower bound of their step.
+        assert!(waits
+            .iter()
+            .enumerate()
+            .any(|(i, w)| *w != (RECONNECT_MIN / 2 * (1 << i)).min(RECONNECT_CAP / 2)));
+        let mut fresh = reconnect_backoff();
+        assert!(fresh.next().unwrap() < RECONNECT_MIN);
     }
 
     #[test]

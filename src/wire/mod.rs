@@ -23,7 +23,6 @@ mod tests;
 
 pub use reply::{Reply, Status};
 pub use request::{parse, Action, ActionKind, Properties, Rejected, Request};
-pub use secret::Secret;
 
 use dms_journal::IdError;
 use std::collections::BTreeSet;

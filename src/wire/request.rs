@@ -9,8 +9,9 @@
 //! S3 `secret_ref` and `keystone_token`, for NFS `filesystem_export` and `nfs_mount_opts`.
 
 use super::json::{opt_str, parse_object, required_object, required_str};
-use super::{echo, nfs, path, secret, Policy, Secret, WireError, MAX_BODY_LEN};
+use super::{echo, nfs, path, secret, Policy, WireError, MAX_BODY_LEN};
 use dms_journal::{Command, OperationId, RequestKey, TargetId, TargetKind, TargetSpec};
+use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 /// The AMQP properties the codec reads, as the transport found them.
@@ -32,7 +33,7 @@ pub struct Request {
     pub action: Action,
     /// The keystone token: `Some` exactly for S3 mounts (the only requests that use it;
     /// elsewhere it is not even looked at).
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +140,7 @@ pub fn parse(body: &[u8], props: &Properties, policy: &Policy) -> Result<Request
     }
 }
 
-type Parsed = (Option<RequestKey>, TargetId, Action, Option<Secret>);
+type Parsed = (Option<RequestKey>, TargetId, Action, Option<SecretString>);
 
 /// What a refused request had already shown to be, for its log line.
 #[derive(Default)]

@@ -1,41 +1,15 @@
 //! The keystone token and the Barbican reference it is sent to.
 //!
-//! The token is the one secret a request carries (DESIGN §3.7): it exists as a [`Secret`]
-//! from the moment it leaves the JSON, so a `{:?}` of a request, a log field or a journal
-//! record cannot contain it by accident. Where it is sent matters as much: `secret_ref` is
+//! The token is the one secret a request carries (DESIGN §3.7): it exists as a
+//! [`SecretString`] (the `secrecy` crate) from the moment it leaves the JSON, so a `{:?}` of
+//! a request, a log field or a journal record cannot contain it by accident (its `Debug`
+//! prints `[REDACTED]`, it has no `Display` and no `Serialize`), `expose_secret()` is the one
+//! way in, so every use is greppable, and its memory is zeroed when it is dropped. Where it is sent matters as much: `secret_ref` is
 //! checked strictly (and against the operator's prefix allow-list) because the daemon hands
 //! the token to whatever server it names.
 
 use super::{echo, WireError};
-use std::fmt;
-
-/// A value that must never be printed or persisted. No `Serialize` on purpose; `Debug` and
-/// `Display` print `***`. [`Secret::expose`] is the one way in, so every use is greppable.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-
-    /// The secret itself, for the one place that sends it (the `X-Auth-Token` header).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+use secrecy::SecretString;
 
 /// Keystone tokens are 180–260 byte Fernet strings; PKI tokens were a few KiB.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -43,7 +17,7 @@ const MAX_SECRET_REF_LEN: usize = 2048;
 
 /// The token as a header value can carry it: visible ASCII only (a CR/LF would split the
 /// HTTP header). The message never contains any part of it.
-pub(super) fn token(raw: &str) -> Result<Secret, WireError> {
+pub(super) fn token(raw: &str) -> Result<SecretString, WireError> {
     if raw.is_empty() {
         return Err(WireError::MissingField { field: "keystone_token" });
     }
@@ -55,7 +29,7 @@ pub(super) fn token(raw: &str) -> Result<Secret, WireError> {
             reason: "contains characters other than printable ASCII",
         });
     }
-    Ok(Secret(raw.to_owned()))
+    Ok(SecretString::from(raw))
 }
 
 /// `raw` if it is a plain `http(s)://host[:port]/path` URL that `<raw>/payload` extends

@@ -52,7 +52,7 @@ fn exposition() -> String {
     metrics.helpers_lost(1);
     metrics.nfs_breaker_tripped();
     metrics.reconcile(Duration::from_millis(3), 2);
-    metrics.render(&Gauges::default())
+    metrics.render(&Gauges::default()).unwrap()
 }
 
 /// Series names in the exposition: each sample line's name, as Prometheus stores it.

@@ -72,50 +72,23 @@ pub fn run_isolated_with_timeout(name: &str, timeout: Duration, body: impl FnOnc
     }
 }
 
-/// One line of `/proc/self/mountinfo`.
+/// One line of `/proc/self/mountinfo`, the fields the tests look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
     pub mount_point: String,
     pub fs_type: String,
     pub source: String,
-    pub options: String,
 }
 
-/// The entries of `/proc/self/mountinfo` (octal escapes like `\040` decoded).
+/// The entries of `/proc/self/mountinfo`, read with the daemon's own parser (one copy of
+/// it: a test that parsed differently could agree with itself and not with the daemon).
 pub fn mounts() -> Vec<MountEntry> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    text.lines().filter_map(parse_mountinfo_line).collect()
-}
-
-fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
-    let (pre, post) = line.split_once(" - ")?;
-    let pre: Vec<&str> = pre.split(' ').collect();
-    let post: Vec<&str> = post.split(' ').collect();
-    Some(MountEntry {
-        mount_point: unescape(pre.get(4)?),
-        options: pre.get(5)?.to_string(),
-        fs_type: post.first()?.to_string(),
-        source: unescape(post.get(1)?),
-    })
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        if let (b'\\', Some(d)) = (b[i], octal) {
-            let v =
-                u16::from(d[0] - b'0') * 64 + u16::from(d[1] - b'0') * 8 + u16::from(d[2] - b'0');
-            out.push(v.to_le_bytes()[0]);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let table = dms::observe::mountinfo::parse(&text).expect("parse mountinfo");
+    table
+        .into_iter()
+        .map(|m| MountEntry { mount_point: m.mount_point, fs_type: m.fstype, source: m.source })
+        .collect()
 }
 
 /// The last (topmost) mount entry at `path`, if any.

@@ -11,12 +11,14 @@
 //! verified unless the operator explicitly opts out; an extra CA file may be trusted.
 
 use super::payload::{PayloadError, S3Credentials};
-use crate::wire::Secret;
+use reqwest::header::HeaderValue;
 use reqwest::{Certificate, Client, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// The reason after "Failed to fetch credentials: " in the reply. For 401, 403 and 404 these
 /// are the Python service's words: its clients pass them to their callers verbatim, and
@@ -41,6 +43,10 @@ pub enum CredentialsError {
     Payload(#[from] PayloadError),
     #[error("cannot set up the Barbican client: {0}")]
     Setup(String),
+    /// Unreachable: the wire codec admits only visible ASCII tokens, which every header
+    /// value can carry. Says nothing of the token itself.
+    #[error("the keystone token cannot be sent as an HTTP header")]
+    TokenHeader,
 }
 
 #[derive(Debug, Clone)]
@@ -116,7 +122,7 @@ impl Barbican {
     pub async fn fetch(
         &self,
         secret_ref: &str,
-        token: &Secret,
+        token: &SecretString,
     ) -> Result<S3Credentials, CredentialsError> {
         let secret_ref = secret_ref.trim_end_matches('/');
         let payload_url = format!("{secret_ref}/payload");
@@ -146,9 +152,9 @@ impl Barbican {
     async fn get(
         &self,
         url: &str,
-        token: &Secret,
+        token: &SecretString,
         accept: &str,
-    ) -> Result<Vec<u8>, CredentialsError> {
+    ) -> Result<Zeroizing<Vec<u8>>, CredentialsError> {
         let attempts = self.config.attempts.max(1);
         let mut last = Transient::Unreachable("no attempt made".into());
         for attempt in 1..=attempts {
@@ -170,11 +176,16 @@ impl Barbican {
         })
     }
 
-    async fn get_once(&self, url: &str, token: &Secret, accept: &str) -> Result<Vec<u8>, Attempt> {
+    async fn get_once(
+        &self,
+        url: &str,
+        token: &SecretString,
+        accept: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, Attempt> {
         let sent = self
             .http
             .get(url)
-            .header("X-Auth-Token", token.expose())
+            .header("X-Auth-Token", auth_header(token).map_err(Attempt::Final)?)
             .header("Accept", accept)
             .send()
             .await;
@@ -184,7 +195,7 @@ impl Barbican {
             s if s.is_success() => response
                 .bytes()
                 .await
-                .map(|b| b.to_vec())
+                .map(|b| Zeroizing::new(b.to_vec()))
                 .map_err(|e| Attempt::Transient(transport(&e))),
             StatusCode::UNAUTHORIZED => Err(Attempt::Final(CredentialsError::Unauthorized)),
             StatusCode::FORBIDDEN => Err(Attempt::Final(CredentialsError::Forbidden)),
@@ -216,6 +227,15 @@ fn transport(e: &reqwest::Error) -> Transient {
 
 /// A 4xx that is about the request, not the token or the load (406 Not Acceptable, 415,
 /// 400, ...): worth asking the metadata.
+/// The token as the `X-Auth-Token` value, marked sensitive so that reqwest and hyper never
+/// show it in a `Debug` of the request (and HTTP/2 never indexes it).
+fn auth_header(token: &SecretString) -> Result<HeaderValue, CredentialsError> {
+    let mut value =
+        HeaderValue::from_str(token.expose_secret()).map_err(|_| CredentialsError::TokenHeader)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 fn is_refusal(status: u16) -> bool {
     (400..500).contains(&status) && !matches!(status, 401 | 403 | 429)
 }

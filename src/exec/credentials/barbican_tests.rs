@@ -103,7 +103,7 @@ fn ok(path: &str, _: usize) -> (u16, String, Duration) {
 }
 
 async fn fetch(base: &str) -> Result<S3Credentials, CredentialsError> {
-    client().fetch(&format!("{base}/v1/secrets/abc"), &Secret::new(TOKEN.into())).await
+    client().fetch(&format!("{base}/v1/secrets/abc"), &SecretString::from(TOKEN)).await
 }
 
 #[tokio::test]
@@ -111,7 +111,7 @@ async fn given_a_secret_when_fetched_then_one_payload_get_with_the_token_and_any
     let (base, seen) = server(ok).await;
     let creds = fetch(&base).await.unwrap();
     assert_eq!(creds.bucket, "b1");
-    assert_eq!(creds.access_key_id.expose(), "AKIAFAKE");
+    assert_eq!(creds.access_key_id.expose_secret(), "AKIAFAKE");
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen, [("/v1/secrets/abc/payload".to_owned(), TOKEN.to_owned(), "*/*".to_owned())]);
 }
@@ -127,7 +127,7 @@ async fn given_a_barbican_refusing_any_type_when_fetched_then_metadata_decides_a
         .await;
     let barbican = client();
     let secret = format!("{base}/v1/secrets/abc");
-    let token = Secret::new(TOKEN.into());
+    let token = SecretString::from(TOKEN);
     assert_eq!(barbican.fetch(&secret, &token).await.unwrap().bucket, "b1");
     let accepts: Vec<(String, String)> =
         seen.lock().unwrap().iter().map(|(p, _, a)| (p.clone(), a.clone())).collect();
@@ -239,4 +239,12 @@ fn given_a_missing_ca_file_when_building_then_a_setup_error() {
     })
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[test]
+fn the_token_header_is_marked_sensitive_and_never_shown() {
+    let value = auth_header(&SecretString::from(TOKEN)).unwrap();
+    assert!(value.is_sensitive());
+    assert_eq!(value.as_bytes(), TOKEN.as_bytes());
+    assert!(!format!("{value:?}").contains(TOKEN), "{value:?}");
 }

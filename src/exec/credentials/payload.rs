@@ -2,13 +2,14 @@
 //!
 //! The payload is JSON written by the backup system (DESIGN §2); values arrive as strings,
 //! booleans or numbers depending on who wrote them, and bucket/region/endpoint may use the
-//! `vault_s3_*` names. The keys are [`Secret`]s from the moment they are parsed: held in
+//! `vault_s3_*` names. The keys are [`SecretString`]s (zeroed on drop) from the moment they are parsed: held in
 //! memory only, passed to the helper through its environment, never logged or journaled.
 
 use crate::exec::helper::HelperEnv;
-use crate::wire::Secret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
 use std::fmt;
+use zeroize::Zeroize;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
@@ -21,8 +22,8 @@ pub enum PayloadError {
 /// Credentials for one S3 target. `Debug` shows which fields are set, never the keys.
 #[derive(Clone)]
 pub struct S3Credentials {
-    pub access_key_id: Secret,
-    pub secret_access_key: Secret,
+    pub access_key_id: SecretString,
+    pub secret_access_key: SecretString,
     pub bucket: String,
     pub region: Option<String>,
     pub endpoint_url: Option<String>,
@@ -54,14 +55,23 @@ impl S3Credentials {
     /// Parse a payload. An S3 mount with no usable keys is an error, never a helper started
     /// without them.
     pub fn parse(payload: &[u8]) -> Result<Self, PayloadError> {
-        let value: Value =
+        let mut value: Value =
             serde_json::from_slice(payload).map_err(|_| PayloadError::NotAnObject)?;
+        let parsed = Self::from_value(&value);
+        scrub(&mut value);
+        parsed
+    }
+
+    fn from_value(value: &Value) -> Result<Self, PayloadError> {
         let obj = value.as_object().ok_or(PayloadError::NotAnObject)?;
         let required =
             |names: &[&str], field| text(obj, names).ok_or(PayloadError::Missing { field });
         Ok(Self {
-            access_key_id: Secret::new(required(&["aws_access_key_id"], "aws_access_key_id")?),
-            secret_access_key: Secret::new(required(
+            access_key_id: SecretString::from(required(
+                &["aws_access_key_id"],
+                "aws_access_key_id",
+            )?),
+            secret_access_key: SecretString::from(required(
                 &["aws_secret_access_key"],
                 "aws_secret_access_key",
             )?),
@@ -102,9 +112,20 @@ impl S3Credentials {
         env.set("vault_data_directory_old", "/var/triliovault");
         env.set("vault_data_directory", mount_path);
         env.set("log_config_append", or(&self.log_config, ""));
-        env.set("AWS_ACCESS_KEY_ID", self.access_key_id.expose());
-        env.set("AWS_SECRET_ACCESS_KEY", self.secret_access_key.expose());
+        env.set("AWS_ACCESS_KEY_ID", self.access_key_id.expose_secret());
+        env.set("AWS_SECRET_ACCESS_KEY", self.secret_access_key.expose_secret());
         env
+    }
+}
+
+/// Zeroes every string of the parsed payload before it is freed: the keys were copied into
+/// [`SecretString`]s, and the JSON tree's own copies must not linger in freed memory.
+fn scrub(value: &mut Value) {
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(scrub),
+        Value::Object(map) => map.values_mut().for_each(scrub),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -188,5 +209,18 @@ mod tests {
         let creds = S3Credentials::parse(FULL.as_bytes()).unwrap();
         let shown = format!("{creds:?}");
         assert!(!shown.contains("wJalrXUtnFEMI") && !shown.contains("AKIAEXAMPLE"), "{shown}");
+    }
+
+    #[test]
+    fn given_a_parsed_payload_when_scrubbed_then_every_string_of_the_tree_is_emptied() {
+        let mut value: Value = serde_json::from_str(
+            r#"{"aws_secret_access_key":"wJalrXUtnFEMI","nested":{"list":["AKIAEXAMPLE",1,null]}}"#,
+        )
+        .unwrap();
+        scrub(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"aws_secret_access_key":"","nested":{"list":["",1,null]}})
+        );
     }
 }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::wire::Action;
 use proptest::prelude::*;
+use secrecy::ExposeSecret;
 
 fn check_accepted(r: &Request, body: &[u8]) {
     let policy = Policy::default();
@@ -10,7 +11,7 @@ fn check_accepted(r: &Request, body: &[u8]) {
     assert!(!inside.is_empty() && !inside.split('/').any(|c| matches!(c, "" | "." | "..")));
     assert!(dms_journal::TargetId::new(r.target.as_str()).is_ok());
     if let Some(token) = &r.token {
-        assert!(!format!("{r:?}").contains(token.expose()), "{body:?}");
+        assert!(!format!("{r:?}").contains(token.expose_secret()), "{body:?}");
     }
     if let Action::Mount(spec) = &r.action {
         if let dms_journal::TargetKind::Nfs { options, export } = &spec.kind {
