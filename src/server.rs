@@ -19,7 +19,7 @@ use crate::observe::{Host, ObserveError};
 use crate::supervisor::{Exits, SuperviseError, Supervisor};
 use crate::systemd::Notifier;
 use crate::transport::{self, TransportConfig, TransportError};
-use dms_journal::store::{Journal, StoreError};
+use dms_journal::store::{Journal, Replay, StoreError};
 use secrecy::SecretString;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
@@ -58,6 +58,26 @@ pub enum Exit {
     Restart,
 }
 
+/// A daemon started right after its predecessor was SIGKILLed (an OOM kill, then systemd's
+/// restart) finds the journal's flock held until the children that predecessor was forking
+/// have exec'd, which on a loaded node took longer than `Journal::open`'s own retries (155
+/// ms; the suite's chaos test, run beside other tests). The daemon waits up to this long for
+/// the lock; `dms-journal`, which turns to the admin socket when the journal is locked by a
+/// running daemon, keeps the short wait.
+const LOCKED_JOURNAL_PATIENCE: Duration = Duration::from_secs(3);
+
+fn open_journal(path: &std::path::Path) -> Result<(Journal, Replay), StoreError> {
+    let until = std::time::Instant::now() + LOCKED_JOURNAL_PATIENCE;
+    loop {
+        match Journal::open(path) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 /// Run until `shutdown` turns true, or the journal fails and takes writes again ([`intake`]).
 /// Mounts and helpers are left running either way (DESIGN §3.3). This function owns the
 /// process: once `shutdown` turns true, the process exits at [`crate::stop::STOP_DEADLINE`]
@@ -66,7 +86,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
     let procfs = Procfs::default();
     let boot = procfs.boot_id().map_err(ObserveError::from)?;
     let path = config.journal_path.clone();
-    let (journal, replay) = tokio::task::spawn_blocking(move || Journal::open(&path))
+    let (journal, replay) = tokio::task::spawn_blocking(move || open_journal(&path))
         .await
         .map_err(|e| ServerError::Startup { what: "the journal", reason: e.to_string() })??;
     if !replay.losses.is_empty() {

@@ -114,12 +114,9 @@ impl Journal {
 /// Between fork and exec, a child process of *any* thread holds a copy of every open
 /// descriptor, the journal's included, and with it the journal's flock(2) lock: a handle
 /// dropped and reopened meanwhile finds the journal locked by its own process for a few
-/// milliseconds, and a daemon started right after its predecessor was SIGKILLed (an OOM
-/// kill, then systemd's restart) finds it locked until the children that predecessor was
-/// forking have exec'd, which on a loaded node took longer than 155 ms (the suite's chaos
-/// test, run beside other tests). So a lock is retried for about 2.5 s before it is
-/// reported; a running daemon holds it far longer than this.
-const LOCK_RETRIES_MS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+/// milliseconds. So a lock is retried briefly before it is reported; a running daemon
+/// holds it far longer than this.
+const LOCK_RETRIES_MS: [u64; 5] = [5, 10, 20, 40, 80];
 
 fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     let mut retries = LOCK_RETRIES_MS.iter();
