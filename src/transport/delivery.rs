@@ -71,6 +71,11 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
             ack(&delivery).await;
             return Ok(());
         }
+        if inbox.resumed_redelivery(request.key.as_ref(), delivery.redelivered) {
+            tracing::info!("a redelivery of a request resumed at this start; it was answered once");
+            ack(&delivery).await;
+            return Ok(());
+        }
         let mut serving = std::pin::pin!(engine.handle(&request));
         // Answered in time (most requests): no inbox write.
         if let Ok(result) = tokio::time::timeout(PARK_AFTER, &mut serving).await {

@@ -39,6 +39,10 @@ const MAX_PARKED: usize = 4096;
 /// The parked requests of this process, and the channel their replies go out on.
 pub(super) struct Inbox {
     parked: Mutex<Keys>,
+    /// Keys of the entries resumed at this start. A process killed after its inbox write was
+    /// durable but before its ack left both the entry and the delivery: the broker
+    /// redelivers that same send, and the resumed request has answered it (or will).
+    resumed: Mutex<HashSet<RequestKey>>,
     channel: watch::Receiver<Option<Channel>>,
 }
 
@@ -72,13 +76,22 @@ pub(super) struct Ticket {
 
 impl Inbox {
     pub(super) fn new(channel: watch::Receiver<Option<Channel>>, count: Arc<AtomicUsize>) -> Self {
-        Self { parked: Mutex::new(Keys { keys: HashSet::new(), count }), channel }
+        let parked = Mutex::new(Keys { keys: HashSet::new(), count });
+        Self { parked, resumed: Mutex::new(HashSet::new()), channel }
     }
 
     /// A delivery for a request that is parked already (a client resending it, or the
     /// redelivery of one whose ack was lost): the parked one answers it, once.
     pub(super) fn is_parked(&self, key: Option<&RequestKey>) -> bool {
         key.is_some_and(|key| lock(&self.parked).keys.contains(key))
+    }
+
+    /// A redelivery of a request this start resumed from the inbox: the same send as the
+    /// parked one (its ack was lost with the process that parked it), answered by the
+    /// resumed request, so not again. A client's new send of the key is no redelivery and is
+    /// answered (from the journal).
+    pub(super) fn resumed_redelivery(&self, key: Option<&RequestKey>, redelivered: bool) -> bool {
+        redelivered && key.is_some_and(|key| lock(&self.resumed).contains(key))
     }
 
     /// Write `request` to the inbox durably. `None` when it is not parked (no key, or the
@@ -177,6 +190,7 @@ impl Inbox {
             match entry {
                 InboxEntry::Parked(id, parked) => {
                     lock(&self.parked).insert(parked.key.clone());
+                    lock(&self.resumed).insert(parked.key.clone());
                     if parked.had_token {
                         tracing::warn!(
                             target_id = %parked.target,

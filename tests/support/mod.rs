@@ -83,10 +83,20 @@ pub fn require_file(p: &Path) {
     );
 }
 
-/// A currently free TCP port on 127.0.0.1 (bound, read, released).
+/// A currently free TCP port on 127.0.0.1 (bound, read, released), never one this process
+/// handed out before: the kernel may give two binds in a row the same ephemeral port, and a
+/// broker whose AMQP and epmd ports came out equal failed to start (`eaddrinuse`).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local_addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 50-200 ms until it returns `Some`, or fails after `timeout` with
