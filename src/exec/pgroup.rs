@@ -83,9 +83,15 @@ impl Running {
 /// and run it as the module documentation says.
 pub fn run(mut command: Command, deadline: Instant, running: &Running) -> std::io::Result<Outcome> {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let mut child = command.spawn()?;
-    let group = child.id() as i32;
-    running.lock().insert(group);
+    // Spawned and registered under one lock: a `kill_all` cannot fall between the two and
+    // miss a group whose program already runs.
+    let (mut child, group) = {
+        let mut groups = running.lock();
+        let child = command.spawn()?;
+        let group = child.id() as i32;
+        groups.insert(group);
+        (child, group)
+    };
     // The daemon needs pidfds anyway (Linux 5.3+, the helpers are watched through them).
     let pidfd = match pidfd_open(Pid::from_child(&child), PidfdFlags::empty()) {
         Ok(pidfd) => pidfd,

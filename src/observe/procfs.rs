@@ -69,9 +69,13 @@ impl Procfs {
             }
             Err(e) => return Err(e),
         };
-        parse_start_ticks(&raw)
-            .map(Some)
-            .ok_or(ProcError::Malformed { path: self.root.join(rel), what: "no start time field" })
+        match parse_stat(&raw) {
+            Stat::Alive(ticks) => Ok(Some(ticks)),
+            Stat::Gone => Ok(None),
+            Stat::Malformed => {
+                Err(ProcError::Malformed { path: self.root.join(rel), what: "no start time field" })
+            }
+        }
     }
 
     /// The identity of a live process, or `None` if it is gone.
@@ -162,16 +166,32 @@ fn fuse_connection(fdinfo: &[u8]) -> Option<u32> {
 /// status waits to be collected, so it is dead for every purpose of the daemon). The
 /// command name (field 2) is in parentheses and may itself contain spaces and
 /// parentheses, so counting starts after the *last* `)`.
-fn parse_start_ticks(stat: &[u8]) -> Option<u64> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+/// What one read of `/proc/<pid>/stat` says about the process.
+#[derive(Debug, PartialEq, Eq)]
+enum Stat {
+    /// Running (or stopped, sleeping...) since this many clock ticks after boot.
+    Alive(u64),
+    /// A zombie, or reaped between the open and the read (the read then returns nothing):
+    /// a helper that exits at once is in this state while its reaper has not run yet.
+    Gone,
+    Malformed,
+}
+
+fn parse_stat(stat: &[u8]) -> Stat {
+    if stat.is_empty() {
+        return Stat::Gone;
+    }
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else { return Stat::Malformed };
+    let Some(rest) = stat.get(close + 1..).and_then(|r| std::str::from_utf8(r).ok()) else {
+        return Stat::Malformed;
+    };
     let mut fields = rest.split_ascii_whitespace();
     // After the name: field 3 (state) is the first; field 22 is the 20th.
-    let state = fields.next()?;
-    if matches!(state, "Z" | "X" | "x") {
-        return None;
+    match fields.next() {
+        Some("Z" | "X" | "x") => Stat::Gone,
+        Some(_) => fields.nth(18).and_then(|f| f.parse().ok()).map_or(Stat::Malformed, Stat::Alive),
+        None => Stat::Malformed,
     }
-    fields.nth(18)?.parse().ok()
 }
 
 fn env_lookup(environ: &[u8], name: &str) -> Option<String> {
@@ -190,11 +210,29 @@ mod tests {
     #[test]
     fn given_a_command_name_with_spaces_and_parens_when_parsing_stat_then_field_22_is_found() {
         let stat = b"4242 (evil) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100";
-        assert_eq!(parse_start_ticks(stat), Some(987_654));
-        assert_eq!(parse_start_ticks(b"4242 (x) S 1"), None);
+        assert_eq!(parse_stat(stat), Stat::Alive(987_654));
+        assert_eq!(parse_stat(b"4242 (x) S 1"), Stat::Malformed);
+        assert_eq!(parse_stat(b"garbage"), Stat::Malformed);
+    }
+
+    /// A helper that exits at once is a zombie until it is reaped, and one reaped while its
+    /// stat is read leaves an empty read: both are a process that is gone, not a damaged
+    /// `/proc` (a mount once failed with "cannot check the identity of helper pid N: ... no
+    /// start time field" instead of "helper exited").
+    #[test]
+    fn given_a_zombie_or_an_empty_stat_when_reading_the_start_time_then_the_process_is_gone() {
         let zombie = b"4242 (x) Z 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 0 0";
-        assert_eq!(parse_start_ticks(zombie), None, "a zombie is not alive");
-        assert_eq!(parse_start_ticks(b"garbage"), None);
+        assert_eq!(parse_stat(zombie), Stat::Gone, "a zombie is not alive");
+        let root = tempfile::tempdir().unwrap();
+        for (pid, stat) in [(7, &zombie[..]), (8, b""), (9, b"9 (x) S 1")] {
+            std::fs::create_dir(root.path().join(pid.to_string())).unwrap();
+            std::fs::write(root.path().join(format!("{pid}/stat")), stat).unwrap();
+        }
+        let proc = Procfs::at(root.path());
+        assert_eq!(proc.start_ticks(7).unwrap(), None);
+        assert_eq!(proc.start_ticks(8).unwrap(), None);
+        assert_eq!(proc.start_ticks(10).unwrap(), None, "no such process");
+        assert!(matches!(proc.start_ticks(9), Err(ProcError::Malformed { .. })));
     }
 
     #[test]
