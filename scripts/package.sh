@@ -52,7 +52,10 @@ target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 built="$target_dir/$target/release"
 if [ "$build" = 1 ]; then
     echo "== building the release binaries for glibc $glibc_floor (cargo zigbuild)"
-    cargo zigbuild --release --locked --target "$target.$glibc_floor" -p dms -p dms-journal --bins
+    # No debug info to generate: the packages strip it anyway (below), and generating it
+    # is a good part of the release build's time.
+    CARGO_PROFILE_RELEASE_DEBUG=false \
+        cargo zigbuild --release --locked --target "$target.$glibc_floor" -p dms -p dms-journal --bins
 fi
 
 # Fixed paths: Cargo.toml's asset lists name them.

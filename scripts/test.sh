@@ -23,33 +23,58 @@ before="$(mktemp -d /tmp/leftovers.XXXXXX)"
 trap 'rm -rf "$log" "$before"' EXIT
 leftovers_snapshot "$before"
 
-# One build serves every step: clippy checks the workspace (the fuzz package is a member),
-# then a single debug build makes the tests, the benchmarks and the fuzz corpus replay;
-# the benchmark smoke runs reuse it instead of compiling the tree again in release.
+# One debug build serves every step: it compiles the workspace (the fuzz package is a member)
+# once, with clippy's lints run as it compiles, and makes the tests, the benchmarks and the
+# fuzz corpus replay; the benchmark smoke runs reuse it instead of compiling in release.
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy (workspace incl. fuzz targets, all targets, warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
-step "build: every test, benchmark, example and fuzz target (debug)"
+# `cargo clippy` is `cargo check` with clippy-driver as the workspace's rustc wrapper and
+# its arguments in CLIPPY_ARGS. The same wrapper on the debug build lints every target as
+# it compiles it, so the tree is compiled once instead of checked and then built (the lints
+# and their `-D warnings` are exactly `cargo clippy --workspace --all-targets -- -D
+# warnings`). Every cargo call of the suite below keeps the same environment, so none of
+# them compiles the workspace again.
+clippy_driver="$(rustup which clippy-driver)"
+export RUSTC_WORKSPACE_WRAPPER="$clippy_driver"
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+step "build: every test, benchmark, example and fuzz target (debug), linted by clippy (warnings are errors)"
 cargo test --workspace --all-targets --locked --no-run
+
+# The packages' glibc-2.28 release build is the suite's largest compile, and the tests
+# below mostly wait (on brokers, daemons, deadlines): it runs beside them at the lowest CPU
+# priority, on the cycles they leave idle, and the package tests run once it is done.
+step "packages: scripts/package.sh started in the background (nice 19)"
+ensure_package_tools
+export DMS_PACKAGE_DIR="$target/packages"
+package_log="$(mktemp /tmp/package-log.XXXXXX)"
+setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
+    nice -n 19 scripts/package.sh --out "$DMS_PACKAGE_DIR" > "$package_log" 2>&1 &
+package_pid=$!
+trap 'kill -- -"$package_pid" 2>/dev/null; rm -rf "$log" "$before" "$package_log"' EXIT
 
 step "benchmark smoke runs (debug build, small scale; figures are reported, not compared)"
 DMS_TESTFS_BIN="$target/debug/dms-testfs" DMS_BENCH_EVENTS=20000 DMS_BENCH_QUICK=1 \
     cargo test --workspace --bench '*' --locked
 
-step "packages (scripts/package.sh: the glibc-2.28 release build; tests/packaging/packages*.rs read them)"
-export DMS_PACKAGE_DIR="$target/packages"
-scripts/package.sh --out "$DMS_PACKAGE_DIR"
-
 # cargo-nextest runs every test in a process of its own, so the tests of different binaries
 # overlap (.config/nextest.toml): most of the suite's time is waiting on brokers, daemons
 # and deadlines, not CPU. Doc tests are cargo test's alone.
-step "tests: workspace (cargo-nextest; the fuzz corpus replay included)"
-cargo nextest run --workspace --locked 2>&1 | tee -a "$log"
+step "tests: workspace but the package tests (cargo-nextest; the fuzz corpus replay included)"
+cargo nextest run --workspace --locked -E 'not binary_id(dms::packaging)' 2>&1 | tee -a "$log"
+
+step "packages: waiting for scripts/package.sh"
+if ! wait "$package_pid"; then
+    cat "$package_log" >&2
+    echo "scripts/package.sh failed" >&2
+    exit 1
+fi
+cat "$package_log"
+
+step "tests: the package tests (tests/packaging, on the packages just built)"
+cargo nextest run --workspace --locked -E 'binary_id(dms::packaging)' 2>&1 | tee -a "$log"
 
 step "tests: doc tests"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$log"

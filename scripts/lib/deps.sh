@@ -24,7 +24,11 @@ ensure_build_deps() {
         echo "error: rustc $have is older than this workspace's minimum $msrv: rustup update stable" >&2
         exit 1
     fi
-    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+    local installed component
+    installed="$(rustup component list --installed 2>/dev/null || true)"
+    for component in rustfmt clippy; do
+        grep -q "^$component" <<<"$installed" || rustup component add "$component" >/dev/null 2>&1 || true
+    done
     # cargo-nextest runs the suite's tests (scripts/test.sh). Where none is installed, the
     # newest release whose own minimum Rust is the workspace's (compiled once, a few minutes).
     if ! cargo nextest --version >/dev/null 2>&1; then
