@@ -53,7 +53,24 @@ package_log="$(mktemp /tmp/package-log.XXXXXX)"
 setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
     nice -n 19 scripts/package.sh --out "$DMS_PACKAGE_DIR" > "$package_log" 2>&1 &
 package_pid=$!
-trap 'kill -- -"$package_pid" 2>/dev/null; rm -rf "$log" "$before" "$package_log"' EXIT
+
+# One RabbitMQ node for the whole suite: cargo-nextest runs each test in a process of its
+# own, and a node per test process cost ~4 s and ~6 CPU-seconds each. Each test process
+# gets a virtual host of its own on it (tests/support/broker.rs); tests that inject broker
+# faults still start their own. Killing suite_broker stops the node: its janitor (the
+# same one every test's node has) kills it, stops its epmd and removes its directory.
+step "the suite's RabbitMQ node (examples/suite_broker.rs)"
+broker_desc="$(mktemp -u /tmp/suite-broker.XXXXXX)"
+"$target/debug/examples/suite_broker" "$broker_desc" < /dev/null &
+broker_pid=$!
+trap 'kill "$broker_pid" 2>/dev/null || true; kill -- "-$package_pid" 2>/dev/null || true; rm -rf "$log" "$before" "$package_log" "$broker_desc"' EXIT
+for _ in $(seq 600); do
+    [ -f "$broker_desc" ] && break
+    kill -0 "$broker_pid" 2>/dev/null || { echo "the suite's RabbitMQ node did not start" >&2; exit 1; }
+    sleep 0.2
+done
+[ -f "$broker_desc" ] || { echo "the suite's RabbitMQ node did not start within 120 s" >&2; exit 1; }
+export DMS_TEST_SUITE_BROKER="$broker_desc"
 
 step "benchmark smoke runs (debug build, small scale; figures are reported, not compared)"
 DMS_TESTFS_BIN="$target/debug/dms-testfs" DMS_BENCH_EVENTS=20000 DMS_BENCH_QUICK=1 \
@@ -78,6 +95,10 @@ cargo nextest run --workspace --locked -E 'binary_id(dms::packaging)' 2>&1 | tee
 
 step "tests: doc tests"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
+
+step "stopping the suite's RabbitMQ node"
+kill "$broker_pid"
+wait "$broker_pid" 2>/dev/null || true
 
 step "nothing left behind"
 leftovers_check "$before"

@@ -6,12 +6,17 @@
 //! Erlang cookie (`HOME`) and empty config/env/plugin files so no system config is read.
 //! Everything listens on 127.0.0.1 only. Start takes ~5 s on this machine.
 //!
-//! Sharing: [`Broker::shared`] returns one node per test binary, created on first use and
+//! Sharing: [`Broker::shared`] returns one node per test process, created on first use and
 //! stored in a `OnceLock`. Statics are never dropped, so that node is stopped by its
-//! janitor (see `support/mod.rs`) when the test process exits. Isolate tests on the shared
-//! node by queue name (`dms.<unique node id>`). Tests that inject faults (closing
-//! connections, stopping the app, killing the node) must use their own [`Broker::start`]
-//! so they do not disturb tests running in parallel.
+//! janitor (see `support/mod.rs`) when the test process exits. Under `scripts/test.sh`
+//! the whole suite shares one node instead ([`SUITE_ENV`], started by
+//! `examples/suite_broker.rs`): cargo-nextest runs every test in a process of its own, and
+//! a node per test cost ~4 s and ~6 CPU-seconds each, a fifth of the suite's test CPU.
+//! There each test process gets a virtual host of its own (created through the management
+//! API), so queues of the same name in two tests never meet. Tests that inject faults
+//! (closing connections, stopping the app, killing the node) must use their own
+//! [`Broker::start`] so they do not disturb tests running in parallel; on the suite's node
+//! those calls panic.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +32,10 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Set by `scripts/test.sh` to the descriptor file `examples/suite_broker.rs` wrote: the
+/// suite's one node, which [`Broker::shared`] attaches to.
+pub const SUITE_ENV: &str = "DMS_TEST_SUITE_BROKER";
+
 /// A running private RabbitMQ node; dropping it kills the node and its epmd.
 #[derive(Debug)]
 pub struct Broker {
@@ -39,12 +48,21 @@ pub struct Broker {
     server: Mutex<Option<GroupChild>>,
     janitor: Option<Janitor>,
     startup: Duration,
+    /// The management API's port (the suite's node only; 0 elsewhere).
+    management_port: u16,
+    /// This process's virtual host on the suite's node (`None`: the default `/`, on a node
+    /// this process owns).
+    vhost: Option<String>,
 }
 
 impl Broker {
     /// Starts a new private node and waits until it accepts AMQP connections. Panics
     /// (with the log tail) if RabbitMQ is missing or does not come up within 90 s.
     pub fn start() -> Broker {
+        Self::start_with(false)
+    }
+
+    fn start_with(management: bool) -> Broker {
         let server = Path::new(RABBIT_BIN).join("rabbitmq-server");
         super::require_file(&server);
         let dir = super::temp_dir("dms-broker-");
@@ -60,11 +78,21 @@ impl Broker {
             server: Mutex::new(None),
             janitor: None,
             startup: Duration::ZERO,
+            management_port: if management { super::free_port() } else { 0 },
+            vhost: None,
         };
-        for f in ["rabbitmq.conf", "rabbitmq-env.conf"] {
-            std::fs::write(b.path.join(f), "").expect("write empty rabbitmq config");
-        }
-        std::fs::write(b.path.join("enabled_plugins"), "[].\n").expect("write enabled_plugins");
+        let (conf, plugins) = if management {
+            let port = b.management_port;
+            (
+                format!("management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = {port}\n"),
+                "[rabbitmq_management].\n",
+            )
+        } else {
+            (String::new(), "[].\n")
+        };
+        std::fs::write(b.path.join("rabbitmq.conf"), conf).expect("write rabbitmq.conf");
+        std::fs::write(b.path.join("rabbitmq-env.conf"), "").expect("write rabbitmq-env.conf");
+        std::fs::write(b.path.join("enabled_plugins"), plugins).expect("write enabled_plugins");
         std::fs::write(b.path.join("epmd_port"), b.epmd_port.to_string()).expect("epmd_port");
         b.janitor = Some(Janitor::start(&b.path));
         let t0 = Instant::now();
@@ -75,15 +103,90 @@ impl Broker {
         b
     }
 
-    /// One node per test binary (see the module docs); started on first call.
+    /// One node per test process, or a virtual host of this process on the suite's node
+    /// (see the module docs); set up on first call.
     pub fn shared() -> &'static Broker {
         static SHARED: OnceLock<Broker> = OnceLock::new();
-        SHARED.get_or_init(Broker::start)
+        SHARED.get_or_init(|| match std::env::var_os(SUITE_ENV) {
+            Some(file) => Broker::attach(Path::new(&file)),
+            None => Broker::start(),
+        })
     }
 
-    /// `amqp://guest:guest@127.0.0.1:<port>/%2f` (guest may log in over loopback).
+    /// The suite's node (`examples/suite_broker.rs`): a private node like any other, with
+    /// the management API on loopback, where each test process makes its virtual host.
+    pub fn start_for_suite() -> Broker {
+        Self::start_with(true)
+    }
+
+    /// What [`Broker::attach`] needs to find the suite's node, as one line.
+    pub fn suite_descriptor(&self) -> String {
+        format!(
+            "{} {} {} {} {} {}\n",
+            self.node,
+            self.amqp_port,
+            self.dist_port,
+            self.epmd_port,
+            self.management_port,
+            self.path.display()
+        )
+    }
+
+    /// This process's virtual host on the suite's node described in `file`. Nothing of the
+    /// node is owned: dropping the result stops nothing.
+    fn attach(file: &Path) -> Broker {
+        let text = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("{SUITE_ENV}={}: {e}", file.display()));
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let [node, amqp, dist, epmd, management, dir] = fields[..] else {
+            panic!("{SUITE_ENV}={}: not a suite broker descriptor: {text:?}", file.display());
+        };
+        let port = |p: &str| p.parse::<u16>().unwrap_or_else(|e| panic!("port {p:?}: {e}"));
+        let vhost =
+            format!("dms-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let b = Broker {
+            node: node.to_owned(),
+            amqp_port: port(amqp),
+            dist_port: port(dist),
+            epmd_port: port(epmd),
+            dir: None,
+            path: PathBuf::from(dir),
+            server: Mutex::new(None),
+            janitor: None,
+            startup: Duration::ZERO,
+            management_port: port(management),
+            vhost: Some(vhost.clone()),
+        };
+        let api = format!("http://127.0.0.1:{}/api", b.management_port);
+        let auth =
+            [("Authorization", "Basic Z3Vlc3Q6Z3Vlc3Q="), ("content-type", "application/json")];
+        let all = br#"{"configure":".*","write":".*","read":".*"}"#;
+        for (url, body) in [
+            (format!("{api}/vhosts/{vhost}"), &b"{}"[..]),
+            (format!("{api}/permissions/{vhost}/guest"), &all[..]),
+        ] {
+            match super::http::request("PUT", &url, &auth, body) {
+                Ok(r) if (200..300).contains(&r.status) => {}
+                Ok(r) => panic!("PUT {url} on the suite broker: {} {}", r.status, r.text()),
+                Err(e) => panic!("PUT {url} on the suite broker: {e}"),
+            }
+        }
+        b
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>/<vhost>` (guest may log in over loopback; the
+    /// default virtual host `/` is `%2f`).
     pub fn amqp_url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp_port)
+        let vhost = self.vhost.as_deref().unwrap_or("%2f");
+        format!("amqp://guest:guest@127.0.0.1:{}/{vhost}", self.amqp_port)
+    }
+
+    /// Fault injection on the suite's node would reach every test running beside.
+    fn owned(&self, what: &str) {
+        assert!(
+            self.vhost.is_none(),
+            "{what} on the suite's shared node would disturb every other test: use Broker::start()"
+        );
     }
 
     pub fn amqp_port(&self) -> u16 {
@@ -182,6 +285,7 @@ impl Broker {
     /// `rabbitmqctl close_all_connections`: the broker closes every client connection
     /// (clients see a CONNECTION_FORCED close); the node keeps running.
     pub fn close_all_connections(&self) {
+        self.owned("close_all_connections");
         self.rabbitmqctl(&["close_all_connections", "closed by test"])
             .expect("rabbitmqctl close_all_connections");
     }
@@ -189,11 +293,13 @@ impl Broker {
     /// `rabbitmqctl stop_app`: the node stays up but RabbitMQ stops (connections drop,
     /// new ones are refused) until [`Broker::start_app`].
     pub fn stop_app(&self) {
+        self.owned("stop_app");
         self.rabbitmqctl(&["stop_app"]).expect("rabbitmqctl stop_app");
     }
 
     /// `rabbitmqctl start_app`, then waits until the node accepts connections again.
     pub fn start_app(&self) {
+        self.owned("start_app");
         self.rabbitmqctl(&["start_app"]).expect("rabbitmqctl start_app");
         let pidfile = self.path.join("rabbitmq.pid");
         self.rabbitmqctl(&["wait", &pidfile.to_string_lossy(), "--timeout", "60"])
@@ -204,6 +310,7 @@ impl Broker {
     /// the same name, ports and data (durable queues and persistent messages survive).
     /// Returns when the node accepts connections again.
     pub fn kill_and_restart(&self) {
+        self.owned("kill_and_restart");
         self.kill();
         if let Err(e) = self.launch() {
             panic!("restart after kill: {e}");
@@ -213,6 +320,7 @@ impl Broker {
     /// SIGKILLs the node's process group and waits until the AMQP port is closed. The
     /// node stays down until [`Broker::restart`].
     pub fn kill(&self) {
+        self.owned("kill");
         if let Some(mut c) = self.server.lock().expect("broker lock").take() {
             c.kill();
         }
@@ -225,6 +333,7 @@ impl Broker {
 
     /// Starts the node again after [`Broker::kill`].
     pub fn restart(&self) {
+        self.owned("restart");
         if let Err(e) = self.launch() {
             panic!("restart: {e}");
         }
@@ -255,8 +364,11 @@ impl Drop for Broker {
             c.kill();
         }
         // The node started a private epmd on its own port; stop it (it daemonizes into
-        // its own session, so killing the server's process group does not reach it).
-        self.stop_epmd();
+        // its own session, so killing the server's process group does not reach it). The
+        // suite's node and its epmd belong to the suite.
+        if self.vhost.is_none() {
+            self.stop_epmd();
+        }
         if let Some(mut j) = self.janitor.take() {
             j.dismiss();
         }
