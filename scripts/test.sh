@@ -41,7 +41,12 @@ clippy_driver="$(rustup which clippy-driver)"
 export RUSTC_WORKSPACE_WRAPPER="$clippy_driver"
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 step "build: every test, benchmark, example and fuzz target (debug), linted by clippy (warnings are errors)"
-cargo test --workspace --all-targets --locked --no-run
+build_json="$(mktemp /tmp/build-json.XXXXXX)"
+cargo test --workspace --all-targets --locked --no-run --message-format=json-render-diagnostics > "$build_json"
+# cargo test builds the examples but does not copy them to target/debug/examples/NAME.
+suite_broker="$(grep '"name":"suite_broker"' "$build_json" | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -1)"
+rm -f "$build_json"
+[ -x "$suite_broker" ] || { echo "the build made no examples/suite_broker.rs binary" >&2; exit 1; }
 
 # The packages' glibc-2.28 release build is the suite's largest compile, and the tests
 # below mostly wait (on brokers, daemons, deadlines): it runs beside them at the lowest CPU
@@ -61,9 +66,9 @@ package_pid=$!
 # same one every test's node has) kills it, stops its epmd and removes its directory.
 step "the suite's RabbitMQ node (examples/suite_broker.rs)"
 broker_desc="$(mktemp -u /tmp/suite-broker.XXXXXX)"
-"$target/debug/examples/suite_broker" "$broker_desc" < /dev/null &
+"$suite_broker" "$broker_desc" < /dev/null &
 broker_pid=$!
-trap 'kill "$broker_pid" 2>/dev/null || true; kill -- "-$package_pid" 2>/dev/null || true; rm -rf "$log" "$before" "$package_log" "$broker_desc"' EXIT
+trap 'kill "$broker_pid" ${bench_pid:-} 2>/dev/null || true; kill -- "-$package_pid" 2>/dev/null || true; rm -rf "$log" "$before" "$package_log" "$broker_desc" "${bench_log:-}"' EXIT
 for _ in $(seq 600); do
     [ -f "$broker_desc" ] && break
     kill -0 "$broker_pid" 2>/dev/null || { echo "the suite's RabbitMQ node did not start" >&2; exit 1; }
@@ -72,15 +77,26 @@ done
 [ -f "$broker_desc" ] || { echo "the suite's RabbitMQ node did not start within 120 s" >&2; exit 1; }
 export DMS_TEST_SUITE_BROKER="$broker_desc"
 
-step "benchmark smoke runs (debug build, small scale; figures are reported, not compared)"
+# The benchmark smoke runs mostly wait too (daemons, deadlines): they run beside the tests.
+step "benchmark smoke runs started in the background (debug build, small scale; figures are reported, not compared)"
+bench_log="$(mktemp /tmp/bench-log.XXXXXX)"
 DMS_TESTFS_BIN="$target/debug/dms-testfs" DMS_BENCH_EVENTS=20000 DMS_BENCH_QUICK=1 \
-    cargo test --workspace --bench '*' --locked
+    cargo test --workspace --bench '*' --locked > "$bench_log" 2>&1 &
+bench_pid=$!
 
 # cargo-nextest runs every test in a process of its own, so the tests of different binaries
 # overlap (.config/nextest.toml): most of the suite's time is waiting on brokers, daemons
 # and deadlines, not CPU. Doc tests are cargo test's alone.
 step "tests: workspace but the package tests (cargo-nextest; the fuzz corpus replay included)"
 cargo nextest run --workspace --locked -E 'not binary_id(dms::packaging)' 2>&1 | tee -a "$log"
+
+step "benchmark smoke runs: waiting for them"
+if ! wait "$bench_pid"; then
+    cat "$bench_log" >&2
+    echo "a benchmark smoke run failed" >&2
+    exit 1
+fi
+cat "$bench_log"
 
 step "packages: waiting for scripts/package.sh"
 if ! wait "$package_pid"; then
