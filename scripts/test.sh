@@ -31,6 +31,20 @@ target="${CARGO_TARGET_DIR:-$PWD/target}"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+# The packages' glibc-2.28 release build is the suite's largest compile. It runs from here
+# on at the lowest CPU priority, on the cycles the rest leaves idle (the debug build's
+# serial stretches; the tests below mostly wait on brokers, daemons and deadlines), and the
+# package tests run once it is done. It has a target directory of its own (the 2.28
+# target), so the two builds share nothing but the crates' sources.
+step "packages: scripts/package.sh started in the background (nice 19)"
+ensure_package_tools
+export DMS_PACKAGE_DIR="$target/packages"
+package_log="$(mktemp /tmp/package-log.XXXXXX)"
+setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
+    nice -n 19 scripts/package.sh --out "$DMS_PACKAGE_DIR" > "$package_log" 2>&1 &
+package_pid=$!
+trap 'kill -- "-$package_pid" 2>/dev/null || true; rm -rf "$log" "$before" "$package_log"' EXIT
+
 # `cargo clippy` is `cargo check` with clippy-driver as the workspace's rustc wrapper and
 # its arguments in CLIPPY_ARGS. The same wrapper on the debug build lints every target as
 # it compiles it, so the tree is compiled once instead of checked and then built (the lints
@@ -47,17 +61,6 @@ cargo test --workspace --all-targets --locked --no-run --message-format=json-ren
 suite_broker="$(grep '"name":"suite_broker"' "$build_json" | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -1)"
 rm -f "$build_json"
 [ -x "$suite_broker" ] || { echo "the build made no examples/suite_broker.rs binary" >&2; exit 1; }
-
-# The packages' glibc-2.28 release build is the suite's largest compile, and the tests
-# below mostly wait (on brokers, daemons, deadlines): it runs beside them at the lowest CPU
-# priority, on the cycles they leave idle, and the package tests run once it is done.
-step "packages: scripts/package.sh started in the background (nice 19)"
-ensure_package_tools
-export DMS_PACKAGE_DIR="$target/packages"
-package_log="$(mktemp /tmp/package-log.XXXXXX)"
-setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
-    nice -n 19 scripts/package.sh --out "$DMS_PACKAGE_DIR" > "$package_log" 2>&1 &
-package_pid=$!
 
 # One RabbitMQ node for the whole suite: cargo-nextest runs each test in a process of its
 # own, and a node per test process cost ~4 s and ~6 CPU-seconds each. Each test process
