@@ -40,8 +40,12 @@ step "packages: scripts/package.sh started in the background (nice 19)"
 ensure_package_tools
 export DMS_PACKAGE_DIR="$target/packages"
 package_log="$(mktemp /tmp/package-log.XXXXXX)"
-setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS \
-    nice -n 19 scripts/package.sh --out "$DMS_PACKAGE_DIR" > "$package_log" 2>&1 &
+# setsid: a process group of its own to stop it by. A new session is also a new scheduler
+# autogroup, which would get as much CPU as this whole script whatever its nice value, so
+# the autogroup itself is set to nice 19 (/proc/self/autogroup; ignored where there is none).
+setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS sh -c \
+    'echo 19 > /proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' package \
+    scripts/package.sh --out "$DMS_PACKAGE_DIR" > "$package_log" 2>&1 &
 package_pid=$!
 trap 'kill -- "-$package_pid" 2>/dev/null || true; rm -rf "$log" "$before" "$package_log"' EXIT
 
