@@ -20,7 +20,14 @@ step() {
 }
 log="$(mktemp /tmp/test-log.XXXXXX)"
 before="$(mktemp -d /tmp/leftovers.XXXXXX)"
-trap 'rm -rf "$log" "$before"' EXIT
+# Whatever has started by the time the script exits is stopped and removed.
+cleanup() {
+    [ -n "${broker_pid:-}" ] && kill "$broker_pid" 2>/dev/null
+    [ -n "${bench_pid:-}" ] && kill "$bench_pid" 2>/dev/null
+    [ -n "${package_pid:-}" ] && kill -- "-$package_pid" 2>/dev/null
+    rm -rf "$log" "$before" "${package_log:-}" "${broker_desc:-}" "${bench_log:-}"
+}
+trap 'cleanup || true' EXIT
 leftovers_snapshot "$before"
 
 # One debug build serves every step: it compiles the workspace (the fuzz package is a member)
@@ -47,7 +54,6 @@ setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS sh -c \
     'echo 19 > /proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' package \
     scripts/package.sh --out "$DMS_PACKAGE_DIR" > "$package_log" 2>&1 &
 package_pid=$!
-trap 'kill -- "-$package_pid" 2>/dev/null || true; rm -rf "$log" "$before" "$package_log"' EXIT
 
 # `cargo clippy` is `cargo check` with clippy-driver as the workspace's rustc wrapper and
 # its arguments in CLIPPY_ARGS. The same wrapper on the debug build lints every target as
@@ -75,7 +81,6 @@ step "the suite's RabbitMQ node (examples/suite_broker.rs)"
 broker_desc="$(mktemp -u /tmp/suite-broker.XXXXXX)"
 "$suite_broker" "$broker_desc" < /dev/null &
 broker_pid=$!
-trap 'kill "$broker_pid" ${bench_pid:-} 2>/dev/null || true; kill -- "-$package_pid" 2>/dev/null || true; rm -rf "$log" "$before" "$package_log" "$broker_desc" "${bench_log:-}"' EXIT
 for _ in $(seq 600); do
     [ -f "$broker_desc" ] && break
     kill -0 "$broker_pid" 2>/dev/null || { echo "the suite's RabbitMQ node did not start" >&2; exit 1; }
