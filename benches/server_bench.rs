@@ -550,6 +550,7 @@ async fn fetch(http: reqwest::Client, secret_ref: String) -> Result<(), String> 
 
 /// As the daemon's client: 10 s per request (`credentials_timeout`'s default).
 fn http_client() -> reqwest::Client {
+    dms::exec::credentials::install_crypto_provider();
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
 }
 

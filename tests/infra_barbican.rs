@@ -15,6 +15,7 @@ use support::{Barbican, Fault, S3};
 const TOKEN: &str = "gAAAAAB-keystone-token-of-project-a";
 
 fn client() -> reqwest::Client {
+    dms::exec::credentials::install_crypto_provider();
     reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
 }
 
@@ -129,6 +130,7 @@ async fn injected_faults_500_timeout_and_refused() {
 
     // A hanging Barbican: the client's deadline fires.
     barbican.set_fault(&Fault::delay(Duration::from_secs(5)));
+    dms::exec::credentials::install_crypto_provider();
     let short = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
     let err = short.get(&secret_ref).header("X-Auth-Token", TOKEN).send().await.unwrap_err();
     assert!(err.is_timeout(), "{err}");

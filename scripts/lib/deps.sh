@@ -52,7 +52,8 @@ ensure_test_infra() {
     # systemd: systemd-analyze verifies the unit file (tests/server_systemd.rs).
     # prometheus: promtool checks and unit-tests the alert rules in dist/ (tests/monitoring_kit.rs).
     # binutils, rpm: objdump -T and rpm -qp on the packages (tests/packaging/packages.rs).
-    local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps systemd prometheus binutils rpm)
+    # openssl: issues the certificates of the TLS test (src/exec/credentials/tls_tests.rs).
+    local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps systemd prometheus binutils rpm openssl)
     local missing=() p
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -102,6 +102,7 @@ enum Transient {
 
 impl Barbican {
     pub fn new(config: BarbicanConfig) -> Result<Self, CredentialsError> {
+        super::tls::install_crypto_provider();
         let mut builder = Client::builder().timeout(config.timeout).connect_timeout(config.timeout);
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path).map_err(|e| {

@@ -2,6 +2,8 @@
 
 pub mod barbican;
 pub mod payload;
+pub mod tls;
 
 pub use barbican::{Barbican, BarbicanConfig, CredentialsError};
 pub use payload::{PayloadError, S3Credentials};
+pub use tls::install_crypto_provider;
