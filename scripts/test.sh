@@ -96,11 +96,11 @@ DMS_TESTFS_BIN="$target/debug/dms-testfs" DMS_BENCH_EVENTS=20000 DMS_BENCH_QUICK
     cargo test --workspace --bench '*' --locked > "$bench_log" 2>&1 &
 bench_pid=$!
 
-# cargo-nextest runs every test in a process of its own, so the tests of different binaries
-# overlap (.config/nextest.toml): most of the suite's time is waiting on brokers, daemons
-# and deadlines, not CPU. Doc tests are cargo test's alone.
+# cargo-nextest runs every test in a process of its own, so the tests overlap
+# (.config/nextest.toml): most of the suite's time is waiting on brokers, daemons and
+# deadlines, not CPU. Doc tests are cargo test's alone.
 step "tests: workspace but the package tests (cargo-nextest; the fuzz corpus replay included)"
-cargo nextest run --workspace --locked -E 'not binary_id(dms::packaging)' 2>&1 | tee -a "$log"
+cargo nextest run --workspace --locked -E 'not (binary_id(dms::integration) & test(/^packaging::/))' 2>&1 | tee -a "$log"
 
 step "benchmark smoke runs: waiting for them"
 if ! wait "$bench_pid"; then
@@ -119,7 +119,7 @@ fi
 cat "$package_log"
 
 step "tests: the package tests (tests/packaging, on the packages just built)"
-cargo nextest run --workspace --locked -E 'binary_id(dms::packaging)' 2>&1 | tee -a "$log"
+cargo nextest run --workspace --locked -E 'binary_id(dms::integration) & test(/^packaging::/)' 2>&1 | tee -a "$log"
 
 step "tests: doc tests"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$log"

@@ -3,8 +3,7 @@
 //! private mount namespace.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::ctl::Ctl;
 use e2e::host::{alive, not_mounted, pid_of, wait_dead};

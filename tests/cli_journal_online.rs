@@ -4,8 +4,7 @@
 //! with a clear message. In a private mount namespace (a real FUSE mount is made).
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use dms_journal::store::{Journal, StoreError};
 use e2e::host::{kill_helpers, HelperReaper};

@@ -5,7 +5,7 @@
 //! 404 (unknown ref), 403 (other project), 401 (bad token), injected 500 and timeouts.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! the FUSE mount lands in the bucket, and SIGTERM unmounts.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::Command;

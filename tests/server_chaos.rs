@@ -7,8 +7,7 @@
 //! request left, `dms-journal verify` clean.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::host::{helpers_serving, HelperReaper};
 use e2e::{mounted_msg, runtime, s3_mount, unmount, unmounted_msg, uuid, Client, Daemon};

@@ -11,8 +11,7 @@
 //! namespace. Every case starts from an empty directory and its own node id.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use dms::journal::store::Journal;
 use dms::journal::{Outcome, Phase, RequestKey, TargetId, TargetState};

@@ -2,8 +2,7 @@
 //! workspace's in-memory helper (dms-testfs), each test in a private mount namespace.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::{err, mounted_msg, ok, runtime, s3_mount, unmount, unmounted_msg, uuid, Client, Daemon};
 use std::path::Path;

@@ -6,8 +6,7 @@
 //! - the daemon restarted under its mounts, re-adopting them from the journal.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::host::{
     alive, assert_no_secret, mounted, not_mounted, pid_of, processes_with_arg, wait_dead,

@@ -7,8 +7,7 @@
 //! and FUSE.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::ctl::Ctl;
 use e2e::host::{helpers_serving, wait_until, HelperReaper};

@@ -4,8 +4,7 @@
 //! itself, inside its private mount namespace).
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::{err, mounted_msg, runtime, s3_mount, unmount, unmounted_msg, uuid, Client, Daemon};
 use serde_json::Value;

@@ -5,8 +5,7 @@
 //! mount, and the boot reconcile is on record. A helper killed under its mount is one loss.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::host::{mounted, not_mounted, pid_of, sigkill, HelperReaper, SETTLE};
 use e2e::{err, ok, s3_mount, unmount, uuid, Client, Daemon};

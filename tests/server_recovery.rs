@@ -5,8 +5,7 @@
 //! (mount table, /proc, PID files) and in the journal, read after the daemon stopped.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use dms_journal::store::Stored;
 use dms_journal::{BootId, Event, Phase};

@@ -3,8 +3,7 @@
 //! neither lost nor answered twice. In a private mount namespace, with a private broker.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::stand_in::StandIn;
 use e2e::{ok, runtime, unmounted_msg, uuid, Client, Daemon};

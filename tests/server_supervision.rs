@@ -7,8 +7,7 @@
 //! - the boot reconcile itself killed at each of its steps still converges.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::host::{helpers_serving, lazy_unmount, mounted, not_mounted, pid_of, sigkill, wait_until};
 use e2e::journal::{self as jrnl, event_names, lost_reasons};

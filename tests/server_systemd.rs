@@ -8,8 +8,7 @@
 //!   survive stops).
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::host::{alive, assert_no_secret, mounted, not_mounted, pid_of, wait_dead, HelperReaper};
 use e2e::{call, mounted_msg, runtime, s3_mount, unmount, unmounted_msg, uuid, Daemon, T};

@@ -4,8 +4,7 @@
 //! and a real Barbican.
 #![allow(clippy::unwrap_used)]
 
-mod e2e;
-mod support;
+use crate::{e2e, support};
 
 use e2e::ctl::Ctl;
 use e2e::host::{alive, assert_no_secret, is_dead_mount, not_mounted, sigkill, wait_until};

@@ -50,7 +50,7 @@ ensure_test_infra() {
     here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     local constraints="$here/infra/test-constraints.txt"
     # systemd: systemd-analyze verifies the unit file (tests/server_systemd.rs).
-    # prometheus: promtool checks and unit-tests the alert rules in dist/ (tests/monitoring_kit.rs).
+    # prometheus: promtool checks and unit-tests the alert rules in dist/ (tests/packaging/monitoring.rs).
     # binutils, rpm: objdump -T and rpm -qp on the packages (tests/packaging/packages.rs).
     # openssl: issues the certificates of the TLS test (src/exec/credentials/tls_tests.rs).
     local pkgs=(rabbitmq-server erlang-base s3fs fuse3 util-linux curl python3-venv iproute2 procps systemd prometheus binutils rpm openssl)

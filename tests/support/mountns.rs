@@ -18,8 +18,9 @@
 //! }
 //! ```
 //!
-//! `name` is the test's path as libtest prints it (`module::test` for a test inside a
-//! module of the test crate, the plain function name at the crate root).
+//! `name` is the test function's name, or its path as libtest prints it (`module::test`).
+//! The child is asked for the full path, which libtest gives the thread it runs each test
+//! on: a test `server_e2e::x` of the one integration binary passes just `"x"`.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,7 +32,17 @@ const ENV: &str = "DMS_TEST_MOUNT_NS";
 
 /// Whether this process is the re-executed child running `name`.
 pub fn is_isolated_child(name: &str) -> bool {
-    std::env::var(ENV).is_ok_and(|v| v == name)
+    std::env::var(ENV).is_ok_and(|v| v == full_name(name))
+}
+
+/// The running test's path as libtest prints it, when `name` is its tail (libtest names
+/// each test's thread after the test); `name` itself otherwise, which the parent then
+/// fails on as a name that ran no test.
+fn full_name(name: &str) -> String {
+    match std::thread::current().name() {
+        Some(test) if test == name || test.ends_with(&format!("::{name}")) => test.to_owned(),
+        _ => name.to_owned(),
+    }
 }
 
 /// Runs `body` in a private mount namespace (see the module docs), with a 300 s limit.
@@ -45,6 +56,7 @@ pub fn run_isolated_with_timeout(name: &str, timeout: Duration, body: impl FnOnc
         body();
         return;
     }
+    let name = &full_name(name);
     let exe = std::env::current_exe().expect("current_exe");
     let dir = super::temp_dir("dms-mountns-");
     let log = dir.path().join("child.log");

@@ -2,7 +2,7 @@
 //! (install.rs), the example configuration and the `Dockerfile` (config.rs), and the
 //! monitoring kit in `dist/` checked by promtool against the daemon's own exposition
 //! (monitoring.rs), and the .deb/.rpm of `scripts/package.sh` (packages.rs; installed in a
-//! Debian 12 root by packages_root.rs). One test binary: each links the whole daemon.
+//! Debian 12 root by packages_root.rs). A module of the one integration test binary (tests/main.rs).
 #![allow(clippy::unwrap_used)]
 
 use dms::config::keys::{Fallback, KEYS};
@@ -17,8 +17,7 @@ mod install;
 mod monitoring;
 mod packages;
 mod packages_root;
-#[path = "../support/mod.rs"]
-mod support;
+use crate::support;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
