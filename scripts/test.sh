@@ -22,10 +22,10 @@ log="$(mktemp /tmp/test-log.XXXXXX)"
 before="$(mktemp -d /tmp/leftovers.XXXXXX)"
 # Whatever has started by the time the script exits is stopped and removed.
 cleanup() {
-    [ -n "${broker_pid:-}" ] && kill "$broker_pid" 2>/dev/null
+    [ -n "${services_pid:-}" ] && kill "$services_pid" 2>/dev/null
     [ -n "${bench_pid:-}" ] && kill "$bench_pid" 2>/dev/null
     [ -n "${package_pid:-}" ] && kill -- "-$package_pid" 2>/dev/null
-    rm -rf "$log" "$before" "${package_log:-}" "${broker_desc:-}" "${bench_log:-}"
+    rm -rf "$log" "$before" "${package_log:-}" "${services_dir:-}" "${bench_log:-}"
 }
 trap 'cleanup || true' EXIT
 leftovers_snapshot "$before"
@@ -68,26 +68,27 @@ step "build: every test, benchmark, example and fuzz target (debug), linted by c
 build_json="$(mktemp /tmp/build-json.XXXXXX)"
 cargo test --workspace --all-targets --locked --no-run --message-format=json-render-diagnostics > "$build_json"
 # cargo test builds the examples but does not copy them to target/debug/examples/NAME.
-suite_broker="$(grep '"name":"suite_broker"' "$build_json" | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -1)"
+suite_services="$(grep '"name":"suite_services"' "$build_json" | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -1)"
 rm -f "$build_json"
-[ -x "$suite_broker" ] || { echo "the build made no examples/suite_broker.rs binary" >&2; exit 1; }
+[ -x "$suite_services" ] || { echo "the build made no examples/suite_services.rs binary" >&2; exit 1; }
 
-# One RabbitMQ node for the whole suite: cargo-nextest runs each test in a process of its
-# own, and a node per test process cost ~4 s and ~6 CPU-seconds each. Each test process
-# gets a virtual host of its own on it (tests/support/broker.rs); tests that inject broker
-# faults still start their own. Killing suite_broker stops the node: its janitor (the
-# same one every test's node has) kills it, stops its epmd and removes its directory.
-step "the suite's RabbitMQ node (examples/suite_broker.rs)"
-broker_desc="$(mktemp -u /tmp/suite-broker.XXXXXX)"
-"$suite_broker" "$broker_desc" < /dev/null &
-broker_pid=$!
+# One RabbitMQ node and one Barbican for the whole suite: cargo-nextest runs each test in a
+# process of its own, and a node per test process cost ~4 s and ~6 CPU-seconds each, a
+# Barbican ~1.5 CPU-seconds. Each test process gets a virtual host of its own on the node
+# (tests/support/broker.rs), each test its own token's project in Barbican; tests that
+# inject faults still start their own. Killing suite_services stops both: their janitors
+# (the same ones every test's have) kill them and remove their directories.
+step "the suite's RabbitMQ node and Barbican (examples/suite_services.rs)"
+services_dir="$(mktemp -d /tmp/suite-services.XXXXXX)"
+"$suite_services" "$services_dir" < /dev/null &
+services_pid=$!
 for _ in $(seq 600); do
-    [ -f "$broker_desc" ] && break
-    kill -0 "$broker_pid" 2>/dev/null || { echo "the suite's RabbitMQ node did not start" >&2; exit 1; }
+    [ -f "$services_dir/broker" ] && [ -f "$services_dir/barbican" ] && break
+    kill -0 "$services_pid" 2>/dev/null || { echo "the suite's services did not start" >&2; exit 1; }
     sleep 0.2
 done
-[ -f "$broker_desc" ] || { echo "the suite's RabbitMQ node did not start within 120 s" >&2; exit 1; }
-export DMS_TEST_SUITE_BROKER="$broker_desc"
+[ -f "$services_dir/barbican" ] || { echo "the suite's services did not start within 120 s" >&2; exit 1; }
+export DMS_TEST_SUITE_BROKER="$services_dir/broker" DMS_TEST_SUITE_BARBICAN="$services_dir/barbican"
 
 # The benchmark smoke runs mostly wait too (daemons, deadlines): they run beside the tests.
 step "benchmark smoke runs started in the background (debug build, small scale; figures are reported, not compared)"
@@ -124,9 +125,9 @@ cargo nextest run --workspace --locked -E 'binary_id(dms::integration) & test(/^
 step "tests: doc tests"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$log"
 
-step "stopping the suite's RabbitMQ node"
-kill "$broker_pid"
-wait "$broker_pid" 2>/dev/null || true
+step "stopping the suite's RabbitMQ node and Barbican"
+kill "$services_pid"
+wait "$services_pid" 2>/dev/null || true
 
 step "nothing left behind"
 leftovers_check "$before"

@@ -24,7 +24,7 @@ fn dms_ctl_lists_reports_health_cleans_up_stops_and_sends_requests_to_a_running_
     let name =
         "dms_ctl_lists_reports_health_cleans_up_stops_and_sends_requests_to_a_running_daemon";
     run_isolated_with_timeout(name, LIMIT, || {
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref =
             barbican.store_secret(TOKEN, &testfs_credentials("AKIACTL", "dms-ctl-secret", "ctl"));
         let dir = support::temp_dir("dms-ctl-");

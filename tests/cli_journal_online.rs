@@ -62,7 +62,7 @@ fn dms_journal_answers_through_the_admin_socket_while_the_daemon_runs_as_it_does
         "dms_journal_answers_through_the_admin_socket_while_the_daemon_runs_as_it_does_offline";
     run_isolated_with_timeout(name, LIMIT, || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-journal-online"));
         let dir = support::temp_dir("dms-journal-online-");
         let _reaper = HelperReaper(dir.path().join("pids"));

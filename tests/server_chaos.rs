@@ -112,7 +112,7 @@ fn sigkilled_every_few_seconds_under_twenty_clients_every_request_is_answered_an
         "sigkilled_every_few_seconds_under_twenty_clients_every_request_is_answered_and_nothing_leaks";
     run_isolated_with_timeout(name, Duration::from_secs(900), || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let credentials = e2e::testfs_credentials("AKIACHAOS", "chaos-secret-value", "chaos");
         let secret_ref = barbican.store_secret(TOKEN, &credentials);
         let dir = support::temp_dir("dms-chaos-");

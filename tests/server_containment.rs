@@ -76,7 +76,7 @@ fn a_backlog_beyond_the_prefetch_for_one_hung_target_is_parked_and_answered_once
     let name = "a_backlog_beyond_the_prefetch_for_one_hung_target_is_parked_and_answered_once_across_a_restart";
     run_isolated_with_timeout(name, Duration::from_secs(600), || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &credentials());
         let dir = support::temp_dir("dms-contain-");
         let node = "contain-backlog";
@@ -149,7 +149,7 @@ fn twenty_hung_nfs_targets_hold_only_their_servers_pool_while_s3_and_other_serve
     let name = "twenty_hung_nfs_targets_hold_only_their_servers_pool_while_s3_and_other_servers_keep_working";
     run_isolated_with_timeout(name, Duration::from_secs(600), || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &credentials());
         let dir = support::temp_dir("dms-contain-");
         let node = "contain-hung";
@@ -351,7 +351,7 @@ fn on_ext4_a_bare_mount_point_refuses_writes_and_its_helper_mounts_over_it_and_a
 ) {
     let name = "on_ext4_a_bare_mount_point_refuses_writes_and_its_helper_mounts_over_it_and_a_death_or_detach_leaves_it_guarded";
     run_isolated_with_timeout(name, Duration::from_secs(300), || {
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &credentials());
         let dir = support::temp_dir("dms-guard-");
         // The mount base on a real ext4 (a loop-mounted image in this namespace).

@@ -223,7 +223,7 @@ impl<'a> Case<'a> {
 fn matrix(name: &str, points: &[&str], unmount_too: bool) {
     run_isolated_with_timeout(name, LIMIT, || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let rt = runtime();
         for point in points {
             println!("--- crash at {point}");

@@ -158,7 +158,7 @@ fn helpers_that_exit_at_once_or_never_mount_fail_the_mount_and_leave_nothing_beh
         "helpers_that_exit_at_once_or_never_mount_fail_the_mount_and_leave_nothing_behind",
         || {
             let broker = Broker::shared();
-            let barbican = Barbican::start();
+            let barbican = Barbican::shared();
             let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-3"));
             for (fault, expected) in
                 [("exit-at-once", "helper exited"), ("never-mount", "no mount at")]
@@ -308,7 +308,7 @@ fn a_helper_that_dies_is_noticed_its_dead_mount_detached_and_the_target_lost() {
         "a_helper_that_dies_is_noticed_its_dead_mount_detached_and_the_target_lost",
         || {
             let broker = Broker::shared();
-            let barbican = Barbican::start();
+            let barbican = Barbican::shared();
             let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-4"));
             let dir = support::temp_dir("dms-e2e-");
             let helper = e2e::faulty_helper(dir.path(), "die-after=1");

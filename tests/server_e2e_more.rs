@@ -152,7 +152,7 @@ fn twenty_targets_mounted_and_unmounted_concurrently_each_get_their_own_helper_a
     run_isolated_with_timeout(name, LIMIT, || {
         const N: usize = 20;
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &testfs_credentials("bucket-many"));
         let dir = support::temp_dir("dms-e2e-more-");
         let _reaper = HelperReaper(dir.path().join("pids"));
@@ -219,7 +219,7 @@ fn broker_killed_and_restarted_or_dropping_connections_leaves_mounts_alone_and_t
     let name = "broker_killed_and_restarted_or_dropping_connections_leaves_mounts_alone_and_the_daemon_serves_again";
     run_isolated_with_timeout(name, LIMIT, || {
         let broker = Broker::start();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &testfs_credentials("bucket-broker"));
         let dir = support::temp_dir("dms-e2e-more-");
         let _reaper = HelperReaper(dir.path().join("pids"));
@@ -307,7 +307,7 @@ fn daemon_restart_keeps_mounts_and_the_new_daemon_answers_from_the_journal_and_u
     let name = "daemon_restart_keeps_mounts_and_the_new_daemon_answers_from_the_journal_and_unmounts_the_adopted_helper";
     run_isolated_with_timeout(name, LIMIT, || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &testfs_credentials("bucket-restart"));
         let dir = support::temp_dir("dms-e2e-more-");
         let _reaper = HelperReaper(dir.path().join("pids"));

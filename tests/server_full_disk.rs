@@ -36,7 +36,7 @@ fn a_full_journal_filesystem_pauses_intake_loses_nothing_and_resumes_when_space_
         "a_full_journal_filesystem_pauses_intake_loses_nothing_and_resumes_when_space_returns";
     run_isolated_with_timeout(name, Duration::from_secs(600), || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let credentials = e2e::testfs_credentials("AKIAFULL", "full-disk-secret-value", "full");
         let secret_ref = barbican.store_secret(TOKEN, &credentials);
         let dir = support::temp_dir("dms-full-");

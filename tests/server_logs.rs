@@ -51,7 +51,7 @@ fn a_log_file_has_no_colour_the_seeds_lines_plain_fields_mount_failed_and_no_sec
         "a_log_file_has_no_colour_the_seeds_lines_plain_fields_mount_failed_and_no_secret",
         || {
             let broker = Broker::shared();
-            let barbican = Barbican::start();
+            let barbican = Barbican::shared();
             let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-logs"));
             let dir = support::temp_dir("dms-logs-");
             let _reaper = e2e::host::HelperReaper(dir.path().join("pids"));
@@ -135,7 +135,7 @@ fn a_log_file_has_no_colour_the_seeds_lines_plain_fields_mount_failed_and_no_sec
 fn json_log_format_writes_one_object_per_line_with_the_request_fields() {
     run_isolated("json_log_format_writes_one_object_per_line_with_the_request_fields", || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-json"));
         let dir = support::temp_dir("dms-logs-");
         let _reaper = e2e::host::HelperReaper(dir.path().join("pids"));
@@ -216,7 +216,7 @@ fn under_systemd_the_daemon_writes_native_journal_entries_with_the_request_field
         "under_systemd_the_daemon_writes_native_journal_entries_with_the_request_fields",
         || {
             let broker = Broker::shared();
-            let barbican = Barbican::start();
+            let barbican = Barbican::shared();
             let secret_ref = barbican.store_secret(TOKEN, &credentials("bucket-journal"));
             // The journal's socket, in this test's namespace only: a tmpfs over /run.
             let status = Command::new("mount")

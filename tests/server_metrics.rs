@@ -108,7 +108,7 @@ fn metrics_count_exactly_the_requests_served_and_follow_the_mounted_target() {
     let name = "metrics_count_exactly_the_requests_served_and_follow_the_mounted_target";
     run_isolated_with_timeout(name, LIMIT, || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &credentials());
         let dir = support::temp_dir("dms-e2e-metrics-");
         let _reaper = HelperReaper(dir.path().join("pids"));

@@ -116,7 +116,7 @@ fn sigterm_during_a_boot_reconcile_stuck_on_a_hung_mount_exits_at_the_stop_deadl
     run_isolated_with_timeout(name, Duration::from_secs(600), || {
         const TOKEN: &str = "gAAAAAB-stop-keystone-token";
         let broker = Broker::shared();
-        let barbican = support::Barbican::start();
+        let barbican = support::Barbican::shared();
         let creds = e2e::testfs_credentials("AKIASTOP", "stop-secret-key-value", "bucket-stop");
         let secret_ref = barbican.store_secret(TOKEN, &creds);
         let dir = support::temp_dir("dms-stop-");

@@ -38,7 +38,7 @@ fn resync_converges_a_mount_removed_by_hand_a_pid_file_edited_by_hand_and_a_hung
     let name =
         "resync_converges_a_mount_removed_by_hand_a_pid_file_edited_by_hand_and_a_hung_mount";
     run_isolated_with_timeout(name, LIMIT, || {
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &credentials());
         let dir = support::temp_dir("dms-supervision-");
         let fast = [
@@ -108,7 +108,7 @@ fn resync_converges_a_mount_removed_by_hand_a_pid_file_edited_by_hand_and_a_hung
 fn a_resync_every_few_milliseconds_never_disturbs_requests_in_flight() {
     let name = "a_resync_every_few_milliseconds_never_disturbs_requests_in_flight";
     run_isolated_with_timeout(name, LIMIT, || {
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &credentials());
         let dir = support::temp_dir("dms-supervision-");
         let eager = [("DMS_RESYNC_INTERVAL", "0.01".to_owned())];
@@ -154,7 +154,7 @@ fn a_resync_every_few_milliseconds_never_disturbs_requests_in_flight() {
 fn a_boot_reconcile_killed_at_each_of_its_steps_still_converges() {
     let name = "a_boot_reconcile_killed_at_each_of_its_steps_still_converges";
     run_isolated_with_timeout(name, LIMIT, || {
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican.store_secret(TOKEN, &credentials());
         let dir = support::temp_dir("dms-supervision-");
         let node = "supervision-boot";

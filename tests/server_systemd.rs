@@ -195,7 +195,7 @@ fn under_notify_ready_follows_the_boot_reconcile_with_counts_watchdogs_tick_and_
     let name = "under_notify_ready_follows_the_boot_reconcile_with_counts_watchdogs_tick_and_sigterm_says_stopping";
     run_isolated_with_timeout(name, LIMIT, || {
         let broker = Broker::shared();
-        let barbican = Barbican::start();
+        let barbican = Barbican::shared();
         let secret_ref = barbican
             .store_secret(TOKEN, &e2e::testfs_credentials(KEY_ID, SECRET_KEY, "bucket-systemd"));
         let dir = support::temp_dir("dms-e2e-systemd-");

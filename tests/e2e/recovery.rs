@@ -83,7 +83,7 @@ pub struct Setup {
 }
 
 pub fn setup(bucket: &str) -> Setup {
-    let barbican = Barbican::start();
+    let barbican = Barbican::shared();
     let secret_ref =
         barbican.store_secret(TOKEN, &super::testfs_credentials(KEY_ID, SECRET_KEY, bucket));
     let dir = support::temp_dir("dms-recovery-");

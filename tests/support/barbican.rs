@@ -12,6 +12,12 @@
 //! `/v1` path or only on paths containing a substring (e.g. `/payload`): a status (500,
 //! 503, ...), a delay (to exercise client timeouts), or both. A refused connection:
 //! [`closed_port_url`].
+//!
+//! Sharing: under `scripts/test.sh` the whole suite shares one Barbican
+//! ([`SUITE_ENV`], started by `examples/suite_services.rs`), which [`Barbican::shared`]
+//! attaches to: a start costs ~1.5 CPU-seconds, and most tests only store a secret of their
+//! own token's project and let the daemon read it. Tests that inject faults or read the
+//! request log use their own [`Barbican::start`]; on the suite's instance those calls panic.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,6 +27,10 @@ use super::http;
 use super::proc::{dump_logs_if_panicking, record_pgids, GroupChild, Janitor};
 
 const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// Set by `scripts/test.sh` to the descriptor file `examples/suite_services.rs` wrote: the
+/// suite's one Barbican, which [`Barbican::shared`] attaches to.
+pub const SUITE_ENV: &str = "DMS_TEST_SUITE_BARBICAN";
+
 /// A token the test Keystone stand-in rejects with 401.
 pub const INVALID_TOKEN: &str = "invalid-token";
 
@@ -53,7 +63,7 @@ impl Fault {
     }
 }
 
-/// A running Barbican; dropping it kills the server.
+/// A running Barbican; dropping it kills the server (unless it is the suite's).
 #[derive(Debug)]
 pub struct Barbican {
     port: u16,
@@ -62,6 +72,8 @@ pub struct Barbican {
     dir: Option<super::TestDir>,
     path: PathBuf,
     startup: Duration,
+    /// The suite's instance, attached to: nothing of it is owned, and faults are refused.
+    attached: bool,
 }
 
 impl Barbican {
@@ -112,7 +124,48 @@ impl Barbican {
             dir: Some(dir),
             path,
             startup: t0.elapsed(),
+            attached: false,
         }
+    }
+
+    /// The suite's Barbican when there is one ([`SUITE_ENV`]), else one of this test's own
+    /// ([`Barbican::start`]). For tests that neither inject faults nor read the request log.
+    pub fn shared() -> Barbican {
+        match std::env::var_os(SUITE_ENV) {
+            Some(file) => Barbican::attach(std::path::Path::new(&file)),
+            None => Barbican::start(),
+        }
+    }
+
+    /// What [`Barbican::shared`] needs to find this instance, as one line.
+    pub fn suite_descriptor(&self) -> String {
+        format!("{} {}\n", self.port, self.path.display())
+    }
+
+    fn attach(file: &std::path::Path) -> Barbican {
+        let text = std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("{SUITE_ENV}={}: {e}", file.display()));
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let [port, dir] = fields[..] else {
+            panic!("{SUITE_ENV}={}: not a suite Barbican descriptor: {text:?}", file.display());
+        };
+        Barbican {
+            port: port.parse().unwrap_or_else(|e| panic!("port {port:?}: {e}")),
+            server: None,
+            janitor: None,
+            dir: None,
+            path: PathBuf::from(dir),
+            startup: Duration::ZERO,
+            attached: true,
+        }
+    }
+
+    /// Faults and the request log of the suite's instance belong to every test at once.
+    fn owned(&self, what: &str) {
+        assert!(
+            !self.attached,
+            "{what} on the suite's shared Barbican would reach every other test: use Barbican::start()"
+        );
     }
 
     /// `http://127.0.0.1:<port>` (secret refs are `<url>/v1/secrets/<uuid>`).
@@ -132,7 +185,24 @@ impl Barbican {
     /// Stores `payload` (e.g. a JSON credentials document) as an opaque `text/plain`
     /// secret owned by `token`'s project; returns the secret ref (a URL).
     /// (`application/json` is refused by Barbican, hence text/plain.)
+    ///
+    /// Barbican creates a token's project on its first request, and two first requests at
+    /// once race to insert it: one gets 500 ("Secret creation failure seen"). On the
+    /// suite's shared instance the tests of one file (one token) meet that; the project
+    /// exists once the race is over, so that answer is tried again (up to 3 times).
     pub fn store_secret(&self, token: &str, payload: &str) -> String {
+        for _ in 0..2 {
+            match self.try_store_secret(token, payload) {
+                Err(r) if r.status == 500 && r.text().contains("Secret creation failure") => {}
+                Ok(secret_ref) => return secret_ref,
+                Err(r) => panic!("store secret: status {}: {}", r.status, r.text()),
+            }
+        }
+        self.try_store_secret(token, payload)
+            .unwrap_or_else(|r| panic!("store secret: status {}: {}", r.status, r.text()))
+    }
+
+    fn try_store_secret(&self, token: &str, payload: &str) -> Result<String, http::Response> {
         let body = serde_json::json!({
             "name": "dms-test-credentials",
             "payload": payload,
@@ -151,9 +221,11 @@ impl Barbican {
             body.as_bytes(),
         )
         .unwrap_or_else(|e| panic!("store secret: {e}"));
-        assert_eq!(r.status, 201, "store secret: status {}: {}", r.status, r.text());
+        if r.status != 201 {
+            return Err(r);
+        }
         let v: serde_json::Value = serde_json::from_slice(&r.body).expect("secret_ref JSON");
-        v["secret_ref"].as_str().expect("secret_ref in response").to_string()
+        Ok(v["secret_ref"].as_str().expect("secret_ref in response").to_string())
     }
 
     /// A well-formed secret ref that does not exist (GET gives 404).
@@ -163,6 +235,7 @@ impl Barbican {
 
     /// Injects `fault` for subsequent requests (replaces any previous fault).
     pub fn set_fault(&self, fault: &Fault) {
+        self.owned("set_fault");
         let v = serde_json::json!({
             "status": fault.status,
             "delay_secs": fault.delay.as_secs_f64(),
@@ -176,12 +249,14 @@ impl Barbican {
 
     /// Removes any injected fault.
     pub fn clear_fault(&self) {
+        self.owned("clear_fault");
         let _ = std::fs::remove_file(self.path.join("state/fault.json"));
     }
 
     /// The `/v1` requests seen so far (after startup), one line each:
     /// `METHOD PATH accept=<Accept> token=<yes|no>` (the token itself is never logged).
     pub fn requests(&self) -> Vec<String> {
+        self.owned("requests");
         std::fs::read_to_string(self.path.join("state/requests.log"))
             .unwrap_or_default()
             .lines()

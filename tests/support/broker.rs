@@ -10,7 +10,7 @@
 //! stored in a `OnceLock`. Statics are never dropped, so that node is stopped by its
 //! janitor (see `support/mod.rs`) when the test process exits. Under `scripts/test.sh`
 //! the whole suite shares one node instead ([`SUITE_ENV`], started by
-//! `examples/suite_broker.rs`): cargo-nextest runs every test in a process of its own, and
+//! `examples/suite_services.rs`): cargo-nextest runs every test in a process of its own, and
 //! a node per test cost ~4 s and ~6 CPU-seconds each, a fifth of the suite's test CPU.
 //! There each test process gets a virtual host of its own (created through the management
 //! API), so queues of the same name in two tests never meet. Tests that inject faults
@@ -32,7 +32,7 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Set by `scripts/test.sh` to the descriptor file `examples/suite_broker.rs` wrote: the
+/// Set by `scripts/test.sh` to the descriptor file `examples/suite_services.rs` wrote: the
 /// suite's one node, which [`Broker::shared`] attaches to.
 pub const SUITE_ENV: &str = "DMS_TEST_SUITE_BROKER";
 
@@ -113,7 +113,7 @@ impl Broker {
         })
     }
 
-    /// The suite's node (`examples/suite_broker.rs`): a private node like any other, with
+    /// The suite's node (`examples/suite_services.rs`): a private node like any other, with
     /// the management API on loopback, where each test process makes its virtual host.
     pub fn start_for_suite() -> Broker {
         Self::start_with(true)
