@@ -32,15 +32,9 @@ fn sigterm_and_time(daemon: &mut Daemon) -> Duration {
 
 /// Every stand-in process is gone within a generous 5 s of the daemon's exit.
 fn assert_no_mount_program_survives(stand_in: &StandIn, daemon: &Daemon) {
-    let gone = support::wait_for("the mount programs to die", Duration::from_secs(5), || {
-        stand_in.alive().is_empty().then_some(())
-    });
-    assert!(
-        gone.is_ok(),
-        "mount programs outlived the daemon: {:?}\n{}",
-        stand_in.alive(),
-        daemon.log_text()
-    );
+    if let Err(alive) = stand_in.wait_gone(Duration::from_secs(5)) {
+        panic!("mount programs outlived the daemon: {alive:?}\n{}", daemon.log_text());
+    }
 }
 
 #[test]
@@ -96,7 +90,11 @@ fn sigterm_during_a_hung_mount_exits_within_the_stop_deadline_and_the_request_is
         });
         rt.block_on(client.close());
         daemon.stop();
-        assert!(stand_in.alive().is_empty());
+        assert_eq!(
+            stand_in.wait_gone(Duration::from_secs(5)),
+            Ok(()),
+            "mount programs outlived the daemon"
+        );
     });
 }
 

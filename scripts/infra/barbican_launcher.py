@@ -111,6 +111,14 @@ class TestAuthWrapper:
         self.fault_path = os.path.join(state_dir, "fault.json")
         self.log_path = os.path.join(state_dir, "requests.log")
         self.log_lock = threading.Lock()
+        # Barbican keeps its state in one sqlite file here (MySQL or PostgreSQL in a real
+        # deployment), which takes one writer at a time: two transactions that both began
+        # by reading and then write get "database is locked" at once, and Barbican answers
+        # 500. So the requests that write run one at a time: every method but GET/HEAD,
+        # and a project's first request (Barbican creates the project row then). Reads
+        # stay concurrent (the daemon's fetches for many targets at once).
+        self.write_lock = threading.Lock()
+        self.known_projects = set()
 
     def _fault(self, path):
         try:
@@ -156,12 +164,24 @@ class TestAuthWrapper:
                 ("WWW-Authenticate", "Keystone uri='http://127.0.0.1/identity'")])
             return [body]
 
-        environ["HTTP_X_PROJECT_ID"] = project_for(token)
-        environ.setdefault("HTTP_X_USER_ID", "user-" + project_for(token)[5:])
+        project = project_for(token)
+        environ["HTTP_X_PROJECT_ID"] = project
+        environ.setdefault("HTTP_X_USER_ID", "user-" + project[5:])
         environ.setdefault("HTTP_X_ROLES", "admin,creator")
         environ.setdefault("webob.adhoc_attrs", {})["request_id"] = \
             "req-" + str(uuid.uuid4())
-        return self.app(environ, start_response)
+        reads = environ.get("REQUEST_METHOD") in ("GET", "HEAD")
+        if reads and project in self.known_projects:
+            return self.app(environ, start_response)
+        with self.write_lock:
+            result = self.app(environ, start_response)
+            try:
+                body = list(result)  # the whole response, while the lock is held
+            finally:
+                if hasattr(result, "close"):
+                    result.close()
+            self.known_projects.add(project)
+        return body
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, simple_server.WSGIServer):

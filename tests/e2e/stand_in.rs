@@ -81,6 +81,15 @@ impl StandIn {
         }
         alive
     }
+
+    /// Waits until no run is alive, for at most `within`: a killed process dies promptly,
+    /// not at once (under load it waits to be scheduled). The ones still alive otherwise.
+    pub fn wait_gone(&self, within: Duration) -> Result<(), Vec<i32>> {
+        let gone = support::wait_for("the mount programs to die", within, || {
+            self.alive().is_empty().then_some(())
+        });
+        gone.map_err(|_| self.alive())
+    }
 }
 
 impl Drop for StandIn {

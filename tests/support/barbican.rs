@@ -185,24 +185,7 @@ impl Barbican {
     /// Stores `payload` (e.g. a JSON credentials document) as an opaque `text/plain`
     /// secret owned by `token`'s project; returns the secret ref (a URL).
     /// (`application/json` is refused by Barbican, hence text/plain.)
-    ///
-    /// Barbican creates a token's project on its first request, and two first requests at
-    /// once race to insert it: one gets 500 ("Secret creation failure seen"). On the
-    /// suite's shared instance the tests of one file (one token) meet that; the project
-    /// exists once the race is over, so that answer is tried again (up to 3 times).
     pub fn store_secret(&self, token: &str, payload: &str) -> String {
-        for _ in 0..2 {
-            match self.try_store_secret(token, payload) {
-                Err(r) if r.status == 500 && r.text().contains("Secret creation failure") => {}
-                Ok(secret_ref) => return secret_ref,
-                Err(r) => panic!("store secret: status {}: {}", r.status, r.text()),
-            }
-        }
-        self.try_store_secret(token, payload)
-            .unwrap_or_else(|r| panic!("store secret: status {}: {}", r.status, r.text()))
-    }
-
-    fn try_store_secret(&self, token: &str, payload: &str) -> Result<String, http::Response> {
         let body = serde_json::json!({
             "name": "dms-test-credentials",
             "payload": payload,
@@ -221,11 +204,9 @@ impl Barbican {
             body.as_bytes(),
         )
         .unwrap_or_else(|e| panic!("store secret: {e}"));
-        if r.status != 201 {
-            return Err(r);
-        }
+        assert_eq!(r.status, 201, "store secret: status {}: {}", r.status, r.text());
         let v: serde_json::Value = serde_json::from_slice(&r.body).expect("secret_ref JSON");
-        Ok(v["secret_ref"].as_str().expect("secret_ref in response").to_string())
+        v["secret_ref"].as_str().expect("secret_ref in response").to_string()
     }
 
     /// A well-formed secret ref that does not exist (GET gives 404).
