@@ -51,7 +51,7 @@ pub fn arm(mut shutdown: watch::Receiver<bool>, journal: Weak<Journal>) {
         // Last, right before the exit: a killed mount program is an error outcome for its
         // request, and none must be journaled and answered for a stop (the request is
         // redelivered instead); the engine has no time left to do so.
-        crate::exec::pgroup::RUNNING.kill_all();
+        crate::exec::pgroup::RUNNING.close();
         std::process::exit(0);
     });
     if let Err(e) = spawned {
@@ -61,9 +61,10 @@ pub fn arm(mut shutdown: watch::Receiver<bool>, journal: Weak<Journal>) {
 
 /// After a stop that finished in time: mount programs of requests that did not (their
 /// threads are still in the blocking pool) must not outlive the daemon either. Intake is
-/// closed and those requests' tasks are gone by then, so the kill answers nobody.
+/// closed, so the kill answers nobody; and a request still waiting for a pool slot must
+/// not start another program once a killed one frees it.
 pub fn kill_leftover_mount_programs() {
-    let killed = crate::exec::pgroup::RUNNING.kill_all();
+    let killed = crate::exec::pgroup::RUNNING.close();
     if killed > 0 {
         tracing::warn!(mount_programs_killed = killed, "killed mount programs still running");
     }

@@ -186,11 +186,11 @@ fn twenty_hung_nfs_targets_hold_only_their_servers_pool_while_s3_and_other_serve
         // Only the server's pool (nfs_ops_per_server = 4) runs mount(8) against it.
         assert_eq!(stand_in.runs().len(), 4, "{}", daemon.log_text());
         rt.block_on(client.close());
-        daemon.stop();
+        let log = daemon.stop();
         assert_eq!(
             stand_in.wait_gone(Duration::from_secs(5)),
             Ok(()),
-            "the stop took the hung mount programs"
+            "the stop took the hung mount programs\n{log}"
         );
     });
 }
@@ -273,11 +273,11 @@ fn a_servers_breaker_opens_on_a_timeout_fails_its_mounts_fast_shows_in_health_an
             }
             client.close().await;
         });
-        daemon.stop();
+        let log = daemon.stop();
         assert_eq!(
             stand_in.wait_gone(Duration::from_secs(5)),
             Ok(()),
-            "the stop took the hung mount programs"
+            "the stop took the hung mount programs\n{log}"
         );
     });
 }

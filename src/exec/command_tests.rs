@@ -188,7 +188,7 @@ fn given_a_chatty_program_then_it_never_blocks_on_a_full_pipe_and_64_kib_are_kep
 }
 
 #[test]
-fn given_running_programs_when_killing_all_then_each_group_dies_and_its_call_returns() {
+fn given_running_programs_when_closing_then_each_group_dies_its_call_returns_and_none_starts() {
     // A registry of its own: the global one serves every other test in this process.
     let running = std::sync::Arc::new(pgroup::Running::default());
     let stand_in = StandIn::new("sleep 60 & echo $! > $PIDFILE\nwait\ntrue");
@@ -196,10 +196,21 @@ fn given_running_programs_when_killing_all_then_each_group_dies_and_its_call_ret
     let (reg, started) = (std::sync::Arc::clone(&running), Instant::now());
     let call = std::thread::spawn(move || program.run_in(&[], Duration::from_secs(60), &reg));
     let child = stand_in.child();
-    assert_eq!(running.kill_all(), 1);
+    assert_eq!(running.close(), 1);
     let out = call.join().unwrap();
     assert!(matches!(out, Err(RunError::Failed { .. })), "{out:?}");
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
     assert_dies(child);
-    assert_eq!(running.kill_all(), 0, "a finished run leaves the registry");
+    assert_eq!(running.close(), 0, "a finished run leaves the registry");
+    // A run after the close (a request that was waiting for its server's pool slot) is
+    // refused before anything is spawned.
+    let pid_file = stand_in.dir.path().join("child.pid");
+    std::fs::remove_file(&pid_file).unwrap();
+    let late = stand_in.program.run_in(&[], Duration::from_secs(60), &running);
+    assert!(
+        matches!(&late, Err(RunError::Spawn { reason, .. }) if reason.contains("stopping")),
+        "{late:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!pid_file.exists(), "a program started after the close");
 }

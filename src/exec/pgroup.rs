@@ -18,7 +18,7 @@
 //!   killing it is what keeps a late background mount from happening unjournaled.
 //! - Every group is killed *before* its leader is reaped. An unreaped leader (even a zombie)
 //!   keeps its PID, hence its process group id, from being reused, so the kill can never hit
-//!   a stranger's group. The same holds for [`Running::kill_all`], which only ever sees
+//!   a stranger's group. The same holds for [`Running::close`], which only ever sees
 //!   groups whose leader is not reaped yet.
 //! - A process that leaves the group (`setsid`) escapes the kill but not the deadline: its
 //!   pipes are closed under it when the call returns.
@@ -53,28 +53,40 @@ pub struct Outcome {
     pub stderr: String,
 }
 
-/// The process groups of the programs running right now, so that a daemon leaving at its
-/// stop deadline can take them with it ([`Running::kill_all`]) instead of leaving a mount(8)
-/// that may still mount after the daemon is gone.
+/// The process groups of the programs running right now, so that a daemon leaving can take
+/// them with it ([`Running::close`]) instead of leaving a mount(8) that may still mount
+/// after the daemon is gone.
 #[derive(Debug, Default)]
 pub struct Running {
-    groups: Mutex<BTreeSet<i32>>,
+    groups: Mutex<Groups>,
+}
+
+#[derive(Debug, Default)]
+struct Groups {
+    running: BTreeSet<i32>,
+    /// Closed by the daemon's last kill: no program starts after it.
+    closed: bool,
 }
 
 /// The registry [`crate::exec::command::Program::run`] uses.
-pub static RUNNING: Running = Running { groups: Mutex::new(BTreeSet::new()) };
+pub static RUNNING: Running =
+    Running { groups: Mutex::new(Groups { running: BTreeSet::new(), closed: false }) };
 
 impl Running {
-    /// SIGKILL every group still running; returns how many were signalled.
-    pub fn kill_all(&self) -> usize {
-        let groups = self.lock();
-        for &group in groups.iter() {
+    /// SIGKILL every group still running and refuse every run from now on; returns how
+    /// many groups were signalled. Refusing matters as much as killing: a killed run frees
+    /// its server's pool slot, and a request still waiting for one would start the next
+    /// mount(8) just before the process exits, to outlive it.
+    pub fn close(&self) -> usize {
+        let mut groups = self.lock();
+        groups.closed = true;
+        for &group in groups.running.iter() {
             kill_group(group);
         }
-        groups.len()
+        groups.running.len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeSet<i32>> {
+    fn lock(&self) -> MutexGuard<'_, Groups> {
         self.groups.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -83,13 +95,16 @@ impl Running {
 /// and run it as the module documentation says.
 pub fn run(mut command: Command, deadline: Instant, running: &Running) -> std::io::Result<Outcome> {
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    // Spawned and registered under one lock: a `kill_all` cannot fall between the two and
+    // Spawned and registered under one lock: a `close` cannot fall between the two and
     // miss a group whose program already runs.
     let (mut child, group) = {
         let mut groups = running.lock();
+        if groups.closed {
+            return Err(std::io::Error::other("the daemon is stopping: no new program starts"));
+        }
         let child = command.spawn()?;
         let group = child.id() as i32;
-        groups.insert(group);
+        groups.running.insert(group);
         (child, group)
     };
     // The daemon needs pidfds anyway (Linux 5.3+, the helpers are watched through them).
@@ -98,7 +113,7 @@ pub fn run(mut command: Command, deadline: Instant, running: &Running) -> std::i
         Err(e) => {
             let mut groups = running.lock();
             kill_group(group);
-            groups.remove(&group);
+            groups.running.remove(&group);
             drop(groups);
             let _ = child.wait();
             return Err(std::io::Error::other(format!("pidfd_open: {e}")));
@@ -111,7 +126,7 @@ pub fn run(mut command: Command, deadline: Instant, running: &Running) -> std::i
     {
         let mut groups = running.lock();
         kill_group(group);
-        groups.remove(&group);
+        groups.running.remove(&group);
     }
     pump(&mut out, &mut err, None, Instant::now() + AFTER_KILL);
     let status = if exited {
