@@ -122,8 +122,10 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     );
     println!("RLIMIT_NOFILE: {}", raise_nofile());
     let dir = support::temp_dir("dms-reconcile-bench-");
-    let broker = Broker::start();
-    println!("infrastructure: private RabbitMQ up in {}", secs(broker.startup_time()));
+    // The suite's node under scripts/test.sh's smoke run (a virtual host of its own), a
+    // private one otherwise.
+    let broker = Broker::shared();
+    println!("infrastructure: RabbitMQ up in {} (0 s: the suite's)", secs(broker.startup_time()));
     let secret_ref = common::start_stand_in_store(e2e::testfs_credentials(
         "AKIABENCH",
         "bench-secret",
@@ -135,7 +137,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     let mut report = Report::default();
 
     // --- Baseline: an empty journal.
-    let empty = Node::new(&broker, &dir.path().join("empty"), "reconcile-empty", testfs);
+    let empty = Node::new(broker, &dir.path().join("empty"), "reconcile-empty", testfs);
     println!("\n== baseline: empty journal, {} restart(s)", plan.restarts);
     let (daemon, _) = empty.start();
     let mut daemon = Some(daemon);
@@ -152,13 +154,13 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     report.boots.push(("empty journal (baseline)".into(), boots));
 
     // --- The state: the template, then the finished targets written directly.
-    let node = Node::new(&broker, &dir.path().join("main"), "reconcile", testfs);
+    let node = Node::new(broker, &dir.path().join("main"), "reconcile", testfs);
     let reaper = HelperCleanup { base: node.base.clone() };
     println!("\n== building the state");
     let (d, _) = node.start();
     let mut guard = Running(Some(d));
     rt.block_on(async {
-        let mut client = Client::connect(&broker).await;
+        let mut client = Client::connect(broker).await;
         let path = guard.get().path(TEMPLATE);
         let body = s3_mount(TEMPLATE, &path, &secret_ref, TOKEN);
         let reply = client.call(&guard.get().node, &body, &uuid()).await;
@@ -206,7 +208,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
         .map(|t| s3_mount(t, &guard.get().path(t), &secret_ref, TOKEN).to_string())
         .collect();
     let (took, failed) = rt.block_on(async {
-        let mut client = Client::connect(&broker).await;
+        let mut client = Client::connect(broker).await;
         let queue = format!("dms.{}", guard.get().node);
         let r = common::burst(&mut client, &queue, &bodies).await;
         client.close().await;
@@ -267,7 +269,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     println!("\n== helper death → dead mount detached: {} spawned helpers", plan.deaths);
     let spawned: Vec<String> = (0..plan.deaths).map(|i| format!("spawned-{i:02}")).collect();
     rt.block_on(async {
-        let mut client = Client::connect(&broker).await;
+        let mut client = Client::connect(broker).await;
         for t in &spawned {
             let body = s3_mount(t, &guard.get().path(t), &secret_ref, TOKEN);
             let reply = client.call(&guard.get().node, &body, &uuid()).await;
@@ -297,7 +299,6 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     report.mem = (mem_before, mem_available_kib());
     drop(reaper);
     drop(rt);
-    drop(broker);
     report.print(plan);
     if keep() {
         println!("DMS_BENCH_KEEP: keeping {}", dir.keep().display());

@@ -150,11 +150,12 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     );
     let dir = support::temp_dir("dms-bench-");
     let t = Instant::now();
-    let broker = Broker::start();
-    let barbican = Barbican::start();
+    // The suite's node and Barbican under scripts/test.sh's smoke run; private ones otherwise.
+    let broker = Broker::shared();
+    let barbican = Barbican::shared();
     let secret_ref = barbican.store_secret(TOKEN, &credentials());
     println!(
-        "infrastructure: private RabbitMQ up in {}, Barbican up in {} ({} total)",
+        "infrastructure: RabbitMQ up in {}, Barbican up in {} ({} total; 0 s: the suite's)",
         secs(broker.startup_time()),
         secs(barbican.startup_time()),
         secs(t.elapsed())
@@ -168,7 +169,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
 
     println!("\n== floors");
     let helper = floor_helper(testfs, &dir.path().join("floor1"), plan.helper_runs);
-    let amqp = rt.block_on(floor_amqp(&broker, plan.amqp_round_trips));
+    let amqp = rt.block_on(floor_amqp(broker, plan.amqp_round_trips));
     let fetch = rt.block_on(floor_fetch("Barbican", &secret_ref, plan.barbican_fetches));
     let fetch_fast = rt.block_on(floor_fetch("stand-in", &stand_in, plan.barbican_fetches));
     rt.block_on(floor_fetch_burst("Barbican", &secret_ref, plan.burst.min(16)));
@@ -182,7 +183,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
         println!("\n== daemon with {store}: mount/unmount latency, one request at a time");
         let node = format!("bench-latency-{}", if store == "Barbican" { "b" } else { "s" });
         let (mount, unmount) =
-            rt.block_on(daemon_latency(&broker, secret, testfs, plan.daemon_cycles, &node));
+            rt.block_on(daemon_latency(broker, secret, testfs, plan.daemon_cycles, &node));
         let floor_mount = helper.mount.median() + amqp.median() + fetched.median();
         let floor_unmount = helper.unmount.median() + amqp.median();
         println!(
@@ -235,7 +236,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
         plan.parallel_cycles,
     );
     let daemon = rt.block_on(scale::daemon_parallel(
-        &broker,
+        broker,
         &proxied_ref,
         testfs,
         &scale::sub(dir.path(), "parallel-daemon"),
@@ -251,7 +252,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
 
     println!("\n== latency at scale: {} live mounts (the stand-in store)", plan.live);
     let at_scale = rt.block_on(scale::latency_at_scale(
-        &broker,
+        broker,
         &stand_in,
         testfs,
         &scale::sub(dir.path(), "scale"),
@@ -292,7 +293,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     ];
     for (i, (label, secret, extra)) in configs.iter().enumerate() {
         rt.block_on(daemon_throughput(
-            &broker,
+            broker,
             secret,
             testfs,
             plan.burst,
@@ -303,7 +304,6 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
     }
     drop(rt);
     drop(barbican);
-    drop(broker);
     if keep() {
         println!("DMS_BENCH_KEEP: keeping {}", dir.keep().display());
     }
