@@ -10,6 +10,7 @@ pub use dms_journal as journal;
 pub mod admin;
 pub mod config;
 pub mod ctl;
+pub mod daemon;
 pub mod engine;
 pub mod exec;
 pub mod failpoint;

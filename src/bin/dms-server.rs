@@ -61,24 +61,7 @@ fn main() -> anyhow::Result<()> {
         log = %logging.sink.as_str(),
         "starting"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
-    let served = runtime.block_on(async {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            dms::telemetry::stop_signal().await;
-            tracing::info!("stop requested: finishing in-flight requests, leaving mounts running");
-            let _ = tx.send(true);
-        });
-        dms::server::run(config, rx).await
-    });
-    // A request that outlived the drain may still have mount(8) running on a blocking
-    // thread: kill it, and do not wait for that thread (dropping the runtime would).
-    dms::stop::kill_leftover_mount_programs();
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match served? {
+    match dms::daemon::serve(config)? {
         dms::server::Exit::Stopped => Ok(()),
         dms::server::Exit::Restart => {
             tracing::info!("re-executing to reopen the journal (same PID; mounts stay up)");
