@@ -83,6 +83,27 @@ fn every_target_has_a_replay_test() {
     }
 }
 
+/// The target binaries as a stable build makes them (no cargo-fuzz): they run the files
+/// they are given once each, and say how to use them when given none.
+#[test]
+fn the_stable_target_binaries_run_each_file_given_once() {
+    let bins = [
+        ("decode_record", env!("CARGO_BIN_EXE_decode_record")),
+        ("state_machine", env!("CARGO_BIN_EXE_state_machine")),
+        ("wire", env!("CARGO_BIN_EXE_wire")),
+    ];
+    assert_eq!(bins.len(), TARGETS.len(), "a target binary without this check");
+    for (target, bin) in bins {
+        let files = corpus_files(target);
+        let out = std::process::Command::new(bin).args(&files[..2]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{target}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout.matches("Executed ").count(), 2, "{target}: {stdout}");
+        let usage = std::process::Command::new(bin).output().unwrap();
+        assert_eq!(usage.status.code(), Some(2), "{target} without files");
+    }
+}
+
 fn blessing() -> bool {
     std::env::var("DMS_BLESS").as_deref() == Ok("1")
 }
