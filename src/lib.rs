@@ -3,7 +3,7 @@
 //! The daemon (`dms-server`: configuration, RabbitMQ transport, executors, engine,
 //! supervisor, systemd notification) is built on the journal crate re-exported here, which
 //! holds the pure state machine, the reconcile plan and the store. [`server::run`] is the
-//! one entry point, used by the binary and by the tests alike.
+//! daemon as one async function; [`daemon::serve`] runs it as the `dms-server` process.
 
 pub use dms_journal as journal;
 
