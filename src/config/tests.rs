@@ -328,3 +328,40 @@ fn given_an_unspecified_metrics_address_when_loaded_then_it_is_refused_unless_ex
     let err = load(None, &e).unwrap_err();
     assert!(err.problems[0].to_string().starts_with("metrics_allow_any_address "), "{err}");
 }
+
+/// `dms-journal` finds the journal and the admin socket with a reader of its own (the
+/// journal crate cannot depend on the daemon's): for the same file and environment both
+/// must name the same journal and socket, or `dms-journal` would inspect another journal
+/// than the one the daemon writes.
+#[test]
+fn given_one_file_and_environment_then_dms_journal_resolves_the_daemons_journal_and_socket() {
+    use dms_journal::cli::config::{resolve, resolve_socket, Inputs};
+    let files = [
+        "[server]\n",
+        "[server]\njournal_path = /srv/j\nadmin_socket = /run/x.sock\n",
+        "[DEFAULT]\njournal_path = /srv/default\nadmin_socket = /run/default.sock\n[server]\n",
+        "[DEFAULT]\njournal_path = /srv/default\n[server]\nJournal_Path: /srv/server\n",
+        "[other]\njournal_path = /srv/other\n[server]\n",
+    ];
+    for text in files {
+        for journal_env in [None, Some("/env/journal")] {
+            let f = file(text);
+            let mut e = minimal_env();
+            if let Some(path) = journal_env {
+                e.insert("DMS_JOURNAL_PATH".into(), path.into());
+            }
+            let daemon = load(Some(f.path()), &e).unwrap();
+            let inputs = Inputs {
+                flag_path: None,
+                flag_config: Some(f.path().into()),
+                env_journal_path: journal_env.map(Into::into),
+                env_config: None,
+                env_admin_socket: None,
+                default_config: PathBuf::from("/nonexistent/dms-test/server.conf"),
+            };
+            let case = format!("{text:?} with DMS_JOURNAL_PATH {journal_env:?}");
+            assert_eq!(resolve(&inputs).unwrap().0, daemon.journal_path, "{case}");
+            assert_eq!(resolve_socket(&inputs).unwrap().0, daemon.admin_socket, "{case}");
+        }
+    }
+}

@@ -5,7 +5,10 @@
 //! `--config FILE`, else `$DMS_CONFIG`, else `/etc/trilio-dms/server.conf` if that exists.
 //! Without any of these the journal is at `/var/lib/dms/journal`. The INI reader here is
 //! deliberately tiny: sections, `key = value` (or `key: value`, as Python's configparser
-//! accepts), whole-line `#` / `;` comments, keys case-insensitive, `[DEFAULT]` as fallback.
+//! accepts), whole-line `#` / `;` comments, keys case-insensitive. Only `[server]` counts:
+//! like the daemon's reader, no fallback to `[DEFAULT]` (with one, a `journal_path` there
+//! would send `dms-journal` to another journal than the daemon writes; a test in the daemon
+//! crate checks that both resolve the same journal and socket).
 //!
 //! The daemon's admin socket (for online answers while it holds the journal) is found the
 //! same way: `DMS_ADMIN_SOCKET`, else `admin_socket` in that file, else `/run/dms/admin.sock`.
@@ -194,13 +197,10 @@ impl Ini {
         ini
     }
 
-    /// `key` in `section`, else in `[DEFAULT]` (configparser's fallback).
+    /// `key` in `section` (never in another section: the daemon reads `[server]` alone).
     pub fn get(&self, section: &str, key: &str) -> Option<&str> {
         let key = key.to_ascii_lowercase();
-        [section, "DEFAULT"]
-            .iter()
-            .find_map(|s| self.sections.get(*s).and_then(|keys| keys.get(&key)))
-            .map(String::as_str)
+        self.sections.get(section).and_then(|keys| keys.get(&key)).map(String::as_str)
     }
 }
 
@@ -295,9 +295,9 @@ journal_path = /nowhere
     }
 
     #[test]
-    fn given_a_default_section_when_a_key_is_missing_then_it_falls_back() {
+    fn given_a_default_section_when_a_key_is_missing_then_it_does_not_fall_back() {
         let ini = Ini::parse("[DEFAULT]\njournal_path = /d\n[server]\nnode_id = n\n");
-        assert_eq!(ini.get("server", "journal_path"), Some("/d"));
+        assert_eq!(ini.get("server", "journal_path"), None);
         let ini = Ini::parse("[DEFAULT]\njournal_path = /d\n[server]\njournal_path = /s\n");
         assert_eq!(ini.get("server", "journal_path"), Some("/s"));
     }

@@ -11,7 +11,7 @@
 
 pub mod args;
 mod client;
-mod config;
+pub mod config;
 mod inspect;
 mod json;
 mod online;
