@@ -143,18 +143,13 @@ impl Barbican {
     }
 
     fn attach(file: &std::path::Path) -> Barbican {
-        let text = std::fs::read_to_string(file)
-            .unwrap_or_else(|e| panic!("{SUITE_ENV}={}: {e}", file.display()));
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        let [port, dir] = fields[..] else {
-            panic!("{SUITE_ENV}={}: not a suite Barbican descriptor: {text:?}", file.display());
-        };
+        let [port, dir] = super::suite_descriptor(SUITE_ENV, file);
         Barbican {
             port: port.parse().unwrap_or_else(|e| panic!("port {port:?}: {e}")),
             server: None,
             janitor: None,
             dir: None,
-            path: PathBuf::from(dir),
+            path: PathBuf::from(&dir),
             startup: Duration::ZERO,
             attached: true,
         }

@@ -135,26 +135,21 @@ impl Broker {
     /// This process's virtual host on the suite's node described in `file`. Nothing of the
     /// node is owned: dropping the result stops nothing.
     fn attach(file: &Path) -> Broker {
-        let text = std::fs::read_to_string(file)
-            .unwrap_or_else(|e| panic!("{SUITE_ENV}={}: {e}", file.display()));
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        let [node, amqp, dist, epmd, management, dir] = fields[..] else {
-            panic!("{SUITE_ENV}={}: not a suite broker descriptor: {text:?}", file.display());
-        };
+        let [node, amqp, dist, epmd, management, dir] = super::suite_descriptor(SUITE_ENV, file);
         let port = |p: &str| p.parse::<u16>().unwrap_or_else(|e| panic!("port {p:?}: {e}"));
         let vhost =
             format!("dms-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let b = Broker {
-            node: node.to_owned(),
-            amqp_port: port(amqp),
-            dist_port: port(dist),
-            epmd_port: port(epmd),
+            node,
+            amqp_port: port(&amqp),
+            dist_port: port(&dist),
+            epmd_port: port(&epmd),
             dir: None,
             path: PathBuf::from(dir),
             server: Mutex::new(None),
             janitor: None,
             startup: Duration::ZERO,
-            management_port: port(management),
+            management_port: port(&management),
             vhost: Some(vhost.clone()),
         };
         let api = format!("http://127.0.0.1:{}/api", b.management_port);

@@ -134,6 +134,17 @@ pub fn log_tail(path: &Path, max_lines: usize) -> String {
 }
 
 /// Whether temp directories should be kept (`DMS_TEST_KEEP=1`).
+/// The `N` fields of the descriptor file a suite service published (named by the variable
+/// `env`; `examples/suite_services.rs` writes them). Panics, naming both, when it cannot.
+pub fn suite_descriptor<const N: usize>(env: &str, file: &Path) -> [String; N] {
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{env}={}: {e}", file.display()));
+    let fields: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+    fields.try_into().unwrap_or_else(|_| {
+        panic!("{env}={}: not a descriptor of {N} fields: {text:?}", file.display())
+    })
+}
+
 pub fn keep_temp() -> bool {
     std::env::var_os("DMS_TEST_KEEP").is_some_and(|v| v == "1")
 }
