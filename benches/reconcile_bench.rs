@@ -21,7 +21,7 @@
 //!
 //! 1. one target (`fin-00000`) is mounted and unmounted through the daemon for real, over
 //!    AMQP; its journal chain (`Requested → CredsFetched → Spawned → Verified →
-//!    UnmountRequested → HelperStopped → Unmounted`, exactly as the daemon wrote it) is the
+//!    UnmountRequested → Detached → Cleaned`, exactly as the daemon wrote it) is the
 //!    template;
 //! 2. with the daemon stopped, the template is replicated with `dms_journal`'s API into
 //!    9,000 − 1 further finished targets (own target id, mount path, request keys,

@@ -46,15 +46,16 @@ const MOUNT_POINTS: &[&str] = &[
 ];
 
 /// Every point an unmount passes, in order (the mount before it passes the reply points
-/// once already, hence `@2`).
+/// once already, hence `@2`). An S3 unmount answers once its mount is detached; its
+/// helper is stopped after the answer (the cleanup).
 const UNMOUNT_POINTS: &[&str] = &[
     "append:UnmountRequested",
-    "effect:StopHelper",
-    "append:HelperStopped",
-    "effect:Unmount",
-    "append:Unmounted",
+    "effect:Detach",
+    "append:Detached",
     "reply:acked@2",
     "reply:sent@2",
+    "effect:Cleanup",
+    "append:Cleaned",
 ];
 
 /// What the journal says once the daemon has let go of it.

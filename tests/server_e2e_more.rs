@@ -129,7 +129,7 @@ fn s3_target_on_moto_through_s3fs_mounts_stores_a_written_file_in_the_bucket_and
             let reply = client.call(&daemon.node, &unmount("moto-1", &path, "s3"), &uuid()).await;
             assert_eq!(reply, unmounted_msg(&path), "{}", diagnostics(&daemon));
             not_mounted(&path);
-            assert!(daemon.pid_files().is_empty(), "{:?}", daemon.pid_files());
+            assert_eq!(daemon.pid_files_after_cleanup(), Vec::<String>::new());
             wait_dead(pid, "s3fs");
             assert!(processes_with_arg(&path).is_empty(), "an s3fs process is left");
             // The object outlives the mount.
@@ -290,7 +290,7 @@ fn broker_killed_and_restarted_or_dropping_connections_leaves_mounts_alone_and_t
                 assert_eq!(reply, unmounted_msg(p));
                 not_mounted(p);
             }
-            assert!(daemon.pid_files().is_empty(), "{:?}", daemon.pid_files());
+            assert_eq!(daemon.pid_files_after_cleanup(), Vec::<String>::new());
             for p in pids {
                 wait_dead(p, "helper");
             }
@@ -346,7 +346,7 @@ fn daemon_restart_keeps_mounts_and_the_new_daemon_answers_from_the_journal_and_u
             let reply = client.call(&daemon.node, &unmount("r-1", &path, "s3"), &uuid()).await;
             assert_eq!(reply, unmounted_msg(&path), "{}", daemon.log_text());
             not_mounted(&path);
-            assert!(daemon.pid_files().is_empty(), "{:?}", daemon.pid_files());
+            assert_eq!(daemon.pid_files_after_cleanup(), Vec::<String>::new());
             wait_dead(pid, "the adopted helper");
             let reply = client.call(&daemon.node, &unmount("r-1", &path, "s3"), &uuid()).await;
             assert_eq!(reply, ok(&format!("Target not mounted at {path}")));

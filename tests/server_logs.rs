@@ -89,12 +89,13 @@ fn a_log_file_has_no_colour_the_seeds_lines_plain_fields_mount_failed_and_no_sec
                 format!("  PID file: {pid_file}"),
                 "  Total tracked processes: 1".to_owned(),
                 format!("Mount done for target lg-1: S3 target mounted successfully at {path}"),
+                // Answered once the mount is detached; the helper is stopped after that.
+                format!("Unmount done for target lg-1: Target unmounted successfully from {path}"),
                 "Killing s3vaultfuse process for target lg-1".to_owned(),
                 format!("  PID: {pid}"),
                 "  Uptime: 0:00:0".to_owned(),
                 "✓ s3vaultfuse process killed for target lg-1".to_owned(),
                 format!("✓ PID file deleted: {pid_file}"),
-                format!("Unmount done for target lg-1: Target unmounted successfully from {path}"),
             ];
             let mut rest = log.as_str();
             for line in &seed {

@@ -64,6 +64,18 @@ fn scrape(addr: SocketAddr) -> String {
     body
 }
 
+/// Scrape until `settled` holds (at most 10 s); the last scrape either way.
+fn scrape_until(addr: SocketAddr, settled: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = scrape(addr);
+        if settled(&body) || std::time::Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// The value of one sample, named exactly (`name{labels}`).
 fn value(body: &str, series: &str) -> f64 {
     body.lines()
@@ -165,7 +177,8 @@ fn metrics_count_exactly_the_requests_served_and_follow_the_mounted_target() {
                 client.call(&daemon.node, &unmount("metrics-1", &path, "s3"), &uuid()).await;
             assert_eq!(reply, ok(&format!("Target unmounted successfully from {path}")));
             not_mounted(&path);
-            let body = scrape(addr);
+            // The answer comes once the mount is detached; its helper is stopped after it.
+            let body = scrape_until(addr, |b| value(b, "dms_helpers_tracked") == 0.0);
             assert_eq!(all_requests(&body), [1.0, 0.0, 1.0, 0.0, 0.0, 0.0], "{body}");
             assert_eq!(duration_count(&body, "unmount"), 1.0, "{body}");
             assert_eq!(targets(&body, "mounted"), 0.0, "{body}");

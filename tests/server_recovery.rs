@@ -137,10 +137,8 @@ fn reboot_with_a_new_boot_id_journals_every_mounted_target_lost_signals_nothing_
             // Nothing to stop, detach or remove: nothing was signalled.
             assert!(cleanup.is_empty(), "{target}: cleanup {cleanup}");
             assert!(
-                !records
-                    .iter()
-                    .any(|s| s.record.boot == old_boot
-                        && matches!(s.record.event, Event::HelperStopped)),
+                !records.iter().any(|s| s.record.boot == old_boot
+                    && matches!(s.record.event, Event::Detached { .. })),
                 "{target}: {names:?}"
             );
         }
@@ -343,10 +341,7 @@ fn helper_started_by_hand_with_a_hand_written_pid_file_is_adopted_answers_alread
 
         let records = jrnl::history(&daemon_journal(dir), "hand-1");
         let names = event_names(&records);
-        assert_eq!(
-            names,
-            ["Adopted", "Answered", "UnmountRequested", "HelperStopped", "Unmounted"]
-        );
+        assert_eq!(names, ["Adopted", "Answered", "UnmountRequested", "Detached", "Cleaned"]);
         match &records[0].record.event {
             Event::Adopted { helper, reason, spec } => {
                 assert_eq!(helper.map(|h| h.pid), Some(pid));

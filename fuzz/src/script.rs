@@ -74,7 +74,7 @@ pub enum Op {
         op: OpRef,
         check: Check,
     },
-    HelperStopped {
+    Detached {
         target: u8,
         op: OpRef,
         ok: bool,
@@ -174,7 +174,7 @@ impl Script {
                         _ => Check::MaybeMounted,
                     },
                 },
-                5 => Op::HelperStopped { target: r.below(targets), op: r.op_ref(), ok: r.ok() },
+                5 => Op::Detached { target: r.below(targets), op: r.op_ref(), ok: r.ok() },
                 6 => Op::UnmountDone { target: r.below(targets), op: r.op_ref(), ok: r.ok() },
                 7 => Op::CleanupDone { target: r.below(targets), ok: r.ok() },
                 8 => Op::Reboot,
@@ -216,9 +216,7 @@ impl Script {
                     };
                     out.extend([4, target, op_ref(op), c])
                 }
-                Op::HelperStopped { target, op, ok: o } => {
-                    out.extend([5, target, op_ref(op), ok(o)])
-                }
+                Op::Detached { target, op, ok: o } => out.extend([5, target, op_ref(op), ok(o)]),
                 Op::UnmountDone { target, op, ok: o } => out.extend([6, target, op_ref(op), ok(o)]),
                 Op::CleanupDone { target, ok: o } => out.extend([7, target, ok(o)]),
                 Op::Reboot => out.push(8),

@@ -182,11 +182,11 @@ fn seed_scripts_reach_every_decision() {
         "Spawned",
         "Verified",
         "UnmountRequested",
-        "HelperStopped",
         "Unmounted",
         "Failed",
         "Answered",
         "Cleaned",
+        "Detached",
     ];
     assert_eq!(events, BTreeSet::from(decided), "events the seed scripts journal");
     assert_eq!(rejections, BTreeSet::from(["Busy", "InFlight", "StaleOutcome", "Unexpected"]));
@@ -214,6 +214,7 @@ fn decode_record_seeds_cover_every_event() {
         "Lost",
         "Abandoned",
         "Cleaned",
+        "Detached",
     ] {
         assert!(names.contains(&format!("seed-record-{event}-0")), "no seed for {event}");
     }

@@ -145,10 +145,13 @@ pub enum Event {
     /// The mount table shows the mount and it answers.
     Verified,
 
-    // --- unmount chain: UnmountRequested → HelperStopped (S3) → Unmounted
+    // --- unmount chain: UnmountRequested → Detached (S3: the answer; the helper is stopped
+    //     after it, as a cleanup) or UnmountRequested → Unmounted (NFS)
     UnmountRequested {
         mount_path: String,
     },
+    /// Written by daemons before the S3 detach: the helper was stopped before the unmount.
+    /// Still read (old journals), never written now.
     HelperStopped,
     Unmounted,
 
@@ -187,6 +190,14 @@ pub enum Event {
     Cleaned {
         what: String,
     },
+
+    /// An S3 mount was detached from its path (`umount2(MNT_DETACH)`): the unmount's answer.
+    /// The helper that served it and its PID file are `cleanup`, undone after the answer,
+    /// so the requester never waits for a helper to exit. Last in the enum: the codec's
+    /// variant numbers of every older record stay as they were.
+    Detached {
+        cleanup: Cleanup,
+    },
 }
 
 impl Event {
@@ -206,6 +217,7 @@ impl Event {
             Event::Lost { .. } => "Lost",
             Event::Abandoned { .. } => "Abandoned",
             Event::Cleaned { .. } => "Cleaned",
+            Event::Detached { .. } => "Detached",
         }
     }
 
@@ -240,6 +252,7 @@ impl Event {
                 format!("{reason} (cleanup: {cleanup})")
             }
             Event::Cleaned { what } => what.clone(),
+            Event::Detached { cleanup } => format!("then: {cleanup}"),
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetK
 use crate::ids::{HelperIdentity, OperationId, RequestKey, TargetId};
 use crate::nesting::Nesting;
 use crate::outage::Outage;
-use crate::state::{Action, MountStep, Phase, TargetState, UnmountStep};
+use crate::state::{Action, MountStep, Phase, TargetState};
 
 /// Something the engine asks the machine to decide on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +33,8 @@ pub enum Command {
     /// Outcome of [`Effect::VerifyMount`] or [`Effect::MountNfs`]. `maybe_mounted` says
     /// whether the failure may have left a mount behind (a timeout, not a clean refusal).
     MountChecked { op: OperationId, result: Result<(), MountFailure> },
-    /// Outcome of [`Effect::StopHelper`].
-    HelperStopped { op: OperationId, result: Result<(), String> },
+    /// Outcome of [`Effect::Detach`]: success means nothing is mounted at the path any more.
+    Detached { op: OperationId, result: Result<(), String> },
     /// Outcome of [`Effect::Unmount`]: success means the mount table no longer has it.
     UnmountDone { op: OperationId, result: Result<(), String> },
     /// Outcome of [`Effect::Cleanup`] for a dirty target.
@@ -73,18 +73,18 @@ pub enum Effect {
         options: String,
         mount_path: String,
     },
-    /// SIGTERM the helper's group, grace, SIGKILL; only if its identity still matches.
-    /// Removes its PID file.
-    StopHelper {
+    /// Detach the S3 mount at `mount_path` at once (lazily: a helper still serving it,
+    /// or a dead one, cannot hold it up) and remove the emptied mount directory. The
+    /// helper is stopped afterwards, by the [`Effect::Cleanup`] that follows the answer.
+    Detach {
         op: OperationId,
-        helper: HelperIdentity,
+        mount_path: String,
     },
-    /// Unmount (escalating to lazy detach), remove the PID file of an S3 target and the
-    /// empty mount directory.
+    /// umount(8) the NFS mount (escalating to force, then lazy detach) and remove the empty
+    /// mount directory.
     Unmount {
         op: OperationId,
         mount_path: String,
-        nfs: bool,
     },
     /// Undo what `cleanup` lists at `mount_path`.
     Cleanup {
@@ -115,7 +115,7 @@ impl Effect {
             Effect::SpawnHelper { .. } => "SpawnHelper",
             Effect::VerifyMount { .. } => "VerifyMount",
             Effect::MountNfs { .. } => "MountNfs",
-            Effect::StopHelper { .. } => "StopHelper",
+            Effect::Detach { .. } => "Detach",
             Effect::Unmount { .. } => "Unmount",
             Effect::Cleanup { .. } => "Cleanup",
             Effect::RemoveStalePidFile { .. } => "RemoveStalePidFile",
@@ -134,7 +134,7 @@ impl Effect {
             Effect::FetchCredentials { .. } | Effect::VerifyMount { .. } => false,
             Effect::SpawnHelper { .. }
             | Effect::MountNfs { .. }
-            | Effect::StopHelper { .. }
+            | Effect::Detach { .. }
             | Effect::Unmount { .. }
             | Effect::Cleanup { .. }
             | Effect::RemoveStalePidFile { .. }
@@ -177,7 +177,7 @@ pub fn decide(state: &TargetState, command: &Command, clock: Clock) -> Result<De
         Command::CredsFetched { op, result } => d.creds_fetched(*op, result)?,
         Command::HelperSpawned { op, result } => d.helper_spawned(*op, result)?,
         Command::MountChecked { op, result } => d.mount_checked(*op, result)?,
-        Command::HelperStopped { op, result } => d.helper_stopped(*op, result)?,
+        Command::Detached { op, result } => d.detached(*op, result)?,
         Command::UnmountDone { op, result } => d.unmount_done(*op, result)?,
         Command::CleanupDone { result } => d.cleanup_done(result)?,
     }
@@ -363,13 +363,10 @@ impl Draft<'_> {
                     request.clone(),
                     Event::UnmountRequested { mount_path: path.clone() },
                 );
-                match self.state.helper {
-                    Some(helper) => self.effect(Effect::StopHelper { op, helper }),
-                    None => self.effect(Effect::Unmount {
-                        op,
-                        mount_path: path,
-                        nfs: !self.state.is_s3(),
-                    }),
+                // S3: detach and answer; the helper is stopped after the answer.
+                match self.state.is_s3() {
+                    true => self.effect(Effect::Detach { op, mount_path: path }),
+                    false => self.effect(Effect::Unmount { op, mount_path: path }),
                 }
             }
         }
@@ -468,23 +465,21 @@ impl Draft<'_> {
         Ok(())
     }
 
-    fn helper_stopped(
-        &mut self,
-        op: OperationId,
-        result: &Result<(), String>,
-    ) -> Result<(), Rejection> {
-        self.current_op(op, "HelperStopped")?;
-        if self.state.phase != Phase::Unmounting(UnmountStep::Requested)
-            || self.state.helper.is_none()
-        {
-            return Err(self.unexpected("HelperStopped"));
+    fn detached(&mut self, op: OperationId, result: &Result<(), String>) -> Result<(), Rejection> {
+        self.current_op(op, "Detached")?;
+        if !matches!(self.state.phase, Phase::Unmounting(_)) || !self.state.is_s3() {
+            return Err(self.unexpected("Detached"));
         }
+        let request = self.request();
+        let mount_path = self.state.mount_path().unwrap_or_default().to_owned();
         match result {
             Ok(()) => {
-                let request = self.request();
-                self.record(Some(op), request, Event::HelperStopped);
-                let mount_path = self.state.mount_path().unwrap_or_default().to_owned();
-                self.effect(Effect::Unmount { op, mount_path, nfs: false });
+                // The mount is gone: that is the answer. What served it goes next.
+                let cleanup = Cleanup { helper: self.state.helper, mount: false, pid_file: true };
+                self.record(Some(op), request.clone(), Event::Detached { cleanup });
+                let outcome = Outcome::Unmounted { path: mount_path.clone() };
+                self.effect(Effect::Reply { request, outcome });
+                self.effect(Effect::Cleanup { cleanup, mount_path: Some(mount_path) });
             }
             Err(e) => {
                 let cleanup = Cleanup { helper: self.state.helper, mount: true, pid_file: true };
@@ -500,7 +495,7 @@ impl Draft<'_> {
         result: &Result<(), String>,
     ) -> Result<(), Rejection> {
         self.current_op(op, "UnmountDone")?;
-        if !matches!(self.state.phase, Phase::Unmounting(_)) {
+        if !matches!(self.state.phase, Phase::Unmounting(_)) || self.state.is_s3() {
             return Err(self.unexpected("UnmountDone"));
         }
         let request = self.request();
@@ -511,8 +506,7 @@ impl Draft<'_> {
                 self.effect(Effect::Reply { request, outcome: Outcome::Unmounted { path } });
             }
             Err(e) => {
-                let s3 = self.state.is_s3();
-                let cleanup = Cleanup { helper: self.state.helper, mount: true, pid_file: s3 };
+                let cleanup = Cleanup { helper: None, mount: true, pid_file: false };
                 self.fail(op, format!("Unmount failed: {e}"), FailureClass::Uncertain(cleanup));
             }
         }

@@ -312,24 +312,32 @@ impl<'a> World<'a> {
         }
     }
 
-    /// Continue an unmount: stop a live helper, unmount a present mount, or record it done.
+    /// Continue an unmount: detach (S3) or unmount (NFS) a mount still present, else
+    /// record it done. An S3 unmount whose mount is gone has its answer (`Detached`) whatever
+    /// became of the helper, which is stopped afterwards as a cleanup: the requester may
+    /// already have been told "unmounted", and a redelivery must hear the same.
     fn resume_unmount(&self, state: &TargetState, left: Cleanup, step: &mut StepDraft) {
         let op = state.op.as_ref().and_then(|o| o.id);
-        let path = state.mount_path().unwrap_or_default().to_owned();
-        match (op, left.helper) {
-            (Some(op), Some(helper)) => step.effect(Effect::StopHelper { op, helper }),
-            (Some(op), None) if left.mount => {
-                step.effect(Effect::Unmount { op, mount_path: path, nfs: !state.is_s3() });
+        let mount_path = state.mount_path().unwrap_or_default().to_owned();
+        match (op, state.is_s3()) {
+            (None, _) => {
+                let reason = "unmount without an operation id".to_owned();
+                step.push(Event::Abandoned { reason, cleanup: left });
             }
-            (Some(_), None) => {
+            (Some(op), true) if left.mount => step.effect(Effect::Detach { op, mount_path }),
+            (Some(_), true) => {
+                let cleanup = Cleanup { mount: false, ..left };
+                step.push(Event::Detached { cleanup });
+                if !cleanup.is_empty() {
+                    step.effect(Effect::Cleanup { cleanup, mount_path: Some(mount_path) });
+                }
+            }
+            (Some(op), false) if left.mount => step.effect(Effect::Unmount { op, mount_path }),
+            (Some(_), false) => {
                 step.push(Event::Unmounted);
                 if let Some(file) = self.pid_file(&state.target) {
                     step.effect(Effect::RemoveStalePidFile { pid: file.pid });
                 }
-            }
-            (None, _) => {
-                let reason = "unmount without an operation id".to_owned();
-                step.push(Event::Abandoned { reason, cleanup: left });
             }
         }
     }

@@ -151,7 +151,9 @@ impl TargetState {
             (P::Mounted, Event::UnmountRequested { .. } | Event::Lost { .. }) => true,
             (P::Mounted, Event::Adopted { .. }) => true,
             (P::Unmounting(UnmountStep::Requested), Event::HelperStopped) => self.helper.is_some(),
+            // S3 `Unmounted` (after `HelperStopped`) is what older daemons wrote.
             (P::Unmounting(_), Event::Unmounted | Event::Failed { .. }) => true,
+            (P::Unmounting(_), Event::Detached { .. }) => s3,
             (P::Dirty(_), Event::UnmountRequested { .. } | Event::Cleaned { .. }) => true,
             (P::Dirty(_), Event::Adopted { .. }) => true,
             // Answers change nothing and are legal whenever no operation is in flight.
@@ -170,7 +172,8 @@ impl TargetState {
                 | Event::Adopted { .. }
                 | Event::Lost { .. }
                 | Event::Abandoned { .. }
-                | Event::Cleaned { .. },
+                | Event::Cleaned { .. }
+                | Event::Detached { .. },
             ) => false,
         };
         if ok {
@@ -250,6 +253,13 @@ impl TargetState {
                 self.helper = cleanup.helper;
                 self.phase =
                     if cleanup.is_empty() { Phase::Unmounted } else { Phase::Dirty(*cleanup) };
+            }
+            Event::Detached { cleanup } => {
+                self.helper = cleanup.helper;
+                self.phase =
+                    if cleanup.is_empty() { Phase::Unmounted } else { Phase::Dirty(*cleanup) };
+                let path = self.mount_path().unwrap_or_default().to_owned();
+                self.finish(record, Outcome::Unmounted { path });
             }
             Event::Cleaned { .. } => {
                 if matches!(self.phase, Phase::Dirty(_)) {

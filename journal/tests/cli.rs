@@ -5,7 +5,7 @@
 use dms_journal::machine::MountFailure;
 use dms_journal::store::Journal;
 use dms_journal::{decide, BootId, Clock, Command, HelperIdentity, OperationId, RequestKey};
-use dms_journal::{TargetId, TargetKind, TargetSpec, TargetState, Timestamp};
+use dms_journal::{Event, Record, TargetId, TargetKind, TargetSpec, TargetState, Timestamp};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -77,6 +77,23 @@ impl Fixture {
         }
     }
 
+    /// Append `event` as written (not decided now) for `target` at T0 + `secs`, fold it.
+    fn written(&mut self, target: &str, secs: u64, o: OperationId, request: &str, event: Event) {
+        let id = tid(target);
+        let state = self.states.entry(id.clone()).or_insert_with(|| TargetState::new(id.clone()));
+        let record = Record {
+            target: id,
+            at: Timestamp(T0 + secs * 1000),
+            boot: boot(),
+            request: key(request),
+            op: Some(o),
+            event,
+        };
+        state.check(&record.event).unwrap();
+        self.journal.append(std::slice::from_ref(&record)).unwrap();
+        state.apply(&record);
+    }
+
     fn mount_s3(&mut self, target: &str, secs: u64, n: u128, request: &str, pid: u32) {
         let (o, r) = (op(n), key(request));
         self.step(
@@ -140,8 +157,9 @@ impl Fixture {
             400,
             Command::Unmount { op: o, request: key("req-delta-2"), mount_path: path },
         );
-        f.step("s3-delta", 401, Command::HelperStopped { op: o, result: Ok(()) });
-        f.step("s3-delta", 402, Command::UnmountDone { op: o, result: Ok(()) });
+        // The rest as daemons wrote it before the S3 detach: journals keep it, tools read it.
+        f.written("s3-delta", 401, o, "req-delta-2", Event::HelperStopped);
+        f.written("s3-delta", 402, o, "req-delta-2", Event::Unmounted);
         // s3-dirty: the helper started but its mount never appeared.
         let (o, spec) = (op(7), s3("s3-dirty"));
         f.step(

@@ -327,7 +327,7 @@ fn outcome_for(
     let unit = |what: &str| if ok { Ok(()) } else { Err(fail(what)) };
     let checked =
         if ok { Ok(()) } else { Err(MountFailure { reason: fail("mount"), maybe_mounted }) };
-    use dms_journal::{MountStep as M, UnmountStep as U};
+    use dms_journal::MountStep as M;
     Some(match state.phase {
         Phase::Mounting(M::Requested) if state.is_s3() => {
             Command::CredsFetched { op, result: unit("barbican") }
@@ -339,9 +339,7 @@ fn outcome_for(
             let helper = HelperIdentity { pid, start_ticks: u64::from(pid) * 7, boot: clock.boot };
             Command::HelperSpawned { op, result: if ok { Ok(helper) } else { Err(fail("spawn")) } }
         }
-        Phase::Unmounting(U::Requested) if state.helper.is_some() => {
-            Command::HelperStopped { op, result: unit("kill") }
-        }
+        Phase::Unmounting(_) if state.is_s3() => Command::Detached { op, result: unit("detach") },
         Phase::Unmounting(_) => Command::UnmountDone { op, result: unit("umount") },
         Phase::Unmounted | Phase::Mounted | Phase::Dirty(_) => return None,
     })

@@ -101,8 +101,12 @@ fn crash_states() -> Vec<(&'static str, bool, TargetState)> {
     out.push(("s3 Mounted", true, r.state.clone()));
     step(&mut r, Command::Unmount { op: op(2), request: key("u"), mount_path: path_of(name) });
     out.push(("s3 UnmountRequested", true, r.state.clone()));
-    step(&mut r, Command::HelperStopped { op: op(2), result: Ok(()) });
-    out.push(("s3 HelperStopped", true, r.state.clone()));
+    // Where an older daemon could crash: it stopped the helper before the unmount.
+    let mut old = Rig { state: r.state.clone() };
+    old.written(Event::HelperStopped);
+    out.push(("s3 HelperStopped (older daemon)", true, old.state));
+    step(&mut r, Command::Detached { op: op(2), result: Ok(()) });
+    out.push(("s3 Detached", true, r.state.clone()));
     out.push(("s3 Dirty", true, Rig::dirty_s3(name, PID).state));
     let mut r = Rig::new(name);
     step(&mut r, mount(op(1), key("k"), nfs(name)));
@@ -133,7 +137,6 @@ fn signalled(p: &Plan) -> Vec<u32> {
     effects(p)
         .into_iter()
         .filter_map(|e| match e {
-            Effect::StopHelper { helper, .. } => Some(helper.pid),
             Effect::Cleanup { cleanup, .. } => cleanup.helper.map(|h| h.pid),
             _ => None,
         })
@@ -176,7 +179,7 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
                         assert!(
                             effects(&p).iter().any(|e| matches!(
                                 e,
-                                Effect::StopHelper { .. } | Effect::Unmount { .. }
+                                Effect::Detach { .. } | Effect::Unmount { .. }
                             )),
                             "{cell}: unmount left without a resume effect"
                         );
@@ -213,7 +216,7 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
                     // A live mount is only detached when it is ours: never after a reboot.
                     let detaches_live = effects(&p).iter().any(|e| match e {
                         Effect::Cleanup { cleanup, .. } => cleanup.mount && m == Live,
-                        Effect::Unmount { .. } => m == Live,
+                        Effect::Unmount { .. } | Effect::Detach { .. } => m == Live,
                         _ => false,
                     });
                     assert!(
@@ -234,7 +237,7 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
             }
         }
     }
-    assert_eq!(cells, 10 * 3 * 3 * 2);
+    assert_eq!(cells, 11 * 3 * 3 * 2);
 }
 
 fn only_step(p: &Plan) -> (Vec<dms_journal::Record>, Vec<Effect>) {
@@ -354,17 +357,32 @@ fn given_an_interrupted_unmount_when_planned_then_it_resumes_with_the_same_opera
     let (records, effects) =
         only_step(&plan(&j, &reality("t", true, HelperIs::Alive, MountIs::Live), clock_of(false)));
     assert!(records.is_empty());
-    assert_eq!(effects, [Effect::StopHelper { op: op(2), helper: helper(PID) }]);
+    assert_eq!(effects, [Effect::Detach { op: op(2), mount_path: path_of("t") }]);
 
-    r.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
-    assert_eq!(r.state.phase, Phase::Unmounting(UnmountStep::HelperStopped));
-    let j = journal_of(vec![r.state.clone()]);
+    // An older daemon's unmount (helper stopped first) resumes the same way.
+    let mut old = Rig { state: r.state.clone() };
+    old.written(Event::HelperStopped);
+    assert_eq!(old.state.phase, Phase::Unmounting(UnmountStep::HelperStopped));
+    let j = journal_of(vec![old.state.clone()]);
     let (_, effects) =
         only_step(&plan(&j, &reality("t", true, HelperIs::Exited, MountIs::Dead), clock_of(false)));
-    assert_eq!(effects, [Effect::Unmount { op: op(2), mount_path: path_of("t"), nfs: false }]);
+    assert_eq!(effects, [Effect::Detach { op: op(2), mount_path: path_of("t") }]);
+
+    // The mount is gone but the helper runs: the unmount has its answer (the requester may
+    // have heard it), and the helper is stopped as a cleanup.
+    let mut j = journal_of(vec![r.state.clone()]);
+    let p = plan(&j, &reality("t", true, HelperIs::Alive, MountIs::Absent), clock_of(false));
+    let (records, effects) = only_step(&p);
+    let cleanup = dms_journal::Cleanup { helper: Some(helper(PID)), mount: false, pid_file: true };
+    assert!(matches!(&records[..], [r] if r.event == Event::Detached { cleanup }), "{records:?}");
+    assert_eq!(effects, [Effect::Cleanup { cleanup, mount_path: Some(path_of("t")) }]);
+    apply(&mut j, &p);
+    let t = j.target(&target("t")).unwrap();
+    assert_eq!(t.phase, Phase::Dirty(cleanup));
+    assert!(t.requests[&key("u").unwrap()].outcome.is_success());
 
     // Nothing left at all: the unmount is complete and its request is answered.
-    let mut j = journal_of(vec![r.state]);
+    let mut j = journal_of(vec![old.state]);
     let mut o = reality("t", true, HelperIs::Exited, MountIs::Absent);
     o.pid_files.clear();
     let p = plan(&j, &o, clock_of(false));
@@ -469,7 +487,12 @@ fn given_a_dead_mount_and_a_claimant_that_does_not_serve_it_when_planned_then_it
     let Event::Lost { cleanup, .. } = &records[0].event else { panic!("{records:?}") };
     assert_eq!(cleanup.helper, None, "the claimant would be signalled");
     assert!(cleanup.mount && cleanup.pid_file);
-    assert!(effects.iter().all(|e| !matches!(e, Effect::StopHelper { .. })), "{effects:?}");
+    assert!(
+        effects
+            .iter()
+            .all(|e| !matches!(e, Effect::Cleanup { cleanup, .. } if cleanup.helper.is_some())),
+        "{effects:?}"
+    );
     // The same claimant with no mount at all is the spawned-but-unjournaled helper of an
     // interrupted mount: proven by the gatherer, it is stopped.
     let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);

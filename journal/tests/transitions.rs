@@ -6,7 +6,7 @@ mod support;
 use dms_journal::machine::MountFailure;
 use dms_journal::{
     Cleanup, Command, Effect, Event, FailureClass, MountStep, Outage, Outcome, Phase, Rejection,
-    Timestamp, UnmountStep,
+    Timestamp,
 };
 use support::*;
 
@@ -160,33 +160,46 @@ fn given_nfs_requested_when_mount_fails_cleanly_or_times_out_then_final_or_uncer
 }
 
 #[test]
-fn given_mounted_s3_when_unmounted_then_unmount_chain_and_success_reply() {
+fn given_mounted_s3_when_unmounted_then_detached_answered_and_then_the_helper_stopped() {
     let mut rig = Rig::mounted_s3("t1", 9);
     let d = rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("t1") });
     assert_eq!(Rig::events(&d), ["UnmountRequested"]);
-    assert_eq!(d.effects, [Effect::StopHelper { op: op(2), helper: helper(9) }]);
-    let d = rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
-    assert_eq!(Rig::events(&d), ["HelperStopped"]);
-    assert_eq!(d.effects, [Effect::Unmount { op: op(2), mount_path: path_of("t1"), nfs: false }]);
-    assert_eq!(rig.state.phase, Phase::Unmounting(UnmountStep::HelperStopped));
-    let d = rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
-    assert_eq!(Rig::events(&d), ["Unmounted"]);
+    assert_eq!(d.effects, [Effect::Detach { op: op(2), mount_path: path_of("t1") }]);
+    let d = rig.ok(Command::Detached { op: op(2), result: Ok(()) });
+    assert_eq!(Rig::events(&d), ["Detached"]);
+    // The answer first, then the helper and its PID file, which the target is dirty with
+    // until the cleanup says they are gone.
+    let cleanup = Cleanup { helper: Some(helper(9)), mount: false, pid_file: true };
     assert_eq!(
         d.effects,
-        [Effect::Reply { request: key("u1"), outcome: Outcome::Unmounted { path: path_of("t1") } }]
+        [
+            Effect::Reply {
+                request: key("u1"),
+                outcome: Outcome::Unmounted { path: path_of("t1") }
+            },
+            Effect::Cleanup { cleanup, mount_path: Some(path_of("t1")) },
+        ]
     );
+    assert_eq!(rig.state.phase, Phase::Dirty(cleanup));
+    assert!(rig.state.op.is_none(), "the unmount is over");
+    let d = rig.ok(Command::CleanupDone { result: Ok("helper pid 9 stopped".into()) });
+    assert_eq!(Rig::events(&d), ["Cleaned"]);
     assert_eq!(rig.state.phase, Phase::Unmounted);
     assert!(rig.state.helper.is_none());
+    assert_eq!(
+        rig.state.requests[&key("u1").unwrap()].outcome,
+        Outcome::Unmounted { path: path_of("t1") }
+    );
 }
 
 #[test]
 fn given_mounted_nfs_when_unmounted_then_no_helper_step() {
     let mut rig = Rig::mounted_nfs("n1");
     let d = rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("n1") });
-    assert_eq!(d.effects, [Effect::Unmount { op: op(2), mount_path: path_of("n1"), nfs: true }]);
-    // An NFS target has no helper to stop.
+    assert_eq!(d.effects, [Effect::Unmount { op: op(2), mount_path: path_of("n1") }]);
+    // An NFS target has no FUSE mount to detach.
     assert!(matches!(
-        rig.run(Command::HelperStopped { op: op(2), result: Ok(()) }),
+        rig.run(Command::Detached { op: op(2), result: Ok(()) }),
         Err(Rejection::Unexpected { .. })
     ));
     let d = rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
@@ -194,14 +207,13 @@ fn given_mounted_nfs_when_unmounted_then_no_helper_step() {
 }
 
 #[test]
-fn given_unmounting_when_stop_or_umount_fails_then_uncertain_dirty() {
+fn given_unmounting_when_detach_or_umount_fails_then_uncertain_dirty() {
     let mut rig = Rig::mounted_s3("t1", 9);
     rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("t1") });
-    let d = rig
-        .ok(Command::HelperStopped { op: op(2), result: Err("still alive after SIGKILL".into()) });
+    let d = rig.ok(Command::Detached { op: op(2), result: Err("Operation not permitted".into()) });
     let cleanup = Cleanup { helper: Some(helper(9)), mount: true, pid_file: true };
     assert!(
-        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Uncertain(c), reason } if *c == cleanup && reason == "Unmount failed: still alive after SIGKILL")
+        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Uncertain(c), reason } if *c == cleanup && reason == "Unmount failed: Operation not permitted")
     );
     assert_eq!(rig.state.phase, Phase::Dirty(cleanup));
 
@@ -268,8 +280,8 @@ fn given_a_decided_request_when_it_is_redelivered_then_same_outcome_and_no_recor
     );
     // Even after the target moved on, an old request is not redone.
     rig.ok(Command::Unmount { op: op(2), request: key("u1"), mount_path: path_of("t1") });
-    rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
-    rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
+    rig.ok(Command::Detached { op: op(2), result: Ok(()) });
+    rig.ok(Command::CleanupDone { result: Ok("helper pid 9 stopped".into()) });
     let stale = rig.ok(mount(op(6), key("m1"), s3("t1")));
     assert!(stale.records.is_empty(), "a redelivered old mount must not mount again");
     assert_eq!(rig.state.phase, Phase::Unmounted);
@@ -297,8 +309,8 @@ fn given_a_decided_request_when_it_is_redelivered_then_same_outcome_and_no_recor
 fn given_a_newer_mount_when_an_old_unmount_is_redelivered_then_it_replays_and_the_mount_stays() {
     let mut rig = Rig::mounted_s3("t1", 9);
     rig.ok(Command::Unmount { op: op(2), request: key("u-old"), mount_path: path_of("t1") });
-    rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
-    rig.ok(Command::UnmountDone { op: op(2), result: Ok(()) });
+    rig.ok(Command::Detached { op: op(2), result: Ok(()) });
+    rig.ok(Command::CleanupDone { result: Ok("helper pid 9 stopped".into()) });
     rig.ok(mount(op(3), key("m-new"), s3("t1")));
     rig.ok(Command::CredsFetched { op: op(3), result: Ok(()) });
     rig.ok(Command::HelperSpawned { op: op(3), result: Ok(helper(77)) });
@@ -367,7 +379,7 @@ fn given_outcomes_that_do_not_fit_the_step_when_decided_then_unexpected() {
     unexpected(&mut rig, Command::HelperSpawned { op: op(1), result: Ok(helper(1)) });
     unexpected(&mut rig, Command::MountChecked { op: op(1), result: Ok(()) });
     unexpected(&mut rig, Command::UnmountDone { op: op(1), result: Ok(()) });
-    unexpected(&mut rig, Command::HelperStopped { op: op(1), result: Ok(()) });
+    unexpected(&mut rig, Command::Detached { op: op(1), result: Ok(()) });
     // NFS has no credential step.
     let mut rig = Rig::new("n1");
     rig.ok(mount(op(1), key("k1"), nfs("n1")));
@@ -377,11 +389,13 @@ fn given_outcomes_that_do_not_fit_the_step_when_decided_then_unexpected() {
     rig.ok(mount(op(1), key("k1"), s3("t2")));
     rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
     unexpected(&mut rig, Command::MountChecked { op: op(1), result: Ok(()) });
-    // Unmounting after the helper stopped: it cannot stop twice.
+    // Detached: the unmount is over, it cannot be detached twice; an S3 unmount never
+    // goes through umount(8).
     let mut rig = Rig::mounted_s3("t3", 3);
     rig.ok(Command::Unmount { op: op(2), request: key("u"), mount_path: path_of("t3") });
-    rig.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
-    unexpected(&mut rig, Command::HelperStopped { op: op(2), result: Ok(()) });
+    unexpected(&mut rig, Command::UnmountDone { op: op(2), result: Ok(()) });
+    rig.ok(Command::Detached { op: op(2), result: Ok(()) });
+    unexpected(&mut rig, Command::Detached { op: op(2), result: Ok(()) });
     unexpected(&mut rig, Command::CredsFetched { op: op(2), result: Ok(()) });
 }
 
@@ -396,9 +410,11 @@ fn given_dirty_when_mount_then_refused_with_reason_and_when_unmount_then_cleanup
 
     let d = rig.ok(Command::Unmount { op: op(3), request: key("u3"), mount_path: path_of("t1") });
     assert_eq!(Rig::events(&d), ["UnmountRequested"]);
-    assert_eq!(d.effects, [Effect::StopHelper { op: op(3), helper: helper(5) }]);
-    rig.ok(Command::HelperStopped { op: op(3), result: Ok(()) });
-    rig.ok(Command::UnmountDone { op: op(3), result: Ok(()) });
+    assert_eq!(d.effects, [Effect::Detach { op: op(3), mount_path: path_of("t1") }]);
+    rig.ok(Command::Detached { op: op(3), result: Ok(()) });
+    let left = Cleanup { helper: Some(helper(5)), mount: false, pid_file: true };
+    assert_eq!(rig.state.phase, Phase::Dirty(left));
+    rig.ok(Command::CleanupDone { result: Ok("helper pid 5 stopped".into()) });
     assert_eq!(rig.state.phase, Phase::Unmounted);
 
     // A dirty NFS target (no helper) goes straight to umount.
@@ -409,7 +425,7 @@ fn given_dirty_when_mount_then_refused_with_reason_and_when_unmount_then_cleanup
         result: Err(MountFailure { reason: "timeout".into(), maybe_mounted: true }),
     });
     let d = rig.ok(Command::Unmount { op: op(2), request: key("u2"), mount_path: path_of("n1") });
-    assert_eq!(d.effects, [Effect::Unmount { op: op(2), mount_path: path_of("n1"), nfs: true }]);
+    assert_eq!(d.effects, [Effect::Unmount { op: op(2), mount_path: path_of("n1") }]);
 }
 
 #[test]
@@ -441,6 +457,7 @@ fn given_every_phase_when_any_event_is_checked_then_only_the_table_allows_it() {
             Event::Lost { reason: "r".into(), cleanup: Cleanup::default() },
             Event::Abandoned { reason: "r".into(), cleanup: Cleanup::default() },
             Event::Cleaned { what: "w".into() },
+            Event::Detached { cleanup: Cleanup::default() },
         ]
     };
     let s3_requested = {
@@ -471,7 +488,7 @@ fn given_every_phase_when_any_event_is_checked_then_only_the_table_allows_it() {
     let nfs_unmounting = unmounting(Rig::mounted_nfs("t"));
     let helper_stopped = {
         let mut r = Rig { state: s3_unmounting.clone() };
-        r.ok(Command::HelperStopped { op: op(2), result: Ok(()) });
+        r.written(Event::HelperStopped);
         r.state
     };
     let table: Vec<(&str, TargetState, &[&str])> = vec![
@@ -489,9 +506,10 @@ fn given_every_phase_when_any_event_is_checked_then_only_the_table_allows_it() {
             Rig::mounted_s3("t", 4).state,
             &["UnmountRequested", "Answered", "Adopted", "Lost"],
         ),
-        ("s3 unmounting", s3_unmounting, &["HelperStopped", "Unmounted", "Failed"]),
+        // `HelperStopped`, and `Unmounted` for S3, are what older daemons wrote.
+        ("s3 unmounting", s3_unmounting, &["HelperStopped", "Unmounted", "Failed", "Detached"]),
         ("nfs unmounting", nfs_unmounting, &["Unmounted", "Failed"]),
-        ("helper stopped", helper_stopped, &["Unmounted", "Failed"]),
+        ("helper stopped", helper_stopped, &["Unmounted", "Failed", "Detached"]),
         (
             "dirty",
             Rig::dirty_s3("t", 4).state,

@@ -171,6 +171,15 @@ impl Mounts for FakeMounts {
         Ran::unasked(Ok(()))
     }
 
+    fn detach(&self, path: &str) -> Result<(), String> {
+        self.0.record(format!("detach {path}"));
+        if let Some(e) = self.0.failure("detach") {
+            return Err(e);
+        }
+        lock(&self.0.mounted).remove(path);
+        Ok(())
+    }
+
     fn remove_mount_point(&self, path: &str) -> Result<(), String> {
         self.0.record(format!("rmdir {path}"));
         Ok(())

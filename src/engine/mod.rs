@@ -197,15 +197,29 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         lock(&self.state).clone()
     }
 
-    /// Serve one validated request to its outcome.
+    /// Serve one validated request to its outcome, including what follows the answer.
     pub async fn handle(&self, request: &Request) -> Result<Outcome, EngineError> {
+        let served = self.serve(request).await?;
+        let outcome = served.outcome.clone();
+        served.finish().await?;
+        Ok(outcome)
+    }
+
+    /// Serve one validated request up to its answer, journaled durably: the caller answers
+    /// and acks, then runs [`Served::finish`] for what the machine decided to do after the
+    /// answer (an S3 unmount stops its detached helper), still on the target's turn.
+    pub async fn serve(&self, request: &Request) -> Result<Served<'_, C, P, M>, EngineError> {
         // Only the target's turn is held for the whole request; permits are taken per
         // effect, so requests queued behind one slow target hold nothing others need.
-        let _serial = self.serialize(&request.target).await;
+        let serial = self.serialize(&request.target).await;
         let mut command = request.command(OperationId::random());
-        let _admitted = self.admissions.admit(&lock(&self.state), &request.target, &mut command);
-        let _probe = self.gate(&mut command);
-        perform::Run::new(self, request).drive(command).await
+        let admitted = self.admissions.admit(&lock(&self.state), &request.target, &mut command);
+        let probe = self.gate(&mut command);
+        let mut run = perform::Run::new(self, request, command);
+        let outcome = run.until_answer().await?.unwrap_or_else(|| Outcome::Failed {
+            reason: "the request ended without an answer".into(),
+        });
+        Ok(Served { outcome, run, _turn: (serial, admitted, probe) })
     }
 
     /// Perform a reconcile plan computed from `seen` (a snapshot taken *before* reality was
@@ -382,6 +396,28 @@ pub fn wall_clock(boot: BootId) -> Clock {
     let now =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     Clock { now: Timestamp(now), boot }
+}
+
+/// A request answered, with the rest of its run (see [`Engine::serve`]).
+#[must_use = "the rest of the run holds the target's turn until finished"]
+pub struct Served<'a, C, P, M> {
+    pub outcome: Outcome,
+    run: perform::Run<'a, C, P, M>,
+    _turn: (Serial<'a>, admission::Admitted<'a>, Option<breaker::Probe<'a>>),
+}
+
+impl<C, P, M> std::fmt::Debug for Served<'_, C, P, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").field("outcome", &self.outcome).finish_non_exhaustive()
+    }
+}
+
+impl<C: Credentials, P: Processes, M: Mounts> Served<'_, C, P, M> {
+    /// Perform what the machine decided to do after the answer; the target's turn is
+    /// released when this returns (or when `self` is dropped unfinished).
+    pub async fn finish(self) -> Result<(), EngineError> {
+        self.run.finish().await
+    }
 }
 
 type TargetLocks = Mutex<HashMap<TargetId, Arc<tokio::sync::Mutex<()>>>>;

@@ -7,6 +7,7 @@ use crate::exec::credentials::S3Credentials;
 use crate::exec::mounts::Heard;
 use crate::wire::Request;
 use dms_journal::machine::MountFailure;
+use dms_journal::store::Ticket;
 use dms_journal::{Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId, TargetKind};
 use secrecy::SecretString;
 use std::collections::VecDeque;
@@ -18,77 +19,96 @@ pub(super) struct Run<'a, C, P, M> {
     token: Option<SecretString>,
     /// Fetched for this request, used once to spawn the helper, then dropped.
     creds: Option<S3Credentials>,
+    /// Commands waiting for their decision.
+    queue: VecDeque<Command>,
+    /// Effects of the decisions so far, not performed yet (in order).
+    pending: VecDeque<Effect>,
+    /// The latest records journaled without waiting for the disk (tickets only grow).
+    deferred: Option<Ticket>,
 }
 
 impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
-    pub(super) fn new(engine: &'a Engine<C, P, M>, request: &Request) -> Self {
-        Self { engine, target: request.target.clone(), token: request.token.clone(), creds: None }
+    pub(super) fn new(engine: &'a Engine<C, P, M>, request: &Request, command: Command) -> Self {
+        let mut run = Self::detached(engine, request.target.clone());
+        run.token = request.token.clone();
+        run.queue.push_back(command);
+        run
     }
 
     /// A run no request asked for (reconciler follow-ups): it has no token.
     pub(super) fn detached(engine: &'a Engine<C, P, M>, target: TargetId) -> Self {
-        Self { engine, target, token: None, creds: None }
-    }
-
-    pub(super) async fn drive(self, command: Command) -> Result<Outcome, EngineError> {
-        Ok(self.drive_optional(command).await?.unwrap_or_else(|| Outcome::Failed {
-            reason: "the request ended without an answer".into(),
-        }))
+        Self {
+            engine,
+            target,
+            token: None,
+            creds: None,
+            queue: VecDeque::new(),
+            pending: VecDeque::new(),
+            deferred: None,
+        }
     }
 
     /// Perform effects decided elsewhere (a reconcile step), then drive their outcomes.
     pub(super) async fn drive_effects(mut self, effects: Vec<Effect>) -> Result<(), EngineError> {
-        for effect in effects {
-            if let Some(next) = self.perform(effect).await {
-                let run = Run::detached(self.engine, self.target.clone());
-                run.drive_optional(next).await?;
-            }
-        }
-        Ok(())
+        self.pending.extend(effects);
+        self.finish().await
     }
 
-    /// Run until no command is left; the first reply is the answer.
-    pub(super) async fn drive_optional(
-        mut self,
-        command: Command,
-    ) -> Result<Option<Outcome>, EngineError> {
-        let mut queue = VecDeque::from([command]);
-        let mut answer = None;
-        // The latest records journaled without waiting for the disk (tickets only grow).
-        let mut deferred = None;
-        while let Some(command) = queue.pop_front() {
-            let decision = match self.engine.decide_and_append(&self.target, &command).await {
+    /// Run until the first answer and make everything journaled so far durable, so the
+    /// requester can be answered and the request acked; what the machine decided to do
+    /// after the answer (stopping a detached mount's helper) is left for [`Self::finish`].
+    /// `None`: the run ended without an answer.
+    pub(super) async fn until_answer(&mut self) -> Result<Option<Outcome>, EngineError> {
+        loop {
+            if let Some(effect) = self.pending.pop_front() {
+                if let Effect::Reply { outcome, .. } = effect {
+                    self.settle().await?;
+                    return Ok(Some(outcome));
+                }
+                if let Some(next) = self.perform(effect).await {
+                    self.queue.push_back(next);
+                }
+                continue;
+            }
+            let Some(command) = self.queue.pop_front() else {
+                self.settle().await?;
+                return Ok(None);
+            };
+            match self.engine.decide_and_append(&self.target, &command).await {
                 Ok(Ok((decision, ticket))) => {
-                    deferred = ticket.or(deferred);
-                    decision
+                    self.deferred = ticket.or(self.deferred);
+                    self.pending.extend(decision.effects);
                 }
                 Ok(Err(rejection)) => {
-                    answer.get_or_insert(Outcome::Failed { reason: rejection.to_string() });
-                    continue;
+                    self.settle().await?;
+                    return Ok(Some(Outcome::Failed { reason: rejection.to_string() }));
                 }
                 // The model decided something illegal: nothing of it was journaled or done,
                 // and the request is answered with the reason instead of stopping intake.
                 Err(EngineError::Illegal(illegal)) => {
                     tracing::error!(%illegal, "decision refused: {illegal}");
                     let reason = format!("internal error: {illegal}; nothing was done");
-                    answer.get_or_insert(Outcome::Failed { reason });
-                    continue;
+                    self.settle().await?;
+                    return Ok(Some(Outcome::Failed { reason }));
                 }
                 Err(e) => return Err(e),
-            };
-            for effect in decision.effects {
-                if let Effect::Reply { outcome, .. } = effect {
-                    answer.get_or_insert(outcome);
-                } else if let Some(next) = self.perform(effect).await {
-                    queue.push_back(next);
-                }
             }
         }
-        // Everything journaled is durable before the caller answers and acks.
-        if let Some(ticket) = deferred {
+    }
+
+    /// Run to the end; answers that come up (a reconcile follow-up has nobody to tell)
+    /// are dropped.
+    pub(super) async fn finish(mut self) -> Result<(), EngineError> {
+        while self.until_answer().await?.is_some() {}
+        Ok(())
+    }
+
+    /// Everything journaled is durable before the caller answers and acks.
+    async fn settle(&mut self) -> Result<(), EngineError> {
+        if let Some(ticket) = self.deferred.take() {
             self.engine.make_durable(ticket).await?;
         }
-        Ok(answer)
+        Ok(())
     }
 
     /// The NFS server of this run's target, if it is an NFS target.
@@ -172,34 +192,38 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 };
                 Some(Command::MountChecked { op, result })
             }
-            Effect::StopHelper { op, helper } => {
-                let result = stop_helper(&self.engine.exec, target, helper).await;
-                Some(Command::HelperStopped { op, result })
+            Effect::Detach { op, mount_path } => {
+                let result = blocking(&self.engine.exec, move |x| {
+                    x.mounts.detach(&mount_path)?;
+                    // The client asked for the target to go: so does its directory. A
+                    // directory that stays is still guarded, so this fails nothing.
+                    if let Err(e) = x.mounts.remove_mount_point(&mount_path) {
+                        tracing::warn!(error = %e, "mount point left in place");
+                    }
+                    Ok(())
+                })
+                .await;
+                Some(Command::Detached { op, result })
             }
-            Effect::Unmount { op, mount_path, nfs } => {
+            Effect::Unmount { op, mount_path } => {
                 let server = self.nfs_server();
                 let result = blocking(&self.engine.exec, move |x| {
-                    let ran = x.mounts.unmount(&mount_path, nfs);
+                    let ran = x.mounts.unmount(&mount_path, true);
                     if ran.result.is_ok() {
-                        // The client asked for the target to go: so does its directory. A
-                        // directory that stays is still guarded, so this fails nothing.
                         if let Err(e) = x.mounts.remove_mount_point(&mount_path) {
                             tracing::warn!(error = %e, "mount point left in place");
                         }
                     }
-                    Ok((ran, if nfs { Ok(None) } else { x.processes.remove_pid_file(&target) }))
+                    Ok(ran)
                 })
                 .await
-                .and_then(|(ran, removed)| {
+                .and_then(|ran| {
                     if let Some(server) = &server {
                         self.engine.nfs_report(server, &ran.heard);
                     }
-                    ran.result.and(removed)
+                    ran.result
                 });
-                if let Ok(Some(path)) = &result {
-                    oplines::pid_file_deleted(path);
-                }
-                Some(Command::UnmountDone { op, result: result.map(drop) })
+                Some(Command::UnmountDone { op, result })
             }
             Effect::Cleanup { cleanup, mount_path } => {
                 let server = self.nfs_server();

@@ -37,13 +37,15 @@ impl Pool {
             _ => None,
         };
         match effect {
+            // A lazy detach returns at once whatever serves the mount (a hung helper too),
+            // and its look at the bare path has a deadline: no unmount waits behind a burst
+            // of credential fetches for it.
             Effect::VerifyMount { .. }
+            | Effect::Detach { .. }
             | Effect::RemoveStalePidFile { .. }
             | Effect::WritePidFile { .. }
             | Effect::Reply { .. } => Pool::None,
-            Effect::FetchCredentials { .. }
-            | Effect::SpawnHelper { .. }
-            | Effect::StopHelper { .. } => Pool::Node,
+            Effect::FetchCredentials { .. } | Effect::SpawnHelper { .. } => Pool::Node,
             Effect::MountNfs { export, .. } => Pool::NfsServer(nfs_server(export).to_owned()),
             Effect::Unmount { .. } | Effect::Cleanup { .. } => {
                 server().map_or(Pool::Node, Pool::NfsServer)

@@ -54,6 +54,9 @@ pub trait Mounts: Send + Sync + 'static {
     /// Success only when the mount table no longer has anything at `path`; and whether an
     /// umount(8) on the way ran into its deadline.
     fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>>;
+    /// Detach whatever is mounted at `path` at once (lazily), so that nothing is mounted
+    /// there when this returns `Ok`; the process serving it is not waited for.
+    fn detach(&self, path: &str) -> Result<(), String>;
     /// Remove the empty, unmounted mount directory of a target unmounted on request (a lost
     /// mount's directory stays, guarded against writes).
     fn remove_mount_point(&self, path: &str) -> Result<(), String>;
@@ -152,6 +155,10 @@ impl Mounts for HostMounts {
 
     fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
         self.mounter.unmount(path, nfs)
+    }
+
+    fn detach(&self, path: &str) -> Result<(), String> {
+        self.mounter.detach(path)
     }
 
     fn remove_mount_point(&self, path: &str) -> Result<(), String> {

@@ -136,7 +136,7 @@ async fn given_refused_credentials_when_handled_then_no_helper_is_started() {
 }
 
 #[tokio::test]
-async fn given_a_mounted_s3_target_when_unmounted_then_stop_unmount_and_pid_file_in_order() {
+async fn given_a_mounted_s3_target_when_unmounted_then_detach_then_stop_and_pid_file_in_order() {
     let rig = rig();
     rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
     let outcome = rig.engine.handle(&unmount("t1", "u1")).await.unwrap();
@@ -144,14 +144,47 @@ async fn given_a_mounted_s3_target_when_unmounted_then_stop_unmount_and_pid_file
     assert_eq!(
         &rig.world.calls()[3..],
         [
-            "stop t1 pid 1000".to_owned(),
-            format!("unmount {BASE}/t1 nfs=false"),
+            format!("detach {BASE}/t1"),
             format!("rmdir {BASE}/t1"),
+            "stop t1 pid 1000".to_owned(),
             "remove pid file t1".to_owned(),
         ]
     );
+    assert_eq!(history(&rig, "t1")[4..], ["UnmountRequested", "Detached", "Cleaned"]);
+    assert_eq!(rig.engine.target_state(&TargetId::new("t1").unwrap()).phase, Phase::Unmounted);
     let outcome = rig.engine.handle(&unmount("t1", "u2")).await.unwrap();
     assert_eq!(outcome, Outcome::NotMounted { path: format!("{BASE}/t1") });
+}
+
+/// The unmount is answered once the mount is detached and that is durable; the helper is
+/// stopped after the answer, on the target's turn, so a mount asked for meanwhile waits for
+/// it and finds the target clean instead of "needs cleanup".
+#[tokio::test]
+async fn given_an_s3_unmount_when_served_then_answered_before_the_helper_stops_and_the_turn_is_kept(
+) {
+    let rig = rig();
+    let t1 = TargetId::new("t1").unwrap();
+    rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    let served = rig.engine.serve(&unmount("t1", "u1")).await.unwrap();
+    assert_eq!(served.outcome, Outcome::Unmounted { path: format!("{BASE}/t1") });
+    assert_eq!(rig.world.calls()[3..], [format!("detach {BASE}/t1"), format!("rmdir {BASE}/t1")]);
+    // The answer is on disk (the engine's own handle reads it back), the helper still owed.
+    assert_eq!(history(&rig, "t1").last(), Some(&"Detached"));
+    assert!(matches!(rig.engine.target_state(&t1).phase, Phase::Dirty(c) if c.helper.is_some()));
+
+    let engine = Arc::clone(&rig.engine);
+    let again = tokio::spawn(async move { engine.handle(&s3_mount("t1", "k2")).await });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!again.is_finished(), "a mount must wait for the unmount's turn");
+    served.finish().await.unwrap();
+    let outcome = again.await.unwrap().unwrap();
+    assert_eq!(outcome, Outcome::Mounted { kind: "s3".into(), path: format!("{BASE}/t1") });
+    let calls = rig.world.calls();
+    let stop = calls.iter().position(|c| c == "stop t1 pid 1000").unwrap();
+    let spawn = calls.iter().rposition(|c| c.starts_with("spawn t1")).unwrap();
+    assert!(stop < spawn, "the old helper stops before the new one starts: {calls:?}");
 }
 
 #[tokio::test]

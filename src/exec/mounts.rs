@@ -204,6 +204,9 @@ pub fn is_mounted(path: &str, timeout: Duration) -> bool {
     !matches!(within(timeout, path, is_mount_root), Some(Ok(Ok(false))))
 }
 
+/// How many mounts stacked at one path [`Mounter::detach`] takes off before it gives up.
+const DETACH_TRIES: usize = 4;
+
 /// mount(8) and umount(8), as configured.
 #[derive(Debug, Clone)]
 pub struct Mounter {
@@ -293,6 +296,26 @@ impl Mounter {
         // effort; the mount point module says once when the base cannot be guarded.
         let _ = guard_mount_point(&self.mount_base, Path::new(path));
         Ran { result: Ok(()), heard }
+    }
+
+    /// Detach what is mounted at `path` at once: `umount2(MNT_DETACH)`, which neither waits
+    /// for the FUSE helper serving it nor can be held up by a hung one; the helper is
+    /// stopped afterwards. Mounts stacked at the path are detached one by one, a bounded
+    /// number of times; success only when the path is bare.
+    pub fn detach(&self, path: &str) -> Result<(), String> {
+        use rustix::mount::{unmount, UnmountFlags};
+        let look = self.umount_timeout.min(Duration::from_secs(5));
+        for _ in 0..DETACH_TRIES {
+            match unmount(path, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW) {
+                // EINVAL: not a mount point (any more): look whether the path is bare.
+                Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+                Err(e) => return Err(format!("cannot detach {path}: {e}")),
+            }
+            if !is_mounted(path, look) {
+                return Ok(());
+            }
+        }
+        Err(format!("{path} is still mounted after {DETACH_TRIES} detaches"))
     }
 
     /// Remove the empty mount directory of a target unmounted on request (see

@@ -2,7 +2,7 @@
 
 use super::inbox::{Inbox, Ticket, PARK_AFTER};
 use crate::engine::ports::{Credentials, Mounts, Processes};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Served};
 use crate::metrics;
 use crate::wire::{self, ActionKind, Policy, Properties, Reply, Request};
 use dms_journal::{Outcome, RequestKey, TargetId};
@@ -76,7 +76,7 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
             ack(&delivery).await;
             return Ok(());
         }
-        let mut serving = std::pin::pin!(engine.handle(&request));
+        let mut serving = std::pin::pin!(engine.serve(&request));
         // Answered in time (most requests): no inbox write.
         if let Ok(result) = tokio::time::timeout(PARK_AFTER, &mut serving).await {
             return held(channel, &delivery, &props, &request, done, result).await;
@@ -98,9 +98,10 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
         ack(&delivery).await;
         crate::failpoint::hit("park", "acked");
         // A journal failure leaves the entry: the request is resumed at the next start.
-        let outcome = serving.await?;
-        let reply = done.record(&request.target, &outcome);
-        inbox.answer(engine, ticket, &reply).await
+        let served = serving.await?;
+        let reply = done.record(&request.target, &served.outcome);
+        inbox.answer(engine, ticket, &reply).await?;
+        served.finish().await
     }
     .instrument(span)
     .await
@@ -153,20 +154,21 @@ impl Done {
     }
 }
 
-/// Finish a request that kept its delivery: reply and ack, or (the journal failed) requeue.
-async fn held(
+/// Finish a request that kept its delivery: reply and ack, or (the journal failed) requeue;
+/// then the rest of its run (what follows the answer).
+async fn held<C: Credentials, P: Processes, M: Mounts>(
     channel: &Channel,
     delivery: &Delivery,
     props: &Properties,
     request: &Request,
     done: Done,
-    result: Result<Outcome, EngineError>,
+    result: Result<Served<'_, C, P, M>, EngineError>,
 ) -> Result<(), EngineError> {
     match result {
-        Ok(outcome) => {
-            let reply = done.record(&request.target, &outcome);
+        Ok(served) => {
+            let reply = done.record(&request.target, &served.outcome);
             reply_and_ack(channel, delivery, request.reply_to.as_deref(), props, &reply).await;
-            Ok(())
+            served.finish().await
         }
         Err(e) => {
             let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;

@@ -10,15 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The records of one mount and its unmount, as the daemon journals them.
-pub const MOUNT_UNMOUNT: [&str; 7] = [
-    "Requested",
-    "CredsFetched",
-    "Spawned",
-    "Verified",
-    "UnmountRequested",
-    "HelperStopped",
-    "Unmounted",
-];
+pub const MOUNT_UNMOUNT: [&str; 7] =
+    ["Requested", "CredsFetched", "Spawned", "Verified", "UnmountRequested", "Detached", "Cleaned"];
 
 pub fn target(id: &str) -> TargetId {
     TargetId::new(id).unwrap()
@@ -62,6 +55,7 @@ pub fn outcomes_per_key(records: &[Stored]) -> BTreeMap<String, usize> {
             record.event,
             Event::Verified
                 | Event::Unmounted
+                | Event::Detached { .. }
                 | Event::Failed { .. }
                 | Event::Answered { .. }
                 | Event::Adopted { .. }

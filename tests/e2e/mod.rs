@@ -204,6 +204,20 @@ impl Daemon {
         self.log_text()
     }
 
+    /// The PID files left once the helpers of unmounted targets are stopped: an S3
+    /// unmount is answered before its helper is stopped (and its PID file removed), so this
+    /// waits, up to 10 s, for the directory to empty; what is still there then.
+    pub fn pid_files_after_cleanup(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left = self.pid_files();
+            if left.is_empty() || std::time::Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     pub fn pid_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.pid_dir)
             .map(|d| {

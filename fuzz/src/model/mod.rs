@@ -178,9 +178,9 @@ impl Harness {
                 };
                 (target, Command::MountChecked { op, result })
             }
-            Op::HelperStopped { target, op, ok } => {
+            Op::Detached { target, op, ok } => {
                 let op = self.op_id(&self.target(target), op);
-                (target, Command::HelperStopped { op, result: result(ok, ()) })
+                (target, Command::Detached { op, result: result(ok, ()) })
             }
             Op::UnmountDone { target, op, ok } => {
                 let op = self.op_id(&self.target(target), op);

@@ -158,7 +158,8 @@ fn reseal(valid: &[u8], kind: u8, reserved: u8, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Events only the reconciler writes.
+/// Events only the reconciler writes, and `HelperStopped`, which only older daemons wrote
+/// (journals keep it).
 fn reconciler_records() -> Vec<Record> {
     let target = TargetId::new("t0").expect("valid id");
     let helper = HelperIdentity { pid: 4242, start_ticks: 99, boot: BOOT };
@@ -191,5 +192,6 @@ fn reconciler_records() -> Vec<Record> {
             reason: "interrupted".to_owned(),
             cleanup: Cleanup { helper: Some(helper), mount: false, pid_file: true },
         }),
+        observation(Event::HelperStopped),
     ]
 }

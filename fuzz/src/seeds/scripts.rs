@@ -26,8 +26,8 @@ fn spawn(target: u8, ok: bool) -> Op {
 fn check(target: u8, check: Check) -> Op {
     Op::MountChecked { target, op: CUR, check }
 }
-fn stopped(target: u8, ok: bool) -> Op {
-    Op::HelperStopped { target, op: CUR, ok }
+fn detached(target: u8, ok: bool) -> Op {
+    Op::Detached { target, op: CUR, ok }
 }
 fn unmounted(target: u8, ok: bool) -> Op {
     Op::UnmountDone { target, op: CUR, ok }
@@ -46,7 +46,7 @@ fn s3_mount(target: u8, key: Option<u8>, path: u8) -> Vec<Op> {
 }
 /// A whole successful S3 unmount.
 fn s3_unmount(target: u8, key: Option<u8>, path: u8) -> Vec<Op> {
-    vec![unmount(target, key, path), stopped(target, true), unmounted(target, true)]
+    vec![unmount(target, key, path), detached(target, true), cleaned(target, true)]
 }
 
 fn script(targets: u8, parts: Vec<Vec<Op>>) -> Script {
@@ -144,8 +144,8 @@ pub fn scripts() -> Vec<(&'static str, Script)> {
                     vec![
                         unmount(0, B, 1),
                         unmount(0, C, 2),
-                        stopped(0, true),
-                        unmounted(0, true),
+                        detached(0, true),
+                        cleaned(0, true),
                         mount(0, D, 2, NFS),
                     ],
                 ],
@@ -194,10 +194,10 @@ pub fn scripts() -> Vec<(&'static str, Script)> {
                     Op::MountChecked { target: 0, op: OpRef::Fresh, check: Good },
                     check(0, Good),
                     unmount(0, C, 0),
-                    Op::HelperStopped { target: 0, op: OpRef::Previous, ok: true },
-                    stopped(0, true),
+                    Op::Detached { target: 0, op: OpRef::Previous, ok: true },
+                    detached(0, true),
                     Op::UnmountDone { target: 0, op: OpRef::Fresh, ok: true },
-                    unmounted(0, true),
+                    cleaned(0, true),
                 ]],
             ),
         ),
@@ -225,13 +225,13 @@ pub fn scripts() -> Vec<(&'static str, Script)> {
                 vec![vec![
                     creds(0, true),
                     cleaned(0, true),
-                    stopped(0, true),
-                    unmounted(0, true),
+                    detached(0, true),
+                    cleaned(0, true),
                     mount(0, A, 0, NFS),
                     creds(0, true),
                     spawn(0, true),
-                    stopped(0, true),
-                    unmounted(0, true),
+                    detached(0, true),
+                    cleaned(0, true),
                     cleaned(0, true),
                     check(0, Good),
                     check(0, Good),
@@ -250,11 +250,11 @@ pub fn scripts() -> Vec<(&'static str, Script)> {
                     s3_mount(0, A, 0),
                     vec![
                         unmount(0, B, 0),
-                        stopped(0, false),
+                        detached(0, false),
                         mount(0, C, 0, S3),
                         unmount(0, D, 0),
-                        stopped(0, true),
-                        unmounted(0, false),
+                        detached(0, true),
+                        cleaned(0, false),
                     ],
                     vec![
                         unmount(0, D, 0),
@@ -307,9 +307,9 @@ pub fn scripts() -> Vec<(&'static str, Script)> {
                     spawn(2, true),
                     check(2, MaybeMounted),
                     unmount(0, A, 0),
-                    stopped(0, true),
+                    detached(0, true),
                     Reboot,
-                    unmounted(0, true),
+                    cleaned(0, true),
                     cleaned(2, true),
                     Reboot,
                 ]],
@@ -330,9 +330,9 @@ pub fn scripts() -> Vec<(&'static str, Script)> {
                     Reboot,
                     unmount(0, B, 0),
                     Reboot,
-                    stopped(0, true),
+                    detached(0, true),
                     Reboot,
-                    unmounted(0, true),
+                    cleaned(0, true),
                     Reboot,
                 ]],
             ),
@@ -432,8 +432,8 @@ pub fn scripts() -> Vec<(&'static str, Script)> {
                     Op::HelperSpawned { target: 1, op: CUR, ok: true, pid: 0 },
                     check(1, MaybeMounted),
                     unmount(0, C, 0),
-                    stopped(0, true),
-                    unmounted(0, true),
+                    detached(0, true),
+                    cleaned(0, true),
                     cleaned(1, true),
                     Reboot,
                 ]],

@@ -161,6 +161,7 @@ pub fn golden_records() -> Vec<(&'static str, Record)> {
             },
         ),
         ("record-20-cleaned", observation(Event::Cleaned { what: "removed PID file".to_owned() })),
+        ("record-21-detached", rec(Event::Detached { cleanup: full_cleanup() })),
     ]
 }
 
@@ -285,9 +286,10 @@ pub fn event_variant(e: &Event) -> u8 {
         Event::Lost { .. } => 10,
         Event::Abandoned { .. } => 11,
         Event::Cleaned { .. } => 12,
+        Event::Detached { .. } => 13,
     }
 }
-pub const EVENT_VARIANTS: u8 = 13;
+pub const EVENT_VARIANTS: u8 = 14;
 
 pub fn kind_variant(k: &TargetKind) -> u8 {
     match k {

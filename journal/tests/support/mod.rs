@@ -4,8 +4,8 @@
 
 use dms_journal::machine::MountFailure;
 use dms_journal::{
-    decide, BootId, Clock, Command, Decision, Event, HelperIdentity, OperationId, Rejection,
-    RequestKey, TargetId, TargetKind, TargetSpec, TargetState, Timestamp,
+    decide, BootId, Clock, Command, Decision, Event, HelperIdentity, OperationId, Record,
+    Rejection, RequestKey, TargetId, TargetKind, TargetSpec, TargetState, Timestamp,
 };
 use uuid::Uuid;
 
@@ -118,6 +118,22 @@ impl Rig {
             result: Err(MountFailure { reason: "timed out".into(), maybe_mounted: true }),
         });
         rig
+    }
+
+    /// Fold in `event` as an older daemon wrote it (no decision makes it now), in the
+    /// context of the operation in flight; it must still be legal.
+    pub fn written(&mut self, event: Event) {
+        let op = self.state.op.clone();
+        let record = Record {
+            target: self.state.target.clone(),
+            at: clock().now,
+            boot: clock().boot,
+            request: op.as_ref().and_then(|o| o.request.clone()),
+            op: op.and_then(|o| o.id),
+            event,
+        };
+        self.state.check(&record.event).unwrap_or_else(|e| panic!("{e}"));
+        self.state.apply(&record);
     }
 
     pub fn last_event(d: &Decision) -> &Event {
