@@ -64,7 +64,7 @@ COPY . .
 # the binaries are copied out of the cached target directory.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p dms -p dms-journal --bins \
+    cargo build --release --locked -p dms --bins \
     && mkdir -p /out \
     && cp target/release/dms-server target/release/dms-ctl target/release/dms-journal /out/
 

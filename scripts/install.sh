@@ -64,7 +64,7 @@ if [ "$build" = 1 ]; then
     . "$repo/scripts/lib/deps.sh"
     ensure_build_deps
     echo "== building the release binaries"
-    (cd "$repo" && cargo build --release --locked -p dms -p dms-journal --bins)
+    (cd "$repo" && cargo build --release --locked -p dms --bins)
 fi
 if [ -z "$bin_dir" ]; then
     bin_dir="${CARGO_TARGET_DIR:-$repo/target}/release"

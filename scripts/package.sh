@@ -55,7 +55,7 @@ if [ "$build" = 1 ]; then
     # No debug info to generate: the packages strip it anyway (below), and generating it
     # is a good part of the release build's time.
     CARGO_PROFILE_RELEASE_DEBUG=false \
-        cargo zigbuild --release --locked --target "$target.$glibc_floor" -p dms -p dms-journal --bins
+        cargo zigbuild --release --locked --target "$target.$glibc_floor" -p dms --bins
 fi
 
 # Fixed paths: Cargo.toml's asset lists name them.

@@ -12,5 +12,5 @@ cd "$(dirname "$0")/.."
 ensure_build_deps
 ensure_test_infra
 
-cargo build --release --locked -p dms -p dms-journal -p dms-testfs --bins --example dev_stack
+cargo build --release --locked -p dms -p dms-testfs --bins --example dev_stack
 exec ./target/release/examples/dev_stack

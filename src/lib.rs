@@ -4,6 +4,8 @@
 //! supervisor, systemd notification) is built on the journal crate re-exported here, which
 //! holds the pure state machine, the reconcile plan and the store. [`server::run`] is the
 //! daemon as one async function; [`daemon::serve`] runs it as the `dms-server` process.
+//! The operator's tools live here too, on the daemon's configuration loader and admin
+//! client: `dms-ctl` ([`ctl`]) and `dms-journal` ([`journal_cli`]).
 
 pub use dms_journal as journal;
 
@@ -15,6 +17,7 @@ pub mod engine;
 pub mod exec;
 pub mod failpoint;
 pub mod intake;
+pub mod journal_cli;
 pub mod metrics;
 pub mod observe;
 pub mod server;

@@ -9,6 +9,7 @@ mod e2e;
 mod support;
 
 mod cli_ctl;
+mod cli_journal;
 mod cli_journal_online;
 mod infra_barbican;
 mod infra_broker;

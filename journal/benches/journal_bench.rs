@@ -20,10 +20,12 @@
 //!   slower for huge batches: 10,000-record appends made the first open after the writes
 //!   ~15× slower than a clean reopen, 64-record appends do not);
 //! - (d) the `dms-journal` binary on that journal: `inspect --summary`, the full `inspect`
-//!   table and `verify`. Cargo builds the binary with the bench profile (release) before
-//!   running a bench and passes its path in `CARGO_BIN_EXE_dms-journal`
-//!   (`target/release/dms-journal`); `$DMS_JOURNAL_BIN` overrides it. To build it by hand:
-//!   `cargo build --release -p dms-journal --bin dms-journal`.
+//!   table and `verify`. The binary is the daemon package's (`dms`), which cargo does not
+//!   build for this package's bench: it is taken from `$DMS_JOURNAL_BIN`, else from beside
+//!   this bench's own build (`target/release/dms-journal` under `cargo bench`,
+//!   `target/debug/dms-journal` under `cargo test --bench`). Build it first with
+//!   `cargo build --release -p dms --bin dms-journal`; without it the bench stops before
+//!   measuring anything.
 
 use dms_journal::store::Journal;
 use dms_journal::{BootId, Event, HelperIdentity, OperationId, Record, RequestKey};
@@ -51,6 +53,7 @@ fn main() -> Res<()> {
         Ok(v) => v.trim().replace('_', "").parse()?,
         Err(_) => 1_000_000,
     };
+    let bin = journal_bin()?;
     let base = std::env::var_os("DMS_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
@@ -62,8 +65,27 @@ fn main() -> Res<()> {
     concurrent(&dir.path().join("concurrent"), one)?;
     let big = dir.path().join("replay");
     replay(&big, events)?;
-    binary(&big)?;
+    binary(&bin, &big)?;
     Ok(())
+}
+
+/// The `dms-journal` binary (d) runs: see the module comment.
+fn journal_bin() -> Res<PathBuf> {
+    let bin = match std::env::var_os("DMS_JOURNAL_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        // target/<profile>/deps/journal_bench-<hash> → target/<profile>/dms-journal
+        None => {
+            let exe = std::env::current_exe()?;
+            let profile = exe.parent().and_then(Path::parent).ok_or("no target directory")?;
+            profile.join("dms-journal")
+        }
+    };
+    if !bin.is_file() {
+        let how = "build it with `cargo build --release -p dms --bin dms-journal` (or set \
+                   DMS_JOURNAL_BIN)";
+        return Err(format!("no dms-journal binary at {}: {how}", bin.display()).into());
+    }
+    Ok(bin)
 }
 
 /// A realistic record: step `i` of `target`'s endless mount/unmount cycle.
@@ -239,13 +261,10 @@ fn replay(path: &Path, events: u64) -> Res<()> {
 }
 
 /// (d) The inspection tool on the big journal, as an operator would run it.
-fn binary(path: &Path) -> Res<()> {
-    let bin = std::env::var_os("DMS_JOURNAL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dms-journal")));
+fn binary(bin: &Path, path: &Path) -> Res<()> {
     for args in [&["inspect", "--summary"][..], &["inspect"], &["verify"]] {
         let start = Instant::now();
-        let out = Command::new(&bin)
+        let out = Command::new(bin)
             .arg("--path")
             .arg(path)
             .args(args)

@@ -6,12 +6,10 @@
 //! format ([`codec`], the only bincode user) and the durable store ([`store`], the only sled
 //! user).
 //!
-//! With the `cli` feature (on by default) the crate also holds the `dms-journal` command
-//! line ([`cli`]): the binary runs it offline, and the daemon runs the very same code to
-//! answer it through its admin socket, so both print the same bytes.
+//! No sockets, no environment, no configuration file: the `dms-journal` command line that
+//! reads this crate's journals lives in the daemon's crate (`dms::journal_cli`), next to
+//! the configuration loader and admin client it shares with the daemon and `dms-ctl`.
 
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod codec;
 pub mod event;
 pub mod ids;

@@ -5,7 +5,7 @@
 //! One request per connection ([`protocol`]); each runs in its own task, bounded in size and
 //! time, so a stuck client holds nothing but its own connection.
 
-mod journal;
+pub mod client;
 pub mod protocol;
 pub mod views;
 
@@ -323,7 +323,7 @@ impl Admin {
         let state = self.engine.snapshot();
         let (problems, path) = (self.journal_problems.clone(), self.journal_path.clone());
         let answer = tokio::task::spawn_blocking(move || {
-            journal::answer(&journal, &state, &problems, &path, args)
+            crate::journal_cli::answer(&journal, &state, &problems, &path, &args)
         })
         .await
         .unwrap_or_else(|e| protocol::JournalAnswer {

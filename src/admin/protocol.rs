@@ -1,6 +1,6 @@
 //! The admin socket's protocol: one JSON line in, one JSON line out, then the server
-//! closes the connection. Plain JSON so `dms-ctl`, `dms-journal` (which cannot depend on
-//! this crate) and an operator with `socat` all speak it.
+//! closes the connection. Plain JSON so an operator with `socat` speaks it too; `dms-ctl`
+//! and `dms-journal` speak it through [`super::client`].
 //!
 //! ```text
 //! → {"command":"status"}

@@ -6,16 +6,23 @@ use super::values::{self, AmqpUrl, LogFormat, LogLevel, NodeId};
 use super::{ini, Config, ConfigError, Origin, Problem, Rootwrap, Sources, Timeouts};
 use crate::wire::nfs::DEFAULT_ALLOWED_OPTIONS;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 
-struct Loader {
-    values: BTreeMap<&'static str, (String, Origin)>,
-    problems: Vec<Problem>,
+pub(super) struct Loader {
+    pub(super) values: BTreeMap<&'static str, (String, Origin)>,
+    pub(super) problems: Vec<Problem>,
 }
 
 pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
-    let mut loader = Loader { values: BTreeMap::new(), problems: Vec::new() };
-    let config_file = loader.read_file(&sources);
+    let mut loader = Loader::new();
+    let config_file = match loader.read_file(&sources) {
+        Ok(file) => file,
+        Err(e) => {
+            loader.problems.push(e.problem());
+            None
+        }
+    };
     for key in keys::KEYS {
         if let Some(value) = sources.env.get(key.env) {
             loader.values.insert(key.name, (value.clone(), Origin::Env(key.env.to_owned())));
@@ -38,33 +45,81 @@ pub(super) fn load(sources: Sources<'_>) -> Result<Config, ConfigError> {
     }
 }
 
-impl Loader {
-    /// Reads the selected file into `values`; returns its path if it was read.
-    fn read_file(&mut self, sources: &Sources<'_>) -> Option<PathBuf> {
-        let from_env = sources.env.get(CONFIG_ENV).filter(|p| !p.is_empty()).map(PathBuf::from);
-        let (path, must_exist) = match (&sources.config_path, from_env) {
-            (Some(path), _) => (path.clone(), true),
-            (None, Some(path)) => (path, true),
-            (None, None) => (sources.default_config_path.clone(), false),
+/// What named the file that was read: `--config`, `DMS_CONFIG` or neither (the default
+/// location, which may be absent). Shown by tools that word their own errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChosenBy {
+    Flag,
+    Env,
+    DefaultLocation,
+}
+
+impl fmt::Display for ChosenBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ChosenBy::Flag => "--config",
+            ChosenBy::Env => CONFIG_ENV,
+            ChosenBy::DefaultLocation => "default location",
+        })
+    }
+}
+
+/// The selected file could not be used as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("it is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// A file that was selected but could not be read, and why.
+#[derive(Debug)]
+pub(super) struct Unreadable {
+    pub path: PathBuf,
+    pub by: ChosenBy,
+    pub error: FileError,
+}
+
+impl Unreadable {
+    /// The daemon's wording: one problem of the file as a whole.
+    fn problem(&self) -> Problem {
+        let message = match &self.error {
+            FileError::Io(e) => format!("cannot be read: {e}"),
+            FileError::NotUtf8 => "is not valid UTF-8".into(),
         };
-        let file_problem = |message: String| Problem {
-            key: None,
-            origin: Origin::File { path: path.clone(), line: None },
-            message,
+        Problem { key: None, origin: Origin::File { path: self.path.clone(), line: None }, message }
+    }
+}
+
+impl Loader {
+    pub(super) fn new() -> Self {
+        Loader { values: BTreeMap::new(), problems: Vec::new() }
+    }
+
+    /// Reads the selected file into `values` (its lines' problems into `problems`); returns
+    /// its path if it was read, nothing if the default location holds no file.
+    pub(super) fn read_file(
+        &mut self,
+        sources: &Sources<'_>,
+    ) -> Result<Option<PathBuf>, Unreadable> {
+        let from_env = sources.env.get(CONFIG_ENV).filter(|p| !p.is_empty()).map(PathBuf::from);
+        let (path, by) = match (&sources.config_path, from_env) {
+            (Some(path), _) => (path.clone(), ChosenBy::Flag),
+            (None, Some(path)) => (path, ChosenBy::Env),
+            (None, None) => (sources.default_config_path.clone(), ChosenBy::DefaultLocation),
         };
         let text = match std::fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => text,
-                Err(_) => {
-                    self.problems.push(file_problem("is not valid UTF-8".into()));
-                    return None;
-                }
+                Err(_) => return Err(Unreadable { path, by, error: FileError::NotUtf8 }),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => return None,
-            Err(e) => {
-                self.problems.push(file_problem(format!("cannot be read: {e}")));
-                return None;
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound && by == ChosenBy::DefaultLocation =>
+            {
+                return Ok(None)
             }
+            Err(e) => return Err(Unreadable { path, by, error: FileError::Io(e) }),
         };
         let parsed = ini::parse(&text);
         let at = |line| Origin::File { path: path.clone(), line: Some(line) };
@@ -83,7 +138,7 @@ impl Loader {
                 }),
             }
         }
-        Some(path)
+        Ok(Some(path))
     }
 
     fn problem(&mut self, key: &Key, origin: Origin, message: String) {
@@ -92,7 +147,7 @@ impl Loader {
 
     /// `Some(Some(v))`: set and valid, or defaulted; `Some(None)`: optional and unset (or
     /// set empty, which switches it off); `None`: a problem was recorded.
-    fn get<T>(
+    pub(super) fn get<T>(
         &mut self,
         name: &str,
         parse: impl Fn(&str) -> Result<T, String>,

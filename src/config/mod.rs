@@ -5,17 +5,24 @@
 //! map, so tests (and `--check-config` style tooling) see exactly what the daemon would.
 //! A broken configuration is reported as one [`ConfigError`] listing every problem, each
 //! with its key and where the value came from, so an operator fixes them in one round.
-//! Every key is described in [`keys::KEYS`] and in `docs/configuration.md`.
+//! Every key is described in [`keys::KEYS`] and in `docs/configuration.md`. Tools that
+//! need one path of the daemon's (`dms-journal`: the journal, the admin socket) look it up
+//! with [`lookup_path`], the same loader applied to one key.
 
 mod ini;
 pub mod keys;
 mod load;
+mod lookup;
 mod values;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lookup;
 
 pub use keys::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
+pub use load::{ChosenBy, FileError};
+pub use lookup::{lookup_path, LookupError, PathKey};
 pub use values::{AmqpUrl, LogFormat, LogLevel, NodeId};
 
 use crate::wire::Policy;
@@ -164,21 +171,7 @@ impl Config {
 
     /// [`Config::load`] with the process environment and `/etc/trilio-dms/server.conf`.
     pub fn from_process_env(cli_config: Option<PathBuf>) -> Result<Self, ConfigError> {
-        let mut env = BTreeMap::new();
-        let mut problems = Vec::new();
-        for (name, value) in std::env::vars_os() {
-            let Some(name) = name.to_str().filter(|n| n.starts_with("DMS_")) else { continue };
-            match value.into_string() {
-                Ok(value) => {
-                    env.insert(name.to_owned(), value);
-                }
-                Err(_) => problems.push(Problem {
-                    key: None,
-                    origin: Origin::Env(name.to_owned()),
-                    message: "value is not valid UTF-8".into(),
-                }),
-            }
-        }
+        let (env, mut problems) = process_env();
         match Self::load(Sources::new(cli_config, &env)) {
             Ok(config) if problems.is_empty() => Ok(config),
             Ok(_) => Err(ConfigError { problems }),
@@ -203,4 +196,25 @@ impl Config {
             secret_ref_prefixes: self.secret_ref_prefixes.clone(),
         }
     }
+}
+
+/// This process's `DMS_*` variables (what [`Sources::env`] holds), and a problem for each
+/// one that is not UTF-8 (left out of the map).
+pub fn process_env() -> (BTreeMap<String, String>, Vec<Problem>) {
+    let mut env = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|n| n.starts_with("DMS_")) else { continue };
+        match value.into_string() {
+            Ok(value) => {
+                env.insert(name.to_owned(), value);
+            }
+            Err(_) => problems.push(Problem {
+                key: None,
+                origin: Origin::Env(name.to_owned()),
+                message: "value is not valid UTF-8".into(),
+            }),
+        }
+    }
+    (env, problems)
 }

@@ -1,8 +1,8 @@
-//! The admin socket's client side: one request, one answer.
+//! `dms-ctl`'s wording of the admin client ([`crate::admin::client`], which online
+//! `dms-journal` shares): every failure names the socket, and says how to find out why.
 
-use crate::admin::protocol::{AdminRequest, AdminResponse};
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use crate::admin::client::AskError;
+use crate::admin::protocol::AdminRequest;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +32,26 @@ impl ClientError {
             _ => 2,
         }
     }
+
+    fn new(path: &Path, error: AskError) -> Self {
+        let path = path.to_path_buf();
+        match error {
+            AskError::Connect(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                ClientError::Denied { path }
+            }
+            AskError::Connect(source) => ClientError::Unreachable { path, source },
+            AskError::Send(source)
+            | AskError::Receive(source)
+            | AskError::Timeout { source, .. } => ClientError::Io { path, source },
+            AskError::Closed => ClientError::Garbled("the daemon closed without an answer".into()),
+            AskError::Encode(e) | AskError::Malformed(e) => ClientError::Garbled(e.to_string()),
+            AskError::Empty => ClientError::Garbled("an answer with neither data nor error".into()),
+            AskError::Refusal(error) if error.starts_with("permission denied") => {
+                ClientError::Denied { path }
+            }
+            AskError::Refusal(error) => ClientError::Refused(error),
+        }
+    }
 }
 
 /// Ask and wait up to `timeout` for the answer's data.
@@ -40,36 +60,5 @@ pub fn ask(
     request: &AdminRequest,
     timeout: Duration,
 ) -> Result<serde_json::Value, ClientError> {
-    let io = |source| ClientError::Io { path: path.to_path_buf(), source };
-    let mut stream = UnixStream::connect(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::PermissionDenied => ClientError::Denied { path: path.to_path_buf() },
-        _ => ClientError::Unreachable { path: path.to_path_buf(), source },
-    })?;
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let mut line =
-        serde_json::to_string(request).map_err(|e| ClientError::Garbled(e.to_string()))?;
-    line.push('\n');
-    // A refusal (a non-root peer) is sent before the request is read, so the write may
-    // fail: the answer is read anyway, and the write error counts only if there is none.
-    let written = stream.write_all(line.as_bytes());
-    let mut answer = String::new();
-    let read = BufReader::new(stream).read_line(&mut answer);
-    match (written, read) {
-        (_, Ok(n)) if n > 0 => {}
-        (Err(e), _) | (Ok(()), Err(e)) => return Err(io(e)),
-        (Ok(()), Ok(_)) => {
-            return Err(ClientError::Garbled("the daemon closed without an answer".into()))
-        }
-    }
-    let response: AdminResponse =
-        serde_json::from_str(answer.trim_end()).map_err(|e| ClientError::Garbled(e.to_string()))?;
-    match (response.ok, response.data, response.error) {
-        (true, Some(data), _) => Ok(data),
-        (_, _, Some(error)) if error.starts_with("permission denied") => {
-            Err(ClientError::Denied { path: path.to_path_buf() })
-        }
-        (_, _, Some(error)) => Err(ClientError::Refused(error)),
-        _ => Err(ClientError::Garbled("an answer with neither data nor error".into())),
-    }
+    crate::admin::client::ask(path, request, timeout).map_err(|e| ClientError::new(path, e))
 }

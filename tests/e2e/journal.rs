@@ -78,8 +78,9 @@ pub fn lost_reasons(records: &[Stored]) -> Vec<String> {
         .collect()
 }
 
-/// The `dms-journal` tool of this workspace (built by `cargo test --workspace` or
-/// `cargo build -p dms-journal`).
+/// The `dms-journal` tool of this workspace's debug build, a bin of package `dms` (cargo
+/// builds it with the integration tests; this file is also part of examples, for which
+/// cargo names no binary, hence the lookup by name).
 pub fn tool_bin() -> PathBuf {
     super::workspace_bin("dms-journal")
 }

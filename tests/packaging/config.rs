@@ -112,7 +112,7 @@ fn dockerfile_text_names_each_part_of_the_seeds_docker_run_contract() {
         has(&format!("-e {var}="), "the seed's configuration by environment");
     }
     has("/usr/bin/s3vaultfuse.py", "where the operator's helper goes");
-    has("cargo build --release --locked -p dms -p dms-journal --bins", "the release binaries");
+    has("cargo build --release --locked -p dms --bins", "the release binaries");
     has("debian:12-slim", "the runtime image");
     for pkg in ["fuse3", "mount", "nfs-common", "ca-certificates", "python3", "util-linux"] {
         assert!(

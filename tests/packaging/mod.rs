@@ -27,24 +27,16 @@ fn temp_dir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap()
 }
 
-/// The directory holding the binaries `cargo test` built: dms-server and dms-ctl of this
-/// package, and dms-journal of the workspace (built by `cargo test --workspace`).
+/// The directory holding the binaries `cargo test` built: dms-server, dms-ctl and
+/// dms-journal, all of this package.
 fn built_bin_dir() -> PathBuf {
     let server = PathBuf::from(env!("CARGO_BIN_EXE_dms-server"));
     let dir = server.parent().unwrap().to_path_buf();
-    // dms-ctl is a bin of this package; option_env! keeps this file compiling while it is
-    // being written, the assertion says what is missing.
-    let ctl = option_env!("CARGO_BIN_EXE_dms-ctl").map(PathBuf::from);
-    assert!(
-        ctl.as_deref().is_some_and(Path::exists),
-        "the dms-ctl binary (src/bin/dms-ctl.rs) is not built; scripts/install.sh installs it"
-    );
-    let journal = dir.join("dms-journal");
-    assert!(
-        journal.exists(),
-        "{} is missing: build it with `cargo build -p dms-journal` (cargo test --workspace does)",
-        journal.display()
-    );
+    for bin in [env!("CARGO_BIN_EXE_dms-ctl"), env!("CARGO_BIN_EXE_dms-journal")] {
+        let bin = Path::new(bin);
+        assert_eq!(bin.parent(), Some(dir.as_path()), "{} is not beside dms-server", bin.display());
+        assert!(bin.exists(), "{} is missing", bin.display());
+    }
     dir
 }
 

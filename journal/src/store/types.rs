@@ -143,3 +143,16 @@ pub enum StoreError {
         source: std::sync::Arc<std::io::Error>,
     },
 }
+
+impl StoreError {
+    /// Whether opening failed for want of permission (sled opens its files read-write, which
+    /// a non-root user may not): `dms-journal` then asks the daemon instead. sled's error
+    /// carries no source chain, hence the match here, next to the only sled user.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Open { source: sled::Error::Io(e), .. }
+                if e.kind() == std::io::ErrorKind::PermissionDenied
+        )
+    }
+}

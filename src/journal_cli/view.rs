@@ -1,10 +1,10 @@
 //! Text views of journal state: the target table, the summary line, a history table and a
 //! target's current state. Pure functions over model values.
 
-use crate::cli::json::SummaryJson;
-use crate::cli::table::{clean, count, or_dash, short, Table};
-use crate::state::{Action, Phase, TargetState};
-use crate::store::{Problem, ProblemKind, Seq, Stored};
+use crate::journal_cli::json::SummaryJson;
+use crate::journal_cli::table::{clean, count, or_dash, short, Table};
+use dms_journal::state::{Action, Phase, TargetState};
+use dms_journal::store::{Problem, ProblemKind, Seq, Stored};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -165,7 +165,7 @@ pub fn state_block(s: &TargetState) -> String {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::{Cleanup, TargetId};
+    use dms_journal::{Cleanup, TargetId};
 
     fn state(id: &str, phase: Phase) -> TargetState {
         let mut s = TargetState::new(TargetId::new(id).unwrap());
@@ -178,8 +178,8 @@ mod tests {
         let states = [
             state("a", Phase::Mounted),
             state("b", Phase::Unmounted),
-            state("c", Phase::Mounting(crate::MountStep::Spawned)),
-            state("d", Phase::Unmounting(crate::UnmountStep::Requested)),
+            state("c", Phase::Mounting(dms_journal::MountStep::Spawned)),
+            state("d", Phase::Unmounting(dms_journal::UnmountStep::Requested)),
             state("e", Phase::Dirty(Cleanup { mount: true, ..Cleanup::default() })),
         ];
         let (json, line) = summary(&states, 7, 0);

@@ -1,10 +1,10 @@
 //! `dms-journal verify` and `dms-journal export`.
 
-use crate::cli::json::RecordJson;
-use crate::cli::view::{problem_kind, problem_line};
-use crate::cli::{CliError, Ctx};
-use crate::store::{History, Seq};
-use crate::{TargetId, TargetState};
+use crate::journal_cli::json::RecordJson;
+use crate::journal_cli::view::{problem_kind, problem_line};
+use crate::journal_cli::{CliError, Ctx};
+use dms_journal::store::{History, Seq};
+use dms_journal::{TargetId, TargetState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
@@ -177,12 +177,12 @@ pub fn verify(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> {
         return Ok(0);
     }
     for f in &findings {
-        writeln!(out, "{}", crate::cli::table::clean(&f.to_string())).map_err(w)?;
+        writeln!(out, "{}", crate::journal_cli::table::clean(&f.to_string())).map_err(w)?;
     }
     writeln!(
         out,
         "verify: {} in {records} records, {} targets",
-        crate::cli::table::count(findings.len() as u64, "problem", "problems"),
+        crate::journal_cli::table::count(findings.len() as u64, "problem", "problems"),
         ctx.state.targets.len()
     )
     .map_err(w)?;
@@ -196,7 +196,7 @@ pub fn accept_loss(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let accepted =
-        ctx.journal.accept_losses(crate::Timestamp(now)).map_err(|e| ctx.store_error(e))?;
+        ctx.journal.accept_losses(dms_journal::Timestamp(now)).map_err(|e| ctx.store_error(e))?;
     let w = |e| CliError::Output(e);
     if accepted.is_empty() {
         writeln!(out, "nothing to accept: the journal lost no history").map_err(w)?;
@@ -205,7 +205,7 @@ pub fn accept_loss(ctx: &Ctx<'_>, out: &mut impl Write) -> Result<u8, CliError> 
     for loss in &accepted {
         writeln!(out, "accepted: {loss}").map_err(w)?;
     }
-    let n = crate::cli::table::count(accepted.len() as u64, "loss", "losses");
+    let n = crate::journal_cli::table::count(accepted.len() as u64, "loss", "losses");
     writeln!(out, "accept-loss: {n} accepted and journaled; the journal is sealed again")
         .map_err(w)?;
     Ok(0)
@@ -241,7 +241,7 @@ pub fn export(ctx: &Ctx<'_>, out: &mut impl Write, err: &mut impl Write) -> Resu
     }
     out.flush().map_err(CliError::Output)?;
     if problems > 0 {
-        let n = crate::cli::table::count(problems, "record", "records");
+        let n = crate::journal_cli::table::count(problems, "record", "records");
         let _ = writeln!(err, "dms-journal: {n} could not be exported (see above)");
         return Ok(1);
     }

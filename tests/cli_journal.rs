@@ -1,6 +1,6 @@
 //! `dms-journal` end to end: the built binary on a journal built here with the store and
 //! `decide`, with fixed clocks, boot ids and operation ids so the output is deterministic.
-#![allow(clippy::unwrap_used)]
+//! (The real daemon answering it online: `cli_journal_online`.)
 
 use dms_journal::machine::MountFailure;
 use dms_journal::store::Journal;
@@ -235,11 +235,7 @@ fn json(path: &Path, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(path, args)).unwrap()
 }
 
-#[path = "cli/checks.rs"]
 mod checks;
-#[path = "cli/expected.rs"]
 mod expected;
-#[path = "cli/online.rs"]
 mod online;
-#[path = "cli/paths.rs"]
 mod paths;

@@ -1,13 +1,15 @@
 //! `dms-journal inspect`: all targets, one target's history, or one request.
 
-use crate::cli::json::{self, HistoryJson, OverviewJson, RecordJson, RequestJson, TargetJson};
-use crate::cli::json::{AnswerJson, JournalJson, SnapshotJson};
-use crate::cli::table::{clean, count, or_dash, Table};
-use crate::cli::verify::fold_checked;
-use crate::cli::view::{self, TargetView};
-use crate::cli::{CliError, Ctx};
-use crate::store::{History, Problem, Seq, Stored};
-use crate::{RequestKey, TargetId, TargetState};
+use crate::journal_cli::json::{
+    self, HistoryJson, OverviewJson, RecordJson, RequestJson, TargetJson,
+};
+use crate::journal_cli::json::{AnswerJson, JournalJson, SnapshotJson};
+use crate::journal_cli::table::{clean, count, or_dash, Table};
+use crate::journal_cli::verify::fold_checked;
+use crate::journal_cli::view::{self, TargetView};
+use crate::journal_cli::{CliError, Ctx};
+use dms_journal::store::{History, Problem, Seq, Stored};
+use dms_journal::{RequestKey, TargetId, TargetState};
 use std::collections::BTreeMap;
 
 /// Every target: a table and a summary line (or only the summary).

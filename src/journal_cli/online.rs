@@ -10,14 +10,14 @@
 //! options); the path is checked to be the daemon's journal and then shown, so the text and
 //! JSON read exactly as the offline run would.
 
-use crate::cli::args::Cli;
-use crate::cli::config::Origin;
-use crate::cli::table::clean;
-use crate::cli::{execute, CliError, Ctx, EX_USAGE};
-use crate::store::{Journal, Problem};
-use crate::JournalState;
+use crate::admin::protocol::JournalAnswer;
+use crate::journal_cli::args::Cli;
+use crate::journal_cli::resolve::Origin;
+use crate::journal_cli::table::clean;
+use crate::journal_cli::{execute, CliError, Ctx, EX_USAGE};
 use clap::Parser;
-use serde::{Deserialize, Serialize};
+use dms_journal::store::{Journal, Problem};
+use dms_journal::JournalState;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,15 +50,6 @@ fn client_view(args: &[String]) -> (ClientView, &[String]) {
     (view, rest)
 }
 
-/// What `dms-journal` would have printed and exited with. The same shape as the admin
-/// protocol's `JournalAnswer` (this crate cannot depend on the daemon's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Answer {
-    pub exit_code: u8,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 /// Run the `dms-journal` command line `args` (without the program name) against the
 /// daemon's open `journal`, whose current folded `state` the daemon passes in with the
 /// `problems` its boot replay found; `path` is where the journal is. Never fails: errors
@@ -72,7 +63,7 @@ pub fn answer(
     problems: &[Problem],
     path: &Path,
     args: &[String],
-) -> Answer {
+) -> JournalAnswer {
     let (view, args) = client_view(args);
     let argv = std::iter::once("dms-journal".to_owned()).chain(args.iter().cloned());
     let cli = match Cli::try_parse_from(argv) {
@@ -82,9 +73,9 @@ pub fn answer(
             // without colour: StyledStr's Display is plain text.
             let text = e.render().to_string();
             return if e.use_stderr() {
-                Answer { exit_code: EX_USAGE, stdout: String::new(), stderr: text }
+                JournalAnswer { exit_code: EX_USAGE, stdout: String::new(), stderr: text }
             } else {
-                Answer { exit_code: 0, stdout: text, stderr: String::new() }
+                JournalAnswer { exit_code: 0, stdout: text, stderr: String::new() }
             };
         }
     };
@@ -96,7 +87,7 @@ pub fn answer(
             e.exit_code()
         }
     };
-    Answer {
+    JournalAnswer {
         exit_code,
         stdout: String::from_utf8_lossy(&out).into_owned(),
         stderr: String::from_utf8_lossy(&err).into_owned(),
@@ -168,4 +159,32 @@ fn stored_records(journal: &Journal) -> u64 {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn given_an_empty_journal_when_asked_for_a_summary_then_the_tools_text_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let (journal, replay) = Journal::open(&path).unwrap();
+        let args = vec!["inspect".to_owned(), "--summary".to_owned()];
+        let a = answer(&journal, &replay.state, &replay.problems, &path, &args);
+        assert_eq!(
+            a,
+            JournalAnswer {
+                exit_code: 0,
+                stdout: "0 targets: 0 mounted, 0 unmounted, 0 in flight, 0 dirty; 0 records; \
+                         no problems\n"
+                    .into(),
+                stderr: String::new(),
+            }
+        );
+        let a =
+            answer(&journal, &replay.state, &[], &path, &["--path=/x".into(), "inspect".into()]);
+        assert_eq!(a.exit_code, 64);
+    }
 }

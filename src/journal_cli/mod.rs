@@ -1,36 +1,45 @@
 //! `dms-journal`: read-only tools over a DMS journal, offline or through the daemon.
 //!
-//! Offline the tool opens the journal itself. While dms-server runs it holds the journal's
-//! lock; the tool then sends the same command through the daemon's admin socket
-//! ([`client`]) and the daemon answers it with [`answer`]: the same code as offline, over
-//! the daemon's own journal handle and state, so the bytes printed are the same.
+//! Offline the tool opens the journal itself, found as the daemon finds it ([`resolve`], on
+//! the daemon's configuration loader). While dms-server runs it holds the journal's lock;
+//! the tool then sends the same command through the daemon's admin socket (the admin
+//! client `dms-ctl` uses, [`crate::admin::client`]) and the daemon answers it with
+//! [`answer`]: the same code as offline, over the daemon's own journal handle and state, so
+//! the bytes printed are the same.
 //!
 //! Exit codes: 0 success; 1 problems found, unknown target or request, missing journal or
 //! any other error; 2 the journal is locked by another process (or not readable by this
 //! user) and its admin socket cannot answer for it; 64 bad command line.
 
 pub mod args;
-mod client;
-pub mod config;
 mod inspect;
 mod json;
 mod online;
+pub mod resolve;
 mod table;
 mod verify;
 mod view;
 
-pub use online::{answer, Answer};
+pub use online::answer;
 
-use crate::cli::args::{Cli, Command};
-use crate::cli::config::{Absent, ConfigError, Inputs, Origin, SocketOrigin};
-use crate::store::{History, Journal, Loss, Problem, StoreError};
-use crate::{IdError, JournalState, TargetId};
+use crate::admin::client::{self, AskError};
+use crate::admin::protocol::{AdminRequest, JournalAnswer};
+use crate::config::LookupError;
+use crate::journal_cli::args::{Cli, Command};
+use crate::journal_cli::resolve::{Absent, Inputs, Origin, SocketOrigin};
 use clap::{CommandFactory, Parser};
+use dms_journal::store::{History, Journal, Loss, Problem, StoreError};
+use dms_journal::{IdError, JournalState, TargetId};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 const EX_USAGE: u8 = 64;
+
+/// How long one read or write on the admin socket may take. `verify` of a large journal is
+/// the slowest answer; half a minute is far beyond it and still ends a hang.
+const ONLINE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CliError {
@@ -47,7 +56,7 @@ pub(crate) enum CliError {
         local: Local,
         socket: PathBuf,
         socket_origin: SocketOrigin,
-        error: client::AskError,
+        error: AskError,
     },
     #[error(
         "this dms-server holds the journal at {}, not {} ({why}); ask the daemon that holds \
@@ -65,7 +74,7 @@ pub(crate) enum CliError {
     #[error("no journal at {} ({origin}): {why}", path.display())]
     Absent { path: PathBuf, origin: Origin, why: Absent },
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] LookupError),
     #[error("cannot read the journal at {}: {error}", path.display())]
     Store { path: PathBuf, error: StoreError },
     #[error("invalid {what}: {error}")]
@@ -179,8 +188,8 @@ fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<u8, CliEr
         Command::Inspect(_) | Command::Verify | Command::AcceptLoss | Command::Export => {}
     }
     let inputs = Inputs::from_env(cli.path, cli.config);
-    let (path, origin) = config::resolve(&inputs)?;
-    let local = match config::check_existing(&path) {
+    let (path, origin) = resolve::resolve(&inputs)?;
+    let local = match resolve::check_existing(&path) {
         Ok(()) => match Journal::open(&path) {
             Ok((journal, replay)) => {
                 let ctx = Ctx {
@@ -195,23 +204,13 @@ fn run(cli: Cli, out: &mut impl Write, err: &mut impl Write) -> Result<u8, CliEr
                 return execute(&cli.command, &ctx, out, err);
             }
             Err(StoreError::Locked { .. }) => Local::Locked,
-            Err(error) if permission_denied(&error) => Local::Denied,
+            Err(error) if error.is_permission_denied() => Local::Denied,
             Err(error) => return Err(CliError::Store { path, error }),
         },
         Err(Absent::Denied) => Local::Denied,
         Err(why) => return Err(CliError::Absent { path, origin, why }),
     };
     online(&inputs, &path, &origin, local, &cli.command, out, err)
-}
-
-/// Whether opening failed for want of permission (sled opens its files read-write, which a
-/// non-root user may not). sled's error carries no source chain, hence the match.
-fn permission_denied(error: &StoreError) -> bool {
-    matches!(
-        error,
-        StoreError::Open { source: sled::Error::Io(e), .. }
-            if e.kind() == std::io::ErrorKind::PermissionDenied
-    )
 }
 
 /// One command over an open journal; the code both the offline tool and the daemon run.
@@ -249,7 +248,7 @@ fn online(
     out: &mut impl Write,
     err: &mut impl Write,
 ) -> Result<u8, CliError> {
-    let (socket, socket_origin) = config::resolve_socket(inputs)?;
+    let (socket, socket_origin) = resolve::resolve_socket(inputs)?;
     // The daemon's working directory is not ours.
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut args = vec![
@@ -257,13 +256,16 @@ fn online(
         format!("{}{origin}", online::RESOLVED_SOURCE),
     ];
     args.extend(command.to_args());
-    let answer = client::ask(&socket, &args).map_err(|error| CliError::Online {
-        path: path.to_path_buf(),
-        local,
-        socket: socket.clone(),
-        socket_origin,
-        error,
-    })?;
+    let request = AdminRequest::Journal { args };
+    let answer = client::ask(&socket, &request, ONLINE_TIMEOUT)
+        .and_then(|data| serde_json::from_value::<JournalAnswer>(data).map_err(AskError::Malformed))
+        .map_err(|error| CliError::Online {
+            path: path.to_path_buf(),
+            local,
+            socket: socket.clone(),
+            socket_origin,
+            error,
+        })?;
     // Best effort for stderr, as eprintln! would be; stdout errors are reported.
     let _ = err.write_all(answer.stderr.as_bytes());
     out.write_all(answer.stdout.as_bytes()).map_err(CliError::Output)?;

@@ -1,9 +1,10 @@
-//! Online `dms-journal`: the daemon's side (`cli::answer`) gives the offline bytes, and the
-//! tool, finding the journal locked, asks an admin socket (a stand-in server thread here;
-//! the real daemon in the root crate's `tests/cli_journal_online.rs`).
+//! Online `dms-journal`: the daemon's side (`journal_cli::answer`) gives the offline bytes,
+//! and the tool, finding the journal locked, asks an admin socket (a stand-in server thread
+//! here; the real daemon in `cli_journal_online`).
 
 use super::*;
-use dms_journal::cli::{answer, Answer};
+use dms::admin::protocol::JournalAnswer as Answer;
+use dms::journal_cli::answer;
 use dms_journal::JournalState;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -215,7 +216,7 @@ fn tool(socket: Option<&Path>, args: &[&str]) -> std::process::Command {
     cmd
 }
 
-/// A stand-in that answers like the daemon: with `cli::answer` over the fixture.
+/// A stand-in that answers like the daemon: with `journal_cli::answer` over the fixture.
 fn daemon_like(f: &Fixture) -> impl FnOnce(&Value) -> Option<String> + Send + '_ {
     move |request| {
         assert_eq!(request["command"], "journal");

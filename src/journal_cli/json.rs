@@ -5,11 +5,11 @@
 //! `"Verified"` or `{"Requested":{"spec":...}}`); ids are strings, timestamps are
 //! milliseconds since the Unix epoch, with an RFC 3339 twin where a human may read them.
 
-use crate::cli::view::TargetView;
-use crate::state::{Action, TargetState};
-use crate::store::{Problem, Seq, Stored};
-use crate::{BootId, Event, HelperIdentity, OperationId, Outcome, RequestKey};
-use crate::{TargetId, Timestamp};
+use crate::journal_cli::view::TargetView;
+use dms_journal::state::{Action, TargetState};
+use dms_journal::store::{Problem, Seq, Stored};
+use dms_journal::{BootId, Event, HelperIdentity, OperationId, Outcome, RequestKey};
+use dms_journal::{TargetId, Timestamp};
 use serde::Serialize;
 
 /// One record: a line of `export`, an element of `records` elsewhere.
