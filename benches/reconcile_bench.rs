@@ -71,7 +71,7 @@ use dms::observe::pidfile::PidDir;
 use dms::observe::procfs::Procfs;
 use dms::observe::Host;
 use dms_journal::store::Journal;
-use dms_journal::{reconcile, Clock, Event, Record, TargetId, Timestamp};
+use dms_journal::{reconcile, Clock, Phase, Record, TargetId, Timestamp};
 use e2e::{s3_mount, unmount, uuid, Client, Daemon};
 use rustix::process::{kill_process, Pid, Signal};
 use serde_json::Value;
@@ -623,12 +623,14 @@ fn scan_log(when: &str, daemon: &Daemon) {
 /// Replicate the template's chain into targets `fin-00001..fin-<finished-1>`. Returns the
 /// time taken, the records written and the records per target.
 fn write_finished(path: &Path, finished: usize) -> (Duration, usize, usize) {
-    let (journal, _) = Journal::open(path).unwrap();
-    let history = journal.history(&TargetId::new(TEMPLATE).unwrap()).unwrap();
+    let (journal, replay) = Journal::open(path).unwrap();
+    let id = TargetId::new(TEMPLATE).unwrap();
+    let history = journal.history(&id).unwrap();
     let template: Vec<Record> = history.records.into_iter().map(|r| r.unwrap().record).collect();
     let names: Vec<&str> = template.iter().map(|r| r.event.name()).collect();
-    assert!(
-        matches!(template.last().map(|r| &r.event), Some(Event::Unmounted)),
+    assert_eq!(
+        replay.state.target(&id).map(|t| t.phase),
+        Some(Phase::Unmounted),
         "the template chain does not end unmounted: {names:?}"
     );
     // Identifiers to replace per target: request keys and operation ids (as JSON strings).

@@ -39,6 +39,10 @@ pub enum Command {
     UnmountDone { op: OperationId, result: Result<(), String> },
     /// Outcome of [`Effect::Cleanup`] for a dirty target.
     CleanupDone { result: Result<String, String> },
+    /// `helper` exited with `status` (reaped, or its pidfd polled readable). The target is
+    /// lost only if it is mounted by exactly that helper: a helper the daemon stopped
+    /// itself, or one no longer current, changes nothing.
+    HelperExited { helper: HelperIdentity, status: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,6 +184,7 @@ pub fn decide(state: &TargetState, command: &Command, clock: Clock) -> Result<De
         Command::Detached { op, result } => d.detached(*op, result)?,
         Command::UnmountDone { op, result } => d.unmount_done(*op, result)?,
         Command::CleanupDone { result } => d.cleanup_done(result)?,
+        Command::HelperExited { helper, status } => d.helper_exited(*helper, status),
     }
     Ok(d.decision)
 }
@@ -511,6 +516,24 @@ impl Draft<'_> {
             }
         }
         Ok(())
+    }
+
+    fn helper_exited(&mut self, helper: HelperIdentity, status: &str) {
+        match self.state.phase {
+            Phase::Mounted if self.state.helper == Some(helper) => {
+                // Its mount is dead (ENOTCONN) and its PID file names nothing: both go.
+                let cleanup = Cleanup { helper: None, mount: true, pid_file: true };
+                let reason = format!("helper pid {} exited ({status})", helper.pid);
+                self.record(None, None, Event::Lost { reason, cleanup });
+                let mount_path = self.state.mount_path().map(str::to_owned);
+                self.effect(Effect::Cleanup { cleanup, mount_path });
+            }
+            Phase::Mounted
+            | Phase::Unmounted
+            | Phase::Mounting(_)
+            | Phase::Unmounting(_)
+            | Phase::Dirty(_) => {}
+        }
     }
 
     fn cleanup_done(&mut self, result: &Result<String, String>) -> Result<(), Rejection> {

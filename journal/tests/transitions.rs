@@ -5,8 +5,8 @@ mod support;
 
 use dms_journal::machine::MountFailure;
 use dms_journal::{
-    Cleanup, Command, Effect, Event, FailureClass, MountStep, Outage, Outcome, Phase, Rejection,
-    Timestamp,
+    Cleanup, Command, Decision, Effect, Event, FailureClass, MountStep, Outage, Outcome, Phase,
+    Rejection, Timestamp,
 };
 use support::*;
 
@@ -616,4 +616,30 @@ fn given_an_outage_fact_when_an_s3_mount_is_asked_then_it_runs_as_usual() {
     });
     assert_eq!(Rig::events(&d), ["Requested"]);
     assert!(matches!(&d.effects[..], [Effect::FetchCredentials { .. }]), "{:?}", d.effects);
+}
+
+/// A helper's exit is a command like any other outcome: the target is lost only when it is
+/// mounted by exactly that helper.
+#[test]
+fn given_a_helper_exit_when_decided_then_lost_only_for_the_current_helper_of_a_mounted_target() {
+    let exited = |pid| Command::HelperExited { helper: helper(pid), status: "signal: 9".into() };
+    let mut rig = Rig::mounted_s3("t1", 9);
+    // Another process (an older helper, a PID reused): nothing.
+    assert_eq!(rig.ok(exited(8)), Decision::default());
+    let d = rig.ok(exited(9));
+    let cleanup = Cleanup { helper: None, mount: true, pid_file: true };
+    assert!(
+        matches!(Rig::last_event(&d), Event::Lost { reason, cleanup: c } if reason == "helper pid 9 exited (signal: 9)" && *c == cleanup),
+        "{d:?}"
+    );
+    assert!(d.records.iter().all(|r| r.request.is_none() && r.op.is_none()));
+    assert_eq!(d.effects, [Effect::Cleanup { cleanup, mount_path: Some(path_of("t1")) }]);
+    assert_eq!(rig.state.phase, Phase::Dirty(cleanup));
+    // Exits the daemon caused itself (an unmount stops its helper) change nothing.
+    let mut rig = Rig::mounted_s3("t2", 9);
+    rig.ok(Command::Unmount { op: op(2), request: key("u"), mount_path: path_of("t2") });
+    assert_eq!(rig.ok(exited(9)), Decision::default());
+    rig.ok(Command::Detached { op: op(2), result: Ok(()) });
+    assert_eq!(rig.ok(exited(9)), Decision::default());
+    assert_eq!(Rig::new("t3").ok(exited(9)), Decision::default());
 }

@@ -48,6 +48,12 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
         }
     }
 
+    /// Decide `command` (no request asked for it: a helper's exit), then run to the end.
+    pub(super) async fn drive(mut self, command: Command) -> Result<(), EngineError> {
+        self.queue.push_back(command);
+        self.finish().await
+    }
+
     /// Perform effects decided elsewhere (a reconcile step), then drive their outcomes.
     pub(super) async fn drive_effects(mut self, effects: Vec<Effect>) -> Result<(), EngineError> {
         self.pending.extend(effects);
