@@ -80,8 +80,18 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 self.settle().await?;
                 return Ok(None);
             };
+            let started = std::time::Instant::now();
             match self.engine.decide_and_append(&self.target, &command).await {
                 Ok(Ok((decision, ticket))) => {
+                    let took_us = started.elapsed().as_micros() as u64;
+                    let durable = ticket.is_none() && !decision.records.is_empty();
+                    let records: Vec<&str> =
+                        decision.records.iter().map(|r| r.event.name()).collect();
+                    tracing::debug!(
+                        took_us,
+                        durable,
+                        "decided and journaled {records:?} in {took_us} µs"
+                    );
                     self.deferred = ticket.or(self.deferred);
                     self.pending.extend(decision.effects);
                 }
@@ -135,7 +145,10 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             // which the machine and the reconciler treat as for a crash.
             return None;
         };
+        let started = std::time::Instant::now();
         let next = self.perform_effect(effect).await;
+        let took_us = started.elapsed().as_micros() as u64;
+        tracing::debug!(effect = name, took_us, "performed {name} in {took_us} µs");
         crate::failpoint::hit("effect", name);
         next
     }

@@ -66,6 +66,7 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
     describe(&span, Some(&request.target), request.key.as_ref(), Some(kind));
     let done = Done { kind, started };
     async {
+        tracing::debug!("delivered");
         if inbox.is_parked(request.key.as_ref()) {
             tracing::info!("already parked; the parked request answers it, once");
             ack(&delivery).await;
@@ -168,6 +169,8 @@ async fn held<C: Credentials, P: Processes, M: Mounts>(
         Ok(served) => {
             let reply = done.record(&request.target, &served.outcome);
             reply_and_ack(channel, delivery, request.reply_to.as_deref(), props, &reply).await;
+            let took_us = done.started.elapsed().as_micros() as u64;
+            tracing::debug!(took_us, "acked and replied {took_us} µs after the delivery");
             served.finish().await
         }
         Err(e) => {

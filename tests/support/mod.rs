@@ -84,18 +84,22 @@ pub fn require_file(p: &Path) {
 }
 
 /// A currently free TCP port on 127.0.0.1 (bound, read, released), never one this process
-/// handed out before: the kernel may give two binds in a row the same ephemeral port, and a
-/// broker whose AMQP and epmd ports came out equal failed to start (`eaddrinuse`).
+/// handed out before (a broker whose AMQP and epmd ports came out equal failed to start,
+/// `eaddrinuse`), and below the kernel's ephemeral range (32768–60999 here): a port the
+/// kernel hands out is soon the local port of someone's outgoing connection, so a broker
+/// restarted on it found it taken (`dist_port_already_used ... not_erlang`).
 pub fn free_port() -> u16 {
+    const PORTS: std::ops::Range<u32> = 20_000..32_768;
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().expect("local_addr").port();
+        let pick = uuid::Uuid::new_v4().as_u128() % u128::from(PORTS.end - PORTS.start);
+        let port = u16::try_from(u128::from(PORTS.start) + pick).expect("below 32768");
         let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
         }
+        given.push(port);
+        return port;
     }
 }
 
