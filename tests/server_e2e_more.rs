@@ -202,7 +202,7 @@ fn twenty_targets_mounted_and_unmounted_concurrently_each_get_their_own_helper_a
             for t in &targets {
                 not_mounted(&paths[t.as_str()]);
             }
-            assert!(daemon.pid_files().is_empty(), "{:?}", daemon.pid_files());
+            assert_eq!(daemon.pid_files_after_cleanup(), Vec::<String>::new());
             for pid in &pids {
                 wait_dead(*pid, "helper");
             }

@@ -336,7 +336,7 @@ fn helper_started_by_hand_with_a_hand_written_pid_file_is_adopted_answers_alread
         // dms-testfs exits 0 on SIGTERM (after unmounting); a SIGKILL would show here.
         assert!(status.success(), "the helper did not stop on SIGTERM: {status}");
         not_mounted(&path);
-        assert!(daemon.pid_files().is_empty(), "{:?}", daemon.pid_files());
+        assert_eq!(daemon.pid_files_after_cleanup(), Vec::<String>::new());
         let log = daemon.stop();
 
         let records = jrnl::history(&daemon_journal(dir), "hand-1");
