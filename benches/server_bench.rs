@@ -686,7 +686,9 @@ impl DaemonGuard {
 
     fn stop(mut self) {
         let daemon = self.0.take().unwrap();
-        assert!(daemon.pid_files().is_empty(), "helpers left running: {:?}", daemon.pid_files());
+        // Unmounts are answered before their helpers are stopped: give those a moment.
+        let left = daemon.pid_files_after_cleanup();
+        assert!(left.is_empty(), "helpers left running: {left:?}");
         daemon.stop();
     }
 }
