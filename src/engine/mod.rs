@@ -18,6 +18,7 @@ mod perform;
 mod permits;
 pub mod ports;
 mod supervise;
+mod turn;
 
 use dms_journal::reconcile::Plan;
 use dms_journal::store::{CompactionReport, Journal, StoreError, Ticket};
@@ -34,6 +35,8 @@ use tracing::Instrument;
 use crate::exec::mounts::Heard;
 use crate::wire::Request;
 pub use breaker::BreakerView;
+pub use turn::Served;
+use turn::{Serial, TargetLocks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -290,21 +293,12 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
     /// Wait for `target`'s turn: everything done while the guard lives is serialized
     /// with the target's other requests, reconcile steps and supervision.
     async fn serialize(&self, target: &TargetId) -> Serial<'_> {
-        let target_lock = Arc::clone(lock(&self.targets).entry(target.clone()).or_default());
-        Serial {
-            targets: &self.targets,
-            target: target.clone(),
-            held: Some(target_lock.lock_owned().await),
-        }
+        turn::serialize(&self.targets, target).await
     }
 
     /// The target's turn if nobody holds it now.
     fn try_serialize(&self, target: &TargetId) -> Option<Serial<'_>> {
-        let target_lock = Arc::clone(lock(&self.targets).entry(target.clone()).or_default());
-        let held = target_lock.try_lock_owned().ok();
-        // Built even when the lock is busy, so its drop forgets an unused entry.
-        let serial = Serial { targets: &self.targets, target: target.clone(), held };
-        serial.held.is_some().then_some(serial)
+        turn::try_serialize(&self.targets, target)
     }
 
     pub fn clock(&self) -> Clock {
@@ -396,48 +390,6 @@ pub fn wall_clock(boot: BootId) -> Clock {
     let now =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     Clock { now: Timestamp(now), boot }
-}
-
-/// A request answered, with the rest of its run (see [`Engine::serve`]).
-#[must_use = "the rest of the run holds the target's turn until finished"]
-pub struct Served<'a, C, P, M> {
-    pub outcome: Outcome,
-    run: perform::Run<'a, C, P, M>,
-    _turn: (Serial<'a>, admission::Admitted<'a>, Option<breaker::Probe<'a>>),
-}
-
-impl<C, P, M> std::fmt::Debug for Served<'_, C, P, M> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Served").field("outcome", &self.outcome).finish_non_exhaustive()
-    }
-}
-
-impl<C: Credentials, P: Processes, M: Mounts> Served<'_, C, P, M> {
-    /// Perform what the machine decided to do after the answer; the target's turn is
-    /// released when this returns (or when `self` is dropped unfinished).
-    pub async fn finish(self) -> Result<(), EngineError> {
-        self.run.finish().await
-    }
-}
-
-type TargetLocks = Mutex<HashMap<TargetId, Arc<tokio::sync::Mutex<()>>>>;
-
-/// A target's turn. On drop the target's lock is forgotten once nobody else holds or
-/// waits for it, so the map stays as small as the set of targets in flight.
-struct Serial<'a> {
-    targets: &'a TargetLocks,
-    target: TargetId,
-    held: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl Drop for Serial<'_> {
-    fn drop(&mut self) {
-        let mut targets = lock(self.targets);
-        drop(self.held.take());
-        if targets.get(&self.target).is_some_and(|l| Arc::strong_count(l) == 1) {
-            targets.remove(&self.target);
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
