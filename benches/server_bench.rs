@@ -258,6 +258,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
         &scale::sub(dir.path(), "scale"),
         plan.live,
         plan.daemon_cycles,
+        !quick,
     ));
     goals.push(format!(
         "mount latency at {} live mounts / at none: {at_scale:.2}x (goal <= 1.1x)",

@@ -116,6 +116,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         procfs: procfs.clone(),
         boot,
         stop_grace: config.timeouts.helper_stop_grace,
+        reaping: Default::default(),
     };
     let program = |p: &std::path::Path| Program {
         program: p.to_path_buf(),

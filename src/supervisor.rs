@@ -217,7 +217,10 @@ impl Supervisor {
     fn watch_mounted(&mut self) {
         let snapshot = self.engine.snapshot();
         for state in snapshot.targets.values().filter(|t| t.phase == Phase::Mounted) {
-            let Some(helper) = state.helper.filter(|h| !self.watched.contains(h)) else {
+            // A helper this process spawned has a reaper that reports its exit already.
+            let unwatched =
+                |h: &HelperIdentity| !self.watched.contains(h) && !self.helpers.reaping.contains(h);
+            let Some(helper) = state.helper.filter(unwatched) else {
                 continue;
             };
             let target = state.target.clone();

@@ -16,18 +16,20 @@
 //! - It is started by `posix_spawn`, not `fork` ([`super::spawn`]): a fork of a daemon
 //!   tracking 1,000 targets made every page it wrote next take a copy-on-write fault.
 
-use super::spawn::{Child, Spawn};
+use super::spawn::{self, Child, Spawn};
 use crate::observe::pidfile::{PidDir, PidFileError};
 use crate::observe::procfs::{Procfs, TARGET_MARKER};
 use dms_journal::{BootId, HelperIdentity, TargetId};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::process::{kill_process_group, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+use std::collections::HashSet;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -96,6 +98,23 @@ pub struct Helpers {
     pub boot: BootId,
     /// Grace between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// The helpers this process spawned and reaps.
+    pub reaping: Reaping,
+}
+
+/// The helpers this process spawned and still reaps (a task on each one's pidfd reports its
+/// exit): the supervisor needs no pidfd watch of its own for those.
+#[derive(Debug, Clone, Default)]
+pub struct Reaping(Arc<Mutex<HashSet<HelperIdentity>>>);
+
+impl Reaping {
+    pub fn contains(&self, helper: &HelperIdentity) -> bool {
+        self.set().contains(helper)
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<HelperIdentity>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Helpers {
@@ -135,7 +154,7 @@ impl Helpers {
             child.wait();
             return Err(e.into());
         }
-        if let Err(source) = reap_on_exit(child, target.clone(), helper, exits) {
+        if let Err(source) = reap_on_exit(child, target.clone(), helper, exits, &self.reaping) {
             // Without a waiter the exit would go unnoticed: do not run such a helper.
             let _ = self.stop(target, helper);
             return Err(HelperError::Exec { bin: self.bin.clone(), source });
@@ -223,32 +242,41 @@ fn signal(pidfd: &OwnedFd, pid: u32, sig: Signal) -> Result<(), HelperError> {
 }
 
 /// Reap `child` once it exits and report the exit: a task waiting on its pidfd when a
-/// runtime is at hand (the daemon), else a thread (tools and tests without one).
+/// runtime is at hand (the daemon), else a thread (tools and tests without one). It is in
+/// `reaping` until then.
 fn reap_on_exit(
     child: Child,
     target: TargetId,
     helper: HelperIdentity,
     exits: Sender<HelperExit>,
+    reaping: &Reaping,
 ) -> std::io::Result<()> {
-    let report = move |child: &Child| {
-        let _ = exits.send(HelperExit { target, helper, status: child.wait() });
+    let reaped = reaping.clone();
+    let report = move |status: String| {
+        reaped.set().remove(&helper);
+        let _ = exits.send(HelperExit { target, helper, status });
     };
-    match tokio::runtime::Handle::try_current() {
+    reaping.set().insert(helper);
+    let started = match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             let _guard = runtime.enter();
-            let watch = register(child.pidfd().try_clone()?)?;
-            runtime.spawn(async move {
-                // Readable once the process has exited; `wait` then returns at once.
-                let _ = watch.readable().await;
-                report(&child);
-            });
-            Ok(())
+            register(child.into_pidfd()).map(|watch| {
+                runtime.spawn(async move {
+                    // Readable once the process has exited; the wait then returns at once.
+                    let _ = watch.readable().await;
+                    report(spawn::wait(watch.get_ref()));
+                });
+            })
         }
         Err(_) => std::thread::Builder::new()
             .name(format!("dms-helper-{}", helper.pid))
-            .spawn(move || report(&child))
+            .spawn(move || report(child.wait()))
             .map(drop),
+    };
+    if started.is_err() {
+        reaping.set().remove(&helper);
     }
+    started
 }
 
 /// Register a pidfd with tokio's reactor: it polls readable once the process has exited.

@@ -40,6 +40,7 @@ fn rig(script: &str) -> Rig {
         boot: procfs.boot_id().unwrap(),
         procfs,
         stop_grace: Duration::from_millis(300),
+        reaping: Default::default(),
     };
     let (tx, exits) = channel();
     Rig { dir, helpers, exits, tx }
@@ -166,4 +167,29 @@ fn given_a_missing_binary_when_spawned_then_an_exec_error_and_no_pid_file() {
     let err = rig.helpers.spawn(&t("t6"), &env_for("/mnt/t6"), rig.tx.clone()).unwrap_err();
     assert!(matches!(err, HelperError::Exec { .. }), "{err}");
     assert_eq!(rig.helpers.pid_dir.read(&t("t6")).unwrap(), Content::Absent);
+}
+
+/// Inside a runtime the reaper is a task on the child's own pidfd (one descriptor per
+/// helper), and the helper is known as reaped until its exit is reported, so the supervisor
+/// opens no second watch for it.
+#[tokio::test]
+async fn given_a_runtime_when_a_helper_is_spawned_then_it_is_reaped_on_one_pidfd_until_its_exit() {
+    let rig = rig(SCRIPT);
+    // This process's pidfds naming `pid` (fdinfo says which process a pidfd is for).
+    let pidfds = |pid: u32| {
+        let fdinfo = std::fs::read_dir("/proc/self/fdinfo").unwrap();
+        let texts = fdinfo.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok());
+        texts.filter(|t| t.lines().any(|l| l == format!("Pid:\t{pid}"))).count()
+    };
+    let helper = rig.helpers.spawn(&t("r1"), &env_for("/mnt/r1"), rig.tx.clone()).unwrap();
+    assert!(rig.helpers.reaping.contains(&helper));
+    assert_eq!(pidfds(helper.pid), 1, "one pidfd per reaped helper");
+    wait_for_log(&rig, "r1", "started for");
+    rig.helpers.stop(&t("r1"), helper).unwrap();
+    let exit = tokio::task::spawn_blocking(move || rig.exits.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((exit.helper, exit.status.as_str()), (helper, "exit status: 0"));
+    assert!(!rig.helpers.reaping.contains(&helper));
 }

@@ -64,17 +64,29 @@ impl Child {
     /// Block until it exits, reap it and say how it ended, in std's words
     /// (`exit status: 0`, `signal: 15 (SIGTERM)`).
     pub fn wait(&self) -> String {
-        loop {
-            let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
-            match poll(&mut fds, None) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return format!("cannot wait: {e}"),
-            }
-            match waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED) {
-                Ok(Some(status)) => return describe(&status).to_string(),
-                Ok(None) | Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return format!("cannot wait: {e}"),
-            }
+        wait(&self.pidfd)
+    }
+
+    /// Its pidfd alone, for a reaper that registers it with the runtime and then reaps
+    /// with [`wait`]: one descriptor per child, not a copy beside the child's own.
+    pub fn into_pidfd(self) -> OwnedFd {
+        self.pidfd
+    }
+}
+
+/// Block until the child behind `pidfd` exits, reap it and say how it ended (see
+/// [`Child::wait`]); at once when it has exited already.
+pub fn wait(pidfd: &OwnedFd) -> String {
+    loop {
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return format!("cannot wait: {e}"),
+        }
+        match waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED) {
+            Ok(Some(status)) => return describe(&status).to_string(),
+            Ok(None) | Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return format!("cannot wait: {e}"),
         }
     }
 }
