@@ -418,7 +418,10 @@ fn on_ext4_a_bare_mount_point_refuses_writes_and_its_helper_mounts_over_it_and_a
             let reply = client.call(&daemon.node, &unmount(dies, &path, "s3"), &uuid()).await;
             assert_eq!(reply, unmounted_msg(&path));
         });
-        assert!(!Path::new(&path).exists(), "an unmount on request removes the mount point");
+        // After the answer: an unmount on request removes the mount point.
+        wait_until("the unmounted target's mount point to be removed", &daemon, || {
+            !Path::new(&path).exists()
+        });
         assert!(Path::new(&other).is_dir(), "a lost target's directory stays, guarded");
         daemon.stop();
     });

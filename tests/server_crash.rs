@@ -54,6 +54,7 @@ const UNMOUNT_POINTS: &[&str] = &[
     "append:Detached",
     "reply:acked@2",
     "reply:sent@2",
+    "effect:RemoveMountPoint",
     "effect:Cleanup",
     "append:Cleaned",
 ];

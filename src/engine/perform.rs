@@ -212,37 +212,33 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 Some(Command::MountChecked { op, result })
             }
             Effect::Detach { op, mount_path } => {
-                let result = blocking(&self.engine.exec, move |x| {
-                    x.mounts.detach(&mount_path)?;
-                    // The client asked for the target to go: so does its directory. A
-                    // directory that stays is still guarded, so this fails nothing.
-                    if let Err(e) = x.mounts.remove_mount_point(&mount_path) {
-                        tracing::warn!(error = %e, "mount point left in place");
-                    }
-                    Ok(())
-                })
-                .await;
+                let result =
+                    blocking(&self.engine.exec, move |x| x.mounts.detach(&mount_path)).await;
                 Some(Command::Detached { op, result })
             }
             Effect::Unmount { op, mount_path } => {
                 let server = self.nfs_server();
-                let result = blocking(&self.engine.exec, move |x| {
-                    let ran = x.mounts.unmount(&mount_path, true);
-                    if ran.result.is_ok() {
-                        if let Err(e) = x.mounts.remove_mount_point(&mount_path) {
-                            tracing::warn!(error = %e, "mount point left in place");
-                        }
-                    }
-                    Ok(ran)
-                })
-                .await
-                .and_then(|ran| {
-                    if let Some(server) = &server {
-                        self.engine.nfs_report(server, &ran.heard);
-                    }
-                    ran.result
-                });
+                let result =
+                    blocking(&self.engine.exec, move |x| Ok(x.mounts.unmount(&mount_path, true)))
+                        .await
+                        .and_then(|ran| {
+                            if let Some(server) = &server {
+                                self.engine.nfs_report(server, &ran.heard);
+                            }
+                            ran.result
+                        });
                 Some(Command::UnmountDone { op, result })
+            }
+            Effect::RemoveMountPoint { mount_path } => {
+                // The client asked for the target to go: so does its directory. A directory
+                // that stays is still guarded, so this fails nothing.
+                let removed =
+                    blocking(&self.engine.exec, move |x| x.mounts.remove_mount_point(&mount_path))
+                        .await;
+                if let Err(e) = removed {
+                    tracing::warn!(error = %e, "mount point left in place");
+                }
+                None
             }
             Effect::Cleanup { cleanup, mount_path } => {
                 let server = self.nfs_server();

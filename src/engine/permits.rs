@@ -42,6 +42,7 @@ impl Pool {
             // of credential fetches for it.
             Effect::VerifyMount { .. }
             | Effect::Detach { .. }
+            | Effect::RemoveMountPoint { .. }
             | Effect::RemoveStalePidFile { .. }
             | Effect::WritePidFile { .. }
             | Effect::Reply { .. } => Pool::None,

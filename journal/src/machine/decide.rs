@@ -322,6 +322,7 @@ impl Draft<'_> {
                 self.record(Some(op), request.clone(), Event::Detached { cleanup });
                 let outcome = Outcome::Unmounted { path: mount_path.clone() };
                 self.effect(Effect::Reply { request, outcome });
+                self.effect(Effect::RemoveMountPoint { mount_path: mount_path.clone() });
                 self.effect(Effect::Cleanup { cleanup, mount_path: Some(mount_path) });
             }
             Err(e) => {
@@ -346,7 +347,9 @@ impl Draft<'_> {
             Ok(()) => {
                 self.record(Some(op), request.clone(), Event::Unmounted);
                 let path = self.state.mount_path().unwrap_or_default().to_owned();
-                self.effect(Effect::Reply { request, outcome: Outcome::Unmounted { path } });
+                let outcome = Outcome::Unmounted { path: path.clone() };
+                self.effect(Effect::Reply { request, outcome });
+                self.effect(Effect::RemoveMountPoint { mount_path: path });
             }
             Err(e) => {
                 let cleanup = Cleanup { helper: None, mount: true, pid_file: false };

@@ -78,16 +78,20 @@ pub enum Effect {
         mount_path: String,
     },
     /// Detach the S3 mount at `mount_path` at once (lazily: a helper still serving it,
-    /// or a dead one, cannot hold it up) and remove the emptied mount directory. The
-    /// helper is stopped afterwards, by the [`Effect::Cleanup`] that follows the answer.
+    /// or a dead one, cannot hold it up). The helper is stopped afterwards, by the
+    /// [`Effect::Cleanup`] that follows the answer.
     Detach {
         op: OperationId,
         mount_path: String,
     },
-    /// umount(8) the NFS mount (escalating to force, then lazy detach) and remove the empty
-    /// mount directory.
+    /// umount(8) the NFS mount (escalating to force, then lazy detach).
     Unmount {
         op: OperationId,
+        mount_path: String,
+    },
+    /// Remove the empty mount directory of a target unmounted on request, after the answer
+    /// (a directory left by a crash stays guarded against writes, and is harmless).
+    RemoveMountPoint {
         mount_path: String,
     },
     /// Undo what `cleanup` lists at `mount_path`.
@@ -121,6 +125,7 @@ impl Effect {
             Effect::MountNfs { .. } => "MountNfs",
             Effect::Detach { .. } => "Detach",
             Effect::Unmount { .. } => "Unmount",
+            Effect::RemoveMountPoint { .. } => "RemoveMountPoint",
             Effect::Cleanup { .. } => "Cleanup",
             Effect::RemoveStalePidFile { .. } => "RemoveStalePidFile",
             Effect::WritePidFile { .. } => "WritePidFile",
@@ -140,6 +145,7 @@ impl Effect {
             | Effect::MountNfs { .. }
             | Effect::Detach { .. }
             | Effect::Unmount { .. }
+            | Effect::RemoveMountPoint { .. }
             | Effect::Cleanup { .. }
             | Effect::RemoveStalePidFile { .. }
             | Effect::WritePidFile { .. }
