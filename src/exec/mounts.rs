@@ -307,8 +307,9 @@ impl Mounter {
         let look = self.umount_timeout.min(Duration::from_secs(5));
         for _ in 0..DETACH_TRIES {
             match unmount(path, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW) {
-                // EINVAL: not a mount point (any more): look whether the path is bare.
-                Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+                // EINVAL: not a mount point (any more); ENOENT: no path at all (removed by
+                // hand). Either way, look whether the path is bare.
+                Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
                 Err(e) => return Err(format!("cannot detach {path}: {e}")),
             }
             if !is_mounted(path, look) {

@@ -313,3 +313,15 @@ fn given_a_component_swapped_for_a_symlink_meanwhile_when_preparing_then_nothing
     assert_eq!(escaped, 0, "created through the symlink ({made} made, {refused} refused)");
     assert!(made > 0, "the walk never got through ({refused} refused)");
 }
+
+/// Nothing mounted, or no directory at all (removed by hand): the detach has nothing to do
+/// and says so by succeeding; the path is bare either way.
+#[test]
+fn given_a_bare_or_missing_path_when_detached_then_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = mounter(dir.path());
+    let bare = dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    assert_eq!(m.detach(bare.to_str().unwrap()), Ok(()));
+    assert_eq!(m.detach(dir.path().join("missing").to_str().unwrap()), Ok(()));
+}
