@@ -113,6 +113,8 @@ struct Plan {
     parallel_cycles: usize,
     /// Targets mounted beside the latency run at scale.
     live: usize,
+    /// Rounds of the latency run at scale (none, then `live`, alternating).
+    scale_rounds: usize,
 }
 
 const FULL: Plan = Plan {
@@ -124,6 +126,7 @@ const FULL: Plan = Plan {
     parallel_clients: 20,
     parallel_cycles: 5,
     live: 1000,
+    scale_rounds: 3,
 };
 const QUICK: Plan = Plan {
     helper_runs: 10,
@@ -134,6 +137,7 @@ const QUICK: Plan = Plan {
     parallel_clients: 20,
     parallel_cycles: 1,
     live: 100,
+    scale_rounds: 1,
 };
 
 fn main() {
@@ -258,6 +262,7 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
         &scale::sub(dir.path(), "scale"),
         plan.live,
         plan.daemon_cycles,
+        plan.scale_rounds,
         !quick,
     ));
     goals.push(format!(

@@ -126,7 +126,10 @@ pub async fn daemon_parallel(
 }
 
 /// Mount latency with no other mount and with `live` others; prints both and returns the
-/// ratio of the medians (at `live` / at none).
+/// ratio of the medians (at `live` / at none). `rounds` alternate the two states (none,
+/// `live`, none, ...) and pool their samples, so that drift of a shared machine over the
+/// minutes of a run falls on both sides instead of into the ratio.
+#[allow(clippy::too_many_arguments)]
 pub async fn latency_at_scale(
     broker: &Broker,
     secret_ref: &str,
@@ -134,6 +137,7 @@ pub async fn latency_at_scale(
     dir: &Path,
     live: usize,
     cycles: usize,
+    rounds: usize,
     settle: bool,
 ) -> f64 {
     let guard = DaemonGuard(Some(start_daemon(broker, dir, "bench-scale", testfs, &[])));
@@ -141,51 +145,75 @@ pub async fn latency_at_scale(
     let queue = format!("dms.{}", daemon.node);
     let mut client = Requester::connect(broker).await;
     latency(&mut client, daemon, secret_ref, "warm", 3).await;
-    let (idle_mount, idle_unmount) = latency(&mut client, daemon, secret_ref, "idle", cycles).await;
-    let idle_alone = helper_alone(testfs, &dir.join("alone-idle"), cycles);
     let pid = daemon.child.pid();
     let mut footprint = vec![resources(pid, 0, "")];
     let targets: Vec<String> = (0..live).map(|i| format!("live-{i}")).collect();
-    let t0 = Instant::now();
-    let mut done = 0;
-    for upto in [live.min(100), live] {
-        for chunk in targets[done..upto].chunks(64) {
-            let bodies: Vec<String> = chunk
-                .iter()
-                .map(|t| s3_mount(t, &daemon.path(t), secret_ref, common::TOKEN).to_string())
-                .collect();
+    let (mut idle_mount, mut idle_unmount, mut idle_alone) = Default::default();
+    let (mut busy_mount, mut busy_unmount, mut busy_alone) = Default::default();
+    let mut mounted = Vec::new();
+    for round in 0..rounds {
+        let (m, u) =
+            latency(&mut client, daemon, secret_ref, &format!("idle{round}"), cycles).await;
+        pool(&mut idle_mount, m);
+        pool(&mut idle_unmount, u);
+        pool(
+            &mut idle_alone,
+            helper_alone(testfs, &dir.join(format!("alone-idle{round}")), cycles),
+        );
+        let t0 = Instant::now();
+        let mut done = 0;
+        for upto in [live.min(100), live] {
+            for chunk in targets[done..upto].chunks(64) {
+                let bodies: Vec<String> = chunk
+                    .iter()
+                    .map(|t| s3_mount(t, &daemon.path(t), secret_ref, common::TOKEN).to_string())
+                    .collect();
+                let (_, failed) = common::burst(&mut client, &queue, &bodies).await;
+                assert!(failed.is_empty(), "mounting the live targets: {failed:?}");
+            }
+            if round == 0 && upto > done {
+                footprint.push(resources(pid, upto, " (right after the burst)"));
+            }
+            done = upto;
+        }
+        mounted.push(t0.elapsed());
+        if settle && round == 0 {
+            // The runtime's idle blocking threads (spawns, journal flushes) end after 10 s.
+            tokio::time::sleep(Duration::from_secs(11)).await;
+            footprint.push(resources(pid, live, " (11 s later)"));
+        }
+        let (m, u) =
+            latency(&mut client, daemon, secret_ref, &format!("busy{round}"), cycles).await;
+        pool(&mut busy_mount, m);
+        pool(&mut busy_unmount, u);
+        pool(
+            &mut busy_alone,
+            helper_alone(testfs, &dir.join(format!("alone-busy{round}")), cycles),
+        );
+        for chunk in targets.chunks(64) {
+            let bodies: Vec<String> =
+                chunk.iter().map(|t| unmount(t, &daemon.path(t), "s3").to_string()).collect();
             let (_, failed) = common::burst(&mut client, &queue, &bodies).await;
-            assert!(failed.is_empty(), "mounting the live targets: {failed:?}");
+            assert!(failed.is_empty(), "unmounting the live targets: {failed:?}");
         }
-        if upto > done {
-            footprint.push(resources(pid, upto, " (right after the burst)"));
-        }
-        done = upto;
-    }
-    let mounted = t0.elapsed();
-    if settle {
-        // The runtime's idle blocking threads (spawns, journal flushes) end after 10 s.
-        tokio::time::sleep(Duration::from_secs(11)).await;
-        footprint.push(resources(pid, live, " (11 s later)"));
-    }
-    let (busy_mount, busy_unmount) = latency(&mut client, daemon, secret_ref, "busy", cycles).await;
-    let busy_alone = helper_alone(testfs, &dir.join("alone-busy"), cycles);
-    for chunk in targets.chunks(64) {
-        let bodies: Vec<String> =
-            chunk.iter().map(|t| unmount(t, &daemon.path(t), "s3").to_string()).collect();
-        let (_, failed) = common::burst(&mut client, &queue, &bodies).await;
-        assert!(failed.is_empty(), "unmounting the live targets: {failed:?}");
+        // Unmounts are answered before their helpers are stopped: the next round's "none"
+        // starts once that is done, not beside 1,000 helpers being stopped.
+        let left = daemon.pid_files_after_cleanup();
+        assert!(left.is_empty(), "helpers left running: {left:?}");
     }
     client.close().await;
     guard.stop();
-    println!(
-        "{live} targets mounted in {} ({:.0} mounts/s)",
-        ms(mounted),
-        live as f64 / mounted.as_secs_f64()
-    );
+    for took in &mounted {
+        println!(
+            "{live} targets mounted in {} ({:.0} mounts/s)",
+            ms(*took),
+            live as f64 / took.as_secs_f64()
+        );
+    }
     for line in &footprint {
         println!("{line}");
     }
+    println!("({rounds} rounds of none, then {live} live, alternating; samples pooled)");
     println!("mount   with no other mount:     {}", idle_mount.summary());
     println!("mount   with {live:>4} live mounts:   {}", busy_mount.summary());
     println!("unmount with no other mount:     {}", idle_unmount.summary());
@@ -197,6 +225,12 @@ pub async fn latency_at_scale(
         ratio(busy_alone.median(), idle_alone.median())
     );
     ratio(busy_mount.median(), idle_mount.median())
+}
+
+fn pool(into: &mut Samples, more: Samples) {
+    for d in more.0 {
+        into.push(d);
+    }
 }
 
 /// The daemon's resident memory, threads and open descriptors now, with `helpers` tracked
