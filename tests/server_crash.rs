@@ -54,8 +54,8 @@ const UNMOUNT_POINTS: &[&str] = &[
     "append:Detached",
     "reply:acked@2",
     "reply:sent@2",
-    "effect:RemoveMountPoint",
     "effect:Cleanup",
+    "effect:RemoveMountPoint",
     "append:Cleaned",
 ];
 

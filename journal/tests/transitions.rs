@@ -167,8 +167,8 @@ fn given_mounted_s3_when_unmounted_then_detached_answered_and_then_the_helper_st
     assert_eq!(d.effects, [Effect::Detach { op: op(2), mount_path: path_of("t1") }]);
     let d = rig.ok(Command::Detached { op: op(2), result: Ok(()) });
     assert_eq!(Rig::events(&d), ["Detached"]);
-    // The answer first, then the emptied directory, the helper and its PID file (the
-    // target is dirty with those until the cleanup says they are gone).
+    // The answer first, then the helper and its PID file (the target is dirty with those
+    // until the cleanup says they are gone), then the emptied directory.
     let cleanup = Cleanup { helper: Some(helper(9)), mount: false, pid_file: true };
     assert_eq!(
         d.effects,
@@ -177,8 +177,8 @@ fn given_mounted_s3_when_unmounted_then_detached_answered_and_then_the_helper_st
                 request: key("u1"),
                 outcome: Outcome::Unmounted { path: path_of("t1") }
             },
-            Effect::RemoveMountPoint { mount_path: path_of("t1") },
             Effect::Cleanup { cleanup, mount_path: Some(path_of("t1")) },
+            Effect::RemoveMountPoint { mount_path: path_of("t1") },
         ]
     );
     assert_eq!(rig.state.phase, Phase::Dirty(cleanup));

@@ -136,7 +136,8 @@ async fn given_refused_credentials_when_handled_then_no_helper_is_started() {
 }
 
 #[tokio::test]
-async fn given_a_mounted_s3_target_when_unmounted_then_detach_then_stop_and_pid_file_in_order() {
+async fn given_a_mounted_s3_target_when_unmounted_then_detach_stop_pid_file_and_directory_in_order()
+{
     let rig = rig();
     rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
     let outcome = rig.engine.handle(&unmount("t1", "u1")).await.unwrap();
@@ -145,9 +146,9 @@ async fn given_a_mounted_s3_target_when_unmounted_then_detach_then_stop_and_pid_
         &rig.world.calls()[3..],
         [
             format!("detach {BASE}/t1"),
-            format!("rmdir {BASE}/t1"),
             "stop t1 pid 1000".to_owned(),
             "remove pid file t1".to_owned(),
+            format!("rmdir {BASE}/t1"),
         ]
     );
     assert_eq!(history(&rig, "t1")[4..], ["UnmountRequested", "Detached", "Cleaned"]);

@@ -322,8 +322,10 @@ impl Draft<'_> {
                 self.record(Some(op), request.clone(), Event::Detached { cleanup });
                 let outcome = Outcome::Unmounted { path: mount_path.clone() };
                 self.effect(Effect::Reply { request, outcome });
-                self.effect(Effect::RemoveMountPoint { mount_path: mount_path.clone() });
-                self.effect(Effect::Cleanup { cleanup, mount_path: Some(mount_path) });
+                // The helper first: on SIGTERM it unmounts its path itself, which must still
+                // be there (a helper that finds it gone may exit with an error).
+                self.effect(Effect::Cleanup { cleanup, mount_path: Some(mount_path.clone()) });
+                self.effect(Effect::RemoveMountPoint { mount_path });
             }
             Err(e) => {
                 let cleanup = Cleanup { helper: self.state.helper, mount: true, pid_file: true };
