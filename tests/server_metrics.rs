@@ -66,14 +66,9 @@ fn scrape(addr: SocketAddr) -> String {
 
 /// Scrape until `settled` holds (at most 10 s); the last scrape either way.
 fn scrape_until(addr: SocketAddr, settled: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let body = scrape(addr);
-        if settled(&body) || std::time::Instant::now() > deadline {
-            return body;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let settle = || Some(scrape(addr)).filter(|body| settled(body));
+    support::wait_for("the metrics to settle", Duration::from_secs(10), settle)
+        .unwrap_or_else(|_| scrape(addr))
 }
 
 /// The value of one sample, named exactly (`name{labels}`).

@@ -208,14 +208,10 @@ impl Daemon {
     /// unmount is answered before its helper is stopped (and its PID file removed), so this
     /// waits, up to 10 s, for the directory to empty; what is still there then.
     pub fn pid_files_after_cleanup(&self) -> Vec<String> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let left = self.pid_files();
-            if left.is_empty() || std::time::Instant::now() > deadline {
-                return left;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let gone = || self.pid_files().is_empty().then_some(());
+        let ten_s = std::time::Duration::from_secs(10);
+        let _ = crate::support::wait_for("the helpers' PID files to go", ten_s, gone);
+        self.pid_files()
     }
 
     pub fn pid_files(&self) -> Vec<String> {
