@@ -233,6 +233,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         url: SecretString::from(config.rabbitmq_url.expose()),
         queue: config.queue_name(),
         prefetch: config.prefetch,
+        park_after: config.park_after,
         heartbeat_secs: 30,
         drain: crate::stop::DRAIN,
         connected: broker_connected,

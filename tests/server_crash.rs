@@ -129,7 +129,10 @@ impl<'a> Case<'a> {
     fn run(&self, point: &str, rt: &tokio::runtime::Runtime, unmount_too: bool) {
         let target = "t-1";
         let _reaper = HelperReaper(self.dir.path().join("pids"));
-        let armed = [("DMS_FAILPOINT", point.to_owned())];
+        // A request slowed past `park_after` on a loaded machine would be parked, and a
+        // parked mount resumed after the crash has no token: its own matrix covers that
+        // (server_containment.rs); this one is about the delivery kept until the outcome.
+        let armed = [("DMS_FAILPOINT", point.to_owned()), ("DMS_PARK_AFTER", "600".to_owned())];
         let mut daemon = Daemon::start(self.broker, self.dir.path(), &self.node, &armed);
         let path = daemon.path(target);
         let mount = s3_mount(target, &path, &self.secret_ref, TOKEN);

@@ -58,6 +58,7 @@ pub const KEYS: &[Key] = &[
     key("max_concurrent_targets", "DMS_MAX_CONCURRENT_TARGETS", D("16"), "Host operations run at once node-wide (1–1024): credential fetches, helper starts and stops, S3 unmounts. Taken per operation, not per request; requests for one target are always serialized."),
     key("nfs_ops_per_server", "DMS_NFS_OPS_PER_SERVER", D("4"), "mount(8)/umount(8) runs at once against one NFS server (1–64), outside `max_concurrent_targets`: a hung server stalls at most this many operations, its own."),
     key("nfs_breaker_backoff", "DMS_NFS_BREAKER_BACKOFF", D("30"), "Seconds an NFS server's operations fail fast after one of them timed out; each failed probe doubles it, up to ten times this. Then one operation probes the server; an answer closes the breaker."),
+    key("park_after", "DMS_PARK_AFTER", D("0.5"), "Seconds a keyed request may hold its AMQP delivery before it is parked in the journal's inbox and its delivery acked (at most 86400). A request resumed from the inbox after a restart has no keystone token: one that still had to fetch credentials fails and must be sent again."),
     key("prefetch", "DMS_PREFETCH", D("32"), "AMQP prefetch count: unacked deliveries in flight (1–65535)."),
     key("barbican_ca_file", "DMS_BARBICAN_CA_FILE", O, "Absolute path of a PEM CA bundle to verify Barbican's TLS certificate with."),
     key("barbican_insecure", "DMS_BARBICAN_INSECURE", D("false"), "`true` turns off TLS verification towards Barbican. An explicit opt-out; logged at start-up."),

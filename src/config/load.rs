@@ -230,6 +230,7 @@ impl Loader {
             self.value("nfs_ops_per_server", |s| values::integer::<usize>(s, 1, 64));
         let nfs_breaker_backoff = self.value("nfs_breaker_backoff", values::seconds);
         let prefetch = self.value("prefetch", |s| values::integer::<u16>(s, 1, 65535));
+        let park_after = self.value("park_after", values::seconds);
         let barbican_ca_file = self.get("barbican_ca_file", values::abs_path);
         let barbican_insecure = self.value("barbican_insecure", values::boolean);
         let secret_ref_prefixes = self.get("secret_ref_prefixes", values::url_prefixes);
@@ -315,6 +316,7 @@ impl Loader {
             nfs_ops_per_server: nfs_ops_per_server?,
             nfs_breaker_backoff: nfs_breaker_backoff?,
             prefetch: prefetch?,
+            park_after: park_after?,
             barbican_ca_file,
             barbican_insecure: barbican_insecure?,
             secret_ref_prefixes: secret_ref_prefixes?.unwrap_or_default(),

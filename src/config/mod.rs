@@ -63,6 +63,8 @@ pub struct Config {
     /// The first fail-fast window of an NFS server's breaker.
     pub nfs_breaker_backoff: Duration,
     pub prefetch: u16,
+    /// How long a keyed request keeps its delivery before it is parked.
+    pub park_after: Duration,
     pub barbican_ca_file: Option<PathBuf>,
     pub barbican_insecure: bool,
     /// Empty: any plain http(s) `secret_ref` is accepted.

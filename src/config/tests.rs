@@ -71,6 +71,7 @@ fn given_only_the_required_variables_when_loaded_then_every_default_applies() {
         }
     );
     assert_eq!((c.max_concurrent_targets, c.prefetch), (16, 32));
+    assert_eq!(c.park_after, Duration::from_millis(500));
     assert_eq!((c.barbican_ca_file.clone(), c.barbican_insecure), (None, false));
     assert!(c.secret_ref_prefixes.is_empty());
     assert!(c.nfs_allowed_options.contains("nfsvers") && !c.nfs_allowed_options.contains("suid"));
@@ -163,6 +164,7 @@ fn given_many_mistakes_when_loaded_then_every_problem_is_listed_with_its_origin(
         ("DMS_BARBICAN_INSECURE", "maybe"),
         ("DMS_PID_DIR", ""),
         ("DMS_LOG_FORMAT", "colourful"),
+        ("DMS_PARK_AFTER", "0"),
     ]);
     let err = load(Some(f.path()), &e).unwrap_err();
     let p = f.path().display();
@@ -178,6 +180,7 @@ fn given_many_mistakes_when_loaded_then_every_problem_is_listed_with_its_origin(
         format!("umount_timeout ({p}:5): must be a number of seconds (e.g. 30 or 0.5)"),
         "max_concurrent_targets (environment variable DMS_MAX_CONCURRENT_TARGETS): must be a whole number from 1 to 1024".to_owned(),
         format!("prefetch ({p}:4): must be a whole number from 1 to 65535"),
+        "park_after (environment variable DMS_PARK_AFTER): must be more than 0 and at most 86400 seconds".to_owned(),
         "barbican_insecure (environment variable DMS_BARBICAN_INSECURE): must be true or false".to_owned(),
         "secret_ref_prefixes (environment variable DMS_SECRET_REF_PREFIXES): has an empty item (stray comma?)".to_owned(),
         "nfs_allowed_options (environment variable DMS_NFS_ALLOWED_OPTIONS): 'suid' can never be allowed (nosuid,nodev are enforced)".to_owned(),
@@ -185,7 +188,7 @@ fn given_many_mistakes_when_loaded_then_every_problem_is_listed_with_its_origin(
     ];
     let got: Vec<String> = err.problems.iter().map(ToString::to_string).collect();
     assert_eq!(got, expected);
-    assert!(err.to_string().starts_with("invalid configuration (15 problems):\n  "));
+    assert!(err.to_string().starts_with("invalid configuration (16 problems):\n  "));
     assert!(!err.to_string().contains("hunter2"), "the broker password is never shown");
 }
 

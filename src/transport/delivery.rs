@@ -1,6 +1,6 @@
 //! One delivery: decode, serve, ack, reply — with one tracing span and one log line.
 
-use super::inbox::{Inbox, Ticket, PARK_AFTER};
+use super::inbox::{Inbox, Ticket};
 use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Engine, EngineError, Served};
 use crate::metrics;
@@ -79,7 +79,7 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
         }
         let mut serving = std::pin::pin!(engine.serve(&request));
         // Answered in time (most requests): no inbox write.
-        if let Ok(result) = tokio::time::timeout(PARK_AFTER, &mut serving).await {
+        if let Ok(result) = tokio::time::timeout(inbox.park_after(), &mut serving).await {
             return held(channel, &delivery, &props, &request, done, result).await;
         }
         let ticket = match inbox.park(engine, &request, props.correlation_id.as_deref()).await {

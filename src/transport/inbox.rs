@@ -3,7 +3,7 @@
 //! The broker lends the daemon `prefetch` deliveries at a time. A request waiting for a
 //! busy or hung target would keep its delivery for the whole wait, and a client retrying
 //! against one hung target fills them all: healthy targets then get no answer at all. So a
-//! keyed request not answered within [`PARK_AFTER`] is parked: written to the journal's
+//! keyed request not answered within `park_after` (0.5 s by default) is parked: written to the journal's
 //! inbox (durably), its delivery acked, and answered from the same task when its turn
 //! comes, on whatever channel is current then. The inbox survives a crash: at start-up
 //! every entry is resumed (see `dms_journal::store::inbox` for the order of removal and
@@ -26,11 +26,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How long a request may hold its delivery before it is parked: long enough that a
-/// request answered at once (most are) costs no inbox write, short enough that a backlog
-/// frees the prefetch window within a second.
-pub(super) const PARK_AFTER: Duration = Duration::from_millis(500);
-
 /// At most this many requests are parked at once; beyond it a waiting request keeps its
 /// delivery (the broker's prefetch is the bound then), so a flood cannot grow the journal
 /// without limit.
@@ -44,6 +39,10 @@ pub(super) struct Inbox {
     /// redelivers that same send, and the resumed request has answered it (or will).
     resumed: Mutex<HashSet<RequestKey>>,
     channel: watch::Receiver<Option<Channel>>,
+    /// How long a request may hold its delivery before it is parked: by default long enough
+    /// that a request answered at once (most are) costs no inbox write, short enough that a
+    /// backlog frees the prefetch window within a second.
+    park_after: Duration,
 }
 
 /// The keys of the parked requests, and their count as status and metrics read it.
@@ -75,9 +74,17 @@ pub(super) struct Ticket {
 }
 
 impl Inbox {
-    pub(super) fn new(channel: watch::Receiver<Option<Channel>>, count: Arc<AtomicUsize>) -> Self {
+    pub(super) fn new(
+        channel: watch::Receiver<Option<Channel>>,
+        count: Arc<AtomicUsize>,
+        park_after: Duration,
+    ) -> Self {
         let parked = Mutex::new(Keys { keys: HashSet::new(), count });
-        Self { parked, resumed: Mutex::new(HashSet::new()), channel }
+        Self { parked, resumed: Mutex::new(HashSet::new()), channel, park_after }
+    }
+
+    pub(super) fn park_after(&self) -> Duration {
+        self.park_after
     }
 
     /// A delivery for a request that is parked already (a client resending it, or the

@@ -6,7 +6,7 @@
 //!   backoff while the daemon (and every mount) keeps running.
 //! - A delivery is acked only once its request is durable: after its outcome is journaled
 //!   (then answered right after the ack: at most one reply per request), or, for a keyed
-//!   request still waiting after [`inbox::PARK_AFTER`], after it is parked in the journal's
+//!   request still waiting after `park_after` (0.5 s by default), after it is parked in the journal's
 //!   inbox ([`inbox`]: answered when its turn comes, resumed after a restart). A request
 //!   that dies with its connection before the ack is redelivered and answered from the
 //!   journal. A journal that cannot be written stops intake: the delivery is requeued and
@@ -39,6 +39,8 @@ pub struct TransportConfig {
     pub url: SecretString,
     pub queue: String,
     pub prefetch: u16,
+    /// How long a keyed request keeps its delivery before it is parked (see [`inbox`]).
+    pub park_after: Duration,
     pub heartbeat_secs: u16,
     /// How long in-flight requests may take to finish when intake stops.
     pub drain: Duration,
@@ -65,7 +67,8 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<EngineError>(1);
     let mut in_flight = JoinSet::new();
     let (current_channel, channel_rx) = watch::channel(None);
-    let inbox = Arc::new(inbox::Inbox::new(channel_rx, Arc::clone(&config.parked)));
+    let inbox =
+        Arc::new(inbox::Inbox::new(channel_rx, Arc::clone(&config.parked), config.park_after));
     for (ticket, request) in inbox.resume(engine.journal()).await? {
         let (engine, inbox, fatal) = (Arc::clone(&engine), Arc::clone(&inbox), fatal_tx.clone());
         in_flight.spawn(async move {
