@@ -691,10 +691,10 @@ fn breakdown(node: &Node) -> String {
     let host = Host {
         procfs,
         pid_dir: PidDir::new(&node.pid_dir),
-        mount_base: node.base.display().to_string(),
+        mount_base: dms::journal::MountBase::new(&node.base.display().to_string()).unwrap(),
         helper_bin: node.testfs.clone(),
         probe_timeout: Duration::from_secs(5),
-        nfs_fstypes: vec!["nfs".into(), "nfs4".into()],
+        fs_types: dms::journal::FsTypes::default(),
     };
     let t1 = Instant::now();
     let observed = host.observe(&replay.state).unwrap();

@@ -20,6 +20,7 @@ use crate::supervisor::{Exits, SuperviseError, Supervisor};
 use crate::systemd::Notifier;
 use crate::transport::{self, TransportConfig, TransportError};
 use dms_journal::store::{Journal, Replay, StoreError};
+use dms_journal::FsTypes;
 use secrecy::SecretString;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
@@ -127,8 +128,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         umount: program(&config.umount_program),
         mount_timeout: config.timeouts.nfs_mount,
         umount_timeout: config.timeouts.umount,
-        nfs_fstypes: config.nfs_fstypes.clone(),
-        mount_base: config.mount_base_path.clone(),
+        fs_types: FsTypes::new(config.nfs_fstypes.clone()),
+        mount_base: config.mount_base_path.as_str().into(),
     };
     let credentials = Barbican::new(BarbicanConfig {
         timeout: config.timeouts.credentials,
@@ -140,7 +141,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         credentials,
         processes: HostProcesses {
             helpers: helpers.clone(),
-            mount_base: config.mount_base_path.clone(),
+            mount_base: config.mount_base_path.as_str().into(),
             exits: std::sync::Mutex::new(exits_tx),
         },
         mounts: HostMounts {
@@ -163,10 +164,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
     let host = Host {
         procfs,
         pid_dir: PidDir::new(&config.pid_dir),
-        mount_base: config.mount_base_path.to_string_lossy().into_owned(),
+        mount_base: config.mount_base_path.clone(),
         helper_bin: config.s3vaultfuse_bin.clone(),
         probe_timeout: config.timeouts.mount_probe,
-        nfs_fstypes: config.nfs_fstypes.clone(),
+        fs_types: FsTypes::new(config.nfs_fstypes.clone()),
     };
     let mut supervisor = Supervisor::new(Arc::clone(&engine), host.clone(), helpers.clone(), exits);
     let broker_connected = Arc::new(AtomicBool::new(false));

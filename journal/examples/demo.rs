@@ -10,8 +10,8 @@ use dms_journal::machine::MountFailure;
 use dms_journal::reconcile::{self, MountEntry, Observations, PidFile, Process};
 use dms_journal::store::Journal;
 use dms_journal::{
-    decide, BootId, Clock, Command, HelperIdentity, OperationId, RequestKey, TargetId, TargetKind,
-    TargetSpec, Timestamp,
+    decide, BootId, Clock, Command, FsKind, HelperIdentity, MountBase, OperationId, RequestKey,
+    TargetId, TargetKind, TargetSpec, Timestamp,
 };
 use std::error::Error;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -133,16 +133,18 @@ fn main() -> Res<()> {
     // "Restart": reopen, and reconcile against a reality where the S3 helper has died.
     let (journal, replay) = Journal::open(std::path::Path::new(&dir))?;
     let observations = Observations {
-        mount_base: BASE.into(),
+        mount_base: MountBase::new(BASE)?,
         mounts: vec![
             MountEntry {
                 path: format!("{BASE}/target-s3-001"),
                 fstype: "fuse.s3vaultfuse".into(),
+                kind: FsKind::Fuse,
                 dead: true,
             },
             MountEntry {
                 path: format!("{BASE}/target-nfs-002"),
                 fstype: "nfs4".into(),
+                kind: FsKind::Nfs,
                 dead: false,
             },
         ],

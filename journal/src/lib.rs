@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod event;
+pub mod host;
 pub mod ids;
 pub mod machine;
 pub mod nesting;
@@ -21,6 +22,7 @@ pub mod state;
 pub mod store;
 
 pub use event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
+pub use host::{FsKind, FsTypes, MountBase, MountBaseError};
 pub use ids::{BootId, HelperIdentity, IdError, OperationId, RequestKey, TargetId, Timestamp};
 pub use machine::{decide, Command, Decision, Effect, Rejection};
 pub use nesting::{Nesting, Relation};

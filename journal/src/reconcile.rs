@@ -18,6 +18,7 @@
 //! - A mount nobody claims is reported, not touched: it may be someone else's.
 
 use crate::event::{Cleanup, Clock, Event, Record, TargetKind, TargetSpec};
+use crate::host::{FsKind, MountBase};
 use crate::ids::{HelperIdentity, TargetId};
 use crate::machine::Effect;
 use crate::state::{JournalState, MountStep, Phase, TargetState};
@@ -27,7 +28,10 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
     pub path: String,
+    /// As the mount table spells it (for findings).
     pub fstype: String,
+    /// What `fstype` is, by the host's one rule ([`crate::host::FsTypes`]).
+    pub kind: FsKind,
     /// The mount does not answer (a FUSE mount whose helper died: `ENOTCONN`).
     pub dead: bool,
 }
@@ -58,7 +62,7 @@ pub struct Process {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observations {
-    pub mount_base: String,
+    pub mount_base: MountBase,
     pub mounts: Vec<MountEntry>,
     pub pid_files: Vec<PidFile>,
     pub processes: Vec<Process>,
@@ -182,7 +186,7 @@ impl<'a> World<'a> {
     /// The mount at `path` if it is of the kind the target expects, or dead (a dead mount
     /// at our path is useless to anyone and safe to detach).
     fn mount_of(&self, kind: &TargetKind, path: &str) -> Option<&'a MountEntry> {
-        self.mounts.get(path).copied().filter(|m| m.dead || fstype_matches(kind, &m.fstype))
+        self.mounts.get(path).copied().filter(|m| m.dead || m.kind == kind.fs_kind())
     }
 
     fn pid_file(&self, target: &TargetId) -> Option<&'a PidFile> {
@@ -196,7 +200,7 @@ impl<'a> World<'a> {
         let path = spec.mount_path.as_str();
         let new_boot = state.boot.is_some_and(|b| b != self.clock.boot);
         if let Some(m) = self.mounts.get(path).filter(|m| !m.dead) {
-            if !fstype_matches(&spec.kind, &m.fstype) && state.phase != Phase::Unmounted {
+            if m.kind != spec.kind.fs_kind() && state.phase != Phase::Unmounted {
                 findings.push(Finding {
                     target: Some(state.target.clone()),
                     what: format!(
@@ -386,7 +390,7 @@ impl<'a> World<'a> {
                         step.push_plain(Event::Cleaned { what });
                         step.effect(Effect::RemoveStalePidFile { pid: Some(pid) });
                     }
-                    Some(path) if !inside(&self.obs.mount_base, path) => {
+                    Some(path) if !self.obs.mount_base.contains(path) => {
                         plan.findings.push(Finding {
                             target: Some(target.clone()),
                             what: format!(
@@ -395,7 +399,7 @@ impl<'a> World<'a> {
                         })
                     }
                     Some(path) => match self.mounts.get(path) {
-                        Some(m) if !m.dead && m.fstype.starts_with("fuse") && !p.serves_mount => {
+                        Some(m) if !m.dead && m.kind == FsKind::Fuse && !p.serves_mount => {
                             plan.findings.push(Finding {
                                 target: Some(target.clone()),
                                 what: format!(
@@ -404,7 +408,7 @@ impl<'a> World<'a> {
                                 ),
                             })
                         }
-                        Some(m) if !m.dead && m.fstype.starts_with("fuse") => {
+                        Some(m) if !m.dead && m.kind == FsKind::Fuse => {
                             let spec = TargetSpec {
                                 kind: TargetKind::S3 { secret_ref: String::new() },
                                 mount_path: path.to_owned(),
@@ -431,19 +435,6 @@ impl<'a> World<'a> {
             step.finish(&mut plan.steps);
         }
     }
-}
-
-fn fstype_matches(kind: &TargetKind, fstype: &str) -> bool {
-    match kind {
-        TargetKind::S3 { .. } => fstype == "fuse" || fstype.starts_with("fuse."),
-        TargetKind::Nfs { .. } => fstype == "nfs" || fstype == "nfs4",
-    }
-}
-
-/// Whether `path` is strictly inside `base` (both absolute and normalized by the gatherer).
-pub fn inside(base: &str, path: &str) -> bool {
-    let base = base.trim_end_matches('/');
-    path.len() > base.len() + 1 && path.starts_with(base) && path.as_bytes()[base.len()] == b'/'
 }
 
 /// Records and effects for one target, built against its state with the operation's

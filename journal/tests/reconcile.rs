@@ -6,7 +6,8 @@ mod support;
 
 use dms_journal::reconcile::{plan, MountEntry, Observations, PidFile, Plan, Process};
 use dms_journal::{
-    Clock, Command, Effect, Event, JournalState, Phase, TargetState, Timestamp, UnmountStep,
+    Clock, Command, Effect, Event, FsTypes, JournalState, MountBase, Phase, TargetState, Timestamp,
+    UnmountStep,
 };
 use support::*;
 
@@ -34,9 +35,14 @@ fn journal_of(states: Vec<TargetState>) -> JournalState {
     j
 }
 
+fn mount_entry(path: String, fstype: &str, dead: bool) -> MountEntry {
+    let kind = FsTypes::default().kind_of(fstype);
+    MountEntry { path, fstype: fstype.to_owned(), kind, dead }
+}
+
 fn obs() -> Observations {
     Observations {
-        mount_base: BASE.into(),
+        mount_base: MountBase::new(BASE).unwrap(),
         mounts: vec![],
         pid_files: vec![],
         processes: vec![],
@@ -68,12 +74,8 @@ fn reality(name: &str, s3: bool, h: HelperIs, m: MountIs) -> Observations {
     }
     let fstype = if s3 { "fuse.s3vaultfuse" } else { "nfs4" };
     match m {
-        MountIs::Live => {
-            o.mounts.push(MountEntry { path: path_of(name), fstype: fstype.into(), dead: false })
-        }
-        MountIs::Dead => {
-            o.mounts.push(MountEntry { path: path_of(name), fstype: fstype.into(), dead: true })
-        }
+        MountIs::Live => o.mounts.push(mount_entry(path_of(name), fstype, false)),
+        MountIs::Dead => o.mounts.push(mount_entry(path_of(name), fstype, true)),
         MountIs::Absent => {}
     }
     o
@@ -441,7 +443,7 @@ fn given_pid_files_with_bad_names_or_content_when_planned_then_handled_without_p
 #[test]
 fn given_a_mount_under_the_base_that_nothing_claims_when_planned_then_reported_not_touched() {
     let mut o = obs();
-    o.mounts.push(MountEntry { path: path_of("foreign"), fstype: "fuse.sshfs".into(), dead: true });
+    o.mounts.push(mount_entry(path_of("foreign"), "fuse.sshfs", true));
     let p = plan(&JournalState::default(), &o, clock_of(false));
     assert!(p.steps.is_empty());
     assert_eq!(p.findings.len(), 1);
@@ -453,7 +455,7 @@ fn given_mounted_s3_where_the_path_holds_a_foreign_filesystem_when_planned_then_
 ) {
     let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);
     let mut o = reality("t", true, HelperIs::Exited, MountIs::Absent);
-    o.mounts.push(MountEntry { path: path_of("t"), fstype: "ext4".into(), dead: false });
+    o.mounts.push(mount_entry(path_of("t"), "ext4", false));
     let p = plan(&j, &o, clock_of(false));
     let (records, _) = only_step(&p);
     assert!(matches!(&records[0].event, Event::Lost { cleanup, .. } if !cleanup.mount));
@@ -509,7 +511,7 @@ fn given_a_hand_written_pid_file_naming_a_helper_that_does_not_serve_the_mount_w
     let mut o = obs();
     o.pid_files.push(PidFile { name: "hand".into(), pid: Some(PID) });
     o.processes.push(claimant(PID, "hand"));
-    o.mounts.push(MountEntry { path: path_of("hand"), fstype: "fuse.x".into(), dead: false });
+    o.mounts.push(mount_entry(path_of("hand"), "fuse.x", false));
     let p = plan(&JournalState::default(), &o, clock_of(false));
     assert!(p.steps.is_empty(), "{:?}", p.steps);
     assert!(p.findings.iter().any(|f| f.what.contains("does not hold the FUSE connection")));

@@ -247,7 +247,7 @@ mod tests {
     fn given_a_last_pass_when_stats_are_made_then_only_what_outlived_it_disagrees() {
         let journal = JournalState::default();
         let obs = Observations {
-            mount_base: "/b".into(),
+            mount_base: dms_journal::MountBase::new("/b").unwrap(),
             mounts: vec![],
             pid_files: vec![],
             processes: vec![],

@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
             config.node_id.as_str(),
             config.queue_name(),
             config.rabbitmq_url,
-            config.mount_base_path.display(),
+            config.mount_base_path,
             config.journal_path.display(),
             config.admin_socket.display()
         );

@@ -40,7 +40,7 @@ pub struct Config {
     pub rabbitmq_url: AmqpUrl,
     pub node_id: NodeId,
     pub auth_url: Option<String>,
-    pub mount_base_path: PathBuf,
+    pub mount_base_path: dms_journal::MountBase,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     pub s3vaultfuse_bin: PathBuf,
@@ -192,8 +192,7 @@ impl Config {
     /// What requests may ask for, for [`crate::wire::parse`].
     pub fn wire_policy(&self) -> Policy {
         Policy {
-            // Built from a `String`, so the conversion is lossless.
-            mount_base: self.mount_base_path.to_string_lossy().into_owned(),
+            mount_base: self.mount_base_path.as_str().to_owned(),
             nfs_allowed_options: self.nfs_allowed_options.clone(),
             secret_ref_prefixes: self.secret_ref_prefixes.clone(),
         }

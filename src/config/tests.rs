@@ -45,7 +45,7 @@ fn given_only_the_required_variables_when_loaded_then_every_default_applies() {
     assert_eq!(c.rabbitmq_url.expose(), URL);
     assert_eq!(c.queue_name(), "dms.compute-01");
     assert_eq!(c.auth_url, None);
-    assert_eq!(c.mount_base_path, PathBuf::from("/var/lib/trilio/triliovault-mounts"));
+    assert_eq!(c.mount_base_path.as_str(), "/var/lib/trilio/triliovault-mounts");
     assert_eq!(c.log_level, LogLevel::Info);
     assert_eq!(c.log_format, LogFormat::Auto);
     assert_eq!(c.s3vaultfuse_bin, PathBuf::from("/usr/bin/s3vaultfuse.py"));
@@ -105,7 +105,7 @@ fn given_the_seed_file_and_overriding_variables_when_loaded_then_the_environment
     assert_eq!(c.rabbitmq_url.expose(), "amqp://openstack:PASSWORD@localhost:5672/");
     assert_eq!(c.node_id.as_str(), "compute-07");
     assert_eq!(c.auth_url, None, "an empty variable switches an optional key off");
-    assert_eq!(c.mount_base_path, PathBuf::from("/mnt/dms/base"));
+    assert_eq!(c.mount_base_path.as_str(), "/mnt/dms/base");
     assert_eq!(c.log_level, LogLevel::Debug);
     assert_eq!(c.log_format, LogFormat::Json);
     assert_eq!(c.pid_dir, PathBuf::from("/tmp/pids"));
@@ -124,7 +124,7 @@ fn given_the_seed_file_and_overriding_variables_when_loaded_then_the_environment
     let e = env(&[("DMS_ROOTWRAP_BIN", "/opt/rw"), ("DMS_ROOTWRAP_CONF", "/opt/rw.conf")]);
     let c = load(Some(f.path()), &e).unwrap();
     assert_eq!(c.rootwrap.unwrap().bin, PathBuf::from("/opt/rw"));
-    assert_eq!(c.mount_base_path, PathBuf::from("/srv/mounts"));
+    assert_eq!(c.mount_base_path.as_str(), "/srv/mounts");
 }
 
 #[test]

@@ -223,12 +223,13 @@ pub(super) fn abs_path(raw: &str) -> Result<PathBuf, String> {
 }
 
 /// The mount base: an absolute path that is not `/` itself.
-pub(super) fn mount_base(raw: &str) -> Result<PathBuf, String> {
+pub(super) fn mount_base(raw: &str) -> Result<dms_journal::MountBase, String> {
     let path = abs_path(raw)?;
     if path.as_os_str() == "/" {
         return Err("must not be '/'".into());
     }
-    Ok(path)
+    // Folded by `abs_path`, so it is normalized; the check is the type's own.
+    dms_journal::MountBase::new(&path.to_string_lossy()).map_err(|e| e.to_string())
 }
 
 /// A program to run: a bare name looked up in `PATH`, or an absolute path.

@@ -14,6 +14,7 @@ use super::command::{Program, RunError};
 pub use super::mount_point::{guard_mount_point, prepare_mount_point, remove_mount_point, Guard};
 use crate::observe::mountinfo::{self, MountInfo};
 use dms_journal::machine::MountFailure;
+use dms_journal::{FsKind, FsTypes};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -215,7 +216,7 @@ pub struct Mounter {
     pub mount_timeout: Duration,
     pub umount_timeout: Duration,
     /// What the mount table may call an NFS mount (`nfs`, `nfs4`; tests use a stand-in).
-    pub nfs_fstypes: Vec<String>,
+    pub fs_types: FsTypes,
     /// Mount points are created only inside it, never through a symlink.
     pub mount_base: std::path::PathBuf,
 }
@@ -249,7 +250,7 @@ impl Mounter {
             }
         }
         Ran::answered(match mount_at(path) {
-            Ok(Some(m)) if self.nfs_fstypes.contains(&m.fstype) => Ok(()),
+            Ok(Some(m)) if self.fs_types.kind_of(&m.fstype) == FsKind::Nfs => Ok(()),
             Ok(Some(m)) => Err(MountFailure {
                 reason: format!("{path} shows a {} mount after mount(8)", m.fstype),
                 maybe_mounted: true,

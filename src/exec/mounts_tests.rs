@@ -99,7 +99,7 @@ fn mounter(dir: &Path) -> Mounter {
         umount: Program::new("umount"),
         mount_timeout: Duration::from_secs(10),
         umount_timeout: Duration::from_secs(10),
-        nfs_fstypes: vec!["nfs".into(), "nfs4".into()],
+        fs_types: dms_journal::FsTypes::default(),
     }
 }
 

@@ -11,8 +11,8 @@ pub mod mountinfo;
 pub mod pidfile;
 pub mod procfs;
 
-use dms_journal::reconcile::{self, Finding, MountEntry, Observations, Process};
-use dms_journal::{BootId, JournalState};
+use dms_journal::reconcile::{Finding, MountEntry, Observations, Process};
+use dms_journal::{BootId, FsKind, FsTypes, JournalState, MountBase};
 use identity::{Claim, Proof};
 use pidfile::{PidDir, PidFileError};
 use procfs::{ProcError, Procfs};
@@ -35,15 +35,15 @@ pub enum ObserveError {
 pub struct Host {
     pub procfs: Procfs,
     pub pid_dir: PidDir,
-    pub mount_base: String,
+    pub mount_base: MountBase,
     /// The configured helper binary: a process the journal does not name counts as a
     /// helper only with the proof [`identity`] describes.
     pub helper_bin: PathBuf,
     /// How long a mount point may take to answer a `stat` before it is called dead.
     pub probe_timeout: Duration,
-    /// Filesystem types reported to the plan as `nfs` (the configured `nfs_fstypes`), so
-    /// a stand-in mount program's mounts are recognised as the NFS mounts they stand for.
-    pub nfs_fstypes: Vec<String>,
+    /// The fstype rule: which mounts are FUSE, which NFS (the configured `nfs_fstypes`, so
+    /// a stand-in mount program's mounts are recognised as the NFS mounts they stand for).
+    pub fs_types: FsTypes,
 }
 
 impl Host {
@@ -59,12 +59,12 @@ impl Host {
         let table = mountinfo::parse(&text)?;
         let found: Vec<_> = mountinfo::under(&table, &self.mount_base)
             .into_values()
-            .filter(|m| m.mount_point != self.mount_base.trim_end_matches('/'))
+            .filter(|m| m.mount_point != self.mount_base.as_str())
             .collect();
         // The FUSE connection behind each FUSE mount: its minor device number.
         let fuse: BTreeMap<String, u32> = found
             .iter()
-            .filter(|m| m.fstype == "fuse" || m.fstype.starts_with("fuse."))
+            .filter(|m| self.fs_types.kind_of(&m.fstype) == FsKind::Fuse)
             .filter(|m| m.device.0 == 0)
             .map(|m| (m.mount_point.clone(), m.device.1))
             .collect();
@@ -76,7 +76,8 @@ impl Host {
             .map(|(m, answered)| MountEntry {
                 dead: !answered,
                 path: m.mount_point,
-                fstype: if self.nfs_fstypes.contains(&m.fstype) { "nfs".into() } else { m.fstype },
+                kind: self.fs_types.kind_of(&m.fstype),
+                fstype: m.fstype,
             })
             .collect();
         let listing = self.pid_dir.list()?;
@@ -96,26 +97,25 @@ impl Host {
         let proof = Proof::new(&self.helper_bin);
         let mut processes = Vec::new();
         for pid in self.procfs.pids()? {
-            let (helper_for, serves_mount) = match proof
-                .check(&self.procfs, pid, |path| fuse.get(path).copied())
-            {
-                Claim::Helper { path, serves_mount } => (Some(path), serves_mount),
-                // The journal's own helpers are proven by their identity, whatever
-                // they run (a wrapper may exec another program).
-                Claim::Unproven { path, why }
-                    if reconcile::inside(&self.mount_base, &path) && !journaled.contains(&pid) =>
-                {
-                    distrusted.push(Finding {
-                        target: target_at(&path),
-                        what: format!(
-                            "pid {pid} claims to be a helper for {path} but is not proven \
+            let (helper_for, serves_mount) =
+                match proof.check(&self.procfs, pid, |path| fuse.get(path).copied()) {
+                    Claim::Helper { path, serves_mount } => (Some(path), serves_mount),
+                    // The journal's own helpers are proven by their identity, whatever
+                    // they run (a wrapper may exec another program).
+                    Claim::Unproven { path, why }
+                        if self.mount_base.contains(&path) && !journaled.contains(&pid) =>
+                    {
+                        distrusted.push(Finding {
+                            target: target_at(&path),
+                            what: format!(
+                                "pid {pid} claims to be a helper for {path} but is not proven \
                                  ({why}); never signalled"
-                        ),
-                    });
-                    (None, false)
-                }
-                Claim::Unproven { .. } | Claim::None => (None, false),
-            };
+                            ),
+                        });
+                        (None, false)
+                    }
+                    Claim::Unproven { .. } | Claim::None => (None, false),
+                };
             if helper_for.is_none() && !pids.contains(&pid) {
                 continue;
             }
@@ -243,10 +243,10 @@ mod tests {
         let host = Host {
             procfs: Procfs::default(),
             pid_dir: PidDir::new(dir.path()),
-            mount_base: "/nonexistent/base".into(),
+            mount_base: MountBase::new("/nonexistent/base").unwrap(),
             helper_bin: "/usr/bin/sleep".into(),
             probe_timeout: Duration::from_secs(2),
-            nfs_fstypes: vec!["nfs".into()],
+            fs_types: FsTypes::default(),
         };
         let mut helper = std::process::Command::new(&host.helper_bin)
             .arg("30")

@@ -5,6 +5,7 @@
 //! the ` - ` separator vary in number, and the last entry at a path is the one that is
 //! visible (mounts stack).
 
+use dms_journal::MountBase;
 use std::collections::BTreeMap;
 
 /// One line of mountinfo, the fields the daemon needs.
@@ -74,15 +75,10 @@ fn unescape(field: &str) -> Option<String> {
 
 /// The visible mount at each mount point at or under `base` (the last entry wins: a mount
 /// stacked on another hides it).
-pub fn under(entries: &[MountInfo], base: &str) -> BTreeMap<String, MountInfo> {
-    let base = base.trim_end_matches('/');
+pub fn under(entries: &[MountInfo], base: &MountBase) -> BTreeMap<String, MountInfo> {
     entries
         .iter()
-        .filter(|m| {
-            m.mount_point == base
-                || (m.mount_point.starts_with(base)
-                    && m.mount_point.as_bytes().get(base.len()) == Some(&b'/'))
-        })
+        .filter(|m| m.mount_point == base.as_str() || base.contains(&m.mount_point))
         .map(|m| (m.mount_point.clone(), m.clone()))
         .collect()
 }
@@ -114,7 +110,8 @@ mod tests {
     #[test]
     fn given_a_base_when_filtered_then_only_paths_inside_it_and_the_top_of_a_stack() {
         let entries = parse(SAMPLE).unwrap();
-        let under = under(&entries, "/var/lib/trilio/triliovault-mounts/");
+        let under =
+            under(&entries, &MountBase::new("/var/lib/trilio/triliovault-mounts/").unwrap());
         let paths: Vec<&str> = under.keys().map(String::as_str).collect();
         assert_eq!(
             paths,
