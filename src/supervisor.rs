@@ -162,9 +162,11 @@ impl Supervisor {
         let observed = tokio::task::spawn_blocking(move || observer.observe(&journal))
             .await
             .map_err(|e| SuperviseError::Task(e.to_string()))??;
-        let plan = reconcile::plan(&seen, &observed, crate::engine::wall_clock(self.boot));
+        let clock = crate::engine::wall_clock(self.boot);
+        let plan = reconcile::plan(&seen, &observed, clock);
         self.log_findings(&plan.findings);
-        let (differ, _) = crate::admin::views::differences(&plan, &self.engine.busy());
+        let (differ, _) =
+            crate::admin::views::differences(&plan, &seen, clock, &self.engine.busy());
         self.last_pass.set(differ.into_iter().collect());
         let steps_planned = plan.steps.len();
         let steps_performed = self.engine.reconcile(plan, &seen).await?;

@@ -157,10 +157,13 @@ fn main() -> Res<()> {
         }],
         distrusted: vec![],
     };
-    let plan = reconcile::plan(&replay.state, &observations, clock()?);
+    let clock = clock()?;
+    let plan = reconcile::plan(&replay.state, &observations, clock);
     for step in &plan.steps {
-        journal.append(&step.records)?;
-        println!("{}: reconcile effects {:?}", step.target, step.effects);
+        // Each step is a command: decided like a request's, against the replayed state.
+        let decision = step.decision(&replay.state, clock)?;
+        journal.append(&decision.records)?;
+        println!("{}: reconcile effects {:?}", step.target, decision.effects);
     }
     for finding in &plan.findings {
         println!("finding: {}", finding.what);

@@ -24,7 +24,7 @@ pub mod store;
 pub use event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
 pub use host::{FsKind, FsTypes, MountBase, MountBaseError};
 pub use ids::{BootId, HelperIdentity, IdError, OperationId, RequestKey, TargetId, Timestamp};
-pub use machine::{decide, Command, Decision, Effect, Rejection};
+pub use machine::{decide, Command, Decision, Effect, Rejection, Seen};
 pub use nesting::{Nesting, Relation};
 pub use outage::Outage;
 pub use state::{Action, Illegal, JournalState, MountStep, Phase, TargetState, UnmountStep};

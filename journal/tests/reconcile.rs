@@ -4,7 +4,7 @@
 
 mod support;
 
-use dms_journal::reconcile::{plan, MountEntry, Observations, PidFile, Plan, Process};
+use dms_journal::reconcile::{self, Finding, MountEntry, Observations, PidFile, Process};
 use dms_journal::{
     Clock, Command, Effect, Event, FsTypes, JournalState, MountBase, Phase, TargetState, Timestamp,
     UnmountStep,
@@ -121,7 +121,36 @@ fn crash_states() -> Vec<(&'static str, bool, TargetState)> {
 }
 
 /// Apply a plan's records to the journal, checking each is legal.
-fn apply(journal: &mut JournalState, p: &Plan) {
+/// A plan with each step's decision: what performing it would journal and do.
+#[derive(Debug, Default, PartialEq)]
+struct Planned {
+    steps: Vec<Decided>,
+    findings: Vec<Finding>,
+}
+
+#[derive(Debug, PartialEq)]
+struct Decided {
+    target: dms_journal::TargetId,
+    records: Vec<dms_journal::Record>,
+    effects: Vec<Effect>,
+}
+
+/// The plan, each step decided against the journal it was made from (as the engine does
+/// under the target's turn).
+fn plan(journal: &JournalState, o: &Observations, clock: Clock) -> Planned {
+    let p = reconcile::plan(journal, o, clock);
+    let steps = p
+        .steps
+        .iter()
+        .map(|s| {
+            let d = s.decision(journal, clock).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+            Decided { target: s.target.clone(), records: d.records, effects: d.effects }
+        })
+        .collect();
+    Planned { steps, findings: p.findings }
+}
+
+fn apply(journal: &mut JournalState, p: &Planned) {
     for step in &p.steps {
         for r in &step.records {
             let state = journal.target_or_new(&r.target);
@@ -131,11 +160,11 @@ fn apply(journal: &mut JournalState, p: &Plan) {
     }
 }
 
-fn effects(p: &Plan) -> Vec<&Effect> {
+fn effects(p: &Planned) -> Vec<&Effect> {
     p.steps.iter().flat_map(|s| &s.effects).collect()
 }
 
-fn signalled(p: &Plan) -> Vec<u32> {
+fn signalled(p: &Planned) -> Vec<u32> {
     effects(p)
         .into_iter()
         .filter_map(|e| match e {
@@ -242,7 +271,7 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
     assert_eq!(cells, 11 * 3 * 3 * 2);
 }
 
-fn only_step(p: &Plan) -> (Vec<dms_journal::Record>, Vec<Effect>) {
+fn only_step(p: &Planned) -> (Vec<dms_journal::Record>, Vec<Effect>) {
     assert_eq!(p.steps.len(), 1, "{:?}", p.steps);
     (p.steps[0].records.clone(), p.steps[0].effects.clone())
 }
@@ -251,7 +280,7 @@ fn only_step(p: &Plan) -> (Vec<dms_journal::Record>, Vec<Effect>) {
 fn given_mounted_s3_with_live_helper_and_mount_when_planned_then_nothing_happens() {
     let j = journal_of(vec![Rig::mounted_s3("t", PID).state]);
     let p = plan(&j, &reality("t", true, HelperIs::Alive, MountIs::Live), clock_of(false));
-    assert_eq!(p, Plan::default());
+    assert_eq!(p, Planned::default());
 }
 
 #[test]

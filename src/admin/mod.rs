@@ -229,7 +229,8 @@ impl Admin {
         let host = self.host.clone();
         let journal = snapshot.clone();
         let observed = blocking(move || host.observe(&journal).map_err(|e| e.to_string())).await?;
-        let plan = reconcile::plan(&snapshot, &observed, crate::engine::wall_clock(self.boot));
+        let clock = crate::engine::wall_clock(self.boot);
+        let plan = reconcile::plan(&snapshot, &observed, clock);
         let alive = snapshot
             .targets
             .values()
@@ -243,6 +244,7 @@ impl Admin {
             journal: &snapshot,
             obs: &observed,
             plan: &plan,
+            clock,
             alive,
             busy: &busy,
             last_pass: &last_pass,

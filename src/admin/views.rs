@@ -2,7 +2,7 @@
 //! host. The structs are the JSON of the protocol; `dms-ctl` renders the same structs.
 
 use dms_journal::reconcile::{Observations, Plan};
-use dms_journal::{JournalState, Phase, TargetId, TargetKind, TargetState};
+use dms_journal::{Clock, JournalState, Phase, TargetId, TargetKind, TargetState};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -122,13 +122,19 @@ pub fn target_view(state: &TargetState, uptime: Option<std::time::Duration>) -> 
     }
 }
 
-/// Where memory and disk differ, from a reconcile plan over both: its steps and findings,
-/// except those of targets in `busy` (a request in flight), which are returned apart.
-pub fn differences(plan: &Plan, busy: &BTreeSet<TargetId>) -> (Vec<String>, Vec<String>) {
+/// Where memory and disk differ, from a reconcile plan over both (made from `journal` at
+/// `clock`): its steps and findings, except those of targets in `busy` (a request in
+/// flight), which are returned apart.
+pub fn differences(
+    plan: &Plan,
+    journal: &JournalState,
+    clock: Clock,
+    busy: &BTreeSet<TargetId>,
+) -> (Vec<String>, Vec<String>) {
     let mut differ = Vec::new();
     let mut in_flight = Vec::new();
     for step in &plan.steps {
-        let line = step_line(step);
+        let line = step_line(step, journal, clock);
         match busy.contains(&step.target) {
             true => in_flight.push(line),
             false => differ.push(line),
@@ -143,8 +149,13 @@ pub fn differences(plan: &Plan, busy: &BTreeSet<TargetId>) -> (Vec<String>, Vec<
     (differ, in_flight)
 }
 
-fn step_line(step: &dms_journal::reconcile::Step) -> String {
-    let mut what: Vec<String> = step
+/// What performing `step` would journal and do, as the machine decides it.
+fn step_line(step: &dms_journal::reconcile::Step, journal: &JournalState, clock: Clock) -> String {
+    let decision = match step.decision(journal, clock) {
+        Ok(decision) => decision,
+        Err(rejection) => return format!("{}: cleanup refused: {rejection}", step.target),
+    };
+    let mut what: Vec<String> = decision
         .records
         .iter()
         .map(|r| match r.event.details() {
@@ -152,7 +163,7 @@ fn step_line(step: &dms_journal::reconcile::Step) -> String {
             d => format!("{} ({d})", r.event.name()),
         })
         .collect();
-    what.extend(step.effects.iter().map(|e| e.name().to_owned()));
+    what.extend(decision.effects.iter().map(|e| e.name().to_owned()));
     format!("{}: cleanup would do {}", step.target, what.join(", then "))
 }
 
@@ -163,6 +174,8 @@ pub struct Seen<'a> {
     pub journal: &'a JournalState,
     pub obs: &'a Observations,
     pub plan: &'a Plan,
+    /// When the plan was made (its decisions depend on the boot).
+    pub clock: Clock,
     pub alive: usize,
     pub busy: &'a BTreeSet<TargetId>,
     pub last_pass: &'a BTreeSet<String>,
@@ -171,14 +184,14 @@ pub struct Seen<'a> {
 /// Statistics from the journal and one observation of the host, with the reconcile plan
 /// over both.
 pub fn stats(seen: Seen<'_>) -> Stats {
-    let Seen { journal, obs, plan, alive, busy, last_pass } = seen;
+    let Seen { journal, obs, plan, clock, alive, busy, last_pass } = seen;
     let mut by_state = BTreeMap::new();
     for state in journal.targets.values() {
         *by_state.entry(state.phase.tag().to_owned()).or_insert(0) += 1;
     }
     let mounted_s3 =
         journal.targets.values().filter(|t| t.phase == Phase::Mounted && t.is_s3()).count();
-    let (differ, in_flight) = differences(plan, busy);
+    let (differ, in_flight) = differences(plan, journal, clock, busy);
     let (disagreements, settling): (Vec<String>, Vec<String>) =
         differ.into_iter().partition(|d| last_pass.contains(d));
     Stats {
@@ -219,14 +232,29 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    use dms_journal::machine::facts::StrayPidFile;
     use dms_journal::reconcile::{Finding, Step};
+    use dms_journal::{BootId, Command, Timestamp};
+
+    /// What the machine decides for an unreadable stray PID file of target `idle`.
+    const IDLE: &str =
+        "idle: cleanup would do Cleaned (unreadable PID file removed), then RemoveStalePidFile";
+
+    fn clock() -> Clock {
+        Clock { now: Timestamp(1), boot: BootId(uuid::Uuid::from_bytes([7; 16])) }
+    }
 
     fn plan_for(targets: &[&str]) -> Plan {
         let t = |s: &str| TargetId::new(s).unwrap();
         Plan {
             steps: targets
                 .iter()
-                .map(|s| Step { target: t(s), records: vec![], effects: vec![] })
+                .map(|s| Step {
+                    target: t(s),
+                    command: Command::Reconcile {
+                        seen: dms_journal::Seen::StrayPidFile(StrayPidFile::Unreadable),
+                    },
+                })
                 .collect(),
             findings: vec![
                 Finding { target: Some(t("busy")), what: "helper has no mount yet".into() },
@@ -238,9 +266,14 @@ mod tests {
     #[test]
     fn given_busy_targets_when_differences_are_taken_then_theirs_are_in_flight() {
         let busy = BTreeSet::from([TargetId::new("busy").unwrap()]);
-        let (differ, in_flight) = differences(&plan_for(&["busy", "idle"]), &busy);
-        assert_eq!(differ, ["idle: cleanup would do ", "fuse mount at /x is not claimed"]);
-        assert_eq!(in_flight, ["busy: cleanup would do ", "busy: helper has no mount yet"]);
+        let journal = JournalState::default();
+        let plan = plan_for(&["busy", "idle"]);
+        let (differ, in_flight) = differences(&plan, &journal, clock(), &busy);
+        assert_eq!(differ, [IDLE, "fuse mount at /x is not claimed"]);
+        assert_eq!(
+            in_flight,
+            [IDLE.replace("idle", "busy").as_str(), "busy: helper has no mount yet"]
+        );
     }
 
     #[test]
@@ -255,17 +288,19 @@ mod tests {
         };
         let plan = plan_for(&["idle", "new"]);
         let busy = BTreeSet::from([TargetId::new("busy").unwrap()]);
-        let last_pass = BTreeSet::from(["idle: cleanup would do ".to_owned()]);
+        let last_pass = BTreeSet::from([IDLE.to_owned()]);
         let stats = stats(Seen {
             journal: &journal,
             obs: &obs,
             plan: &plan,
+            clock: clock(),
             alive: 0,
             busy: &busy,
             last_pass: &last_pass,
         });
-        assert_eq!(stats.disagreements, ["idle: cleanup would do "]);
-        assert_eq!(stats.settling, ["new: cleanup would do ", "fuse mount at /x is not claimed"]);
+        assert_eq!(stats.disagreements, [IDLE]);
+        let new = IDLE.replace("idle", "new");
+        assert_eq!(stats.settling, [new.as_str(), "fuse mount at /x is not claimed"]);
         assert_eq!(stats.in_flight, ["busy: helper has no mount yet"]);
         assert!(!stats.agreement);
     }

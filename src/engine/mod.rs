@@ -226,8 +226,8 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
     }
 
     /// Perform a reconcile plan computed from `seen` (a snapshot taken *before* reality was
-    /// observed): each step's records are made durable before its effects run
-    /// (write-ahead, as for requests), and effect outcomes go through the machine.
+    /// observed): each step's command is decided like a request's, its records made durable
+    /// before its effects run (write-ahead), and effect outcomes go through the machine.
     ///
     /// A step runs only if its target is free and still exactly as seen, checked under the
     /// target's turn: a target with a request in flight, or that a request moved on since
@@ -253,14 +253,24 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
                 helper_pid = tracing::field::Empty
             );
             let ran = async {
-                self.append(step.records).await?;
-                perform::Run::detached(self, step.target.clone()).drive_effects(step.effects).await
+                let state = self.target_state(&step.target);
+                let decision = match decide(&state, &step.command, self.clock()) {
+                    Ok(decision) => decision,
+                    Err(rejection) => return Ok(Err(rejection)),
+                };
+                self.append(decision.records).await?;
+                let run = perform::Run::detached(self, step.target.clone());
+                run.drive_effects(decision.effects).await.map(Ok)
             }
             .instrument(span)
             .await;
             match ran {
-                Ok(()) => performed += 1,
+                Ok(Ok(())) => performed += 1,
                 // A plan step the model got wrong is skipped, not the whole pass.
+                Ok(Err(rejection)) => tracing::error!(
+                    target_id = %step.target, %rejection,
+                    "reconcile step refused: {rejection}; nothing journaled or done for it"
+                ),
                 Err(EngineError::Illegal(illegal)) => tracing::error!(
                     target_id = %step.target, %illegal,
                     "reconcile step refused: {illegal}; nothing journaled or done for it"

@@ -395,8 +395,7 @@ async fn given_an_nfs_mount_that_timed_out_when_the_same_server_is_asked_again_t
 }
 
 #[tokio::test]
-async fn given_an_illegal_record_when_appended_or_planned_then_it_is_refused_and_nothing_is_written(
-) {
+async fn given_an_illegal_record_or_a_refused_plan_step_then_nothing_is_written() {
     let rig = rig();
     rig.engine.handle(&nfs_mount("n1", "k1")).await.unwrap();
     let before = rig.engine.snapshot();
@@ -420,11 +419,12 @@ async fn given_an_illegal_record_when_appended_or_planned_then_it_is_refused_and
     assert_eq!(written(), count, "an illegal record reached the journal");
     assert_eq!(rig.engine.snapshot(), before);
 
-    // A plan step the model got wrong is skipped; the pass goes on with the next step.
+    // A plan step the machine refuses (a stray PID file's for a mounted target) is skipped;
+    // the pass goes on with the next step.
+    let stray = dms_journal::machine::facts::StrayPidFile::Unreadable;
     let bad = dms_journal::reconcile::Step {
         target: target.clone(),
-        records: vec![verified],
-        effects: vec![],
+        command: Command::Reconcile { seen: dms_journal::Seen::StrayPidFile(stray) },
     };
     let plan = Plan { steps: vec![bad], findings: vec![] };
     assert_eq!(rig.engine.reconcile(plan, &before).await.unwrap(), 0);

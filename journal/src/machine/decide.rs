@@ -23,19 +23,25 @@ pub fn decide(state: &TargetState, command: &Command, clock: Clock) -> Result<De
         Command::UnmountDone { op, result } => d.unmount_done(*op, result)?,
         Command::CleanupDone { result } => d.cleanup_done(result)?,
         Command::HelperExited { helper, status } => d.helper_exited(*helper, status),
+        Command::Reconcile { seen } => d.reconcile(seen)?,
     }
     Ok(d.decision)
 }
 
 /// A decision under construction. Records are built with the state's context.
-struct Draft<'a> {
-    state: &'a TargetState,
-    clock: Clock,
+pub(super) struct Draft<'a> {
+    pub(super) state: &'a TargetState,
+    pub(super) clock: Clock,
     decision: Decision,
 }
 
 impl Draft<'_> {
-    fn record(&mut self, op: Option<OperationId>, request: Option<RequestKey>, event: Event) {
+    pub(super) fn record(
+        &mut self,
+        op: Option<OperationId>,
+        request: Option<RequestKey>,
+        event: Event,
+    ) {
         self.decision.records.push(Record {
             target: self.state.target.clone(),
             at: self.clock.now,
@@ -46,7 +52,7 @@ impl Draft<'_> {
         });
     }
 
-    fn effect(&mut self, effect: Effect) {
+    pub(super) fn effect(&mut self, effect: Effect) {
         self.decision.effects.push(effect);
     }
 
@@ -93,7 +99,7 @@ impl Draft<'_> {
         }
     }
 
-    fn unexpected(&self, outcome: &'static str) -> Rejection {
+    pub(super) fn unexpected(&self, outcome: &'static str) -> Rejection {
         Rejection::Unexpected {
             target: self.state.target.clone(),
             phase: self.state.phase.to_string(),

@@ -43,6 +43,9 @@ pub enum Command {
     /// lost only if it is mounted by exactly that helper: a helper the daemon stopped
     /// itself, or one no longer current, changes nothing.
     HelperExited { helper: HelperIdentity, status: String },
+    /// What a reconcile pass saw on the host for this target ([`facts`]): the machine
+    /// decides what it means for the phase (lost, adopted, rolled back, resumed, cleaned).
+    Reconcile { seen: Seen },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,4 +180,7 @@ pub enum Rejection {
 }
 
 mod decide;
+pub mod facts;
+mod reconciled;
 pub use decide::decide;
+pub use facts::Seen;
