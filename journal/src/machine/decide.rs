@@ -277,7 +277,11 @@ impl Draft<'_> {
         let step_ok = match self.state.phase {
             Phase::Mounting(MountStep::Spawned) => s3,
             Phase::Mounting(MountStep::Requested) => !s3,
-            _ => false,
+            Phase::Mounting(MountStep::CredsFetched)
+            | Phase::Unmounted
+            | Phase::Mounted
+            | Phase::Unmounting(_)
+            | Phase::Dirty(_) => false,
         };
         if !step_ok {
             return Err(self.unexpected("MountChecked"));
