@@ -10,6 +10,7 @@
 //! reads this crate's journals lives in the daemon's crate (`dms::journal_cli`), next to
 //! the configuration loader and admin client it shares with the daemon and `dms-ctl`.
 
+pub mod cause;
 pub mod codec;
 pub mod event;
 pub mod host;
@@ -21,6 +22,7 @@ pub mod reconcile;
 pub mod state;
 pub mod store;
 
+pub use cause::Cause;
 pub use event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
 pub use host::{FsKind, FsTypes, MountBase, MountBaseError};
 pub use ids::{BootId, HelperIdentity, IdError, OperationId, RequestKey, TargetId, Timestamp};

@@ -23,8 +23,8 @@ mod turn;
 use dms_journal::reconcile::Plan;
 use dms_journal::store::{CompactionReport, Journal, StoreError, Ticket};
 use dms_journal::{
-    decide, BootId, Clock, Command, Decision, Effect, JournalState, OperationId, Outcome, Phase,
-    Record, TargetId, TargetState, Timestamp,
+    decide, BootId, Cause, Clock, Command, Decision, Effect, JournalState, OperationId, Outcome,
+    Phase, Record, TargetId, TargetState, Timestamp,
 };
 use ports::{Credentials, Mounts, Processes};
 use std::collections::HashMap;
@@ -219,9 +219,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         let admitted = self.admissions.admit(&lock(&self.state), &request.target, &mut command);
         let probe = self.gate(&mut command);
         let mut run = perform::Run::new(self, request, command);
-        let outcome = run.until_answer().await?.unwrap_or_else(|| Outcome::Failed {
-            reason: "the request ended without an answer".into(),
-        });
+        let outcome = run.until_answer().await?.unwrap_or_else(|| Cause::NoAnswer.into());
         Ok(Served { outcome, run, _turn: (serial, admitted, probe) })
     }
 

@@ -8,7 +8,7 @@ use crate::exec::mounts::Heard;
 use crate::wire::Request;
 use dms_journal::machine::MountFailure;
 use dms_journal::store::Ticket;
-use dms_journal::{Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId, TargetKind};
+use dms_journal::{Cause, Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId, TargetKind};
 use secrecy::SecretString;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -97,15 +97,14 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 }
                 Ok(Err(rejection)) => {
                     self.settle().await?;
-                    return Ok(Some(Outcome::Failed { reason: rejection.to_string() }));
+                    return Ok(Some(Cause::Refused(rejection).into()));
                 }
                 // The model decided something illegal: nothing of it was journaled or done,
                 // and the request is answered with the reason instead of stopping intake.
                 Err(EngineError::Illegal(illegal)) => {
                     tracing::error!(%illegal, "decision refused: {illegal}");
-                    let reason = format!("internal error: {illegal}; nothing was done");
                     self.settle().await?;
-                    return Ok(Some(Outcome::Failed { reason }));
+                    return Ok(Some(Cause::Internal(illegal.to_string()).into()));
                 }
                 Err(e) => return Err(e),
             }

@@ -2,6 +2,7 @@
 //! effects against the target's state.
 
 use super::{Command, Decision, Effect, MountFailure, Rejection};
+use crate::cause::Cause;
 use crate::event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
 use crate::ids::{HelperIdentity, OperationId, RequestKey};
 use crate::nesting::Nesting;
@@ -112,7 +113,8 @@ impl Draft<'_> {
     }
 
     /// End the current operation with an error reply.
-    fn fail(&mut self, op: OperationId, reason: String, class: FailureClass) {
+    fn fail(&mut self, op: OperationId, cause: Cause, class: FailureClass) {
+        let reason = cause.to_string();
         let request = self.request();
         self.record(Some(op), request.clone(), Event::Failed { reason: reason.clone(), class });
         if let FailureClass::Uncertain(cleanup) = class {
@@ -141,31 +143,22 @@ impl Draft<'_> {
                 self.answer(op, request, Outcome::AlreadyMounted { path });
             }
             Phase::Mounted => {
-                let reason = format!(
-                    "Target {} is already mounted at {}; unmount it first",
-                    self.state.target,
-                    current.unwrap_or("?")
-                );
-                self.answer(op, request, Outcome::Failed { reason });
+                let target = self.state.target.clone();
+                let path = current.unwrap_or("?").to_owned();
+                self.answer(op, request, Cause::MountedElsewhere { target, path }.into());
             }
             Phase::Dirty(cleanup) => {
-                let reason = format!(
-                    "Target {} needs cleanup after a failed operation ({cleanup}); \
-                     send an unmount or wait for the reconciler",
-                    self.state.target
-                );
-                self.answer(op, request, Outcome::Failed { reason });
+                let target = self.state.target.clone();
+                self.answer(op, request, Cause::NeedsCleanup { target, cleanup }.into());
             }
             Phase::Unmounted => {
                 if let Some(nesting) = nested {
-                    let reason =
-                        format!("Mount path {} {nesting}; targets never nest", spec.mount_path);
-                    self.answer(op, request, Outcome::Failed { reason });
+                    let (path, nesting) = (spec.mount_path.clone(), nesting.clone());
+                    self.answer(op, request, Cause::Nests { path, nesting }.into());
                     return Ok(());
                 }
                 if let (TargetKind::Nfs { .. }, Some(outage)) = (&spec.kind, outage) {
-                    let reason = format!("NFS mount failed: {outage}");
-                    self.answer(op, request, Outcome::Failed { reason });
+                    self.answer(op, request, Cause::NfsOutage(outage.clone()).into());
                     return Ok(());
                 }
                 self.record(Some(op), request.clone(), Event::Requested { spec: spec.clone() });
@@ -238,9 +231,7 @@ impl Draft<'_> {
                 let mount_path = self.state.mount_path().unwrap_or_default().to_owned();
                 self.effect(Effect::SpawnHelper { op, mount_path });
             }
-            Err(e) => {
-                self.fail(op, format!("Failed to fetch credentials: {e}"), FailureClass::Final)
-            }
+            Err(e) => self.fail(op, Cause::Credentials(e.clone()), FailureClass::Final),
         }
         Ok(())
     }
@@ -262,7 +253,7 @@ impl Draft<'_> {
                 self.effect(Effect::VerifyMount { op, helper: *helper, mount_path });
             }
             // The spawner removes its own half-written PID file before reporting failure.
-            Err(e) => self.fail(op, format!("Failed to start helper: {e}"), FailureClass::Final),
+            Err(e) => self.fail(op, Cause::HelperStart(e.clone()), FailureClass::Final),
         }
         Ok(())
     }
@@ -300,11 +291,8 @@ impl Draft<'_> {
             Err(MountFailure { reason, .. }) if s3 => {
                 // The helper runs (or ran): it, its mount and its PID file must go.
                 let cleanup = Cleanup { helper: self.state.helper, mount: true, pid_file: true };
-                self.fail(
-                    op,
-                    format!("Mount verification failed: {reason}"),
-                    FailureClass::Uncertain(cleanup),
-                );
+                let cause = Cause::MountVerification(reason.clone());
+                self.fail(op, cause, FailureClass::Uncertain(cleanup));
             }
             Err(MountFailure { reason, maybe_mounted }) => {
                 let class = if *maybe_mounted {
@@ -312,7 +300,7 @@ impl Draft<'_> {
                 } else {
                     FailureClass::Final
                 };
-                self.fail(op, format!("NFS mount failed: {reason}"), class);
+                self.fail(op, Cause::NfsMount(reason.clone()), class);
             }
         }
         Ok(())
@@ -339,7 +327,7 @@ impl Draft<'_> {
             }
             Err(e) => {
                 let cleanup = Cleanup { helper: self.state.helper, mount: true, pid_file: true };
-                self.fail(op, format!("Unmount failed: {e}"), FailureClass::Uncertain(cleanup));
+                self.fail(op, Cause::Unmount(e.clone()), FailureClass::Uncertain(cleanup));
             }
         }
         Ok(())
@@ -365,7 +353,7 @@ impl Draft<'_> {
             }
             Err(e) => {
                 let cleanup = Cleanup { helper: None, mount: true, pid_file: false };
-                self.fail(op, format!("Unmount failed: {e}"), FailureClass::Uncertain(cleanup));
+                self.fail(op, Cause::Unmount(e.clone()), FailureClass::Uncertain(cleanup));
             }
         }
         Ok(())
