@@ -5,11 +5,13 @@
 //! appended to is a separate question, answered by [`TargetState::check`] with one
 //! exhaustive match; `dms-journal verify` and the model tests use it.
 
-use crate::event::{Cleanup, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
+use crate::event::{Cleanup, Outcome, Record, TargetKind, TargetSpec};
 use crate::ids::{BootId, HelperIdentity, OperationId, RequestKey, TargetId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+
+mod fold;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountStep {
@@ -131,169 +133,6 @@ impl TargetState {
 
     pub fn mount_path(&self) -> Option<&str> {
         self.spec.as_ref().map(|s| s.mount_path.as_str())
-    }
-
-    /// The legality rule: one exhaustive match over (phase, event). No wildcard arm on the
-    /// phase side, so a new phase or event does not compile until its rules are written.
-    pub fn check(&self, event: &Event) -> Result<(), Illegal> {
-        use MountStep as M;
-        use Phase as P;
-        let s3 = self.spec.as_ref().is_some_and(|s| s.kind.has_helper());
-        let ok = match (&self.phase, event) {
-            (P::Unmounted, Event::Requested { .. }) => true,
-            (P::Unmounted, Event::Adopted { .. } | Event::Cleaned { .. }) => true,
-            (P::Mounting(M::Requested), Event::CredsFetched) => s3,
-            (P::Mounting(M::Requested), Event::Verified) => !s3,
-            (P::Mounting(M::CredsFetched), Event::Spawned { .. }) => s3,
-            (P::Mounting(M::Spawned), Event::Verified) => true,
-            (P::Mounting(_), Event::Failed { .. } | Event::Abandoned { .. }) => true,
-            (P::Mounting(_), Event::Adopted { .. }) => true,
-            (P::Mounted, Event::UnmountRequested { .. } | Event::Lost { .. }) => true,
-            (P::Mounted, Event::Adopted { .. }) => true,
-            (P::Unmounting(UnmountStep::Requested), Event::HelperStopped) => self.helper.is_some(),
-            // S3 `Unmounted` (after `HelperStopped`) is what older daemons wrote.
-            (P::Unmounting(_), Event::Unmounted | Event::Failed { .. }) => true,
-            (P::Unmounting(_), Event::Detached { .. }) => s3,
-            (P::Dirty(_), Event::UnmountRequested { .. } | Event::Cleaned { .. }) => true,
-            (P::Dirty(_), Event::Adopted { .. }) => true,
-            // Answers change nothing and are legal whenever no operation is in flight.
-            (P::Unmounted | P::Mounted | P::Dirty(_), Event::Answered { .. }) => true,
-            (P::Mounting(_) | P::Unmounting(_), Event::Answered { .. }) => false,
-            (
-                P::Unmounted | P::Mounting(_) | P::Mounted | P::Unmounting(_) | P::Dirty(_),
-                Event::Requested { .. }
-                | Event::CredsFetched
-                | Event::Spawned { .. }
-                | Event::Verified
-                | Event::UnmountRequested { .. }
-                | Event::HelperStopped
-                | Event::Unmounted
-                | Event::Failed { .. }
-                | Event::Adopted { .. }
-                | Event::Lost { .. }
-                | Event::Abandoned { .. }
-                | Event::Cleaned { .. }
-                | Event::Detached { .. },
-            ) => false,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(Illegal {
-                target: self.target.clone(),
-                phase: self.phase.to_string(),
-                event: event.name(),
-            })
-        }
-    }
-
-    /// Fold one record in. Total: any record yields a state.
-    pub fn apply(&mut self, record: &Record) {
-        self.records += 1;
-        self.updated_at = self.updated_at.max(record.at);
-        self.boot = Some(record.boot);
-        match &record.event {
-            Event::Requested { spec } => {
-                self.spec = Some(spec.clone());
-                self.helper = None;
-                self.start(record, Action::Mount);
-                self.phase = Phase::Mounting(MountStep::Requested);
-            }
-            Event::CredsFetched => self.phase = Phase::Mounting(MountStep::CredsFetched),
-            Event::Spawned { helper } => {
-                self.helper = Some(*helper);
-                self.phase = Phase::Mounting(MountStep::Spawned);
-            }
-            Event::Verified => {
-                self.phase = Phase::Mounted;
-                let outcome = self.mounted_outcome();
-                self.finish(record, outcome);
-            }
-            Event::UnmountRequested { .. } => {
-                self.start(record, Action::Unmount);
-                self.phase = Phase::Unmounting(UnmountStep::Requested);
-            }
-            Event::HelperStopped => {
-                self.helper = None;
-                self.phase = Phase::Unmounting(UnmountStep::HelperStopped);
-            }
-            Event::Unmounted => {
-                self.helper = None;
-                self.phase = Phase::Unmounted;
-                let path = self.mount_path().unwrap_or_default().to_owned();
-                self.finish(record, Outcome::Unmounted { path });
-            }
-            Event::Failed { reason, class } => {
-                (self.phase, self.helper) = match class {
-                    FailureClass::Final => (Phase::Unmounted, None),
-                    FailureClass::Uncertain(c) => (Phase::Dirty(*c), c.helper),
-                };
-                self.finish(record, Outcome::Failed { reason: reason.clone() });
-            }
-            Event::Answered { outcome } => {
-                if let Some(key) = &record.request {
-                    self.requests
-                        .insert(key.clone(), Decided { outcome: outcome.clone(), at: record.at });
-                }
-            }
-            Event::Adopted { spec, helper, .. } => {
-                self.spec = Some(spec.clone());
-                self.helper = *helper;
-                self.phase = Phase::Mounted;
-                // An interrupted mount that had in fact completed: its request succeeded.
-                if self.op.as_ref().is_some_and(|op| op.action == Action::Mount) {
-                    let outcome = self.mounted_outcome();
-                    self.finish(record, outcome);
-                }
-                self.op = None;
-            }
-            Event::Lost { cleanup, .. } | Event::Abandoned { cleanup, .. } => {
-                // No outcome: the request (if any) was never answered and may be redelivered.
-                self.op = None;
-                self.helper = cleanup.helper;
-                self.phase =
-                    if cleanup.is_empty() { Phase::Unmounted } else { Phase::Dirty(*cleanup) };
-            }
-            Event::Detached { cleanup } => {
-                self.helper = cleanup.helper;
-                self.phase =
-                    if cleanup.is_empty() { Phase::Unmounted } else { Phase::Dirty(*cleanup) };
-                let path = self.mount_path().unwrap_or_default().to_owned();
-                self.finish(record, Outcome::Unmounted { path });
-            }
-            Event::Cleaned { .. } => {
-                if matches!(self.phase, Phase::Dirty(_)) {
-                    self.phase = Phase::Unmounted;
-                    self.helper = None;
-                }
-            }
-        }
-    }
-
-    fn mounted_outcome(&self) -> Outcome {
-        match &self.spec {
-            Some(spec) => Outcome::Mounted {
-                kind: spec.kind.name().to_owned(),
-                path: spec.mount_path.clone(),
-            },
-            None => Outcome::Mounted { kind: "unknown".to_owned(), path: String::new() },
-        }
-    }
-
-    fn start(&mut self, record: &Record, action: Action) {
-        self.op = Some(Operation {
-            id: record.op,
-            request: record.request.clone(),
-            action,
-            started_at: record.at,
-        });
-    }
-
-    fn finish(&mut self, record: &Record, outcome: Outcome) {
-        let request = self.op.take().and_then(|op| op.request).or_else(|| record.request.clone());
-        if let Some(key) = request {
-            self.requests.insert(key, Decided { outcome, at: record.at });
-        }
     }
 
     /// Whether the target's helper kind is S3 (has a helper) as far as the journal knows.
