@@ -426,7 +426,7 @@ async fn given_an_illegal_record_or_a_refused_plan_step_then_nothing_is_written(
         target: target.clone(),
         command: Command::Reconcile { seen: dms_journal::Seen::StrayPidFile(stray) },
     };
-    let plan = Plan { steps: vec![bad], findings: vec![] };
+    let plan = dms_journal::reconcile::Plan { steps: vec![bad], findings: vec![] };
     assert_eq!(rig.engine.reconcile(plan, &before).await.unwrap(), 0);
     assert_eq!(written(), count);
     assert_eq!(rig.engine.snapshot(), before);
