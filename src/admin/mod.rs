@@ -9,11 +9,12 @@ pub mod client;
 pub mod protocol;
 pub mod views;
 
+use crate::engine::Job;
 use crate::exec::helper::Helpers;
 use crate::observe::Host;
 use crate::server::HostEngine;
 use crate::supervisor::PassNow;
-use crate::wire::{self, Reply};
+use crate::wire::Reply;
 use dms_journal::store::Problem;
 use dms_journal::{reconcile, BootId, Phase, RequestKey, TargetId};
 use protocol::{AdminRequest, AdminResponse, MAX_REQUEST};
@@ -287,13 +288,8 @@ impl Admin {
             ));
         }
         let key = format!("dms-ctl-stop-{}", uuid::Uuid::new_v4());
-        let request = wire::Request {
-            key: Some(RequestKey::new(&key).map_err(|e| e.to_string())?),
-            reply_to: None,
-            target: id,
-            action: wire::Action::Unmount { mount_path: spec.mount_path.clone() },
-            token: None,
-        };
+        let request_key = RequestKey::new(&key).map_err(|e| e.to_string())?;
+        let job = Job::unmount(Some(request_key), id, spec.mount_path.clone());
         let span = tracing::info_span!(
             "request",
             target_id = %target,
@@ -302,7 +298,7 @@ impl Admin {
             helper_pid = helper.pid
         );
         let outcome = async {
-            let outcome = self.engine.handle(&request).await.map_err(|e| e.to_string())?;
+            let outcome = self.engine.handle(&job).await.map_err(|e| e.to_string())?;
             tracing::info!(outcome = %outcome.name(), "admin stop of target {target}: {outcome}");
             Ok::<_, String>(outcome)
         }

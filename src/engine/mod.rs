@@ -13,6 +13,7 @@
 mod admission;
 mod breaker;
 pub mod fake;
+mod job;
 mod oplines;
 mod perform;
 mod permits;
@@ -33,8 +34,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
 
 use crate::exec::mounts::Heard;
-use crate::wire::Request;
 pub use breaker::BreakerView;
+pub use job::{Ask, Job};
 pub use turn::Served;
 use turn::{Serial, TargetLocks};
 
@@ -200,25 +201,25 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         lock(&self.state).clone()
     }
 
-    /// Serve one validated request to its outcome, including what follows the answer.
-    pub async fn handle(&self, request: &Request) -> Result<Outcome, EngineError> {
-        let served = self.serve(request).await?;
+    /// Serve one job to its outcome, including what follows the answer.
+    pub async fn handle(&self, job: &Job) -> Result<Outcome, EngineError> {
+        let served = self.serve(job).await?;
         let outcome = served.outcome.clone();
         served.finish().await?;
         Ok(outcome)
     }
 
-    /// Serve one validated request up to its answer, journaled durably: the caller answers
-    /// and acks, then runs [`Served::finish`] for what the machine decided to do after the
-    /// answer (an S3 unmount stops its detached helper), still on the target's turn.
-    pub async fn serve(&self, request: &Request) -> Result<Served<'_, C, P, M>, EngineError> {
+    /// Serve one job up to its answer, journaled durably: the caller answers and acks, then
+    /// runs [`Served::finish`] for what the machine decided to do after the answer (an S3
+    /// unmount stops its detached helper), still on the target's turn.
+    pub async fn serve(&self, job: &Job) -> Result<Served<'_, C, P, M>, EngineError> {
         // Only the target's turn is held for the whole request; permits are taken per
         // effect, so requests queued behind one slow target hold nothing others need.
-        let serial = self.serialize(&request.target).await;
-        let mut command = request.command(OperationId::random());
-        let admitted = self.admissions.admit(&lock(&self.state), &request.target, &mut command);
+        let serial = self.serialize(&job.target).await;
+        let mut command = job.command(OperationId::random());
+        let admitted = self.admissions.admit(&lock(&self.state), &job.target, &mut command);
         let probe = self.gate(&mut command);
-        let mut run = perform::Run::new(self, request, command);
+        let mut run = perform::Run::new(self, job, command);
         let outcome = run.until_answer().await?.unwrap_or_else(|| Outcome::Failed {
             reason: "the request ended without an answer".into(),
         });
