@@ -6,7 +6,8 @@
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
-use crate::engine::ports::{HostMounts, HostProcesses};
+use crate::engine::observer::{HostObserver, Observer};
+use crate::engine::ports::{Credentials, HostMounts, HostProcesses, Mounts, Processes};
 use crate::engine::{Engine, EngineError, Executors, Limits};
 use crate::exec::command::Program;
 use crate::exec::credentials::{Barbican, BarbicanConfig, CredentialsError};
@@ -46,8 +47,6 @@ pub enum ServerError {
     #[error("the journal {} lost history: {}. Restore it from a backup, or accept the loss with `dms-journal --path {} accept-loss` (then `dms-journal verify`)", path.display(), losses.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "), path.display())]
     JournalLost { path: std::path::PathBuf, losses: Vec<dms_journal::store::Loss> },
 }
-
-pub type HostEngine = Engine<Barbican, HostProcesses, HostMounts>;
 
 /// How [`run`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +107,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
     raise_open_file_limit();
     // Helper exits arrive from the spawner's reapers and the pidfd watches; the supervisor
     // acts on them once the engine exists (below).
-    let (exits, exits_tx) = Exits::new()?;
+    let exits = Exits::default();
+    let exits_tx = exits.bridge()?;
 
     let helpers = Helpers {
         bin: config.s3vaultfuse_bin.clone(),
@@ -169,19 +169,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         probe_timeout: config.timeouts.mount_probe,
         fs_types: FsTypes::new(config.nfs_fstypes.clone()),
     };
-    let mut supervisor = Supervisor::new(Arc::clone(&engine), host.clone(), helpers.clone(), exits);
+    let observer = Arc::new(HostObserver { host, helpers });
+    let mut supervisor = Supervisor::new(Arc::clone(&engine), Arc::clone(&observer), exits);
     let broker_connected = Arc::new(AtomicBool::new(false));
     let requests_parked = Arc::new(AtomicUsize::new(0));
     let pause = intake::Pause::default();
     let admin = Arc::new(Admin {
         engine: Arc::clone(&engine),
-        host,
-        helpers,
+        observer,
         pass_now: supervisor.pass_now(),
         last_pass: supervisor.last_pass(),
         node: config.node_id.as_str().to_owned(),
         queue: config.queue_name(),
-        boot,
         journal_path: config.journal_path.clone(),
         journal_problems: replay.problems.clone(),
         broker_connected: Arc::clone(&broker_connected),
@@ -279,9 +278,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
 
 /// The Prometheus endpoint. A listener that cannot be bound is logged and the daemon serves
 /// mounts without it: mounts matter more than their metrics.
-async fn serve_metrics(
+async fn serve_metrics<C: Credentials, P: Processes, M: Mounts, O: Observer>(
     addr: std::net::SocketAddr,
-    admin: Arc<Admin>,
+    admin: Arc<Admin<C, P, M, O>>,
     shutdown: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let listener = match crate::metrics::bind(addr).await {
@@ -306,7 +305,7 @@ async fn serve_metrics(
 }
 
 /// `STATUS=` for `systemctl status`: what the daemon tracks.
-fn status_line(engine: &HostEngine) -> String {
+fn status_line<C: Credentials, P: Processes, M: Mounts>(engine: &Engine<C, P, M>) -> String {
     let (targets, mounted) = engine.counts();
     format!("serving: {targets} targets tracked, {mounted} mounted")
 }
@@ -327,9 +326,9 @@ async fn extend_start(notifier: Arc<Notifier>) {
 /// Each tick takes the engine's state lock: a runtime that no longer runs tasks, or a
 /// deadlocked state lock, stops the keep-alives and systemd restarts the daemon (its mounts
 /// and helpers stay). A single target stuck in an operation does not: it only stalls itself.
-async fn keep_alive(
+async fn keep_alive<C: Credentials, P: Processes, M: Mounts>(
     notifier: Arc<Notifier>,
-    engine: Arc<HostEngine>,
+    engine: Arc<Engine<C, P, M>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let every = notifier.watchdog_interval().unwrap_or(Duration::from_secs(30));
@@ -362,7 +361,10 @@ async fn keep_alive(
 }
 
 /// Bounded growth: compact finished history older than the retention, at start and hourly.
-async fn compact_periodically(engine: Arc<HostEngine>, retention: Duration) {
+async fn compact_periodically<C: Credentials, P: Processes, M: Mounts>(
+    engine: Arc<Engine<C, P, M>>,
+    retention: Duration,
+) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         every.tick().await;

@@ -9,14 +9,14 @@ pub mod client;
 pub mod protocol;
 pub mod views;
 
+use crate::engine::observer::Observer;
+use crate::engine::ports::{Credentials, Mounts, Processes};
+use crate::engine::Engine;
 use crate::engine::Job;
-use crate::exec::helper::Helpers;
-use crate::observe::Host;
-use crate::server::HostEngine;
 use crate::supervisor::PassNow;
 use crate::wire::Reply;
 use dms_journal::store::Problem;
-use dms_journal::{reconcile, BootId, Phase, RequestKey, TargetId};
+use dms_journal::{reconcile, Phase, RequestKey, TargetId};
 use protocol::{AdminRequest, AdminResponse, MAX_REQUEST};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -40,17 +40,16 @@ pub enum AdminError {
     NotASocket { path: PathBuf },
 }
 
-/// Everything the admin commands read or act on.
+/// Everything the admin commands read or act on: the engine (and through its executors,
+/// the helpers' uptime), the reconciler's view of the host, and the daemon's own state.
 #[derive(Debug)]
-pub struct Admin {
-    pub engine: Arc<HostEngine>,
-    pub host: Host,
-    pub helpers: Helpers,
+pub struct Admin<C, P, M, O> {
+    pub engine: Arc<Engine<C, P, M>>,
+    pub observer: Arc<O>,
     pub pass_now: PassNow,
     pub last_pass: crate::supervisor::LastPass,
     pub node: String,
     pub queue: String,
-    pub boot: BootId,
     pub journal_path: PathBuf,
     pub journal_problems: Vec<Problem>,
     pub broker_connected: Arc<AtomicBool>,
@@ -99,7 +98,13 @@ const MAX_CONNECTIONS: usize = 16;
 
 /// Serve until the task is aborted. Connection tasks live in a set owned here, so aborting
 /// the server ends them too.
-pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
+pub async fn serve<C, P, M, O>(listener: UnixListener, admin: Arc<Admin<C, P, M, O>>)
+where
+    C: Credentials,
+    P: Processes,
+    M: Mounts,
+    O: Observer,
+{
     let mut connections = tokio::task::JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -121,7 +126,7 @@ pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
     }
 }
 
-impl Admin {
+impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Admin<C, P, M, O> {
     async fn connection(&self, mut stream: UnixStream) {
         let uid = stream.peer_cred().map(|c| c.uid());
         let response = match uid {
@@ -169,7 +174,7 @@ impl Admin {
             queue: self.queue.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
-            boot_id: self.boot.to_string(),
+            boot_id: self.observer.boot().to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
             broker_connected: self.broker_connected.load(Ordering::Relaxed),
             targets,
@@ -189,7 +194,7 @@ impl Admin {
         let snapshot = self.engine.snapshot();
         let mounted_without_helper =
             crate::metrics::Gauges::mounted_without_helper(snapshot.targets.values(), |h| {
-                self.helpers.is_running(h)
+                self.engine.executors().processes.uptime(h).is_some()
             });
         crate::metrics::Gauges {
             requests_parked: self.requests_parked.load(Ordering::Relaxed) as u64,
@@ -206,7 +211,7 @@ impl Admin {
             .targets
             .values()
             .filter(|t| all || t.phase != Phase::Unmounted)
-            .map(|t| views::target_view(t, t.helper.and_then(|h| self.helpers.uptime(h))))
+            .map(|t| views::target_view(t, t.helper.and_then(|h| self.uptime(h))))
             .collect();
         if detailed {
             let pids: Vec<u32> = rows
@@ -227,16 +232,14 @@ impl Admin {
 
     async fn stats(&self) -> Result<serde_json::Value, String> {
         let snapshot = self.engine.snapshot();
-        let host = self.host.clone();
-        let journal = snapshot.clone();
-        let observed = blocking(move || host.observe(&journal).map_err(|e| e.to_string())).await?;
-        let plan = reconcile::plan(&snapshot, &observed, crate::engine::wall_clock(self.boot));
+        let observed = self.observer.observe(snapshot.clone()).await.map_err(|e| e.to_string())?;
+        let plan = reconcile::plan(&snapshot, &observed, self.engine.clock());
         let alive = snapshot
             .targets
             .values()
             .filter(|t| t.phase == Phase::Mounted)
             .filter_map(|t| t.helper)
-            .filter(|h| self.helpers.uptime(*h).is_some())
+            .filter(|h| self.uptime(*h).is_some())
             .count();
         let busy = self.engine.busy();
         let last_pass = self.last_pass.get();
@@ -312,6 +315,11 @@ impl Admin {
             (_, _, Some(msg)) | (_, Some(msg), None) => Err(msg),
             _ => Err("the stop ended without an answer".into()),
         }
+    }
+
+    /// How long a journaled helper has been running; `None` if it is not (or not provably it).
+    fn uptime(&self, helper: dms_journal::HelperIdentity) -> Option<Duration> {
+        self.engine.executors().processes.uptime(helper)
     }
 
     async fn journal(&self, args: Vec<String>) -> serde_json::Value {

@@ -13,7 +13,9 @@
 mod admission;
 mod breaker;
 pub mod fake;
+pub mod fake_observer;
 mod job;
+pub mod observer;
 mod oplines;
 mod perform;
 mod permits;
