@@ -23,6 +23,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
@@ -47,6 +49,11 @@ pub struct PassReport {
 pub struct Supervisor<C, P, M, O> {
     engine: Arc<Engine<C, P, M>>,
     observer: Arc<O>,
+    /// Cancelled when the daemon stops: the loop ends after what it is doing, the exit
+    /// watches end at once.
+    cancel: CancellationToken,
+    /// Where the exit watches and the journaling of exits run, so the stop waits for them.
+    tasks: TaskTracker,
     exits_tx: mpsc::UnboundedSender<HelperExit>,
     exits: mpsc::UnboundedReceiver<HelperExit>,
     /// Helpers with a pidfd watch in place.
@@ -140,13 +147,21 @@ impl Exits {
 }
 
 impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O> {
-    pub fn new(engine: Arc<Engine<C, P, M>>, observer: Arc<O>, exits: Exits) -> Self {
+    pub fn new(
+        engine: Arc<Engine<C, P, M>>,
+        observer: Arc<O>,
+        exits: Exits,
+        cancel: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
         let (ask, asked) = mpsc::channel(4);
         Supervisor {
             asked,
             ask,
             engine,
             observer,
+            cancel,
+            tasks,
             exits_tx: exits.tx,
             exits: exits.rx,
             watched: HashSet::new(),
@@ -185,13 +200,16 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
         })
     }
 
-    /// Act on helper exits as they come and resync every `every`, until the engine stops.
+    /// Act on helper exits as they come and resync every `every`, until cancelled; a pass
+    /// under way when the stop comes is finished first.
     pub async fn run(mut self, every: Duration) {
         let mut resync = tokio::time::interval(every);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await; // the boot pass just ran
         loop {
             tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return,
                 Some(exit) = self.exits.recv() => self.helper_exited(exit),
                 Some(reply) = self.asked.recv() => {
                     let report = self.pass().await.map_err(|e| e.to_string());
@@ -215,7 +233,7 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
     fn helper_exited(&mut self, exit: HelperExit) {
         self.watched.remove(&exit.helper);
         let engine = Arc::clone(&self.engine);
-        tokio::spawn(async move { journal_exit(&engine, exit).await });
+        self.tasks.spawn(async move { journal_exit(&engine, exit).await });
     }
 
     /// An exit watch for every helper of a mounted target that has none. A helper that is
@@ -238,9 +256,12 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
                     self.watched.insert(helper);
                     let (tx, exit) =
                         (self.exits_tx.clone(), exit("exited (seen through its pidfd)"));
-                    tokio::spawn(async move {
-                        exited.await;
-                        let _ = tx.send(exit);
+                    let cancel = self.cancel.clone();
+                    self.tasks.spawn(async move {
+                        tokio::select! {
+                            _ = exited => { let _ = tx.send(exit); }
+                            _ = cancel.cancelled() => {}
+                        }
                     });
                 }
                 Watch::Gone(status) => {

@@ -96,10 +96,13 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
 /// Connections served at once; more are turned away (operators and monitoring are few).
 const MAX_CONNECTIONS: usize = 16;
 
-/// Serve until the task is aborted. Connection tasks live in a set owned here, so aborting
-/// the server ends them too.
-pub async fn serve<C, P, M, O>(listener: UnixListener, admin: Arc<Admin<C, P, M, O>>)
-where
+/// Serve until `cancel`, then wait for the connections being answered (each is bounded by
+/// its own deadlines: reading the request, the operation, writing the answer).
+pub async fn serve<C, P, M, O>(
+    listener: UnixListener,
+    admin: Arc<Admin<C, P, M, O>>,
+    cancel: tokio_util::sync::CancellationToken,
+) where
     C: Credentials,
     P: Processes,
     M: Mounts,
@@ -108,15 +111,19 @@ where
     let mut connections = tokio::task::JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((mut stream, _)) if connections.len() >= MAX_CONNECTIONS => {
                 let busy = r#"{"ok":false,"data":null,"error":"the admin socket is busy; retry"}"#;
                 let line = format!("{busy}\n");
                 let _ = tokio::time::timeout(READ_TIMEOUT, stream.write_all(line.as_bytes())).await;
             }
             Ok((stream, _)) => {
-                let admin = Arc::clone(&admin);
-                connections.spawn(async move { admin.connection(stream).await });
+                let (admin, cancel) = (Arc::clone(&admin), cancel.clone());
+                connections.spawn(async move { admin.connection(stream, cancel).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin socket accept failed");
@@ -124,16 +131,30 @@ where
             }
         }
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Admin<C, P, M, O> {
-    async fn connection(&self, mut stream: UnixStream) {
+    /// One connection. A request still being read when the daemon stops is answered with
+    /// that (the stop does not wait for a slow client); one being answered is finished.
+    async fn connection(
+        &self,
+        mut stream: UnixStream,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
         let uid = stream.peer_cred().map(|c| c.uid());
         let response = match uid {
-            Ok(0) => match read_request(&mut stream).await {
-                Ok(request) => self.answer(request).await,
-                Err(message) => AdminResponse::error(message),
-            },
+            Ok(0) => {
+                let read = tokio::select! {
+                    read = read_request(&mut stream) => read,
+                    _ = cancel.cancelled() => Err("dms-server is stopping; nothing done".into()),
+                };
+                match read {
+                    Ok(request) => self.answer(request).await,
+                    Err(message) => AdminResponse::error(message),
+                }
+            }
             Ok(uid) => {
                 // Read (and drop) the request first, so the client is not cut off mid-write
                 // and sees the refusal rather than a broken pipe.

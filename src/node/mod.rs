@@ -7,9 +7,9 @@
 //! Order matters: the journal is replayed and reality reconciled against it *before* any
 //! request is taken, so the first request already sees the truth (DESIGN §3.2, §3.4).
 
+mod background;
 #[cfg(any(test, feature = "testing"))]
 pub mod jobs;
-mod tasks;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -152,7 +154,18 @@ where
     };
     let engine = Arc::new(Engine::new(journal, replay.state, executors, boot, limits));
     let observer = Arc::new(observer);
-    let mut supervisor = Supervisor::new(Arc::clone(&engine), Arc::clone(&observer), exits);
+    // Every task beside intake runs on `tasks`; at the end each is told to stop (`cancel`,
+    // or for the engine's own work first, `engine_work`) and waited for, not aborted.
+    let tasks = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let engine_work = cancel.child_token();
+    let mut supervisor = Supervisor::new(
+        Arc::clone(&engine),
+        Arc::clone(&observer),
+        exits,
+        engine_work.clone(),
+        tasks.clone(),
+    );
     let broker_connected = Arc::new(AtomicBool::new(false));
     let requests_parked = Arc::new(AtomicUsize::new(0));
     let pause = intake::Pause::default();
@@ -173,26 +186,34 @@ where
         started: std::time::Instant::now(),
     });
     // Without its admin socket the daemon still serves mounts (operators lose dms-ctl).
-    let admin_task = match admin::bind(&config.admin_socket) {
+    let admin_served = match admin::bind(&config.admin_socket) {
         Ok(listener) => {
             tracing::info!(path = %config.admin_socket.display(), "admin socket ready");
-            Some(tokio::spawn(admin::serve(listener, Arc::clone(&admin))))
+            tasks.spawn(admin::serve(listener, Arc::clone(&admin), cancel.clone()));
+            true
         }
         Err(e) => {
             tracing::error!(error = %e, "admin socket disabled (admin_socket)");
-            None
+            false
         }
     };
     // The whole boot pass (observe, plan, journal, perform) finishes before intake starts.
     // While it runs, systemd is asked for more start time, so a node with many targets (or
     // a hung mount among them) is not killed at TimeoutStartSec in the middle of it.
     let notifier = Notifier::from_env().map(Arc::new);
-    let extending = notifier.clone().map(|n| tokio::spawn(tasks::extend_start(n)));
-    let report = supervisor.pass().await;
-    if let Some(task) = extending {
-        task.abort();
+    let booting = cancel.child_token();
+    if let Some(n) = notifier.clone() {
+        tasks.spawn(background::extend_start(n, booting.clone()));
     }
-    let report = report?;
+    let report = supervisor.pass().await;
+    booting.cancel();
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            drain(&tasks, &cancel).await;
+            return Err(e.into());
+        }
+    };
     tracing::info!(
         steps = report.steps_performed,
         mounts = report.mounts,
@@ -201,22 +222,24 @@ where
         "boot reconcile done"
     );
     admin.booted.store(true, std::sync::atomic::Ordering::Release);
-    let supervision = tokio::spawn(supervisor.run(config.timeouts.resync));
+    tasks.spawn(supervisor.run(config.timeouts.resync));
     if let Some(n) = &notifier {
-        if let Err(e) = n.ready(&tasks::status_line(&engine)) {
+        if let Err(e) = n.ready(&background::status_line(&engine)) {
             tracing::warn!(error = %e, "cannot tell systemd the daemon is ready");
         }
     }
-    let keep_alive = notifier
-        .clone()
-        .map(|n| tokio::spawn(tasks::keep_alive(n, Arc::clone(&engine), shutdown.clone())));
-
+    if let Some(n) = notifier.clone() {
+        let (engine, stop) = (Arc::clone(&engine), shutdown.clone());
+        tasks.spawn(background::keep_alive(n, engine, stop, cancel.clone()));
+    }
+    let retention = config.journal_retention;
     let compaction =
-        tokio::spawn(tasks::compact_periodically(Arc::clone(&engine), config.journal_retention));
-    let metrics = match config.metrics_listen {
-        Some(addr) => tasks::serve_metrics(addr, Arc::clone(&admin), shutdown.clone()).await,
-        None => None,
-    };
+        background::compact_periodically(Arc::clone(&engine), retention, engine_work.clone());
+    tasks.spawn(compaction);
+    if let Some(addr) = config.metrics_listen {
+        let (admin, stop) = (Arc::clone(&admin), shutdown.clone());
+        background::serve_metrics(addr, admin, stop, &tasks, cancel.clone()).await;
+    }
     let served = match intake {
         Intake::Broker => {
             let transport = TransportConfig {
@@ -235,8 +258,9 @@ where
         #[cfg(any(test, feature = "testing"))]
         Intake::Jobs(jobs) => jobs::serve(engine, jobs, shutdown.clone()).await,
     };
-    compaction.abort();
-    supervision.abort();
+    // Intake has stopped: so does the engine's own work (a pass or compaction under way
+    // is finished first).
+    engine_work.cancel();
     // A journal that cannot be written pauses the daemon (health and metrics still
     // answer) until its filesystem takes writes again.
     let paused = match &served {
@@ -245,15 +269,9 @@ where
         }
         _ => None,
     };
-    if let Some(task) = metrics {
-        task.abort();
-    }
-    if let Some(task) = admin_task {
-        task.abort();
+    drain(&tasks, &cancel).await;
+    if admin_served {
         let _ = std::fs::remove_file(&config.admin_socket);
-    }
-    if let Some(task) = keep_alive {
-        task.abort();
     }
     match paused {
         Some(Resume::Restart) => return Ok(Exit::Restart),
@@ -262,4 +280,22 @@ where
     }
     tracing::info!("intake stopped; mounts and helpers left running");
     Ok(Exit::Stopped)
+}
+
+/// How long the stop waits for the tasks beside intake (an admin request or a reconcile
+/// step under way) once intake has drained; what is still running then is left to the
+/// runtime's shutdown (`dms-server`'s hard stop deadline bounds the whole stop anyway).
+const TASKS_DRAIN: Duration = Duration::from_secs(5);
+
+/// Tell every task to stop and wait for them, up to [`TASKS_DRAIN`].
+async fn drain(tasks: &TaskTracker, cancel: &CancellationToken) {
+    cancel.cancel();
+    tasks.close();
+    if tokio::time::timeout(TASKS_DRAIN, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            tasks = tasks.len(),
+            "tasks still running {} s after the stop; left to the runtime",
+            TASKS_DRAIN.as_secs()
+        );
+    }
 }

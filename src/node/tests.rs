@@ -213,3 +213,19 @@ async fn given_an_observer_that_fails_when_the_node_starts_then_it_does_not_serv
     let Err(error) = ended else { panic!("a node that cannot observe started") };
     assert!(error.to_string().contains("the mount table cannot be read"), "{error}");
 }
+
+#[tokio::test]
+async fn given_an_idle_admin_client_when_the_node_stops_then_it_is_told_and_the_stop_does_not_wait()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &World::new(), 1);
+    node.jobs.ask(s3_mount("t1", "k1")).await.unwrap();
+    // Connected, request never sent: the socket's own read deadline is 10 s.
+    let mut idle = tokio::net::UnixStream::connect(&node.socket).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(node.stop().await, Exit::Stopped);
+    assert!(started.elapsed() < Duration::from_secs(2), "stop took {:?}", started.elapsed());
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut idle, &mut answer).await.unwrap();
+    assert!(answer.contains("dms-server is stopping"), "{answer}");
+}

@@ -9,19 +9,24 @@ use crate::systemd::Notifier;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// The Prometheus endpoint. A listener that cannot be bound is logged and the daemon serves
-/// mounts without it: mounts matter more than their metrics.
+/// The Prometheus endpoint, served on `tasks` until `shutdown` (or `cancel`, when the
+/// daemon ends without a stop: a restart in place). A listener that cannot be bound is
+/// logged and the daemon serves mounts without it: mounts matter more than their metrics.
 pub(super) async fn serve_metrics<C: Credentials, P: Processes, M: Mounts, O: Observer>(
     addr: std::net::SocketAddr,
     admin: Arc<Admin<C, P, M, O>>,
     shutdown: watch::Receiver<bool>,
-) -> Option<tokio::task::JoinHandle<()>> {
+    tasks: &TaskTracker,
+    cancel: CancellationToken,
+) {
     let listener = match crate::metrics::bind(addr).await {
         Ok(listener) => listener,
         Err(e) => {
             tracing::error!(error = %e, "metrics disabled: cannot listen (metrics_listen)");
-            return None;
+            return;
         }
     };
     let bound = listener.local_addr().unwrap_or(addr);
@@ -35,7 +40,12 @@ pub(super) async fn serve_metrics<C: Credentials, P: Processes, M: Mounts, O: Ob
     }
     let gauges: Arc<dyn Fn() -> crate::metrics::Gauges + Send + Sync> =
         Arc::new(move || admin.gauges());
-    Some(tokio::spawn(crate::metrics::serve(listener, gauges, shutdown)))
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = crate::metrics::serve(listener, gauges, shutdown) => {}
+            _ = cancel.cancelled() => {}
+        }
+    });
 }
 
 /// `STATUS=` for `systemctl status`: what the daemon tracks.
@@ -46,11 +56,15 @@ pub(super) fn status_line<C: Credentials, P: Processes, M: Mounts>(
     format!("serving: {targets} targets tracked, {mounted} mounted")
 }
 
-/// `EXTEND_TIMEOUT_USEC` every 20 s (by 60 s each time) while the boot pass runs.
-pub(super) async fn extend_start(notifier: Arc<Notifier>) {
+/// `EXTEND_TIMEOUT_USEC` every 20 s (by 60 s each time) while the boot pass runs (until
+/// `done`).
+pub(super) async fn extend_start(notifier: Arc<Notifier>, done: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(20));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         let _ = notifier.status("reconciling the journal with the host before intake");
         if let Err(e) = notifier.extend_timeout(Duration::from_secs(60)) {
             tracing::warn!(error = %e, "cannot ask systemd for more start time");
@@ -66,12 +80,14 @@ pub(super) async fn keep_alive<C: Credentials, P: Processes, M: Mounts>(
     notifier: Arc<Notifier>,
     engine: Arc<Engine<C, P, M>>,
     mut stop: watch::Receiver<bool>,
+    cancel: CancellationToken,
 ) {
     let every = notifier.watchdog_interval().unwrap_or(Duration::from_secs(30));
     let mut tick = tokio::time::interval(every);
     let mut failing = false;
     loop {
         tokio::select! {
+            _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
             _ = stop.changed() => {
                 let status = "stopping: intake closed, finishing in-flight requests; mounts stay";
@@ -96,14 +112,19 @@ pub(super) async fn keep_alive<C: Credentials, P: Processes, M: Mounts>(
     }
 }
 
-/// Bounded growth: compact finished history older than the retention, at start and hourly.
+/// Bounded growth: compact finished history older than the retention, at start and hourly,
+/// until `cancel` (a compaction under way is finished).
 pub(super) async fn compact_periodically<C: Credentials, P: Processes, M: Mounts>(
     engine: Arc<Engine<C, P, M>>,
     retention: Duration,
+    cancel: CancellationToken,
 ) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
         match engine.compact(retention).await {
             Ok(report) if report.records_removed > 0 || report.requests_forgotten > 0 => {
                 tracing::info!(
