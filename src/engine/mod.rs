@@ -12,7 +12,11 @@
 
 mod admission;
 mod breaker;
+/// Recording fakes: for tests only, never in a release build (`--features testing` for
+/// tests outside this crate).
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
+#[cfg(any(test, feature = "testing"))]
 pub mod fake_observer;
 mod job;
 pub mod observer;
