@@ -13,21 +13,23 @@
 //! step only if the target is still as in that snapshot, so a pass never undoes the work of
 //! a request that ran meanwhile.
 
-use crate::exec::helper::{HelperExit, Helpers};
-use crate::observe::{Host, ObserveError};
-use crate::server::HostEngine;
-use dms_journal::{reconcile, BootId, HelperIdentity, Phase};
+use crate::engine::observer::{ObservationError, Observer, Watch};
+use crate::engine::ports::{Credentials, Mounts, Processes};
+use crate::engine::Engine;
+use crate::exec::helper::HelperExit;
+use dms_journal::reconcile::{self, Plan};
+use dms_journal::{Clock, HelperIdentity, JournalState, Phase, TargetId};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SuperviseError {
-    #[error("cannot observe the host: {0}")]
-    Observe(#[from] ObserveError),
-    #[error("the observer task failed: {0}")]
-    Task(String),
+    #[error(transparent)]
+    Observe(#[from] ObservationError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error("cannot start the helper exit watcher: {0}")]
@@ -44,12 +46,14 @@ pub struct PassReport {
     pub took: Duration,
 }
 
-#[derive(Debug)]
-pub struct Supervisor {
-    engine: Arc<HostEngine>,
-    host: Host,
-    helpers: Helpers,
-    boot: BootId,
+pub struct Supervisor<C, P, M, O> {
+    engine: Arc<Engine<C, P, M>>,
+    observer: Arc<O>,
+    /// Cancelled when the daemon stops: the loop ends after what it is doing, the exit
+    /// watches end at once.
+    cancel: CancellationToken,
+    /// Where the exit watches and the journaling of exits run, so the stop waits for them.
+    tasks: TaskTracker,
     exits_tx: mpsc::UnboundedSender<HelperExit>,
     exits: mpsc::UnboundedReceiver<HelperExit>,
     /// Helpers with a pidfd watch in place.
@@ -97,21 +101,37 @@ impl PassNow {
     }
 }
 
-/// Where helper exits arrive: from the spawner's reapers (through the std sender handed to
-/// the spawner) and from the pidfd watches.
+impl<C, P, M, O> std::fmt::Debug for Supervisor<C, P, M, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor").field("watched", &self.watched.len()).finish_non_exhaustive()
+    }
+}
+
+/// Where helper exits arrive: from the executors' reapers and from the exit watches.
 #[derive(Debug)]
 pub struct Exits {
     tx: mpsc::UnboundedSender<HelperExit>,
     rx: mpsc::UnboundedReceiver<HelperExit>,
 }
 
-impl Exits {
-    /// Also returns the sender for the spawner's reapers, which may be threads (outside the
-    /// runtime) and so send on a std channel; one thread bridges it.
-    pub fn new() -> Result<(Exits, std::sync::mpsc::Sender<HelperExit>), SuperviseError> {
+impl Default for Exits {
+    fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        Exits { tx, rx }
+    }
+}
+
+impl Exits {
+    /// A sender for reapers that run on the runtime.
+    pub fn sender(&self) -> mpsc::UnboundedSender<HelperExit> {
+        self.tx.clone()
+    }
+
+    /// A sender for reapers that may be threads (outside the runtime) and so send on a std
+    /// channel; one thread bridges it.
+    pub fn bridge(&self) -> Result<std::sync::mpsc::Sender<HelperExit>, SuperviseError> {
         let (reaped_tx, reaped) = std::sync::mpsc::channel::<HelperExit>();
-        let bridge = tx.clone();
+        let bridge = self.tx.clone();
         std::thread::Builder::new()
             .name("dms-helper-exits".into())
             .spawn(move || {
@@ -122,21 +142,26 @@ impl Exits {
                 }
             })
             .map_err(SuperviseError::Thread)?;
-        Ok((Exits { tx, rx }, reaped_tx))
+        Ok(reaped_tx)
     }
 }
 
-impl Supervisor {
-    pub fn new(engine: Arc<HostEngine>, host: Host, helpers: Helpers, exits: Exits) -> Self {
-        let boot = helpers.boot;
+impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O> {
+    pub fn new(
+        engine: Arc<Engine<C, P, M>>,
+        observer: Arc<O>,
+        exits: Exits,
+        cancel: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
         let (ask, asked) = mpsc::channel(4);
         Supervisor {
             asked,
             ask,
             engine,
-            host,
-            helpers,
-            boot,
+            observer,
+            cancel,
+            tasks,
             exits_tx: exits.tx,
             exits: exits.rx,
             watched: HashSet::new(),
@@ -157,16 +182,11 @@ impl Supervisor {
     pub async fn pass(&mut self) -> Result<PassReport, SuperviseError> {
         let started = Instant::now();
         let seen = self.engine.snapshot();
-        let observer = self.host.clone();
-        let journal = seen.clone();
-        let observed = tokio::task::spawn_blocking(move || observer.observe(&journal))
-            .await
-            .map_err(|e| SuperviseError::Task(e.to_string()))??;
-        let clock = crate::engine::wall_clock(self.boot);
+        let observed = self.observer.observe(seen.clone()).await?;
+        let clock = self.engine.clock();
         let plan = reconcile::plan(&seen, &observed, clock);
         self.log_findings(&plan.findings);
-        let (differ, _) =
-            crate::admin::views::differences(&plan, &seen, clock, &self.engine.busy());
+        let (differ, _) = differences(&plan, &seen, clock, &self.engine.busy());
         self.last_pass.set(differ.into_iter().collect());
         let steps_planned = plan.steps.len();
         let steps_performed = self.engine.reconcile(plan, &seen).await?;
@@ -181,13 +201,16 @@ impl Supervisor {
         })
     }
 
-    /// Act on helper exits as they come and resync every `every`, until the engine stops.
+    /// Act on helper exits as they come and resync every `every`, until cancelled; a pass
+    /// under way when the stop comes is finished first.
     pub async fn run(mut self, every: Duration) {
         let mut resync = tokio::time::interval(every);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         resync.tick().await; // the boot pass just ran
         loop {
             tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return,
                 Some(exit) = self.exits.recv() => self.helper_exited(exit),
                 Some(reply) = self.asked.recv() => {
                     let report = self.pass().await.map_err(|e| e.to_string());
@@ -211,18 +234,15 @@ impl Supervisor {
     fn helper_exited(&mut self, exit: HelperExit) {
         self.watched.remove(&exit.helper);
         let engine = Arc::clone(&self.engine);
-        tokio::spawn(async move { journal_exit(&engine, exit).await });
+        self.tasks.spawn(async move { journal_exit(&engine, exit).await });
     }
 
-    /// A pidfd watch for every helper of a mounted target that has none. A helper that is
+    /// An exit watch for every helper of a mounted target that has none. A helper that is
     /// already gone (or whose PID now names another process) is reported as exited now.
     fn watch_mounted(&mut self) {
         let snapshot = self.engine.snapshot();
         for state in snapshot.targets.values().filter(|t| t.phase == Phase::Mounted) {
-            // A helper this process spawned has a reaper that reports its exit already.
-            let unwatched =
-                |h: &HelperIdentity| !self.watched.contains(h) && !self.helpers.reaping.contains(h);
-            let Some(helper) = state.helper.filter(unwatched) else {
+            let Some(helper) = state.helper.filter(|h| !self.watched.contains(h)) else {
                 continue;
             };
             let target = state.target.clone();
@@ -231,31 +251,25 @@ impl Supervisor {
                 helper,
                 status: status.to_owned(),
             };
-            match self.helpers.pidfd(helper) {
-                Ok(Some(pidfd)) => match crate::exec::helper::register(pidfd) {
-                    Ok(pidfd) => {
-                        self.watched.insert(helper);
-                        let (tx, exited) =
-                            (self.exits_tx.clone(), exit("exited (seen through its pidfd)"));
-                        tokio::spawn(async move {
-                            if pidfd.readable().await.is_ok() {
-                                let _ = tx.send(exited);
-                            }
-                        });
-                    }
-                    Err(e) => tracing::warn!(
-                        target_id = %target, helper_pid = helper.pid, error = %e,
-                        "cannot watch the helper; the resync will notice its death"
-                    ),
-                },
-                Ok(None) => {
-                    let _ = self.exits_tx.send(exit("gone"));
+            match self.observer.watch(helper) {
+                Watch::Reported => {}
+                Watch::Exits(exited) => {
+                    self.watched.insert(helper);
+                    let (tx, exit) =
+                        (self.exits_tx.clone(), exit("exited (seen through its pidfd)"));
+                    let cancel = self.cancel.clone();
+                    self.tasks.spawn(async move {
+                        tokio::select! {
+                            _ = exited => { let _ = tx.send(exit); }
+                            _ = cancel.cancelled() => {}
+                        }
+                    });
                 }
-                Err(crate::exec::helper::HelperError::NotOurs { .. }) => {
-                    let _ = self.exits_tx.send(exit("gone; its PID now names another process"));
+                Watch::Gone(status) => {
+                    let _ = self.exits_tx.send(exit(status));
                 }
-                Err(e) => tracing::warn!(
-                    target_id = %target, helper_pid = helper.pid, error = %e,
+                Watch::Unwatchable(error) => tracing::warn!(
+                    target_id = %target, helper_pid = helper.pid, %error,
                     "cannot watch the helper; the resync will notice its death"
                 ),
             }
@@ -271,7 +285,10 @@ impl Supervisor {
     }
 }
 
-async fn journal_exit(engine: &HostEngine, exit: HelperExit) {
+async fn journal_exit<C: Credentials, P: Processes, M: Mounts>(
+    engine: &Engine<C, P, M>,
+    exit: HelperExit,
+) {
     let (target, pid, status) = (exit.target.to_string(), exit.helper.pid, &exit.status);
     match engine.helper_exited(&exit.target, exit.helper, status).await {
         Ok(true) => tracing::warn!(
@@ -286,4 +303,49 @@ async fn journal_exit(engine: &HostEngine, exit: HelperExit) {
             "cannot journal a helper's death; the next resync retries"
         ),
     }
+}
+
+/// Where memory and disk differ, from a reconcile plan over both (made from `journal` at
+/// `clock`): its steps and findings, except those of targets in `busy` (a request in
+/// flight), which are returned apart.
+pub fn differences(
+    plan: &Plan,
+    journal: &JournalState,
+    clock: Clock,
+    busy: &BTreeSet<TargetId>,
+) -> (Vec<String>, Vec<String>) {
+    let mut differ = Vec::new();
+    let mut in_flight = Vec::new();
+    for step in &plan.steps {
+        let line = step_line(step, journal, clock);
+        match busy.contains(&step.target) {
+            true => in_flight.push(line),
+            false => differ.push(line),
+        }
+    }
+    for finding in &plan.findings {
+        match finding.target.as_ref().is_some_and(|t| busy.contains(t)) {
+            true => in_flight.push(finding.to_string()),
+            false => differ.push(finding.to_string()),
+        }
+    }
+    (differ, in_flight)
+}
+
+/// What performing `step` would journal and do, as the machine decides it.
+fn step_line(step: &reconcile::Step, journal: &JournalState, clock: Clock) -> String {
+    let decision = match step.decision(journal, clock) {
+        Ok(decision) => decision,
+        Err(rejection) => return format!("{}: cleanup refused: {rejection}", step.target),
+    };
+    let mut what: Vec<String> = decision
+        .records
+        .iter()
+        .map(|r| match r.event.details() {
+            d if d.is_empty() => r.event.name().to_owned(),
+            d => format!("{} ({d})", r.event.name()),
+        })
+        .collect();
+    what.extend(decision.effects.iter().map(|e| e.name().to_owned()));
+    format!("{}: cleanup would do {}", step.target, what.join(", then "))
 }

@@ -9,13 +9,14 @@ pub mod client;
 pub mod protocol;
 pub mod views;
 
-use crate::exec::helper::Helpers;
-use crate::observe::Host;
-use crate::server::HostEngine;
+use crate::engine::observer::Observer;
+use crate::engine::ports::{Credentials, Mounts, Processes};
+use crate::engine::Engine;
+use crate::engine::Job;
 use crate::supervisor::PassNow;
-use crate::wire::{self, Reply};
+use crate::wire::Reply;
 use dms_journal::store::Problem;
-use dms_journal::{reconcile, BootId, Phase, RequestKey, TargetId};
+use dms_journal::{reconcile, Phase, RequestKey, TargetId};
 use protocol::{AdminRequest, AdminResponse, MAX_REQUEST};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,17 +40,16 @@ pub enum AdminError {
     NotASocket { path: PathBuf },
 }
 
-/// Everything the admin commands read or act on.
+/// Everything the admin commands read or act on: the engine (and through its executors,
+/// the helpers' uptime), the reconciler's view of the host, and the daemon's own state.
 #[derive(Debug)]
-pub struct Admin {
-    pub engine: Arc<HostEngine>,
-    pub host: Host,
-    pub helpers: Helpers,
+pub struct Admin<C, P, M, O> {
+    pub engine: Arc<Engine<C, P, M>>,
+    pub observer: Arc<O>,
     pub pass_now: PassNow,
     pub last_pass: crate::supervisor::LastPass,
     pub node: String,
     pub queue: String,
-    pub boot: BootId,
     pub journal_path: PathBuf,
     pub journal_problems: Vec<Problem>,
     pub broker_connected: Arc<AtomicBool>,
@@ -96,21 +96,34 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
 /// Connections served at once; more are turned away (operators and monitoring are few).
 const MAX_CONNECTIONS: usize = 16;
 
-/// Serve until the task is aborted. Connection tasks live in a set owned here, so aborting
-/// the server ends them too.
-pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
+/// Serve until `cancel`, then wait for the connections being answered (each is bounded by
+/// its own deadlines: reading the request, the operation, writing the answer).
+pub async fn serve<C, P, M, O>(
+    listener: UnixListener,
+    admin: Arc<Admin<C, P, M, O>>,
+    cancel: tokio_util::sync::CancellationToken,
+) where
+    C: Credentials,
+    P: Processes,
+    M: Mounts,
+    O: Observer,
+{
     let mut connections = tokio::task::JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((mut stream, _)) if connections.len() >= MAX_CONNECTIONS => {
                 let busy = r#"{"ok":false,"data":null,"error":"the admin socket is busy; retry"}"#;
                 let line = format!("{busy}\n");
                 let _ = tokio::time::timeout(READ_TIMEOUT, stream.write_all(line.as_bytes())).await;
             }
             Ok((stream, _)) => {
-                let admin = Arc::clone(&admin);
-                connections.spawn(async move { admin.connection(stream).await });
+                let (admin, cancel) = (Arc::clone(&admin), cancel.clone());
+                connections.spawn(async move { admin.connection(stream, cancel).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin socket accept failed");
@@ -118,16 +131,30 @@ pub async fn serve(listener: UnixListener, admin: Arc<Admin>) {
             }
         }
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
-impl Admin {
-    async fn connection(&self, mut stream: UnixStream) {
+impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Admin<C, P, M, O> {
+    /// One connection. A request still being read when the daemon stops is answered with
+    /// that (the stop does not wait for a slow client); one being answered is finished.
+    async fn connection(
+        &self,
+        mut stream: UnixStream,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
         let uid = stream.peer_cred().map(|c| c.uid());
         let response = match uid {
-            Ok(0) => match read_request(&mut stream).await {
-                Ok(request) => self.answer(request).await,
-                Err(message) => AdminResponse::error(message),
-            },
+            Ok(0) => {
+                let read = tokio::select! {
+                    read = read_request(&mut stream) => read,
+                    _ = cancel.cancelled() => Err("dms-server is stopping; nothing done".into()),
+                };
+                match read {
+                    Ok(request) => self.answer(request).await,
+                    Err(message) => AdminResponse::error(message),
+                }
+            }
             Ok(uid) => {
                 // Read (and drop) the request first, so the client is not cut off mid-write
                 // and sees the refusal rather than a broken pipe.
@@ -168,7 +195,7 @@ impl Admin {
             queue: self.queue.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
-            boot_id: self.boot.to_string(),
+            boot_id: self.observer.boot().to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
             broker_connected: self.broker_connected.load(Ordering::Relaxed),
             targets,
@@ -188,7 +215,7 @@ impl Admin {
         let snapshot = self.engine.snapshot();
         let mounted_without_helper =
             crate::metrics::Gauges::mounted_without_helper(snapshot.targets.values(), |h| {
-                self.helpers.is_running(h)
+                self.engine.executors().processes.uptime(h).is_some()
             });
         crate::metrics::Gauges {
             requests_parked: self.requests_parked.load(Ordering::Relaxed) as u64,
@@ -205,7 +232,7 @@ impl Admin {
             .targets
             .values()
             .filter(|t| all || t.phase != Phase::Unmounted)
-            .map(|t| views::target_view(t, t.helper.and_then(|h| self.helpers.uptime(h))))
+            .map(|t| views::target_view(t, t.helper.and_then(|h| self.uptime(h))))
             .collect();
         if detailed {
             let pids: Vec<u32> = rows
@@ -226,17 +253,15 @@ impl Admin {
 
     async fn stats(&self) -> Result<serde_json::Value, String> {
         let snapshot = self.engine.snapshot();
-        let host = self.host.clone();
-        let journal = snapshot.clone();
-        let observed = blocking(move || host.observe(&journal).map_err(|e| e.to_string())).await?;
-        let clock = crate::engine::wall_clock(self.boot);
+        let observed = self.observer.observe(snapshot.clone()).await.map_err(|e| e.to_string())?;
+        let clock = self.engine.clock();
         let plan = reconcile::plan(&snapshot, &observed, clock);
         let alive = snapshot
             .targets
             .values()
             .filter(|t| t.phase == Phase::Mounted)
             .filter_map(|t| t.helper)
-            .filter(|h| self.helpers.uptime(*h).is_some())
+            .filter(|h| self.uptime(*h).is_some())
             .count();
         let busy = self.engine.busy();
         let last_pass = self.last_pass.get();
@@ -289,13 +314,8 @@ impl Admin {
             ));
         }
         let key = format!("dms-ctl-stop-{}", uuid::Uuid::new_v4());
-        let request = wire::Request {
-            key: Some(RequestKey::new(&key).map_err(|e| e.to_string())?),
-            reply_to: None,
-            target: id,
-            action: wire::Action::Unmount { mount_path: spec.mount_path.clone() },
-            token: None,
-        };
+        let request_key = RequestKey::new(&key).map_err(|e| e.to_string())?;
+        let job = Job::unmount(Some(request_key), id, spec.mount_path.clone());
         let span = tracing::info_span!(
             "request",
             target_id = %target,
@@ -304,7 +324,7 @@ impl Admin {
             helper_pid = helper.pid
         );
         let outcome = async {
-            let outcome = self.engine.handle(&request).await.map_err(|e| e.to_string())?;
+            let outcome = self.engine.handle(&job).await.map_err(|e| e.to_string())?;
             tracing::info!(outcome = %outcome.name(), "admin stop of target {target}: {outcome}");
             Ok::<_, String>(outcome)
         }
@@ -318,6 +338,11 @@ impl Admin {
             (_, _, Some(msg)) | (_, Some(msg), None) => Err(msg),
             _ => Err("the stop ended without an answer".into()),
         }
+    }
+
+    /// How long a journaled helper has been running; `None` if it is not (or not provably it).
+    fn uptime(&self, helper: dms_journal::HelperIdentity) -> Option<Duration> {
+        self.engine.executors().processes.uptime(helper)
     }
 
     async fn journal(&self, args: Vec<String>) -> serde_json::Value {

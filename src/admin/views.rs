@@ -1,6 +1,7 @@
 //! What the admin socket reports, computed from the engine's state and a fresh look at the
 //! host. The structs are the JSON of the protocol; `dms-ctl` renders the same structs.
 
+use crate::supervisor::differences;
 use dms_journal::reconcile::{Observations, Plan};
 use dms_journal::{Clock, JournalState, Phase, TargetId, TargetKind, TargetState};
 use serde::{Deserialize, Serialize};
@@ -120,51 +121,6 @@ pub fn target_view(state: &TargetState, uptime: Option<std::time::Duration>) -> 
         rss_bytes: None,
         updated_at_ms: state.updated_at.millis(),
     }
-}
-
-/// Where memory and disk differ, from a reconcile plan over both (made from `journal` at
-/// `clock`): its steps and findings, except those of targets in `busy` (a request in
-/// flight), which are returned apart.
-pub fn differences(
-    plan: &Plan,
-    journal: &JournalState,
-    clock: Clock,
-    busy: &BTreeSet<TargetId>,
-) -> (Vec<String>, Vec<String>) {
-    let mut differ = Vec::new();
-    let mut in_flight = Vec::new();
-    for step in &plan.steps {
-        let line = step_line(step, journal, clock);
-        match busy.contains(&step.target) {
-            true => in_flight.push(line),
-            false => differ.push(line),
-        }
-    }
-    for finding in &plan.findings {
-        match finding.target.as_ref().is_some_and(|t| busy.contains(t)) {
-            true => in_flight.push(finding.to_string()),
-            false => differ.push(finding.to_string()),
-        }
-    }
-    (differ, in_flight)
-}
-
-/// What performing `step` would journal and do, as the machine decides it.
-fn step_line(step: &dms_journal::reconcile::Step, journal: &JournalState, clock: Clock) -> String {
-    let decision = match step.decision(journal, clock) {
-        Ok(decision) => decision,
-        Err(rejection) => return format!("{}: cleanup refused: {rejection}", step.target),
-    };
-    let mut what: Vec<String> = decision
-        .records
-        .iter()
-        .map(|r| match r.event.details() {
-            d if d.is_empty() => r.event.name().to_owned(),
-            d => format!("{} ({d})", r.event.name()),
-        })
-        .collect();
-    what.extend(decision.effects.iter().map(|e| e.name().to_owned()));
-    format!("{}: cleanup would do {}", step.target, what.join(", then "))
 }
 
 /// What the host looked like against the journal: counts, and the [`differences`], of

@@ -12,7 +12,14 @@
 
 mod admission;
 mod breaker;
+/// Recording fakes: for tests only, never in a release build (`--features testing` for
+/// tests outside this crate).
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
+#[cfg(any(test, feature = "testing"))]
+pub mod fake_observer;
+mod job;
+pub mod observer;
 mod oplines;
 mod perform;
 mod permits;
@@ -32,8 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::exec::mounts::Heard;
-use crate::wire::Request;
 pub use breaker::BreakerView;
+pub use job::{Ask, Job};
 pub use turn::Served;
 use turn::{Serial, TargetLocks};
 
@@ -199,25 +206,25 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         lock(&self.state).clone()
     }
 
-    /// Serve one validated request to its outcome, including what follows the answer.
-    pub async fn handle(&self, request: &Request) -> Result<Outcome, EngineError> {
-        let served = self.serve(request).await?;
+    /// Serve one job to its outcome, including what follows the answer.
+    pub async fn handle(&self, job: &Job) -> Result<Outcome, EngineError> {
+        let served = self.serve(job).await?;
         let outcome = served.outcome.clone();
         served.finish().await?;
         Ok(outcome)
     }
 
-    /// Serve one validated request up to its answer, journaled durably: the caller answers
-    /// and acks, then runs [`Served::finish`] for what the machine decided to do after the
-    /// answer (an S3 unmount stops its detached helper), still on the target's turn.
-    pub async fn serve(&self, request: &Request) -> Result<Served<'_, C, P, M>, EngineError> {
+    /// Serve one job up to its answer, journaled durably: the caller answers and acks, then
+    /// runs [`Served::finish`] for what the machine decided to do after the answer (an S3
+    /// unmount stops its detached helper), still on the target's turn.
+    pub async fn serve(&self, job: &Job) -> Result<Served<'_, C, P, M>, EngineError> {
         // Only the target's turn is held for the whole request; permits are taken per
         // effect, so requests queued behind one slow target hold nothing others need.
-        let serial = self.serialize(&request.target).await;
-        let mut command = request.command(OperationId::random());
-        let admitted = self.admissions.admit(&lock(&self.state), &request.target, &mut command);
+        let serial = self.serialize(&job.target).await;
+        let mut command = job.command(OperationId::random());
+        let admitted = self.admissions.admit(&lock(&self.state), &job.target, &mut command);
         let probe = self.gate(&mut command);
-        let mut run = perform::Run::new(self, request, command);
+        let mut run = perform::Run::new(self, job, command);
         let outcome = run.until_answer().await?.unwrap_or_else(|| Cause::NoAnswer.into());
         Ok(Served { outcome, run, _turn: (serial, admitted, probe) })
     }

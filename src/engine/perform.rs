@@ -2,10 +2,9 @@
 
 use super::permits::{nfs_server, Pool};
 use super::ports::{Credentials, Mounts, Processes};
-use super::{oplines, Engine, EngineError, Executors};
+use super::{oplines, Engine, EngineError, Executors, Job};
 use crate::exec::credentials::S3Credentials;
 use crate::exec::mounts::Heard;
-use crate::wire::Request;
 use dms_journal::machine::MountFailure;
 use dms_journal::store::Ticket;
 use dms_journal::{Cause, Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId, TargetKind};
@@ -28,9 +27,9 @@ pub(super) struct Run<'a, C, P, M> {
 }
 
 impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
-    pub(super) fn new(engine: &'a Engine<C, P, M>, request: &Request, command: Command) -> Self {
-        let mut run = Self::detached(engine, request.target.clone());
-        run.token = request.token.clone();
+    pub(super) fn new(engine: &'a Engine<C, P, M>, job: &Job, command: Command) -> Self {
+        let mut run = Self::detached(engine, job.target.clone());
+        run.token = job.token.clone();
         run.queue.push_back(command);
         run
     }

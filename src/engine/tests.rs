@@ -3,7 +3,6 @@
 
 use super::fake::{FakeCredentials, FakeMounts, FakeProcesses, World};
 use super::*;
-use crate::wire::Action;
 use dms_journal::{Phase, RequestKey, TargetKind, TargetSpec};
 use secrecy::SecretString;
 
@@ -33,12 +32,11 @@ fn rig() -> Rig {
     Rig { _dir: dir, world, engine }
 }
 
-fn s3_mount(target: &str, key: &str) -> Request {
+fn s3_mount(target: &str, key: &str) -> Job {
     let t = TargetId::new(target).unwrap();
-    Request {
+    Job {
         key: Some(RequestKey::new(key).unwrap()),
-        reply_to: Some("amq.gen-reply".into()),
-        action: Action::Mount(TargetSpec {
+        ask: Ask::Mount(TargetSpec {
             kind: TargetKind::S3 {
                 secret_ref: format!("http://barbican:9311/v1/secrets/{target}"),
             },
@@ -49,9 +47,9 @@ fn s3_mount(target: &str, key: &str) -> Request {
     }
 }
 
-fn nfs_mount(target: &str, key: &str) -> Request {
+fn nfs_mount(target: &str, key: &str) -> Job {
     let mut r = s3_mount(target, key);
-    r.action = Action::Mount(TargetSpec {
+    r.ask = Ask::Mount(TargetSpec {
         kind: TargetKind::Nfs {
             export: "10.0.0.5:/exports/b".into(),
             options: "nosuid,nodev".into(),
@@ -62,9 +60,9 @@ fn nfs_mount(target: &str, key: &str) -> Request {
     r
 }
 
-fn unmount(target: &str, key: &str) -> Request {
+fn unmount(target: &str, key: &str) -> Job {
     let mut r = s3_mount(target, key);
-    r.action = Action::Unmount { mount_path: format!("{BASE}/{target}") };
+    r.ask = Ask::Unmount { mount_path: format!("{BASE}/{target}") };
     r.token = None;
     r
 }
@@ -300,9 +298,9 @@ async fn given_a_mounted_helper_that_dies_when_its_exit_is_reported_then_lost_an
 }
 
 /// `s3_mount` of `target` at `path` instead of its own directory.
-fn s3_mount_at(target: &str, key: &str, path: &str) -> Request {
+fn s3_mount_at(target: &str, key: &str, path: &str) -> Job {
     let mut r = s3_mount(target, key);
-    if let Action::Mount(spec) = &mut r.action {
+    if let Ask::Mount(spec) = &mut r.ask {
         spec.mount_path = path.to_owned();
     }
     r
@@ -386,7 +384,7 @@ async fn given_an_nfs_mount_that_timed_out_when_the_same_server_is_asked_again_t
     assert_eq!(history(&rig, "n2"), ["Answered"], "refused before anything ran");
 
     let mut elsewhere = nfs_mount("n3", "k3");
-    if let Action::Mount(spec) = &mut elsewhere.action {
+    if let Ask::Mount(spec) = &mut elsewhere.ask {
         spec.kind = TargetKind::Nfs { export: "10.0.0.6:/b".into(), options: "nosuid".into() };
     }
     let third = rig.engine.handle(&elsewhere).await.unwrap();

@@ -2,7 +2,7 @@
 
 use super::inbox::{Inbox, Ticket};
 use crate::engine::ports::{Credentials, Mounts, Processes};
-use crate::engine::{Engine, EngineError, Served};
+use crate::engine::{Ask, Engine, EngineError, Job, Served};
 use crate::metrics;
 use crate::wire::{self, ActionKind, Policy, Properties, Reply, Request};
 use dms_journal::{Outcome, RequestKey, TargetId};
@@ -77,7 +77,8 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
             ack(&delivery).await;
             return Ok(());
         }
-        let mut serving = std::pin::pin!(engine.serve(&request));
+        let job = job_of(&request);
+        let mut serving = std::pin::pin!(engine.serve(&job));
         // Answered in time (most requests): no inbox write.
         if let Ok(result) = tokio::time::timeout(inbox.park_after(), &mut serving).await {
             return held(channel, &delivery, &props, &request, done, result).await;
@@ -108,21 +109,37 @@ pub(super) async fn handle<C: Credentials, P: Processes, M: Mounts>(
     .await
 }
 
+/// The engine's job for a decoded request (the transport keeps `reply_to`).
+fn job_of(request: &Request) -> Job {
+    Job {
+        key: request.key.clone(),
+        target: request.target.clone(),
+        ask: match &request.action {
+            wire::Action::Mount(spec) => Ask::Mount(spec.clone()),
+            wire::Action::Unmount { mount_path } => Ask::Unmount { mount_path: mount_path.clone() },
+        },
+        token: request.token.clone(),
+    }
+}
+
 /// Serve a request the last process parked and did not answer (see [`Inbox::resume`]).
 pub(super) async fn resumed<C: Credentials, P: Processes, M: Mounts>(
     engine: &Engine<C, P, M>,
     inbox: &Inbox,
     ticket: Ticket,
-    request: Request,
+    job: Job,
 ) -> Result<(), EngineError> {
-    let kind = request.action.kind();
+    let kind = match job.ask {
+        Ask::Mount(_) => ActionKind::Mount,
+        Ask::Unmount { .. } => ActionKind::Unmount,
+    };
     let span = request_span();
-    describe(&span, Some(&request.target), request.key.as_ref(), Some(kind));
+    describe(&span, Some(&job.target), job.key.as_ref(), Some(kind));
     let done = Done { kind, started: Instant::now() };
     async {
         tracing::info!("resuming a request parked before the restart");
-        let outcome = engine.handle(&request).await?;
-        let reply = done.record(&request.target, &outcome);
+        let outcome = engine.handle(&job).await?;
+        let reply = done.record(&job.target, &outcome);
         inbox.answer(engine, ticket, &reply).await
     }
     .instrument(span)

@@ -15,7 +15,7 @@
 
 use super::delivery::{publish, Publication};
 use crate::engine::ports::{Credentials, Mounts, Processes};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Ask, Engine, EngineError, Job};
 use crate::wire::{Action, Reply, Request};
 use dms_journal::store::{InboxEntry, Journal, ParkId, Parked, ParkedAction};
 use dms_journal::RequestKey;
@@ -187,7 +187,7 @@ impl Inbox {
     pub(super) async fn resume(
         &self,
         journal: &Arc<Journal>,
-    ) -> Result<Vec<(Ticket, Request)>, EngineError> {
+    ) -> Result<Vec<(Ticket, Job)>, EngineError> {
         let reader = Arc::clone(journal);
         let entries = tokio::task::spawn_blocking(move || reader.inbox())
             .await
@@ -213,7 +213,7 @@ impl Inbox {
                         reply_to: parked.reply_to.clone(),
                         correlation_id: parked.correlation_id.clone(),
                     };
-                    out.push((ticket, request_of(parked)));
+                    out.push((ticket, job_of(parked)));
                 }
                 InboxEntry::Unreadable(id, error) => {
                     tracing::error!(
@@ -238,16 +238,16 @@ impl Inbox {
     }
 }
 
-/// A parked request as the engine serves it. Its keystone token was never written, so a
-/// resumed S3 mount that still has to fetch credentials fails with that reason.
-fn request_of(parked: Parked) -> Request {
-    Request {
+/// A parked request as the engine serves it (its reply goes by the ticket). Its keystone
+/// token was never written, so a resumed S3 mount that still has to fetch credentials fails
+/// with that reason.
+fn job_of(parked: Parked) -> Job {
+    Job {
         key: Some(parked.key),
-        reply_to: parked.reply_to,
         target: parked.target,
-        action: match parked.action {
-            ParkedAction::Mount(spec) => Action::Mount(spec),
-            ParkedAction::Unmount { mount_path } => Action::Unmount { mount_path },
+        ask: match parked.action {
+            ParkedAction::Mount(spec) => Ask::Mount(spec),
+            ParkedAction::Unmount { mount_path } => Ask::Unmount { mount_path },
         },
         token: None,
     }

@@ -69,10 +69,10 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
     let (current_channel, channel_rx) = watch::channel(None);
     let inbox =
         Arc::new(inbox::Inbox::new(channel_rx, Arc::clone(&config.parked), config.park_after));
-    for (ticket, request) in inbox.resume(engine.journal()).await? {
+    for (ticket, job) in inbox.resume(engine.journal()).await? {
         let (engine, inbox, fatal) = (Arc::clone(&engine), Arc::clone(&inbox), fatal_tx.clone());
         in_flight.spawn(async move {
-            if let Err(e) = delivery::resumed(&engine, &inbox, ticket, request).await {
+            if let Err(e) = delivery::resumed(&engine, &inbox, ticket, job).await {
                 let _ = fatal.try_send(e);
             }
         });

@@ -1,0 +1,141 @@
+//! The daemon's periodic and background tasks beside intake: the metrics endpoint, systemd
+//! start-time extensions and keep-alives, journal compaction.
+
+use crate::admin::Admin;
+use crate::engine::observer::Observer;
+use crate::engine::ports::{Credentials, Mounts, Processes};
+use crate::engine::Engine;
+use crate::systemd::Notifier;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The Prometheus endpoint, served on `tasks` until `shutdown` (or `cancel`, when the
+/// daemon ends without a stop: a restart in place). A listener that cannot be bound is
+/// logged and the daemon serves mounts without it: mounts matter more than their metrics.
+pub(super) async fn serve_metrics<C: Credentials, P: Processes, M: Mounts, O: Observer>(
+    addr: std::net::SocketAddr,
+    admin: Arc<Admin<C, P, M, O>>,
+    shutdown: watch::Receiver<bool>,
+    tasks: &TaskTracker,
+    cancel: CancellationToken,
+) {
+    let listener = match crate::metrics::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(error = %e, "metrics disabled: cannot listen (metrics_listen)");
+            return;
+        }
+    };
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(metrics_addr = %bound, "serving metrics");
+    if bound.ip().to_canonical().is_unspecified() {
+        tracing::warn!(
+            metrics_addr = %bound,
+            "metrics served on every address of this host (metrics_allow_any_address = true): \
+             reachable from the network, no TLS, no authentication"
+        );
+    }
+    let gauges: Arc<dyn Fn() -> crate::metrics::Gauges + Send + Sync> =
+        Arc::new(move || admin.gauges());
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = crate::metrics::serve(listener, gauges, shutdown) => {}
+            _ = cancel.cancelled() => {}
+        }
+    });
+}
+
+/// `STATUS=` for `systemctl status`: what the daemon tracks.
+pub(super) fn status_line<C: Credentials, P: Processes, M: Mounts>(
+    engine: &Engine<C, P, M>,
+) -> String {
+    let (targets, mounted) = engine.counts();
+    format!("serving: {targets} targets tracked, {mounted} mounted")
+}
+
+/// `EXTEND_TIMEOUT_USEC` every 20 s (by 60 s each time) while the boot pass runs (until
+/// `done`).
+pub(super) async fn extend_start(notifier: Arc<Notifier>, done: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(20));
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let _ = notifier.status("reconciling the journal with the host before intake");
+        if let Err(e) = notifier.extend_timeout(Duration::from_secs(60)) {
+            tracing::warn!(error = %e, "cannot ask systemd for more start time");
+        }
+    }
+}
+
+/// Watchdog keep-alives and a fresh status line from the main runtime, and the stop notice.
+/// Each tick takes the engine's state lock: a runtime that no longer runs tasks, or a
+/// deadlocked state lock, stops the keep-alives and systemd restarts the daemon (its mounts
+/// and helpers stay). A single target stuck in an operation does not: it only stalls itself.
+pub(super) async fn keep_alive<C: Credentials, P: Processes, M: Mounts>(
+    notifier: Arc<Notifier>,
+    engine: Arc<Engine<C, P, M>>,
+    mut stop: watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    let every = notifier.watchdog_interval().unwrap_or(Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+            _ = stop.changed() => {
+                let status = "stopping: intake closed, finishing in-flight requests; mounts stay";
+                if let Err(e) = notifier.stopping(status) {
+                    tracing::warn!(error = %e, "cannot tell systemd the daemon is stopping");
+                }
+                return;
+            }
+        }
+        let mut sent = notifier.status(&status_line(&engine));
+        if notifier.watchdog_interval().is_some() {
+            sent = sent.and_then(|()| notifier.watchdog());
+        }
+        match sent {
+            Err(e) if !failing => {
+                tracing::warn!(error = %e, "cannot notify systemd; will keep trying");
+                failing = true;
+            }
+            Err(_) => {}
+            Ok(()) => failing = false,
+        }
+    }
+}
+
+/// Bounded growth: compact finished history older than the retention, at start and hourly,
+/// until `cancel` (a compaction under way is finished).
+pub(super) async fn compact_periodically<C: Credentials, P: Processes, M: Mounts>(
+    engine: Arc<Engine<C, P, M>>,
+    retention: Duration,
+    cancel: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match engine.compact(retention).await {
+            Ok(report) if report.records_removed > 0 || report.requests_forgotten > 0 => {
+                tracing::info!(
+                    targets = report.targets_compacted,
+                    records_removed = report.records_removed,
+                    requests_forgotten = report.requests_forgotten,
+                    "journal compacted"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "journal compaction failed; will retry"),
+        }
+    }
+}
