@@ -9,8 +9,11 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
-/// sled's own page cache default is 1 GiB; a journal of small records needs far less.
-const CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// sled's own page cache default is 1 GiB; a journal of small records needs far less. The
+/// daemon appends at the tail and reads old history only at open, in compaction and on an
+/// operator's query, so a small cache costs little: at 1,000 mounts the daemon's RSS was
+/// 31.2 MiB with 32 MiB here, 28.6 MiB with 8 MiB (4 MiB gave no less: 29.6 MiB).
+const CACHE_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Journal {
     /// Open (creating if needed) and replay. Fails with [`StoreError::Locked`] when another
