@@ -176,7 +176,7 @@ fn same_mount(parent: &OwnedFd, dir: &OwnedFd) -> Result<bool, Errno> {
         let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC;
         rustix::fs::statx(fd.as_fd(), "", flags, ask)
     };
-    Ok(!super::mounts::mount_differs(&look(parent)?, &look(dir)?))
+    Ok(!crate::host::probe::mount_differs(&look(parent)?, &look(dir)?))
 }
 
 /// Say once per process that mount points under `base` cannot be guarded, and why: it is
