@@ -129,7 +129,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         mount_timeout: config.timeouts.nfs_mount,
         umount_timeout: config.timeouts.umount,
         fs_types: FsTypes::new(config.nfs_fstypes.clone()),
-        mount_base: config.mount_base_path.as_str().into(),
+        mount_base: config.mount_base_path.clone(),
     };
     let credentials = Barbican::new(BarbicanConfig {
         timeout: config.timeouts.credentials,
@@ -141,7 +141,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         credentials,
         processes: HostProcesses {
             helpers: helpers.clone(),
-            mount_base: config.mount_base_path.as_str().into(),
+            mount_base: config.mount_base_path.clone(),
             exits: std::sync::Mutex::new(exits_tx),
         },
         mounts: HostMounts {

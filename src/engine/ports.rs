@@ -72,7 +72,7 @@ impl Credentials for Barbican {
 #[derive(Debug)]
 pub struct HostProcesses {
     pub helpers: Helpers,
-    pub mount_base: std::path::PathBuf,
+    pub mount_base: dms_journal::MountBase,
     pub exits: std::sync::Mutex<Sender<HelperExit>>,
 }
 

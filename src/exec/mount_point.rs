@@ -17,6 +17,7 @@
 //! unguarded ([`Guard::Unguarded`]). Operators remove a guarded directory by hand with
 //! `chattr -i DIR && rmdir DIR`.
 
+use dms_journal::MountBase;
 use rustix::fs::{AtFlags, IFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 use rustix::io::Errno;
 use std::os::fd::{AsFd, OwnedFd};
@@ -44,15 +45,16 @@ pub enum Guard {
 /// step before (plain `openat` with `O_NOFOLLOW` where the kernel lacks `openat2`), so
 /// there is no moment between a check and a use in which a component swapped for a
 /// symlink could redirect the walk outside the base.
-pub fn prepare_mount_point(base: &Path, path: &Path) -> Result<Guard, String> {
-    if std::fs::symlink_metadata(base).is_err() {
-        std::fs::create_dir_all(base)
-            .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+pub fn prepare_mount_point(base: &MountBase, path: &Path) -> Result<Guard, String> {
+    let dir = Path::new(base.as_str());
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let walked = walk(base, path, true)?;
     let guard = guard(&walked.parent, &walked.dir);
     if let Guard::Unguarded(e) = guard {
-        unguarded_once(base, e);
+        unguarded_once(dir, e);
     }
     Ok(guard)
 }
@@ -60,7 +62,7 @@ pub fn prepare_mount_point(base: &Path, path: &Path) -> Result<Guard, String> {
 /// Guard the mount point `path` if it exists and nothing is mounted on it: a lost mount's
 /// directory, after its detach, whoever created it (a directory made by an earlier version,
 /// or by hand, is guarded from then on). `None` when there is no directory.
-pub fn guard_mount_point(base: &Path, path: &Path) -> Result<Option<Guard>, String> {
+pub fn guard_mount_point(base: &MountBase, path: &Path) -> Result<Option<Guard>, String> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
@@ -72,7 +74,7 @@ pub fn guard_mount_point(base: &Path, path: &Path) -> Result<Option<Guard>, Stri
 /// guard comes off just before, and goes back on if the directory stays. A directory with
 /// entries means something else lives there: it stays (guarded), and that is no error.
 /// Success when there is no directory left to remove.
-pub fn remove_mount_point(base: &Path, path: &Path) -> Result<(), String> {
+pub fn remove_mount_point(base: &MountBase, path: &Path) -> Result<(), String> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
@@ -107,8 +109,9 @@ struct Walked {
 
 /// The walk from `base` to `path`, one component at a time relative to the descriptor of
 /// the step before; `create`: each missing component is made on the way (`mkdirat`).
-fn walk(base: &Path, path: &Path, create: bool) -> Result<Walked, String> {
+fn walk(base: &MountBase, path: &Path, create: bool) -> Result<Walked, String> {
     let rest = inside(base, path)?;
+    let base = Path::new(base.as_str());
     let mut at = base.to_path_buf();
     let mut parent = open_dir(rustix::fs::CWD, base, &at, false)?;
     let mut parts = rest.components().peekable();
@@ -130,12 +133,13 @@ fn walk(base: &Path, path: &Path, create: bool) -> Result<Walked, String> {
     Err(format!("{} is not inside {}", path.display(), base.display()))
 }
 
-/// The components of `path` after `base` (at least one).
-fn inside<'a>(base: &Path, path: &'a Path) -> Result<&'a Path, String> {
-    path.strip_prefix(base)
-        .ok()
-        .filter(|r| r.components().count() > 0)
-        .ok_or_else(|| format!("{} is not inside {}", path.display(), base.display()))
+/// The components of `path` after `base` (at least one): [`MountBase`]'s rule, the one the
+/// wire validator applies too.
+fn inside<'a>(base: &MountBase, path: &'a Path) -> Result<&'a Path, String> {
+    path.to_str()
+        .and_then(|p| base.below(p))
+        .map(Path::new)
+        .ok_or_else(|| format!("{} is not inside {base}", path.display()))
 }
 
 /// Set the immutable flag on `dir` (an `O_PATH` descriptor), unless something is mounted

@@ -174,7 +174,7 @@ pub struct Mounter {
     /// What the mount table may call an NFS mount (`nfs`, `nfs4`; tests use a stand-in).
     pub fs_types: FsTypes,
     /// Mount points are created only inside it, never through a symlink.
-    pub mount_base: std::path::PathBuf,
+    pub mount_base: dms_journal::MountBase,
 }
 
 impl Mounter {

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::exec::command::Program;
+use dms_journal::MountBase;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
@@ -92,9 +93,14 @@ pub(crate) fn tempdir() -> Tmp {
     Tmp(tempfile::tempdir().unwrap())
 }
 
+/// A temporary directory as the mount base.
+pub(crate) fn mb(dir: &Path) -> MountBase {
+    MountBase::new(dir.to_str().unwrap()).unwrap()
+}
+
 fn mounter(dir: &Path) -> Mounter {
     Mounter {
-        mount_base: dir.to_path_buf(),
+        mount_base: mb(dir),
         mount: Program::new("mount"),
         umount: Program::new("umount"),
         mount_timeout: Duration::from_secs(10),
@@ -262,20 +268,25 @@ fn given_a_symlink_inside_the_base_when_preparing_a_mount_point_then_refused_and
     std::fs::create_dir_all(&base).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, base.join("evil")).unwrap();
-    let err = prepare_mount_point(&base, &base.join("evil/t1")).unwrap_err();
+    let err = prepare_mount_point(&mb(&base), &base.join("evil/t1")).unwrap_err();
     assert!(err.contains("is a symlink"), "{err}");
     assert!(!outside.join("t1").exists(), "nothing was created through the symlink");
     std::os::unix::fs::symlink(&outside, base.join("t2")).unwrap();
-    assert!(prepare_mount_point(&base, &base.join("t2")).unwrap_err().contains("is a symlink"));
+    assert!(prepare_mount_point(&mb(&base), &base.join("t2"))
+        .unwrap_err()
+        .contains("is a symlink"));
     std::fs::write(base.join("file"), b"x").unwrap();
-    assert!(prepare_mount_point(&base, &base.join("file"))
+    assert!(prepare_mount_point(&mb(&base), &base.join("file"))
         .unwrap_err()
         .contains("not a directory"));
-    assert!(prepare_mount_point(&base, &dir.path().join("elsewhere")).is_err());
-    assert!(prepare_mount_point(&base, &base).is_err(), "the base itself is not a mount point");
-    prepare_mount_point(&base, &base.join("a/b")).unwrap();
+    assert!(prepare_mount_point(&mb(&base), &dir.path().join("elsewhere")).is_err());
+    assert!(
+        prepare_mount_point(&mb(&base), &base).is_err(),
+        "the base itself is not a mount point"
+    );
+    prepare_mount_point(&mb(&base), &base.join("a/b")).unwrap();
     assert!(base.join("a/b").is_dir());
-    prepare_mount_point(&base, &base.join("a/b")).unwrap();
+    prepare_mount_point(&mb(&base), &base.join("a/b")).unwrap();
 }
 
 #[test]
@@ -307,7 +318,7 @@ fn given_a_component_swapped_for_a_symlink_meanwhile_when_preparing_then_nothing
         if i >= 3000 && (made > 0 || Instant::now() > deadline) {
             break;
         }
-        match prepare_mount_point(&base, &base.join(format!("x/t{i}"))) {
+        match prepare_mount_point(&mb(&base), &base.join(format!("x/t{i}"))) {
             Ok(_) => made += 1,
             Err(_) => refused += 1,
         }
