@@ -108,7 +108,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
     raise_open_file_limit();
     // Helper exits arrive from the spawner's reapers and the pidfd watches; the supervisor
     // acts on them once the engine exists (below).
-    let (exits, exits_tx) = Exits::new()?;
+    let (exits, exits_tx) = Exits::new();
 
     let helpers = Helpers {
         bin: config.s3vaultfuse_bin.clone(),
@@ -142,7 +142,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         processes: HostProcesses {
             helpers: helpers.clone(),
             mount_base: config.mount_base_path.clone(),
-            exits: std::sync::Mutex::new(exits_tx),
+            exits: exits_tx,
         },
         mounts: HostMounts {
             mounter,

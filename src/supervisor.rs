@@ -30,8 +30,6 @@ pub enum SuperviseError {
     Task(String),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
-    #[error("cannot start the helper exit watcher: {0}")]
-    Thread(std::io::Error),
 }
 
 /// What one pass found and did (for the log line and `STATUS=`).
@@ -97,8 +95,8 @@ impl PassNow {
     }
 }
 
-/// Where helper exits arrive: from the spawner's reapers (through the std sender handed to
-/// the spawner) and from the pidfd watches.
+/// Where helper exits arrive: from the spawner's reapers (tasks on the helpers' pidfds,
+/// through the sender handed to the spawner) and from the supervisor's pidfd watches.
 #[derive(Debug)]
 pub struct Exits {
     tx: mpsc::UnboundedSender<HelperExit>,
@@ -106,23 +104,11 @@ pub struct Exits {
 }
 
 impl Exits {
-    /// Also returns the sender for the spawner's reapers, which may be threads (outside the
-    /// runtime) and so send on a std channel; one thread bridges it.
-    pub fn new() -> Result<(Exits, std::sync::mpsc::Sender<HelperExit>), SuperviseError> {
+    /// Also returns the sender for the spawner's reapers (an unbounded sender works from
+    /// any thread, so no bridge is needed).
+    pub fn new() -> (Exits, mpsc::UnboundedSender<HelperExit>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (reaped_tx, reaped) = std::sync::mpsc::channel::<HelperExit>();
-        let bridge = tx.clone();
-        std::thread::Builder::new()
-            .name("dms-helper-exits".into())
-            .spawn(move || {
-                for exit in reaped {
-                    if bridge.send(exit).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(SuperviseError::Thread)?;
-        Ok((Exits { tx, rx }, reaped_tx))
+        (Exits { tx: tx.clone(), rx }, tx)
     }
 }
 

@@ -13,7 +13,6 @@ use dms_journal::{HelperIdentity, TargetId};
 use secrecy::SecretString;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 /// Where S3 credentials come from. The error is the reason after "Failed to fetch
@@ -73,7 +72,7 @@ impl Credentials for Barbican {
 pub struct HostProcesses {
     pub helpers: Helpers,
     pub mount_base: dms_journal::MountBase,
-    pub exits: std::sync::Mutex<Sender<HelperExit>>,
+    pub exits: tokio::sync::mpsc::UnboundedSender<HelperExit>,
 }
 
 impl Processes for HostProcesses {
@@ -83,12 +82,7 @@ impl Processes for HostProcesses {
         if let Some(path) = env.get("vault_data_directory") {
             mounts::prepare_mount_point(&self.mount_base, std::path::Path::new(path))?;
         }
-        let exits = self
-            .exits
-            .lock()
-            .map(|tx| tx.clone())
-            .map_err(|_| "exit channel poisoned".to_owned())?;
-        self.helpers.spawn(target, env, exits).map_err(|e| e.to_string())
+        self.helpers.spawn(target, env, self.exits.clone()).map_err(|e| e.to_string())
     }
 
     fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<Option<PathBuf>, String> {
