@@ -146,7 +146,12 @@ impl Mounts for FakeMounts {
         Ok(())
     }
 
-    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Ran<Result<(), MountFailure>> {
+    async fn mount_nfs(
+        &self,
+        export: &str,
+        options: &str,
+        path: &str,
+    ) -> Ran<Result<(), MountFailure>> {
         self.0.record(format!("mount nfs {export} {path} -o {options}"));
         if let Some(reason) = self.0.failure("mount_nfs_timeout") {
             let failure = MountFailure { reason: reason.clone(), maybe_mounted: true };
@@ -159,7 +164,7 @@ impl Mounts for FakeMounts {
         Ran::answered(Ok(()))
     }
 
-    fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
+    async fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
         self.0.record(format!("unmount {path} nfs={nfs}"));
         if let Some(e) = self.0.failure("umount_timeout") {
             return Ran { result: Err(e.clone()), heard: Heard::TimedOut(e) };

@@ -198,18 +198,9 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             }
             Effect::MountNfs { op, export, options, mount_path } => {
                 let server = nfs_server(&export).to_owned();
-                let ran = blocking(&self.engine.exec, move |x| {
-                    Ok(x.mounts.mount_nfs(&export, &options, &mount_path))
-                })
-                .await;
-                let result = match ran {
-                    Ok(ran) => {
-                        self.engine.nfs_report(&server, &ran.heard);
-                        ran.result
-                    }
-                    Err(reason) => Err(MountFailure { reason, maybe_mounted: true }),
-                };
-                Some(Command::MountChecked { op, result })
+                let ran = self.engine.exec.mounts.mount_nfs(&export, &options, &mount_path).await;
+                self.engine.nfs_report(&server, &ran.heard);
+                Some(Command::MountChecked { op, result: ran.result })
             }
             Effect::Detach { op, mount_path } => {
                 let result =
@@ -218,16 +209,11 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             }
             Effect::Unmount { op, mount_path } => {
                 let server = self.nfs_server();
-                let result =
-                    blocking(&self.engine.exec, move |x| Ok(x.mounts.unmount(&mount_path, true)))
-                        .await
-                        .and_then(|ran| {
-                            if let Some(server) = &server {
-                                self.engine.nfs_report(server, &ran.heard);
-                            }
-                            ran.result
-                        });
-                Some(Command::UnmountDone { op, result })
+                let ran = self.engine.exec.mounts.unmount(&mount_path, true).await;
+                if let Some(server) = &server {
+                    self.engine.nfs_report(server, &ran.heard);
+                }
+                Some(Command::UnmountDone { op, result: ran.result })
             }
             Effect::RemoveMountPoint { mount_path } => {
                 // The client asked for the target to go: so does its directory. A directory
@@ -294,18 +280,18 @@ where
             Err(e) => failed.push(e),
         }
     }
+    let mut heard = Heard::Nothing;
+    if let (true, Some(path)) = (cleanup.mount, mount_path.as_deref()) {
+        let ran = exec.mounts.unmount(path, nfs).await;
+        heard = ran.heard;
+        match ran.result {
+            Ok(()) => done.push(format!("{path} unmounted")),
+            Err(e) => failed.push(e),
+        }
+    }
     let rest = blocking(exec, move |x| {
         let mut done = Vec::new();
         let mut failed = Vec::new();
-        let mut heard = Heard::Nothing;
-        if let (true, Some(path)) = (cleanup.mount, mount_path.as_deref()) {
-            let ran = x.mounts.unmount(path, nfs);
-            heard = ran.heard;
-            match ran.result {
-                Ok(()) => done.push(format!("{path} unmounted")),
-                Err(e) => failed.push(e),
-            }
-        }
         let mut removed = None;
         if cleanup.pid_file {
             match x.processes.remove_pid_file(&target) {
@@ -316,13 +302,11 @@ where
                 Err(e) => failed.push(e),
             }
         }
-        Ok((done, failed, removed, heard))
+        Ok((done, failed, removed))
     })
     .await;
-    let mut heard = Heard::Nothing;
     match rest {
-        Ok((more_done, more_failed, removed, umount_heard)) => {
-            heard = umount_heard;
+        Ok((more_done, more_failed, removed)) => {
             if let Some(path) = &removed {
                 oplines::pid_file_deleted(path);
             }

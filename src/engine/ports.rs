@@ -2,8 +2,9 @@
 //! against recording fakes ([`super::fake`]) as well as the host ([`HostProcesses`],
 //! [`HostMounts`], [`Barbican`]).
 //!
-//! Process and mount operations block (they wait for processes and the kernel); the
-//! engine runs them on the blocking pool. Each carries its own deadline.
+//! Process and mount operations that block (they wait for processes and the kernel) run on
+//! the engine's blocking pool; mount(8) and umount(8) are awaited instead (the runtime
+//! watches them). Each carries its own deadline.
 
 use crate::exec::credentials::{Barbican, S3Credentials};
 use crate::exec::helper::{HelperEnv, HelperExit, Helpers};
@@ -49,10 +50,20 @@ pub trait Mounts: Send + Sync + 'static {
     fn wait_for_helper_mount(&self, path: &str, helper: HelperIdentity)
         -> Result<(), MountFailure>;
     /// mount(8), and whether it ran into its deadline (the server's breaker counts that).
-    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Ran<Result<(), MountFailure>>;
+    /// Awaited: the program runs under the runtime, with no thread waiting for it.
+    fn mount_nfs(
+        &self,
+        export: &str,
+        options: &str,
+        path: &str,
+    ) -> impl Future<Output = Ran<Result<(), MountFailure>>> + Send;
     /// Success only when the mount table no longer has anything at `path`; and whether an
     /// umount(8) on the way ran into its deadline.
-    fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>>;
+    fn unmount(
+        &self,
+        path: &str,
+        nfs: bool,
+    ) -> impl Future<Output = Ran<Result<(), String>>> + Send;
     /// Detach whatever is mounted at `path` at once (lazily), so that nothing is mounted
     /// there when this returns `Ok`; the process serving it is not waited for.
     fn detach(&self, path: &str) -> Result<(), String>;
@@ -143,12 +154,17 @@ impl Mounts for HostMounts {
         )
     }
 
-    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Ran<Result<(), MountFailure>> {
-        self.mounter.mount_nfs(export, options, path)
+    async fn mount_nfs(
+        &self,
+        export: &str,
+        options: &str,
+        path: &str,
+    ) -> Ran<Result<(), MountFailure>> {
+        self.mounter.mount_nfs(export, options, path).await
     }
 
-    fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
-        self.mounter.unmount(path, nfs)
+    async fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
+        self.mounter.unmount(path, nfs).await
     }
 
     fn detach(&self, path: &str) -> Result<(), String> {

@@ -179,7 +179,7 @@ pub struct Mounter {
 
 impl Mounter {
     /// `mount -t nfs -o <options> <export> <path>`, then the table must show it.
-    pub fn mount_nfs(
+    pub async fn mount_nfs(
         &self,
         export: &str,
         options: &str,
@@ -188,7 +188,8 @@ impl Mounter {
         if let Err(reason) = prepare_mount_point(&self.mount_base, Path::new(path)) {
             return Ran::unasked(Err(MountFailure { reason, maybe_mounted: false }));
         }
-        match self.mount.run(&["-t", "nfs", "-o", options, export, path], self.mount_timeout) {
+        let args = ["-t", "nfs", "-o", options, export, path];
+        match self.mount.run(&args, self.mount_timeout).await {
             Ok(_) => {}
             Err(e @ RunError::Timeout { .. }) => {
                 let reason = e.to_string();
@@ -224,7 +225,7 @@ impl Mounter {
     /// ([`is_mounted`]: it never blocks on a hung mount). The directory
     /// stays, guarded ([`Mounter::remove_mount_point`] is for an unmount the client asked
     /// for).
-    pub fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
+    pub async fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
         let attempts: &[&[&str]] = if nfs { &[&[], &["-f"], &["-l"]] } else { &[&[], &["-l"]] };
         let mut last = String::from("still mounted");
         let mut heard = Heard::Nothing;
@@ -234,7 +235,7 @@ impl Mounter {
             }
             let mut args: Vec<&str> = flags.to_vec();
             args.push(path);
-            match self.umount.run(&args, self.umount_timeout) {
+            match self.umount.run(&args, self.umount_timeout).await {
                 Ok(_) => {}
                 Err(e @ RunError::Timeout { .. }) => {
                     last = e.to_string();

@@ -93,6 +93,12 @@ pub(crate) fn tempdir() -> Tmp {
     Tmp(tempfile::tempdir().unwrap())
 }
 
+/// mount(8) and umount(8) are awaited: each call gets a runtime of its own.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(future)
+}
+
 /// A temporary directory as the mount base.
 pub(crate) fn mb(dir: &Path) -> MountBase {
     MountBase::new(dir.to_str().unwrap()).unwrap()
@@ -170,14 +176,14 @@ fn given_a_mount_when_unmounted_then_the_table_confirms_the_directory_goes_and_r
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let _mounted = tmpfs(&path);
     let m = mounter(dir.path());
-    m.unmount(&path, false).result.unwrap();
+    block_on(m.unmount(&path, false)).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
     assert!(Path::new(&path).is_dir(), "unmounting alone keeps the directory");
     let write = std::fs::write(Path::new(&path).join("f"), b"x");
     assert!(write.is_err(), "and guards it (/tmp: ext4 or tmpfs, which have the flag): {write:?}");
     m.remove_mount_point(&path).unwrap();
     assert!(!Path::new(&path).exists(), "the empty mount directory is removed");
-    m.unmount(&path, false).result.unwrap();
+    block_on(m.unmount(&path, false)).result.unwrap();
     m.remove_mount_point(&path).unwrap();
 }
 
@@ -201,7 +207,7 @@ fn given_a_bind_mount_of_the_parents_own_filesystem_then_the_look_still_sees_it_
     assert!(is_mounted(&path));
     let seen = look(&path, Duration::from_secs(5));
     assert!(matches!(seen, Ok(Look::Mounted { .. })), "the look agrees with the table: {seen:?}");
-    mounter(dir.path()).unmount(&path, false).result.unwrap();
+    block_on(mounter(dir.path()).unmount(&path, false)).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
     assert!(!is_mounted(&path));
     assert_eq!(look(&path, Duration::from_secs(5)), Ok(Look::Absent));
@@ -218,7 +224,7 @@ fn given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort() {
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let _mounted = tmpfs(&path);
     let mut busy = Command::new("sleep").arg("30").current_dir(&path).spawn().unwrap();
-    mounter(dir.path()).unmount(&path, true).result.unwrap();
+    block_on(mounter(dir.path()).unmount(&path, true)).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
     busy.kill().unwrap();
     busy.wait().unwrap();
@@ -231,10 +237,10 @@ fn given_this_kernel_without_nfs_when_mount_8_runs_then_its_error_is_the_reason(
     }
     let dir = tempdir();
     let path = dir.path().join("n").to_str().unwrap().to_owned();
-    let err = mounter(dir.path())
-        .mount_nfs("127.0.0.1:/exports/none", "nosuid,nodev,soft,timeo=1,retrans=0", &path)
-        .result
-        .unwrap_err();
+    let mounter = mounter(dir.path());
+    let nfs =
+        mounter.mount_nfs("127.0.0.1:/exports/none", "nosuid,nodev,soft,timeo=1,retrans=0", &path);
+    let err = block_on(nfs).result.unwrap_err();
     assert!(!err.reason.is_empty());
     assert!(mount_at(&path).unwrap().is_none());
 }
@@ -252,7 +258,7 @@ fn given_a_hanging_mount_program_when_mounting_nfs_then_the_deadline_kills_it() 
     m.mount = Program::new(stand_in);
     m.mount_timeout = Duration::from_millis(300);
     let path = dir.path().join("n").to_str().unwrap().to_owned();
-    let ran = m.mount_nfs("h:/x", "nosuid,nodev", &path);
+    let ran = block_on(m.mount_nfs("h:/x", "nosuid,nodev", &path));
     assert!(matches!(&ran.heard, Heard::TimedOut(t) if t.contains("did not finish")), "{ran:?}");
     let err = ran.result.unwrap_err();
     assert!(err.maybe_mounted, "a killed mount(8) may have mounted");
