@@ -175,7 +175,10 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                         oplines::spawning(&target);
                         let env = creds.helper_env(&mount_path);
                         let spawn = target.clone();
-                        blocking(&self.engine.exec, move |x| x.processes.spawn(&spawn, &env)).await
+                        blocking(&self.engine.exec, move |x| {
+                            reason(x.processes.spawn(&spawn, &env))
+                        })
+                        .await
                     }
                     None => Err("no credentials in memory for this mount".into()),
                 };
@@ -204,7 +207,8 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             }
             Effect::Detach { op, mount_path } => {
                 let result =
-                    blocking(&self.engine.exec, move |x| x.mounts.detach(&mount_path)).await;
+                    blocking(&self.engine.exec, move |x| reason(x.mounts.detach(&mount_path)))
+                        .await;
                 Some(Command::Detached { op, result })
             }
             Effect::Unmount { op, mount_path } => {
@@ -213,14 +217,15 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 if let Some(server) = &server {
                     self.engine.nfs_report(server, &ran.heard);
                 }
-                Some(Command::UnmountDone { op, result: ran.result })
+                Some(Command::UnmountDone { op, result: reason(ran.result) })
             }
             Effect::RemoveMountPoint { mount_path } => {
                 // The client asked for the target to go: so does its directory. A directory
                 // that stays is still guarded, so this fails nothing.
-                let removed =
-                    blocking(&self.engine.exec, move |x| x.mounts.remove_mount_point(&mount_path))
-                        .await;
+                let removed = blocking(&self.engine.exec, move |x| {
+                    reason(x.mounts.remove_mount_point(&mount_path))
+                })
+                .await;
                 if let Err(e) = removed {
                     tracing::warn!(error = %e, "mount point left in place");
                 }
@@ -241,14 +246,14 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             }
             Effect::RemoveStalePidFile { pid } => {
                 let _ = blocking(&self.engine.exec, move |x| {
-                    x.processes.remove_stale_pid_file(&target, pid)
+                    reason(x.processes.remove_stale_pid_file(&target, pid))
                 })
                 .await;
                 None
             }
             Effect::WritePidFile { helper } => {
                 let _ = blocking(&self.engine.exec, move |x| {
-                    x.processes.write_pid_file(&target, helper.pid)
+                    reason(x.processes.write_pid_file(&target, helper.pid))
                 })
                 .await;
                 None
@@ -286,7 +291,7 @@ where
         heard = ran.heard;
         match ran.result {
             Ok(()) => done.push(format!("{path} unmounted")),
-            Err(e) => failed.push(e),
+            Err(e) => failed.push(e.to_string()),
         }
     }
     let rest = blocking(exec, move |x| {
@@ -299,7 +304,7 @@ where
                     removed = path;
                     done.push("PID file removed".to_owned());
                 }
-                Err(e) => failed.push(e),
+                Err(e) => failed.push(e.to_string()),
             }
         }
         Ok((done, failed, removed))
@@ -336,12 +341,18 @@ where
     tracing::Span::current().record("helper_pid", helper.pid);
     oplines::killing(&target, helper.pid, exec.processes.uptime(helper));
     let stop = target.clone();
-    let removed = blocking(exec, move |x| x.processes.stop(&stop, helper)).await?;
+    let removed = blocking(exec, move |x| reason(x.processes.stop(&stop, helper))).await?;
     oplines::killed(&target);
     if let Some(path) = removed {
         oplines::pid_file_deleted(&path);
     }
     Ok(())
+}
+
+/// A port's error as the reason the machine journals and the requester reads: its
+/// `Display`, rendered here and nowhere else.
+fn reason<T, E: std::error::Error>(result: Result<T, E>) -> Result<T, String> {
+    result.map_err(|e| e.to_string())
 }
 
 /// Run blocking executor work on the blocking pool.

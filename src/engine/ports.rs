@@ -7,8 +7,8 @@
 //! watches them). Each carries its own deadline.
 
 use crate::exec::credentials::{Barbican, S3Credentials};
-use crate::exec::helper::{HelperEnv, HelperExit, Helpers};
-use crate::exec::mounts::{self, Mounter, Ran};
+use crate::exec::helper::{HelperEnv, HelperError, HelperExit, Helpers};
+use crate::exec::mounts::{self, MountError, Mounter, Ran};
 use dms_journal::machine::MountFailure;
 use dms_journal::{HelperIdentity, TargetId};
 use secrecy::SecretString;
@@ -28,24 +28,37 @@ pub trait Credentials: Send + Sync + 'static {
 
 /// Helper processes and their PID files.
 pub trait Processes: Send + Sync + 'static {
-    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String>;
+    /// Why an operation failed; its `Display` is the reason journaled and replied (the host's
+    /// is [`HelperError`]).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, Self::Error>;
     /// Identity-checked; a helper already gone is success. `Some(path)`: the PID file that
     /// named this helper, removed with it.
-    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<Option<PathBuf>, String>;
+    fn stop(
+        &self,
+        target: &TargetId,
+        helper: HelperIdentity,
+    ) -> Result<Option<PathBuf>, Self::Error>;
     /// Remove the target's PID file whatever it says (the target is being unmounted).
     /// `Some(path)` if there was one.
-    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, String>;
+    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, Self::Error>;
     /// Where the target's PID file is (for the operator lines).
     fn pid_file(&self, target: &TargetId) -> PathBuf;
     /// How long `helper` has been running; `None` if it is not running (or not provably it).
     fn uptime(&self, helper: HelperIdentity) -> Option<Duration>;
     /// Remove it only if it still names `pid` (`None`: only if unreadable).
-    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String>;
-    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), String>;
+    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>)
+        -> Result<(), Self::Error>;
+    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), Self::Error>;
 }
 
 /// The mount table and mount(8)/umount(8).
 pub trait Mounts: Send + Sync + 'static {
+    /// Why an unmount, a detach or a removal failed; its `Display` is the reason journaled
+    /// and replied (the host's is [`MountError`]).
+    type Error: std::error::Error + Send + Sync + 'static;
+
     /// Wait for `helper`'s FUSE mount at `path` to appear and answer.
     fn wait_for_helper_mount(&self, path: &str, helper: HelperIdentity)
         -> Result<(), MountFailure>;
@@ -63,13 +76,13 @@ pub trait Mounts: Send + Sync + 'static {
         &self,
         path: &str,
         nfs: bool,
-    ) -> impl Future<Output = Ran<Result<(), String>>> + Send;
+    ) -> impl Future<Output = Ran<Result<(), Self::Error>>> + Send;
     /// Detach whatever is mounted at `path` at once (lazily), so that nothing is mounted
     /// there when this returns `Ok`; the process serving it is not waited for.
-    fn detach(&self, path: &str) -> Result<(), String>;
+    fn detach(&self, path: &str) -> Result<(), Self::Error>;
     /// Remove the empty, unmounted mount directory of a target unmounted on request (a lost
     /// mount's directory stays, guarded against writes).
-    fn remove_mount_point(&self, path: &str) -> Result<(), String>;
+    fn remove_mount_point(&self, path: &str) -> Result<(), Self::Error>;
 }
 
 impl Credentials for Barbican {
@@ -87,21 +100,27 @@ pub struct HostProcesses {
 }
 
 impl Processes for HostProcesses {
-    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String> {
+    type Error = HelperError;
+
+    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, HelperError> {
         // The helper mounts onto its directory: created inside the base, never through a
         // symlink.
         if let Some(path) = env.get("vault_data_directory") {
             mounts::prepare_mount_point(&self.mount_base, std::path::Path::new(path))?;
         }
-        self.helpers.spawn(target, env, self.exits.clone()).map_err(|e| e.to_string())
+        self.helpers.spawn(target, env, self.exits.clone())
     }
 
-    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<Option<PathBuf>, String> {
-        self.helpers.stop(target, helper).map_err(|e| e.to_string())
+    fn stop(
+        &self,
+        target: &TargetId,
+        helper: HelperIdentity,
+    ) -> Result<Option<PathBuf>, HelperError> {
+        self.helpers.stop(target, helper)
     }
 
-    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, String> {
-        self.helpers.pid_dir.remove(target).map_err(|e| e.to_string())
+    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, HelperError> {
+        Ok(self.helpers.pid_dir.remove(target)?)
     }
 
     fn pid_file(&self, target: &TargetId) -> PathBuf {
@@ -112,12 +131,16 @@ impl Processes for HostProcesses {
         self.helpers.uptime(helper)
     }
 
-    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String> {
-        self.helpers.pid_dir.remove_if(target, pid).map(drop).map_err(|e| e.to_string())
+    fn remove_stale_pid_file(
+        &self,
+        target: &TargetId,
+        pid: Option<u32>,
+    ) -> Result<(), HelperError> {
+        Ok(self.helpers.pid_dir.remove_if(target, pid).map(drop)?)
     }
 
-    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), String> {
-        self.helpers.pid_dir.write(target, pid).map_err(|e| e.to_string())
+    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), HelperError> {
+        Ok(self.helpers.pid_dir.write(target, pid)?)
     }
 }
 
@@ -130,6 +153,8 @@ pub struct HostMounts {
 }
 
 impl Mounts for HostMounts {
+    type Error = MountError;
+
     fn wait_for_helper_mount(
         &self,
         path: &str,
@@ -163,15 +188,15 @@ impl Mounts for HostMounts {
         self.mounter.mount_nfs(export, options, path).await
     }
 
-    async fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
+    async fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), MountError>> {
         self.mounter.unmount(path, nfs).await
     }
 
-    fn detach(&self, path: &str) -> Result<(), String> {
+    fn detach(&self, path: &str) -> Result<(), MountError> {
         self.mounter.detach(path)
     }
 
-    fn remove_mount_point(&self, path: &str) -> Result<(), String> {
+    fn remove_mount_point(&self, path: &str) -> Result<(), MountError> {
         self.mounter.remove_mount_point(path)
     }
 }

@@ -43,6 +43,9 @@ pub enum HelperError {
     ExitedAtOnce { status: String },
     #[error(transparent)]
     PidFile(#[from] PidFileError),
+    /// The directory the helper mounts onto could not be made.
+    #[error(transparent)]
+    MountPoint(#[from] super::mount_point::MountPointError),
     #[error("helper pid {pid} is not the journaled process any more; not signalled")]
     NotOurs { pid: u32 },
     #[error("cannot signal helper pid {pid}: {source}")]

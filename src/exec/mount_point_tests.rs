@@ -75,7 +75,8 @@ fn given_ext4_when_a_mount_point_is_prepared_then_it_refuses_writes_until_mounte
     assert_eq!(prepare_mount_point(&mb(&base), &t1).unwrap(), Guard::MountedOver);
     assert!(!refuses_writes(&t1), "preparing again left the mount's own root alone");
     let err = remove_mount_point(&mb(&base), &t1).unwrap_err();
-    assert!(err.contains("mounted over"), "{err}");
+    assert!(matches!(err, MountPointError::MountedOver { .. }), "{err:?}");
+    assert!(err.to_string().ends_with("is mounted over; not removed"), "{err}");
 
     // The mount goes away behind the daemon's back (a lazy detach): guarded again.
     run("umount", &["-l", t1.to_str().unwrap()]);

@@ -12,7 +12,9 @@
 //! Whether a path is bare after an unmount is read from the table alone (no thread).
 
 use super::command::{Program, RunError};
-pub use super::mount_point::{guard_mount_point, prepare_mount_point, remove_mount_point, Guard};
+pub use super::mount_point::{
+    guard_mount_point, prepare_mount_point, remove_mount_point, Guard, MountPointError,
+};
 use crate::host::mount_table::{self, Watch, Woke};
 pub use crate::host::mount_table::{mount_at, MountInfo};
 use crate::host::probe::{self, Probed};
@@ -21,6 +23,25 @@ use dms_journal::{FsKind, FsTypes};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Why an unmount, a detach or a mount point's removal failed. The texts are the reasons
+/// the requester and the journal read ("Unmount failed: ..."), unchanged from when they
+/// were plain strings.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error(transparent)]
+    MountPoint(#[from] MountPointError),
+    /// The last umount(8) failed (or ran into its deadline) and the path is still mounted.
+    #[error(transparent)]
+    Umount(#[from] RunError),
+    /// umount(8) said nothing wrong, yet the table still has a mount at the path.
+    #[error("still mounted")]
+    StillMounted { path: String },
+    #[error("cannot detach {path}: {errno}")]
+    Detach { path: String, errno: rustix::io::Errno },
+    #[error("{path} is still mounted after {tries} detaches")]
+    Detached { path: String, tries: usize },
+}
 
 /// `statfs` magic numbers (linux/magic.h) of the kinds this module tells apart by name.
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
@@ -185,7 +206,8 @@ impl Mounter {
         options: &str,
         path: &str,
     ) -> Ran<Result<(), MountFailure>> {
-        if let Err(reason) = prepare_mount_point(&self.mount_base, Path::new(path)) {
+        if let Err(e) = prepare_mount_point(&self.mount_base, Path::new(path)) {
+            let reason = e.to_string();
             return Ran::unasked(Err(MountFailure { reason, maybe_mounted: false }));
         }
         let args = ["-t", "nfs", "-o", options, export, path];
@@ -225,9 +247,9 @@ impl Mounter {
     /// ([`is_mounted`]: it never blocks on a hung mount). The directory
     /// stays, guarded ([`Mounter::remove_mount_point`] is for an unmount the client asked
     /// for).
-    pub async fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
+    pub async fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), MountError>> {
         let attempts: &[&[&str]] = if nfs { &[&[], &["-f"], &["-l"]] } else { &[&[], &["-l"]] };
-        let mut last = String::from("still mounted");
+        let mut last = MountError::StillMounted { path: path.to_owned() };
         let mut heard = Heard::Nothing;
         for flags in attempts {
             if !is_mounted(path) {
@@ -238,12 +260,12 @@ impl Mounter {
             match self.umount.run(&args, self.umount_timeout).await {
                 Ok(_) => {}
                 Err(e @ RunError::Timeout { .. }) => {
-                    last = e.to_string();
                     if heard == Heard::Nothing {
-                        heard = Heard::TimedOut(last.clone());
+                        heard = Heard::TimedOut(e.to_string());
                     }
+                    last = e.into();
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = e.into(),
             }
         }
         if is_mounted(path) {
@@ -259,26 +281,26 @@ impl Mounter {
     /// for the FUSE helper serving it nor can be held up by a hung one; the helper is
     /// stopped afterwards. Mounts stacked at the path are detached one by one, a bounded
     /// number of times; success only when the path is bare.
-    pub fn detach(&self, path: &str) -> Result<(), String> {
+    pub fn detach(&self, path: &str) -> Result<(), MountError> {
         use rustix::mount::{unmount, UnmountFlags};
         for _ in 0..DETACH_TRIES {
             match unmount(path, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW) {
                 // EINVAL: not a mount point (any more); ENOENT: no path at all (removed by
                 // hand). Either way, look whether the path is bare.
                 Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(format!("cannot detach {path}: {e}")),
+                Err(errno) => return Err(MountError::Detach { path: path.to_owned(), errno }),
             }
             if !is_mounted(path) {
                 return Ok(());
             }
         }
-        Err(format!("{path} is still mounted after {DETACH_TRIES} detaches"))
+        Err(MountError::Detached { path: path.to_owned(), tries: DETACH_TRIES })
     }
 
     /// Remove the empty mount directory of a target unmounted on request (see
     /// [`remove_mount_point`]).
-    pub fn remove_mount_point(&self, path: &str) -> Result<(), String> {
-        remove_mount_point(&self.mount_base, Path::new(path))
+    pub fn remove_mount_point(&self, path: &str) -> Result<(), MountError> {
+        Ok(remove_mount_point(&self.mount_base, Path::new(path))?)
     }
 }
 

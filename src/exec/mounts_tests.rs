@@ -275,16 +275,18 @@ fn given_a_symlink_inside_the_base_when_preparing_a_mount_point_then_refused_and
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, base.join("evil")).unwrap();
     let err = prepare_mount_point(&mb(&base), &base.join("evil/t1")).unwrap_err();
-    assert!(err.contains("is a symlink"), "{err}");
+    assert!(matches!(err, MountPointError::Symlink { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("{} is a symlink; refusing to mount through it", base.join("evil").display())
+    );
     assert!(!outside.join("t1").exists(), "nothing was created through the symlink");
     std::os::unix::fs::symlink(&outside, base.join("t2")).unwrap();
-    assert!(prepare_mount_point(&mb(&base), &base.join("t2"))
-        .unwrap_err()
-        .contains("is a symlink"));
+    let err = prepare_mount_point(&mb(&base), &base.join("t2")).unwrap_err();
+    assert!(matches!(err, MountPointError::Symlink { .. }), "{err:?}");
     std::fs::write(base.join("file"), b"x").unwrap();
-    assert!(prepare_mount_point(&mb(&base), &base.join("file"))
-        .unwrap_err()
-        .contains("not a directory"));
+    let err = prepare_mount_point(&mb(&base), &base.join("file")).unwrap_err();
+    assert!(err.to_string().ends_with("/file exists and is not a directory"), "{err}");
     assert!(prepare_mount_point(&mb(&base), &dir.path().join("elsewhere")).is_err());
     assert!(
         prepare_mount_point(&mb(&base), &base).is_err(),
@@ -344,6 +346,24 @@ fn given_a_bare_or_missing_path_when_detached_then_it_succeeds() {
     let m = mounter(dir.path());
     let bare = dir.path().join("bare");
     std::fs::create_dir(&bare).unwrap();
-    assert_eq!(m.detach(bare.to_str().unwrap()), Ok(()));
-    assert_eq!(m.detach(dir.path().join("missing").to_str().unwrap()), Ok(()));
+    m.detach(bare.to_str().unwrap()).unwrap();
+    m.detach(dir.path().join("missing").to_str().unwrap()).unwrap();
+}
+
+/// The typed errors render exactly the reasons the journal and the replies have always
+/// carried ("Unmount failed: still mounted", ...).
+#[test]
+fn given_each_unmount_failure_then_its_text_is_the_reason_as_before() {
+    let path = "/b/t".to_owned();
+    assert_eq!(MountError::StillMounted { path: path.clone() }.to_string(), "still mounted");
+    let busy = rustix::io::Errno::BUSY;
+    let detach = MountError::Detach { path: path.clone(), errno: busy };
+    assert_eq!(detach.to_string(), format!("cannot detach /b/t: {busy}"));
+    let tries = MountError::Detached { path, tries: DETACH_TRIES };
+    assert_eq!(tries.to_string(), "/b/t is still mounted after 4 detaches");
+    let timeout = Duration::from_secs(2);
+    let run = RunError::Timeout { program: "umount".into(), timeout };
+    assert_eq!(MountError::from(run).to_string(), "umount did not finish within 2s and was killed");
+    let outside = MountPointError::NotInside { path: "/x".into(), base: mb(Path::new("/b")) };
+    assert_eq!(MountError::from(outside).to_string(), "/x is not inside /b");
 }
