@@ -165,7 +165,7 @@ impl Mounts for HostMounts {
             .pidfd(helper)
             .map_err(|e| MountFailure { reason: e.to_string(), maybe_mounted: true })?;
         let Some(pidfd) = pidfd else {
-            let mounted = mounts::is_mounted(path);
+            let mounted = mounts::is_mounted(path, self.helper_mount_timeout);
             return Err(MountFailure {
                 reason: "the helper exited before mounting".into(),
                 maybe_mounted: mounted,

@@ -199,19 +199,19 @@ fn given_a_bind_mount_of_the_parents_own_filesystem_then_the_look_still_sees_it_
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     std::fs::create_dir_all(&source).unwrap();
     std::fs::create_dir_all(&path).unwrap();
-    assert!(!is_mounted(&path), "a plain directory is no mount");
+    assert!(!is_mounted(&path, Duration::from_secs(5)), "a plain directory is no mount");
     assert_eq!(look(&path, Duration::from_secs(5)), Ok(Look::Absent));
     let ok = Command::new("mount").arg("--bind").arg(&source).arg(&path).status().unwrap();
     assert!(ok.success());
     assert!(mount_at(&path).unwrap().is_some(), "the table has the bind mount");
-    assert!(is_mounted(&path));
+    assert!(is_mounted(&path, Duration::from_secs(5)));
     let seen = look(&path, Duration::from_secs(5));
     assert!(matches!(seen, Ok(Look::Mounted { .. })), "the look agrees with the table: {seen:?}");
     block_on(mounter(dir.path()).unmount(&path, false)).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
-    assert!(!is_mounted(&path));
+    assert!(!is_mounted(&path, Duration::from_secs(5)));
     assert_eq!(look(&path, Duration::from_secs(5)), Ok(Look::Absent));
-    assert!(!is_mounted(&format!("{path}/missing")));
+    assert!(!is_mounted(&format!("{path}/missing"), Duration::from_secs(5)));
     assert_eq!(look(&format!("{path}/missing"), Duration::from_secs(5)), Ok(Look::Absent));
 }
 

@@ -141,6 +141,13 @@ fn unmark(path: &str) {
     }
 }
 
+/// The path names something else now (what hung there was unmounted or detached): it is
+/// not stuck any more, and the next probe starts a thread. The stuck probe's thread, if it
+/// ever returns, is still counted.
+pub fn forget(path: &str) {
+    unmark(path);
+}
+
 /// `ask(path)`, answered by `deadline` or not at all.
 pub fn probe<T: Send + 'static>(path: &str, deadline: Instant, ask: fn(&Path) -> T) -> Probed<T> {
     start(path, ask).wait(deadline)
@@ -213,6 +220,12 @@ mod tests {
         }
         assert!(started.elapsed() < Duration::from_millis(100), "answered without waiting");
         assert_eq!(running(), threads, "no thread started on a stuck path");
+        // Detached: the path names something else now, and is asked afresh (here it hangs
+        // again, which marks it again).
+        forget(path);
+        assert!(stuck_paths().is_empty());
+        assert!(matches!(probe(path, soon(), hang), Probed::TimedOut));
+        assert_eq!(running(), threads + 1, "a forgotten path gets a new thread");
         // It comes back: the path is asked again, and answers.
         RELEASE.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(5);
