@@ -16,8 +16,8 @@ use super::command::{Program, RunError};
 pub use super::mount_point::{
     guard_mount_point, prepare_mount_point, remove_mount_point, Guard, MountPointError,
 };
-use crate::host::mount_table::{Watch, Woke};
 pub use crate::host::mount_table::{mount_at, MountInfo};
+use crate::host::mount_table::{Watch, Woke};
 use crate::host::probe::{self, Probed};
 use dms_journal::machine::MountFailure;
 use dms_journal::{FsKind, FsTypes};
