@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod engine;
 pub mod exec;
 pub mod failpoint;
+pub mod host;
 pub mod intake;
 pub mod journal_cli;
 pub mod metrics;

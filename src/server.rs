@@ -30,9 +30,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
     let boot = procfs.boot_id().map_err(ObserveError::from)?;
     raise_open_file_limit();
     // Helper exits arrive from the spawner's reapers and the pidfd watches; the supervisor
-    // acts on them once the engine exists.
+    // acts on them once the engine exists. An unbounded sender works from any thread.
     let exits = Exits::default();
-    let exits_tx = exits.bridge()?;
+    let exits_tx = exits.sender();
     let helpers = Helpers {
         bin: config.s3vaultfuse_bin.clone(),
         log_dir: config.helper_log_dir.clone(),
@@ -52,7 +52,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         mount_timeout: config.timeouts.nfs_mount,
         umount_timeout: config.timeouts.umount,
         fs_types: FsTypes::new(config.nfs_fstypes.clone()),
-        mount_base: config.mount_base_path.as_str().into(),
+        mount_base: config.mount_base_path.clone(),
     };
     let credentials = Barbican::new(BarbicanConfig {
         timeout: config.timeouts.credentials,
@@ -64,8 +64,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         credentials,
         processes: HostProcesses {
             helpers: helpers.clone(),
-            mount_base: config.mount_base_path.as_str().into(),
-            exits: std::sync::Mutex::new(exits_tx),
+            mount_base: config.mount_base_path.clone(),
+            exits: exits_tx,
         },
         mounts: HostMounts {
             mounter,

@@ -60,7 +60,7 @@ pub fn arm(mut shutdown: watch::Receiver<bool>, journal: Weak<Journal>) {
 }
 
 /// After a stop that finished in time: mount programs of requests that did not (their
-/// threads are still in the blocking pool) must not outlive the daemon either. Intake is
+/// tasks are still awaiting them) must not outlive the daemon either. Intake is
 /// closed, so the kill answers nobody; and a request still waiting for a pool slot must
 /// not start another program once a killed one frees it.
 pub fn kill_leftover_mount_programs() {

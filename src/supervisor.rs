@@ -32,8 +32,6 @@ pub enum SuperviseError {
     Observe(#[from] ObservationError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
-    #[error("cannot start the helper exit watcher: {0}")]
-    Thread(std::io::Error),
 }
 
 /// What one pass found and did (for the log line and `STATUS=`).
@@ -107,7 +105,8 @@ impl<C, P, M, O> std::fmt::Debug for Supervisor<C, P, M, O> {
     }
 }
 
-/// Where helper exits arrive: from the executors' reapers and from the exit watches.
+/// Where helper exits arrive: from the spawner's reapers (tasks on the helpers' pidfds,
+/// through the sender handed to the spawner) and from the supervisor's exit watches.
 #[derive(Debug)]
 pub struct Exits {
     tx: mpsc::UnboundedSender<HelperExit>,
@@ -122,27 +121,9 @@ impl Default for Exits {
 }
 
 impl Exits {
-    /// A sender for reapers that run on the runtime.
+    /// A sender for the reapers: an unbounded sender works from any thread, so no bridge.
     pub fn sender(&self) -> mpsc::UnboundedSender<HelperExit> {
         self.tx.clone()
-    }
-
-    /// A sender for reapers that may be threads (outside the runtime) and so send on a std
-    /// channel; one thread bridges it.
-    pub fn bridge(&self) -> Result<std::sync::mpsc::Sender<HelperExit>, SuperviseError> {
-        let (reaped_tx, reaped) = std::sync::mpsc::channel::<HelperExit>();
-        let bridge = self.tx.clone();
-        std::thread::Builder::new()
-            .name("dms-helper-exits".into())
-            .spawn(move || {
-                for exit in reaped {
-                    if bridge.send(exit).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(SuperviseError::Thread)?;
-        Ok(reaped_tx)
     }
 }
 

@@ -192,7 +192,7 @@ impl Config {
     /// What requests may ask for, for [`crate::wire::parse`].
     pub fn wire_policy(&self) -> Policy {
         Policy {
-            mount_base: self.mount_base_path.as_str().to_owned(),
+            mount_base: self.mount_base_path.clone(),
             nfs_allowed_options: self.nfs_allowed_options.clone(),
             secret_ref_prefixes: self.secret_ref_prefixes.clone(),
         }

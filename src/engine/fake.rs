@@ -57,6 +57,11 @@ impl World {
     }
 }
 
+/// A failure injected into a fake: its text is the reason, as a host error's `Display` is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FakeError(pub String);
+
 #[derive(Debug, Clone)]
 pub struct FakeCredentials(pub Arc<World>);
 
@@ -78,13 +83,15 @@ pub struct FakeProcesses {
 }
 
 impl Processes for FakeProcesses {
-    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String> {
+    type Error = FakeError;
+
+    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, FakeError> {
         let path = env.get("vault_data_directory").unwrap_or("?");
         let keys =
             env.get("AWS_ACCESS_KEY_ID").is_some() && env.get("AWS_SECRET_ACCESS_KEY").is_some();
         self.world.record(format!("spawn {target} {path} keys={keys}"));
         if let Some(e) = self.world.failure("spawn") {
-            return Err(e);
+            return Err(FakeError(e));
         }
         let pid = self.world.next_pid.fetch_add(1, Ordering::SeqCst);
         lock(&self.world.helpers).insert(pid);
@@ -92,17 +99,21 @@ impl Processes for FakeProcesses {
         Ok(HelperIdentity { pid, start_ticks: u64::from(pid) * 10, boot: self.boot })
     }
 
-    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<Option<PathBuf>, String> {
+    fn stop(
+        &self,
+        target: &TargetId,
+        helper: HelperIdentity,
+    ) -> Result<Option<PathBuf>, FakeError> {
         self.world.record(format!("stop {target} pid {}", helper.pid));
         if let Some(e) = self.world.failure("stop") {
-            return Err(e);
+            return Err(FakeError(e));
         }
         lock(&self.world.helpers).remove(&helper.pid);
         let removed = lock(&self.world.pid_files).remove(target.as_str());
         Ok(removed.then(|| self.pid_file(target)))
     }
 
-    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, String> {
+    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, FakeError> {
         self.world.record(format!("remove pid file {target}"));
         let removed = lock(&self.world.pid_files).remove(target.as_str());
         Ok(removed.then(|| self.pid_file(target)))
@@ -116,13 +127,13 @@ impl Processes for FakeProcesses {
         lock(&self.world.helpers).contains(&helper.pid).then(|| Duration::from_secs(5025))
     }
 
-    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String> {
+    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), FakeError> {
         self.world.record(format!("remove stale pid file {target} {pid:?}"));
         lock(&self.world.pid_files).remove(target.as_str());
         Ok(())
     }
 
-    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), String> {
+    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), FakeError> {
         self.world.record(format!("write pid file {target} {pid}"));
         lock(&self.world.pid_files).insert(target.to_string());
         Ok(())
@@ -133,6 +144,8 @@ impl Processes for FakeProcesses {
 pub struct FakeMounts(pub Arc<World>);
 
 impl Mounts for FakeMounts {
+    type Error = FakeError;
+
     fn wait_for_helper_mount(
         &self,
         path: &str,
@@ -146,7 +159,12 @@ impl Mounts for FakeMounts {
         Ok(())
     }
 
-    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Ran<Result<(), MountFailure>> {
+    async fn mount_nfs(
+        &self,
+        export: &str,
+        options: &str,
+        path: &str,
+    ) -> Ran<Result<(), MountFailure>> {
         self.0.record(format!("mount nfs {export} {path} -o {options}"));
         if let Some(reason) = self.0.failure("mount_nfs_timeout") {
             let failure = MountFailure { reason: reason.clone(), maybe_mounted: true };
@@ -159,28 +177,28 @@ impl Mounts for FakeMounts {
         Ran::answered(Ok(()))
     }
 
-    fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
+    async fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), FakeError>> {
         self.0.record(format!("unmount {path} nfs={nfs}"));
         if let Some(e) = self.0.failure("umount_timeout") {
-            return Ran { result: Err(e.clone()), heard: Heard::TimedOut(e) };
+            return Ran { result: Err(FakeError(e.clone())), heard: Heard::TimedOut(e) };
         }
         if let Some(e) = self.0.failure("unmount") {
-            return Ran::unasked(Err(e));
+            return Ran::unasked(Err(FakeError(e)));
         }
         lock(&self.0.mounted).remove(path);
         Ran::unasked(Ok(()))
     }
 
-    fn detach(&self, path: &str) -> Result<(), String> {
+    fn detach(&self, path: &str) -> Result<(), FakeError> {
         self.0.record(format!("detach {path}"));
         if let Some(e) = self.0.failure("detach") {
-            return Err(e);
+            return Err(FakeError(e));
         }
         lock(&self.0.mounted).remove(path);
         Ok(())
     }
 
-    fn remove_mount_point(&self, path: &str) -> Result<(), String> {
+    fn remove_mount_point(&self, path: &str) -> Result<(), FakeError> {
         self.0.record(format!("rmdir {path}"));
         Ok(())
     }

@@ -173,7 +173,10 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                         oplines::spawning(&target);
                         let env = creds.helper_env(&mount_path);
                         let spawn = target.clone();
-                        blocking(&self.engine.exec, move |x| x.processes.spawn(&spawn, &env)).await
+                        blocking(&self.engine.exec, move |x| {
+                            reason(x.processes.spawn(&spawn, &env))
+                        })
+                        .await
                     }
                     None => Err("no credentials in memory for this mount".into()),
                 };
@@ -196,43 +199,31 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             }
             Effect::MountNfs { op, export, options, mount_path } => {
                 let server = nfs_server(&export).to_owned();
-                let ran = blocking(&self.engine.exec, move |x| {
-                    Ok(x.mounts.mount_nfs(&export, &options, &mount_path))
-                })
-                .await;
-                let result = match ran {
-                    Ok(ran) => {
-                        self.engine.nfs_report(&server, &ran.heard);
-                        ran.result
-                    }
-                    Err(reason) => Err(MountFailure { reason, maybe_mounted: true }),
-                };
-                Some(Command::MountChecked { op, result })
+                let ran = self.engine.exec.mounts.mount_nfs(&export, &options, &mount_path).await;
+                self.engine.nfs_report(&server, &ran.heard);
+                Some(Command::MountChecked { op, result: ran.result })
             }
             Effect::Detach { op, mount_path } => {
                 let result =
-                    blocking(&self.engine.exec, move |x| x.mounts.detach(&mount_path)).await;
+                    blocking(&self.engine.exec, move |x| reason(x.mounts.detach(&mount_path)))
+                        .await;
                 Some(Command::Detached { op, result })
             }
             Effect::Unmount { op, mount_path } => {
                 let server = self.nfs_server();
-                let result =
-                    blocking(&self.engine.exec, move |x| Ok(x.mounts.unmount(&mount_path, true)))
-                        .await
-                        .and_then(|ran| {
-                            if let Some(server) = &server {
-                                self.engine.nfs_report(server, &ran.heard);
-                            }
-                            ran.result
-                        });
-                Some(Command::UnmountDone { op, result })
+                let ran = self.engine.exec.mounts.unmount(&mount_path, true).await;
+                if let Some(server) = &server {
+                    self.engine.nfs_report(server, &ran.heard);
+                }
+                Some(Command::UnmountDone { op, result: reason(ran.result) })
             }
             Effect::RemoveMountPoint { mount_path } => {
                 // The client asked for the target to go: so does its directory. A directory
                 // that stays is still guarded, so this fails nothing.
-                let removed =
-                    blocking(&self.engine.exec, move |x| x.mounts.remove_mount_point(&mount_path))
-                        .await;
+                let removed = blocking(&self.engine.exec, move |x| {
+                    reason(x.mounts.remove_mount_point(&mount_path))
+                })
+                .await;
                 if let Err(e) = removed {
                     tracing::warn!(error = %e, "mount point left in place");
                 }
@@ -253,14 +244,14 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
             }
             Effect::RemoveStalePidFile { pid } => {
                 let _ = blocking(&self.engine.exec, move |x| {
-                    x.processes.remove_stale_pid_file(&target, pid)
+                    reason(x.processes.remove_stale_pid_file(&target, pid))
                 })
                 .await;
                 None
             }
             Effect::WritePidFile { helper } => {
                 let _ = blocking(&self.engine.exec, move |x| {
-                    x.processes.write_pid_file(&target, helper.pid)
+                    reason(x.processes.write_pid_file(&target, helper.pid))
                 })
                 .await;
                 None
@@ -292,18 +283,18 @@ where
             Err(e) => failed.push(e),
         }
     }
+    let mut heard = Heard::Nothing;
+    if let (true, Some(path)) = (cleanup.mount, mount_path.as_deref()) {
+        let ran = exec.mounts.unmount(path, nfs).await;
+        heard = ran.heard;
+        match ran.result {
+            Ok(()) => done.push(format!("{path} unmounted")),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
     let rest = blocking(exec, move |x| {
         let mut done = Vec::new();
         let mut failed = Vec::new();
-        let mut heard = Heard::Nothing;
-        if let (true, Some(path)) = (cleanup.mount, mount_path.as_deref()) {
-            let ran = x.mounts.unmount(path, nfs);
-            heard = ran.heard;
-            match ran.result {
-                Ok(()) => done.push(format!("{path} unmounted")),
-                Err(e) => failed.push(e),
-            }
-        }
         let mut removed = None;
         if cleanup.pid_file {
             match x.processes.remove_pid_file(&target) {
@@ -311,16 +302,14 @@ where
                     removed = path;
                     done.push("PID file removed".to_owned());
                 }
-                Err(e) => failed.push(e),
+                Err(e) => failed.push(e.to_string()),
             }
         }
-        Ok((done, failed, removed, heard))
+        Ok((done, failed, removed))
     })
     .await;
-    let mut heard = Heard::Nothing;
     match rest {
-        Ok((more_done, more_failed, removed, umount_heard)) => {
-            heard = umount_heard;
+        Ok((more_done, more_failed, removed)) => {
             if let Some(path) = &removed {
                 oplines::pid_file_deleted(path);
             }
@@ -350,12 +339,18 @@ where
     tracing::Span::current().record("helper_pid", helper.pid);
     oplines::killing(&target, helper.pid, exec.processes.uptime(helper));
     let stop = target.clone();
-    let removed = blocking(exec, move |x| x.processes.stop(&stop, helper)).await?;
+    let removed = blocking(exec, move |x| reason(x.processes.stop(&stop, helper))).await?;
     oplines::killed(&target);
     if let Some(path) = removed {
         oplines::pid_file_deleted(&path);
     }
     Ok(())
+}
+
+/// A port's error as the reason the machine journals and the requester reads: its
+/// `Display`, rendered here and nowhere else.
+fn reason<T, E: std::error::Error>(result: Result<T, E>) -> Result<T, String> {
+    result.map_err(|e| e.to_string())
 }
 
 /// Run blocking executor work on the blocking pool.

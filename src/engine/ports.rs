@@ -2,18 +2,18 @@
 //! against recording fakes ([`super::fake`]) as well as the host ([`HostProcesses`],
 //! [`HostMounts`], [`Barbican`]).
 //!
-//! Process and mount operations block (they wait for processes and the kernel); the
-//! engine runs them on the blocking pool. Each carries its own deadline.
+//! Process and mount operations that block (they wait for processes and the kernel) run on
+//! the engine's blocking pool; mount(8) and umount(8) are awaited instead (the runtime
+//! watches them). Each carries its own deadline.
 
 use crate::exec::credentials::{Barbican, S3Credentials};
-use crate::exec::helper::{HelperEnv, HelperExit, Helpers};
-use crate::exec::mounts::{self, Mounter, Ran};
+use crate::exec::helper::{HelperEnv, HelperError, HelperExit, Helpers};
+use crate::exec::mounts::{self, MountError, Mounter, Ran};
 use dms_journal::machine::MountFailure;
 use dms_journal::{HelperIdentity, TargetId};
 use secrecy::SecretString;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 /// Where S3 credentials come from. The error is the reason after "Failed to fetch
@@ -28,38 +28,61 @@ pub trait Credentials: Send + Sync + 'static {
 
 /// Helper processes and their PID files.
 pub trait Processes: Send + Sync + 'static {
-    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String>;
+    /// Why an operation failed; its `Display` is the reason journaled and replied (the host's
+    /// is [`HelperError`]).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, Self::Error>;
     /// Identity-checked; a helper already gone is success. `Some(path)`: the PID file that
     /// named this helper, removed with it.
-    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<Option<PathBuf>, String>;
+    fn stop(
+        &self,
+        target: &TargetId,
+        helper: HelperIdentity,
+    ) -> Result<Option<PathBuf>, Self::Error>;
     /// Remove the target's PID file whatever it says (the target is being unmounted).
     /// `Some(path)` if there was one.
-    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, String>;
+    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, Self::Error>;
     /// Where the target's PID file is (for the operator lines).
     fn pid_file(&self, target: &TargetId) -> PathBuf;
     /// How long `helper` has been running; `None` if it is not running (or not provably it).
     fn uptime(&self, helper: HelperIdentity) -> Option<Duration>;
     /// Remove it only if it still names `pid` (`None`: only if unreadable).
-    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String>;
-    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), String>;
+    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>)
+        -> Result<(), Self::Error>;
+    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), Self::Error>;
 }
 
 /// The mount table and mount(8)/umount(8).
 pub trait Mounts: Send + Sync + 'static {
+    /// Why an unmount, a detach or a removal failed; its `Display` is the reason journaled
+    /// and replied (the host's is [`MountError`]).
+    type Error: std::error::Error + Send + Sync + 'static;
+
     /// Wait for `helper`'s FUSE mount at `path` to appear and answer.
     fn wait_for_helper_mount(&self, path: &str, helper: HelperIdentity)
         -> Result<(), MountFailure>;
     /// mount(8), and whether it ran into its deadline (the server's breaker counts that).
-    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Ran<Result<(), MountFailure>>;
+    /// Awaited: the program runs under the runtime, with no thread waiting for it.
+    fn mount_nfs(
+        &self,
+        export: &str,
+        options: &str,
+        path: &str,
+    ) -> impl Future<Output = Ran<Result<(), MountFailure>>> + Send;
     /// Success only when the mount table no longer has anything at `path`; and whether an
     /// umount(8) on the way ran into its deadline.
-    fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>>;
+    fn unmount(
+        &self,
+        path: &str,
+        nfs: bool,
+    ) -> impl Future<Output = Ran<Result<(), Self::Error>>> + Send;
     /// Detach whatever is mounted at `path` at once (lazily), so that nothing is mounted
     /// there when this returns `Ok`; the process serving it is not waited for.
-    fn detach(&self, path: &str) -> Result<(), String>;
+    fn detach(&self, path: &str) -> Result<(), Self::Error>;
     /// Remove the empty, unmounted mount directory of a target unmounted on request (a lost
     /// mount's directory stays, guarded against writes).
-    fn remove_mount_point(&self, path: &str) -> Result<(), String>;
+    fn remove_mount_point(&self, path: &str) -> Result<(), Self::Error>;
 }
 
 impl Credentials for Barbican {
@@ -72,31 +95,32 @@ impl Credentials for Barbican {
 #[derive(Debug)]
 pub struct HostProcesses {
     pub helpers: Helpers,
-    pub mount_base: std::path::PathBuf,
-    pub exits: std::sync::Mutex<Sender<HelperExit>>,
+    pub mount_base: dms_journal::MountBase,
+    pub exits: tokio::sync::mpsc::UnboundedSender<HelperExit>,
 }
 
 impl Processes for HostProcesses {
-    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, String> {
+    type Error = HelperError;
+
+    fn spawn(&self, target: &TargetId, env: &HelperEnv) -> Result<HelperIdentity, HelperError> {
         // The helper mounts onto its directory: created inside the base, never through a
         // symlink.
         if let Some(path) = env.get("vault_data_directory") {
             mounts::prepare_mount_point(&self.mount_base, std::path::Path::new(path))?;
         }
-        let exits = self
-            .exits
-            .lock()
-            .map(|tx| tx.clone())
-            .map_err(|_| "exit channel poisoned".to_owned())?;
-        self.helpers.spawn(target, env, exits).map_err(|e| e.to_string())
+        self.helpers.spawn(target, env, self.exits.clone())
     }
 
-    fn stop(&self, target: &TargetId, helper: HelperIdentity) -> Result<Option<PathBuf>, String> {
-        self.helpers.stop(target, helper).map_err(|e| e.to_string())
+    fn stop(
+        &self,
+        target: &TargetId,
+        helper: HelperIdentity,
+    ) -> Result<Option<PathBuf>, HelperError> {
+        self.helpers.stop(target, helper)
     }
 
-    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, String> {
-        self.helpers.pid_dir.remove(target).map_err(|e| e.to_string())
+    fn remove_pid_file(&self, target: &TargetId) -> Result<Option<PathBuf>, HelperError> {
+        Ok(self.helpers.pid_dir.remove(target)?)
     }
 
     fn pid_file(&self, target: &TargetId) -> PathBuf {
@@ -107,12 +131,16 @@ impl Processes for HostProcesses {
         self.helpers.uptime(helper)
     }
 
-    fn remove_stale_pid_file(&self, target: &TargetId, pid: Option<u32>) -> Result<(), String> {
-        self.helpers.pid_dir.remove_if(target, pid).map(drop).map_err(|e| e.to_string())
+    fn remove_stale_pid_file(
+        &self,
+        target: &TargetId,
+        pid: Option<u32>,
+    ) -> Result<(), HelperError> {
+        Ok(self.helpers.pid_dir.remove_if(target, pid).map(drop)?)
     }
 
-    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), String> {
-        self.helpers.pid_dir.write(target, pid).map_err(|e| e.to_string())
+    fn write_pid_file(&self, target: &TargetId, pid: u32) -> Result<(), HelperError> {
+        Ok(self.helpers.pid_dir.write(target, pid)?)
     }
 }
 
@@ -125,6 +153,8 @@ pub struct HostMounts {
 }
 
 impl Mounts for HostMounts {
+    type Error = MountError;
+
     fn wait_for_helper_mount(
         &self,
         path: &str,
@@ -149,19 +179,24 @@ impl Mounts for HostMounts {
         )
     }
 
-    fn mount_nfs(&self, export: &str, options: &str, path: &str) -> Ran<Result<(), MountFailure>> {
-        self.mounter.mount_nfs(export, options, path)
+    async fn mount_nfs(
+        &self,
+        export: &str,
+        options: &str,
+        path: &str,
+    ) -> Ran<Result<(), MountFailure>> {
+        self.mounter.mount_nfs(export, options, path).await
     }
 
-    fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), String>> {
-        self.mounter.unmount(path, nfs)
+    async fn unmount(&self, path: &str, nfs: bool) -> Ran<Result<(), MountError>> {
+        self.mounter.unmount(path, nfs).await
     }
 
-    fn detach(&self, path: &str) -> Result<(), String> {
+    fn detach(&self, path: &str) -> Result<(), MountError> {
         self.mounter.detach(path)
     }
 
-    fn remove_mount_point(&self, path: &str) -> Result<(), String> {
+    fn remove_mount_point(&self, path: &str) -> Result<(), MountError> {
         self.mounter.remove_mount_point(path)
     }
 }

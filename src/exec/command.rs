@@ -10,8 +10,9 @@
 use super::pgroup;
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::process::Command;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
@@ -49,12 +50,12 @@ impl Program {
 
     /// Run with `args`; success is exit status 0 within `timeout`. Returns stdout. The
     /// call returns by `timeout` (plus a fraction of a second to kill and collect), whatever
-    /// the program or its children do.
-    pub fn run(&self, args: &[&str], timeout: Duration) -> Result<String, RunError> {
-        self.run_in(args, timeout, &pgroup::RUNNING)
+    /// the program or its children do. Awaited on the runtime: no thread waits for it.
+    pub async fn run(&self, args: &[&str], timeout: Duration) -> Result<String, RunError> {
+        self.run_in(args, timeout, &pgroup::RUNNING).await
     }
 
-    fn run_in(
+    async fn run_in(
         &self,
         args: &[&str],
         timeout: Duration,
@@ -74,7 +75,7 @@ impl Program {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LC_ALL", "C");
-        let outcome = pgroup::run(command, deadline, running).map_err(spawn_error)?;
+        let outcome = pgroup::run(command, deadline, running).await.map_err(spawn_error)?;
         match outcome.status {
             None => Err(RunError::Timeout { program: name, timeout }),
             Some(status) if status.success() => Ok(outcome.stdout),

@@ -1,6 +1,33 @@
 //! Real processes: shell scripts stand in for mount(8).
 #![allow(clippy::unwrap_used)]
 use super::*;
+use crate::exec::mounts::tests::block_on;
+
+/// The call as a blocking one, on a runtime of its own.
+trait RunNow {
+    fn run_now(&self, args: &[&str], timeout: Duration) -> Result<String, RunError>;
+    fn run_in_now(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        running: &pgroup::Running,
+    ) -> Result<String, RunError>;
+}
+
+impl RunNow for Program {
+    fn run_now(&self, args: &[&str], timeout: Duration) -> Result<String, RunError> {
+        block_on(self.run(args, timeout))
+    }
+
+    fn run_in_now(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        running: &pgroup::Running,
+    ) -> Result<String, RunError> {
+        block_on(self.run_in(args, timeout, running))
+    }
+}
 
 #[test]
 fn given_a_rootwrap_prefix_when_building_argv_then_it_comes_first_and_nothing_is_joined() {
@@ -26,8 +53,8 @@ fn given_a_rootwrap_prefix_when_building_argv_then_it_comes_first_and_nothing_is
 
 #[test]
 fn given_programs_that_succeed_fail_or_hang_then_each_outcome_is_reported() {
-    assert_eq!(Program::new("echo").run(&["hi"], Duration::from_secs(5)).unwrap(), "hi\n");
-    let err = Program::new("sh").run(&["-c", "echo boom >&2; exit 32"], Duration::from_secs(5));
+    assert_eq!(Program::new("echo").run_now(&["hi"], Duration::from_secs(5)).unwrap(), "hi\n");
+    let err = Program::new("sh").run_now(&["-c", "echo boom >&2; exit 32"], Duration::from_secs(5));
     assert_eq!(
         err,
         Err(RunError::Failed {
@@ -37,21 +64,22 @@ fn given_programs_that_succeed_fail_or_hang_then_each_outcome_is_reported() {
         })
     );
     let started = Instant::now();
-    let err = Program::new("sleep").run(&["30"], Duration::from_millis(200));
+    let err = Program::new("sleep").run_now(&["30"], Duration::from_millis(200));
     assert!(matches!(err, Err(RunError::Timeout { .. })), "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    let err = Program::new("/nonexistent/mount").run(&[], Duration::from_secs(1));
+    let err = Program::new("/nonexistent/mount").run_now(&[], Duration::from_secs(1));
     assert!(matches!(err, Err(RunError::Spawn { .. })), "{err:?}");
 }
 
 #[test]
 fn given_the_daemons_environment_when_running_then_it_is_not_passed_on() {
-    let out = Program::new("env").run(&[], Duration::from_secs(5)).unwrap();
+    let out = Program::new("env").run_now(&[], Duration::from_secs(5)).unwrap();
     assert!(!out.contains("CARGO_MANIFEST_DIR"), "{out}");
     assert!(out.contains("LC_ALL=C"));
 }
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// A stand-in for mount(8) in a temp dir; each child it starts writes its PID to
 /// `<dir>/child.pid`. Dropping it SIGKILLs that child if it is still a `sleep` (so a failing
@@ -132,7 +160,7 @@ fn given_a_program_that_exits_but_leaves_a_child_holding_its_output_then_the_cal
     let stand_in = StandIn::new("sleep 60 & echo $! > $PIDFILE\necho mounted\necho warned >&2");
     let timeout = Duration::from_secs(10);
     let started = Instant::now();
-    let out = stand_in.program.run(&[], timeout);
+    let out = stand_in.program.run_now(&[], timeout);
     let took = started.elapsed();
     eprintln!("exit with a child holding the pipes: the call took {took:?}");
     assert_eq!(out, Ok("mounted\n".to_owned()));
@@ -147,7 +175,7 @@ fn given_a_program_that_hangs_with_a_child_holding_its_output_then_the_timeout_c
     let stand_in = StandIn::new("sleep 60 & echo $! > $PIDFILE\necho trying\nsleep 60\ntrue");
     let timeout = Duration::from_secs(1);
     let started = Instant::now();
-    let out = stand_in.program.run(&["-t", "nfs"], timeout);
+    let out = stand_in.program.run_now(&["-t", "nfs"], timeout);
     let took = started.elapsed();
     assert!(matches!(out, Err(RunError::Timeout { .. })), "{out:?}");
     assert!(took >= timeout && took < timeout + Duration::from_secs(5), "took {took:?}");
@@ -162,7 +190,7 @@ fn given_a_wrapper_that_does_not_exec_when_it_times_out_then_its_child_is_killed
         StandIn::new("sleep 60 </dev/null >/dev/null 2>&1 &\necho $! > $PIDFILE\nwait\ntrue");
     let timeout = Duration::from_secs(1);
     let started = Instant::now();
-    let out = stand_in.program.run(&[], timeout);
+    let out = stand_in.program.run_now(&[], timeout);
     let took = started.elapsed();
     assert!(matches!(out, Err(RunError::Timeout { .. })), "{out:?}");
     assert!(took < timeout + Duration::from_secs(5), "took {took:?}");
@@ -174,7 +202,7 @@ fn given_a_chatty_program_then_it_never_blocks_on_a_full_pipe_and_64_kib_are_kep
     let stand_in = StandIn::new(
         "head -c 1000000 /dev/zero | tr '\\0' x\nhead -c 300000 /dev/zero >&2\nexit 3",
     );
-    match stand_in.program.run(&[], Duration::from_secs(20)) {
+    match stand_in.program.run_now(&[], Duration::from_secs(20)) {
         Err(RunError::Failed { stderr, status, .. }) => {
             assert_eq!(status, "exit status: 3");
             assert_eq!(stderr.len(), 64 * 1024);
@@ -182,7 +210,7 @@ fn given_a_chatty_program_then_it_never_blocks_on_a_full_pipe_and_64_kib_are_kep
         other => panic!("{other:?}"),
     }
     let stand_in = StandIn::new("head -c 1000000 /dev/zero | tr '\\0' x");
-    let out = stand_in.program.run(&[], Duration::from_secs(20)).unwrap();
+    let out = stand_in.program.run_now(&[], Duration::from_secs(20)).unwrap();
     assert_eq!(out.len(), 64 * 1024);
     assert!(out.bytes().all(|b| b == b'x'));
 }
@@ -194,7 +222,7 @@ fn given_running_programs_when_closing_then_each_group_dies_its_call_returns_and
     let stand_in = StandIn::new("sleep 60 & echo $! > $PIDFILE\nwait\ntrue");
     let program = stand_in.program.clone();
     let (reg, started) = (std::sync::Arc::clone(&running), Instant::now());
-    let call = std::thread::spawn(move || program.run_in(&[], Duration::from_secs(60), &reg));
+    let call = std::thread::spawn(move || program.run_in_now(&[], Duration::from_secs(60), &reg));
     let child = stand_in.child();
     assert_eq!(running.close(), 1);
     let out = call.join().unwrap();
@@ -206,7 +234,7 @@ fn given_running_programs_when_closing_then_each_group_dies_its_call_returns_and
     // refused before anything is spawned.
     let pid_file = stand_in.dir.path().join("child.pid");
     std::fs::remove_file(&pid_file).unwrap();
-    let late = stand_in.program.run_in(&[], Duration::from_secs(60), &running);
+    let late = stand_in.program.run_in_now(&[], Duration::from_secs(60), &running);
     assert!(
         matches!(&late, Err(RunError::Spawn { reason, .. }) if reason.contains("stopping")),
         "{late:?}"

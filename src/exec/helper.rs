@@ -9,10 +9,10 @@
 //! - It is signalled only when its full identity (pid + start ticks + boot) still matches,
 //!   through a pidfd, so a reused PID is never hit (DESIGN §3.6).
 //! - Exits are reaped at once, so a dead helper never lingers as a zombie that would still
-//!   look alive, and the exit is reported to the supervisor. Inside the daemon's runtime
-//!   the wait is a task on the helper's pidfd, not a thread: a thread per helper made the
-//!   daemon's own `fork` (to start the next helper) slower with every helper it runs,
-//!   since the kernel copies the mapping of every thread stack (5 ms at 1,000 threads).
+//!   look alive, and the exit is reported to the supervisor. The wait is a task on the
+//!   helper's pidfd, registered with the daemon's runtime, never a thread: a thread per
+//!   helper cost a stack each and made the daemon's own `fork` slower with every helper it
+//!   runs (5 ms at 1,000 threads). So a helper is spawned only inside a runtime.
 //! - It is started by `posix_spawn`, not `fork` ([`super::spawn`]): a fork of a daemon
 //!   tracking 1,000 targets made every page it wrote next take a copy-on-write fault.
 
@@ -28,9 +28,9 @@ use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,9 @@ pub enum HelperError {
     ExitedAtOnce { status: String },
     #[error(transparent)]
     PidFile(#[from] PidFileError),
+    /// The directory the helper mounts onto could not be made.
+    #[error(transparent)]
+    MountPoint(#[from] super::mount_point::MountPointError),
     #[error("helper pid {pid} is not the journaled process any more; not signalled")]
     NotOurs { pid: u32 },
     #[error("cannot signal helper pid {pid}: {source}")]
@@ -52,6 +55,9 @@ pub enum HelperError {
     Identity { pid: u32, source: crate::observe::procfs::ProcError },
     #[error("helper pid {pid} still runs {waited:?} after SIGKILL")]
     Unkillable { pid: u32, waited: Duration },
+    /// Its exit could not be watched: such a helper is not started (or stopped at once).
+    #[error("cannot watch the exit of helper {bin}: {reason}")]
+    NoWatch { bin: PathBuf, reason: String },
 }
 
 /// The helper's environment: names and values, values never printed and zeroed when
@@ -119,13 +125,16 @@ impl Reaping {
 
 impl Helpers {
     /// Start the helper for `target`, write its PID file, and report its identity. The
-    /// exit, whenever it comes, is sent to `exits`.
+    /// exit, whenever it comes, is sent to `exits`. Only inside a tokio runtime (its
+    /// reactor watches the helper's pidfd).
     pub fn spawn(
         &self,
         target: &TargetId,
         env: &HelperEnv,
-        exits: Sender<HelperExit>,
+        exits: UnboundedSender<HelperExit>,
     ) -> Result<HelperIdentity, HelperError> {
+        let no_watch = |reason: String| HelperError::NoWatch { bin: self.bin.clone(), reason };
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| no_watch(e.to_string()))?;
         let log_path = self.log_dir.join(format!("{target}.log"));
         let log_error = |source| HelperError::Log { path: log_path.clone(), source };
         std::fs::create_dir_all(&self.log_dir).map_err(log_error)?;
@@ -154,10 +163,11 @@ impl Helpers {
             child.wait();
             return Err(e.into());
         }
-        if let Err(source) = reap_on_exit(child, target.clone(), helper, exits, &self.reaping) {
+        let reaper = Reaper { target: target.clone(), helper, exits, reaping: &self.reaping };
+        if let Err(source) = reaper.start(&runtime, child) {
             // Without a waiter the exit would go unnoticed: do not run such a helper.
             let _ = self.stop(target, helper);
-            return Err(HelperError::Exec { bin: self.bin.clone(), source });
+            return Err(no_watch(source.to_string()));
         }
         Ok(helper)
     }
@@ -241,54 +251,59 @@ fn signal(pidfd: &OwnedFd, pid: u32, sig: Signal) -> Result<(), HelperError> {
     Ok(())
 }
 
-/// Reap `child` once it exits and report the exit: a task waiting on its pidfd when a
-/// runtime is at hand (the daemon), else a thread (tools and tests without one). It is in
-/// `reaping` until then.
-fn reap_on_exit(
-    child: Child,
+/// Who is told of a helper's exit, and the set it is in until then.
+struct Reaper<'a> {
     target: TargetId,
     helper: HelperIdentity,
-    exits: Sender<HelperExit>,
-    reaping: &Reaping,
-) -> std::io::Result<()> {
-    let reaped = reaping.clone();
-    let report = move |status: String| {
-        reaped.set().remove(&helper);
-        let _ = exits.send(HelperExit { target, helper, status });
-    };
-    reaping.set().insert(helper);
-    let started = match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            let _guard = runtime.enter();
-            register(child.into_pidfd()).map(|watch| {
-                runtime.spawn(async move {
-                    // Readable once the process has exited; the wait then returns at once.
-                    let _ = watch.readable().await;
-                    report(spawn::wait(watch.get_ref()));
-                });
-            })
-        }
-        Err(_) => std::thread::Builder::new()
-            .name(format!("dms-helper-{}", helper.pid))
-            .spawn(move || report(child.wait()))
-            .map(drop),
-    };
-    if started.is_err() {
-        reaping.set().remove(&helper);
+    exits: UnboundedSender<HelperExit>,
+    reaping: &'a Reaping,
+}
+
+impl Reaper<'_> {
+    /// Reap `child` once it exits and report the exit: a task of `runtime` waiting on the
+    /// child's pidfd (one descriptor, no thread). It is in `reaping` until then.
+    fn start(self, runtime: &tokio::runtime::Handle, child: Child) -> std::io::Result<()> {
+        let Reaper { target, helper, exits, reaping } = self;
+        let _guard = runtime.enter();
+        let watch = match register_or_return(child.into_pidfd()) {
+            Ok(watch) => watch,
+            Err((pidfd, e)) => {
+                // Not left running unwatched, nor as a zombie.
+                let _ = pidfd_send_signal(&pidfd, Signal::KILL);
+                spawn::wait(&pidfd);
+                return Err(e);
+            }
+        };
+        let reaped = reaping.clone();
+        reaping.set().insert(helper);
+        runtime.spawn(async move {
+            // Readable once the process has exited; the wait then returns at once.
+            let _ = watch.readable().await;
+            let status = spawn::wait(watch.get_ref());
+            reaped.set().remove(&helper);
+            let _ = exits.send(HelperExit { target, helper, status });
+        });
+        Ok(())
     }
-    started
 }
 
 /// Register a pidfd with tokio's reactor: it polls readable once the process has exited.
-#[allow(unsafe_code)]
 pub(crate) fn register(pidfd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    register_or_return(pidfd).map_err(|(_, e)| e)
+}
+
+/// [`register`], handing the pidfd back when it fails.
+#[allow(unsafe_code)]
+fn register_or_return(
+    pidfd: OwnedFd,
+) -> Result<tokio::io::unix::AsyncFd<OwnedFd>, (OwnedFd, std::io::Error)> {
     // SAFETY: the AsyncFd takes the OwnedFd by value and is its only owner, so the
     // descriptor stays open, refers to the same pidfd and `as_raw_fd` returns the same
     // number for the AsyncFd's whole life; nothing else can close it.
     unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
     }
-    .map_err(|e| e.into_parts().1)
+    .map_err(|e| e.into_parts())
 }
 
 /// Whether the process behind `pidfd` exits within `timeout` (a pidfd polls readable then).

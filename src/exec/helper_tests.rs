@@ -4,7 +4,7 @@
 use super::*;
 use crate::observe::pidfile::Content;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::mpsc::{channel, Receiver};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 const SCRIPT: &str = r#"#!/bin/sh
 trap 'echo "got TERM"; exit 0' TERM
@@ -20,11 +20,27 @@ echo "ignoring TERM"
 while :; do sleep 0.05; done
 "#;
 
+/// Helpers are reaped by tasks on their pidfds, so each rig has a runtime of its own (one
+/// worker, running beside the test's thread) to spawn them in.
 struct Rig {
     dir: tempfile::TempDir,
     helpers: Helpers,
-    exits: Receiver<HelperExit>,
-    tx: Sender<HelperExit>,
+    exits: UnboundedReceiver<HelperExit>,
+    tx: UnboundedSender<HelperExit>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Rig {
+    fn spawn(&self, target: &str, env: &HelperEnv) -> Result<HelperIdentity, HelperError> {
+        let _inside = self.runtime.enter();
+        self.helpers.spawn(&t(target), env, self.tx.clone())
+    }
+
+    /// The next exit reported, if one comes within `timeout`.
+    fn next_exit(&mut self, timeout: Duration) -> Option<HelperExit> {
+        let exits = &mut self.exits;
+        self.runtime.block_on(async { tokio::time::timeout(timeout, exits.recv()).await }).ok()?
+    }
 }
 
 fn rig(script: &str) -> Rig {
@@ -42,8 +58,10 @@ fn rig(script: &str) -> Rig {
         stop_grace: Duration::from_millis(300),
         reaping: Default::default(),
     };
-    let (tx, exits) = channel();
-    Rig { dir, helpers, exits, tx }
+    let (tx, exits) = unbounded_channel();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    Rig { dir, helpers, exits, tx, runtime }
 }
 
 fn t(s: &str) -> TargetId {
@@ -73,8 +91,8 @@ fn wait_for_log(rig: &Rig, target: &str, needle: &str) -> String {
 #[test]
 fn given_a_spawned_helper_then_it_has_its_identity_pid_file_session_log_and_only_the_explicit_env()
 {
-    let rig = rig(SCRIPT);
-    let helper = rig.helpers.spawn(&t("t1"), &env_for("/mnt/t1"), rig.tx.clone()).unwrap();
+    let mut rig = rig(SCRIPT);
+    let helper = rig.spawn("t1", &env_for("/mnt/t1")).unwrap();
     assert_eq!(rig.helpers.procfs.identity(helper.pid, rig.helpers.boot).unwrap(), Some(helper));
     assert_eq!(rig.helpers.pid_dir.read(&t("t1")).unwrap(), Content::Pid(helper.pid));
     let pid = Pid::from_raw(helper.pid as i32).unwrap();
@@ -93,7 +111,7 @@ fn given_a_spawned_helper_then_it_has_its_identity_pid_file_session_log_and_only
     assert!(uptime < Duration::from_secs(60), "{uptime:?}");
     rig.helpers.stop(&t("t1"), helper).unwrap();
     assert_eq!(rig.helpers.uptime(helper), None, "a stopped helper has no uptime");
-    let exit = rig.exits.recv_timeout(Duration::from_secs(10)).unwrap();
+    let exit = rig.next_exit(Duration::from_secs(10)).unwrap();
     assert_eq!(exit.helper, helper);
     assert_eq!(exit.status, "exit status: 0");
     assert_eq!(rig.helpers.pid_dir.read(&t("t1")).unwrap(), Content::Absent, "PID file removed");
@@ -102,13 +120,13 @@ fn given_a_spawned_helper_then_it_has_its_identity_pid_file_session_log_and_only
 
 #[test]
 fn given_a_helper_that_ignores_sigterm_when_stopped_then_sigkill_after_the_grace() {
-    let rig = rig(STUBBORN);
-    let helper = rig.helpers.spawn(&t("t2"), &env_for("/mnt/t2"), rig.tx.clone()).unwrap();
+    let mut rig = rig(STUBBORN);
+    let helper = rig.spawn("t2", &env_for("/mnt/t2")).unwrap();
     wait_for_log(&rig, "t2", "ignoring TERM");
     let started = Instant::now();
     rig.helpers.stop(&t("t2"), helper).unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300), "the grace period was honoured");
-    let exit = rig.exits.recv_timeout(Duration::from_secs(10)).unwrap();
+    let exit = rig.next_exit(Duration::from_secs(10)).unwrap();
     assert!(
         exit.status.contains("SIGKILL") || exit.status.contains("signal: 9"),
         "{}",
@@ -119,12 +137,12 @@ fn given_a_helper_that_ignores_sigterm_when_stopped_then_sigkill_after_the_grace
 #[test]
 fn given_an_identity_whose_pid_now_belongs_to_another_process_when_stopped_then_nothing_is_signalled(
 ) {
-    let rig = rig(SCRIPT);
-    let helper = rig.helpers.spawn(&t("t3"), &env_for("/mnt/t3"), rig.tx.clone()).unwrap();
+    let mut rig = rig(SCRIPT);
+    let helper = rig.spawn("t3", &env_for("/mnt/t3")).unwrap();
     let impostor = HelperIdentity { start_ticks: helper.start_ticks + 1, ..helper };
     let err = rig.helpers.stop(&t("t3"), impostor).unwrap_err();
     assert!(matches!(err, HelperError::NotOurs { pid } if pid == helper.pid), "{err}");
-    assert!(rig.exits.recv_timeout(Duration::from_millis(300)).is_err(), "it was not signalled");
+    assert!(rig.next_exit(Duration::from_millis(300)).is_none(), "it was not signalled");
     assert!(rig.helpers.procfs.is_same(&helper, rig.helpers.boot));
     assert_eq!(
         rig.helpers.pid_dir.read(&t("t3")).unwrap(),
@@ -137,7 +155,7 @@ fn given_an_identity_whose_pid_now_belongs_to_another_process_when_stopped_then_
 #[test]
 fn given_a_helper_of_an_earlier_boot_when_stopped_then_it_is_gone_by_definition() {
     let rig = rig(SCRIPT);
-    let helper = rig.helpers.spawn(&t("t4"), &env_for("/mnt/t4"), rig.tx.clone()).unwrap();
+    let helper = rig.spawn("t4", &env_for("/mnt/t4")).unwrap();
     let old = HelperIdentity { boot: BootId(uuid::Uuid::nil()), ..helper };
     rig.helpers.stop(&t("t4"), old).unwrap();
     assert!(rig.helpers.procfs.is_same(&helper, rig.helpers.boot), "the live process was not hit");
@@ -146,14 +164,14 @@ fn given_a_helper_of_an_earlier_boot_when_stopped_then_it_is_gone_by_definition(
 
 #[test]
 fn given_a_helper_that_exits_at_once_when_spawned_then_the_failure_is_seen() {
-    let rig = rig("#!/bin/sh\nexit 0\n");
-    match rig.helpers.spawn(&t("t5"), &env_for("/mnt/t5"), rig.tx.clone()) {
+    let mut rig = rig("#!/bin/sh\nexit 0\n");
+    match rig.spawn("t5", &env_for("/mnt/t5")) {
         Err(HelperError::ExitedAtOnce { status }) => assert!(status.contains('0'), "{status}"),
         Err(other) => panic!("unexpected error {other}"),
         // It may still have been running when its identity was read: then its exit
         // must be reported by the waiter.
         Ok(helper) => {
-            let exit = rig.exits.recv_timeout(Duration::from_secs(10)).unwrap();
+            let exit = rig.next_exit(Duration::from_secs(10)).unwrap();
             assert_eq!(exit.helper, helper);
             assert_eq!(exit.status, "exit status: 0");
         }
@@ -164,32 +182,43 @@ fn given_a_helper_that_exits_at_once_when_spawned_then_the_failure_is_seen() {
 fn given_a_missing_binary_when_spawned_then_an_exec_error_and_no_pid_file() {
     let mut rig = rig(SCRIPT);
     rig.helpers.bin = rig.dir.path().join("does-not-exist");
-    let err = rig.helpers.spawn(&t("t6"), &env_for("/mnt/t6"), rig.tx.clone()).unwrap_err();
+    let err = rig.spawn("t6", &env_for("/mnt/t6")).unwrap_err();
     assert!(matches!(err, HelperError::Exec { .. }), "{err}");
     assert_eq!(rig.helpers.pid_dir.read(&t("t6")).unwrap(), Content::Absent);
 }
 
-/// Inside a runtime the reaper is a task on the child's own pidfd (one descriptor per
-/// helper), and the helper is known as reaped until its exit is reported, so the supervisor
-/// opens no second watch for it.
-#[tokio::test]
-async fn given_a_runtime_when_a_helper_is_spawned_then_it_is_reaped_on_one_pidfd_until_its_exit() {
-    let rig = rig(SCRIPT);
+/// The reaper is a task on the child's own pidfd (one descriptor per helper, no thread),
+/// and the helper is known as reaped until its exit is reported, so the supervisor opens no
+/// second watch for it.
+#[test]
+fn given_a_runtime_when_a_helper_is_spawned_then_it_is_reaped_on_one_pidfd_until_its_exit() {
+    let mut rig = rig(SCRIPT);
+    let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
+    let before = threads();
     // This process's pidfds naming `pid` (fdinfo says which process a pidfd is for).
     let pidfds = |pid: u32| {
         let fdinfo = std::fs::read_dir("/proc/self/fdinfo").unwrap();
         let texts = fdinfo.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok());
         texts.filter(|t| t.lines().any(|l| l == format!("Pid:\t{pid}"))).count()
     };
-    let helper = rig.helpers.spawn(&t("r1"), &env_for("/mnt/r1"), rig.tx.clone()).unwrap();
+    let helper = rig.spawn("r1", &env_for("/mnt/r1")).unwrap();
     assert!(rig.helpers.reaping.contains(&helper));
     assert_eq!(pidfds(helper.pid), 1, "one pidfd per reaped helper");
+    assert_eq!(threads(), before, "and no thread");
     wait_for_log(&rig, "r1", "started for");
     rig.helpers.stop(&t("r1"), helper).unwrap();
-    let exit = tokio::task::spawn_blocking(move || rig.exits.recv_timeout(Duration::from_secs(10)))
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = rig.next_exit(Duration::from_secs(10)).unwrap();
     assert_eq!((exit.helper, exit.status.as_str()), (helper, "exit status: 0"));
     assert!(!rig.helpers.reaping.contains(&helper));
+}
+
+/// No runtime, no watch of its exit: no helper is started, and nothing is left behind.
+#[test]
+fn given_no_runtime_when_a_helper_is_spawned_then_it_is_refused_before_it_starts() {
+    let rig = rig(SCRIPT);
+    let err = rig.helpers.spawn(&t("n1"), &env_for("/mnt/n1"), rig.tx.clone()).unwrap_err();
+    assert!(matches!(err, HelperError::NoWatch { .. }), "{err}");
+    assert!(err.to_string().starts_with("cannot watch the exit of helper"), "{err}");
+    assert_eq!(rig.helpers.pid_dir.read(&t("n1")).unwrap(), Content::Absent);
+    assert!(!rig.dir.path().join("logs/n1.log").exists(), "not even its log was opened");
 }

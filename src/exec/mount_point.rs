@@ -17,11 +17,36 @@
 //! unguarded ([`Guard::Unguarded`]). Operators remove a guarded directory by hand with
 //! `chattr -i DIR && rmdir DIR`.
 
+use dms_journal::MountBase;
 use rustix::fs::{AtFlags, IFlags, Mode, OFlags, ResolveFlags, StatxFlags};
 use rustix::io::Errno;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Why a mount point could not be made, walked or removed. The texts are the reasons the
+/// requester and the journal read, unchanged from when they were plain strings.
+#[derive(Debug, thiserror::Error)]
+pub enum MountPointError {
+    #[error("cannot create {}: {source}", path.display())]
+    CreateBase { path: PathBuf, source: std::io::Error },
+    #[error("cannot create {}: {errno}", path.display())]
+    Create { path: PathBuf, errno: Errno },
+    #[error("{} is not inside {base}", path.display())]
+    NotInside { path: PathBuf, base: MountBase },
+    #[error("{} is a symlink; refusing to mount through it", path.display())]
+    Symlink { path: PathBuf },
+    #[error("{} exists and is not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+    #[error("cannot open {}: {errno}", path.display())]
+    Open { path: PathBuf, errno: Errno },
+    #[error("cannot look at {}: {errno}", path.display())]
+    Look { path: PathBuf, errno: Errno },
+    #[error("{} is mounted over; not removed", path.display())]
+    MountedOver { path: PathBuf },
+    #[error("cannot remove {}: {errno}", path.display())]
+    Remove { path: PathBuf, errno: Errno },
+}
 
 /// What guarding a mount point achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,15 +69,16 @@ pub enum Guard {
 /// step before (plain `openat` with `O_NOFOLLOW` where the kernel lacks `openat2`), so
 /// there is no moment between a check and a use in which a component swapped for a
 /// symlink could redirect the walk outside the base.
-pub fn prepare_mount_point(base: &Path, path: &Path) -> Result<Guard, String> {
-    if std::fs::symlink_metadata(base).is_err() {
-        std::fs::create_dir_all(base)
-            .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+pub fn prepare_mount_point(base: &MountBase, path: &Path) -> Result<Guard, MountPointError> {
+    let dir = Path::new(base.as_str());
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| MountPointError::CreateBase { path: dir.into(), source })?;
     }
     let walked = walk(base, path, true)?;
     let guard = guard(&walked.parent, &walked.dir);
     if let Guard::Unguarded(e) = guard {
-        unguarded_once(base, e);
+        unguarded_once(dir, e);
     }
     Ok(guard)
 }
@@ -60,7 +86,7 @@ pub fn prepare_mount_point(base: &Path, path: &Path) -> Result<Guard, String> {
 /// Guard the mount point `path` if it exists and nothing is mounted on it: a lost mount's
 /// directory, after its detach, whoever created it (a directory made by an earlier version,
 /// or by hand, is guarded from then on). `None` when there is no directory.
-pub fn guard_mount_point(base: &Path, path: &Path) -> Result<Option<Guard>, String> {
+pub fn guard_mount_point(base: &MountBase, path: &Path) -> Result<Option<Guard>, MountPointError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
@@ -72,15 +98,15 @@ pub fn guard_mount_point(base: &Path, path: &Path) -> Result<Option<Guard>, Stri
 /// guard comes off just before, and goes back on if the directory stays. A directory with
 /// entries means something else lives there: it stays (guarded), and that is no error.
 /// Success when there is no directory left to remove.
-pub fn remove_mount_point(base: &Path, path: &Path) -> Result<(), String> {
+pub fn remove_mount_point(base: &MountBase, path: &Path) -> Result<(), MountPointError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
     let Walked { parent, dir, name, at } = walk(base, path, false)?;
-    let same =
-        same_mount(&parent, &dir).map_err(|e| format!("cannot look at {}: {e}", at.display()))?;
+    let same = same_mount(&parent, &dir)
+        .map_err(|errno| MountPointError::Look { path: at.clone(), errno })?;
     if !same {
-        return Err(format!("{} is mounted over; not removed", at.display()));
+        return Err(MountPointError::MountedOver { path: at });
     }
     // An error here means the flag was never set (an unguarded base); rmdir tells the rest.
     let _ = set_immutable(&dir, false);
@@ -90,7 +116,7 @@ pub fn remove_mount_point(base: &Path, path: &Path) -> Result<(), String> {
             let _ = guard(&parent, &dir);
             match e {
                 Errno::NOTEMPTY | Errno::EXIST => Ok(()),
-                e => Err(format!("cannot remove {}: {e}", at.display())),
+                errno => Err(MountPointError::Remove { path: at, errno }),
             }
         }
     }
@@ -107,10 +133,10 @@ struct Walked {
 
 /// The walk from `base` to `path`, one component at a time relative to the descriptor of
 /// the step before; `create`: each missing component is made on the way (`mkdirat`).
-fn walk(base: &Path, path: &Path, create: bool) -> Result<Walked, String> {
+fn walk(base: &MountBase, path: &Path, create: bool) -> Result<Walked, MountPointError> {
     let rest = inside(base, path)?;
-    let mut at = base.to_path_buf();
-    let mut parent = open_dir(rustix::fs::CWD, base, &at, false)?;
+    let mut at = PathBuf::from(base.as_str());
+    let mut parent = open_dir(rustix::fs::CWD, Path::new(base.as_str()), &at, false)?;
     let mut parts = rest.components().peekable();
     while let Some(part) = parts.next() {
         at.push(part);
@@ -118,7 +144,7 @@ fn walk(base: &Path, path: &Path, create: bool) -> Result<Walked, String> {
         if create {
             match rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(format!("cannot create {}: {e}", at.display())),
+                Err(errno) => return Err(MountPointError::Create { path: at, errno }),
             }
         }
         let dir = open_dir(&parent, Path::new(name), &at, true)?;
@@ -127,15 +153,16 @@ fn walk(base: &Path, path: &Path, create: bool) -> Result<Walked, String> {
         }
         parent = dir;
     }
-    Err(format!("{} is not inside {}", path.display(), base.display()))
+    Err(MountPointError::NotInside { path: path.into(), base: base.clone() })
 }
 
-/// The components of `path` after `base` (at least one).
-fn inside<'a>(base: &Path, path: &'a Path) -> Result<&'a Path, String> {
-    path.strip_prefix(base)
-        .ok()
-        .filter(|r| r.components().count() > 0)
-        .ok_or_else(|| format!("{} is not inside {}", path.display(), base.display()))
+/// The components of `path` after `base` (at least one): [`MountBase`]'s rule, the one the
+/// wire validator applies too.
+fn inside<'a>(base: &MountBase, path: &'a Path) -> Result<&'a Path, MountPointError> {
+    path.to_str()
+        .and_then(|p| base.below(p))
+        .map(Path::new)
+        .ok_or_else(|| MountPointError::NotInside { path: path.into(), base: base.clone() })
 }
 
 /// Set the immutable flag on `dir` (an `O_PATH` descriptor), unless something is mounted
@@ -176,7 +203,7 @@ fn same_mount(parent: &OwnedFd, dir: &OwnedFd) -> Result<bool, Errno> {
         let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC;
         rustix::fs::statx(fd.as_fd(), "", flags, ask)
     };
-    Ok(!super::mounts::mount_differs(&look(parent)?, &look(dir)?))
+    Ok(!crate::host::probe::mount_differs(&look(parent)?, &look(dir)?))
 }
 
 /// Say once per process that mount points under `base` cannot be guarded, and why: it is
@@ -196,7 +223,12 @@ fn unguarded_once(base: &Path, e: Errno) {
 /// One directory, opened `O_PATH` without following a symlink at its name. `beneath` (the
 /// components after the base): without leaving `dirfd` or following any symlink at all;
 /// the base's own parents may be symlinks an operator set up (`/var/lib/trilio → /data`).
-fn open_dir(dirfd: impl AsFd, name: &Path, shown: &Path, beneath: bool) -> Result<OwnedFd, String> {
+fn open_dir(
+    dirfd: impl AsFd,
+    name: &Path,
+    shown: &Path,
+    beneath: bool,
+) -> Result<OwnedFd, MountPointError> {
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
     let opened = match beneath {
@@ -213,15 +245,12 @@ fn open_dir(dirfd: impl AsFd, name: &Path, shown: &Path, beneath: bool) -> Resul
             rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
         })
     };
-    opened.map_err(|e| match e {
-        Errno::LOOP | Errno::XDEV => {
-            format!("{} is a symlink; refusing to mount through it", shown.display())
-        }
-        Errno::NOTDIR if is_link() => {
-            format!("{} is a symlink; refusing to mount through it", shown.display())
-        }
-        Errno::NOTDIR => format!("{} exists and is not a directory", shown.display()),
-        e => format!("cannot open {}: {e}", shown.display()),
+    let path = shown.to_path_buf();
+    opened.map_err(|errno| match errno {
+        Errno::LOOP | Errno::XDEV => MountPointError::Symlink { path },
+        Errno::NOTDIR if is_link() => MountPointError::Symlink { path },
+        Errno::NOTDIR => MountPointError::NotADirectory { path },
+        errno => MountPointError::Open { path, errno },
     })
 }
 

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::exec::mounts::tests::{isolated_in, tempdir, Mounted};
+use crate::exec::mounts::tests::{isolated_in, mb, tempdir, Mounted};
 use std::io::ErrorKind;
 use std::process::Command;
 
@@ -64,18 +64,19 @@ fn given_ext4_when_a_mount_point_is_prepared_then_it_refuses_writes_until_mounte
     let base = dir.path().join("ext4/mounts");
     let t1 = base.join("t1");
 
-    assert_eq!(prepare_mount_point(&base, &t1).unwrap(), Guard::Guarded);
+    assert_eq!(prepare_mount_point(&mb(&base), &t1).unwrap(), Guard::Guarded);
     assert!(refuses_writes(&t1), "a bare mount point takes no writes");
-    assert_eq!(prepare_mount_point(&base, &t1).unwrap(), Guard::Guarded, "again: same");
+    assert_eq!(prepare_mount_point(&mb(&base), &t1).unwrap(), Guard::Guarded, "again: same");
     assert!(!refuses_writes(&base), "the base itself is not guarded");
 
     // Mounting over the guarded directory works, and writes go to the mount.
     let over = mount("tmpfs", None, &t1);
     assert!(!refuses_writes(&t1), "the mount over it takes writes");
-    assert_eq!(prepare_mount_point(&base, &t1).unwrap(), Guard::MountedOver);
+    assert_eq!(prepare_mount_point(&mb(&base), &t1).unwrap(), Guard::MountedOver);
     assert!(!refuses_writes(&t1), "preparing again left the mount's own root alone");
-    let err = remove_mount_point(&base, &t1).unwrap_err();
-    assert!(err.contains("mounted over"), "{err}");
+    let err = remove_mount_point(&mb(&base), &t1).unwrap_err();
+    assert!(matches!(err, MountPointError::MountedOver { .. }), "{err:?}");
+    assert!(err.to_string().ends_with("is mounted over; not removed"), "{err}");
 
     // The mount goes away behind the daemon's back (a lazy detach): guarded again.
     run("umount", &["-l", t1.to_str().unwrap()]);
@@ -83,14 +84,14 @@ fn given_ext4_when_a_mount_point_is_prepared_then_it_refuses_writes_until_mounte
     assert!(refuses_writes(&t1), "after the detach the bare directory refuses writes again");
 
     // Removed on request; a directory with something in it stays, guarded.
-    remove_mount_point(&base, &t1).unwrap();
+    remove_mount_point(&mb(&base), &t1).unwrap();
     assert!(!t1.exists());
-    remove_mount_point(&base, &t1).unwrap();
+    remove_mount_point(&mb(&base), &t1).unwrap();
     let t2 = base.join("t2");
     std::fs::create_dir_all(&t2).unwrap();
     std::fs::write(t2.join("left-by-hand"), b"x").unwrap();
-    assert_eq!(prepare_mount_point(&base, &t2).unwrap(), Guard::Guarded);
-    remove_mount_point(&base, &t2).unwrap();
+    assert_eq!(prepare_mount_point(&mb(&base), &t2).unwrap(), Guard::Guarded);
+    remove_mount_point(&mb(&base), &t2).unwrap();
     assert!(t2.join("left-by-hand").exists(), "a non-empty directory is not removed");
     assert!(refuses_writes(&t2), "and stays guarded");
 
@@ -98,9 +99,9 @@ fn given_ext4_when_a_mount_point_is_prepared_then_it_refuses_writes_until_mounte
     let t3 = base.join("t3");
     std::fs::create_dir_all(&t3).unwrap();
     assert!(!refuses_writes(&t3));
-    assert_eq!(guard_mount_point(&base, &t3).unwrap(), Some(Guard::Guarded));
+    assert_eq!(guard_mount_point(&mb(&base), &t3).unwrap(), Some(Guard::Guarded));
     assert!(refuses_writes(&t3));
-    assert_eq!(guard_mount_point(&base, &base.join("none")).unwrap(), None);
+    assert_eq!(guard_mount_point(&mb(&base), &base.join("none")).unwrap(), None);
 }
 
 #[test]
@@ -113,9 +114,9 @@ fn given_a_filesystem_without_the_flag_when_prepared_then_unguarded_and_the_moun
     let _ram = mount("ramfs", None, &dir.path().join("ram"));
     let base = dir.path().join("ram/mounts");
     let t1 = base.join("t1");
-    let guard = prepare_mount_point(&base, &t1).unwrap();
+    let guard = prepare_mount_point(&mb(&base), &t1).unwrap();
     assert!(matches!(guard, Guard::Unguarded(_)), "{guard:?}");
     assert!(!refuses_writes(&t1), "unguarded: writable, as before the guard existed");
-    remove_mount_point(&base, &t1).unwrap();
+    remove_mount_point(&mb(&base), &t1).unwrap();
     assert!(!t1.exists());
 }

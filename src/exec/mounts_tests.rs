@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::exec::command::Program;
+use dms_journal::MountBase;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
@@ -92,9 +93,20 @@ pub(crate) fn tempdir() -> Tmp {
     Tmp(tempfile::tempdir().unwrap())
 }
 
+/// mount(8) and umount(8) are awaited: each call gets a runtime of its own.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(future)
+}
+
+/// A temporary directory as the mount base.
+pub(crate) fn mb(dir: &Path) -> MountBase {
+    MountBase::new(dir.to_str().unwrap()).unwrap()
+}
+
 fn mounter(dir: &Path) -> Mounter {
     Mounter {
-        mount_base: dir.to_path_buf(),
+        mount_base: mb(dir),
         mount: Program::new("mount"),
         umount: Program::new("umount"),
         mount_timeout: Duration::from_secs(10),
@@ -164,14 +176,14 @@ fn given_a_mount_when_unmounted_then_the_table_confirms_the_directory_goes_and_r
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let _mounted = tmpfs(&path);
     let m = mounter(dir.path());
-    m.unmount(&path, false).result.unwrap();
+    block_on(m.unmount(&path, false)).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
     assert!(Path::new(&path).is_dir(), "unmounting alone keeps the directory");
     let write = std::fs::write(Path::new(&path).join("f"), b"x");
     assert!(write.is_err(), "and guards it (/tmp: ext4 or tmpfs, which have the flag): {write:?}");
     m.remove_mount_point(&path).unwrap();
     assert!(!Path::new(&path).exists(), "the empty mount directory is removed");
-    m.unmount(&path, false).result.unwrap();
+    block_on(m.unmount(&path, false)).result.unwrap();
     m.remove_mount_point(&path).unwrap();
 }
 
@@ -188,14 +200,19 @@ fn given_a_bind_mount_of_the_parents_own_filesystem_then_the_look_still_sees_it_
     std::fs::create_dir_all(&source).unwrap();
     std::fs::create_dir_all(&path).unwrap();
     assert!(!is_mounted(&path, Duration::from_secs(5)), "a plain directory is no mount");
+    assert_eq!(look(&path, Duration::from_secs(5)), Ok(Look::Absent));
     let ok = Command::new("mount").arg("--bind").arg(&source).arg(&path).status().unwrap();
     assert!(ok.success());
     assert!(mount_at(&path).unwrap().is_some(), "the table has the bind mount");
-    assert!(is_mounted(&path, Duration::from_secs(5)), "the look agrees with the table");
-    mounter(dir.path()).unmount(&path, false).result.unwrap();
+    assert!(is_mounted(&path, Duration::from_secs(5)));
+    let seen = look(&path, Duration::from_secs(5));
+    assert!(matches!(seen, Ok(Look::Mounted { .. })), "the look agrees with the table: {seen:?}");
+    block_on(mounter(dir.path()).unmount(&path, false)).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
     assert!(!is_mounted(&path, Duration::from_secs(5)));
+    assert_eq!(look(&path, Duration::from_secs(5)), Ok(Look::Absent));
     assert!(!is_mounted(&format!("{path}/missing"), Duration::from_secs(5)));
+    assert_eq!(look(&format!("{path}/missing"), Duration::from_secs(5)), Ok(Look::Absent));
 }
 
 #[test]
@@ -207,7 +224,7 @@ fn given_a_busy_mount_when_unmounted_then_lazy_detach_is_the_last_resort() {
     let path = dir.path().join("t").to_str().unwrap().to_owned();
     let _mounted = tmpfs(&path);
     let mut busy = Command::new("sleep").arg("30").current_dir(&path).spawn().unwrap();
-    mounter(dir.path()).unmount(&path, true).result.unwrap();
+    block_on(mounter(dir.path()).unmount(&path, true)).result.unwrap();
     assert!(mount_at(&path).unwrap().is_none());
     busy.kill().unwrap();
     busy.wait().unwrap();
@@ -220,10 +237,10 @@ fn given_this_kernel_without_nfs_when_mount_8_runs_then_its_error_is_the_reason(
     }
     let dir = tempdir();
     let path = dir.path().join("n").to_str().unwrap().to_owned();
-    let err = mounter(dir.path())
-        .mount_nfs("127.0.0.1:/exports/none", "nosuid,nodev,soft,timeo=1,retrans=0", &path)
-        .result
-        .unwrap_err();
+    let mounter = mounter(dir.path());
+    let nfs =
+        mounter.mount_nfs("127.0.0.1:/exports/none", "nosuid,nodev,soft,timeo=1,retrans=0", &path);
+    let err = block_on(nfs).result.unwrap_err();
     assert!(!err.reason.is_empty());
     assert!(mount_at(&path).unwrap().is_none());
 }
@@ -241,7 +258,7 @@ fn given_a_hanging_mount_program_when_mounting_nfs_then_the_deadline_kills_it() 
     m.mount = Program::new(stand_in);
     m.mount_timeout = Duration::from_millis(300);
     let path = dir.path().join("n").to_str().unwrap().to_owned();
-    let ran = m.mount_nfs("h:/x", "nosuid,nodev", &path);
+    let ran = block_on(m.mount_nfs("h:/x", "nosuid,nodev", &path));
     assert!(matches!(&ran.heard, Heard::TimedOut(t) if t.contains("did not finish")), "{ran:?}");
     let err = ran.result.unwrap_err();
     assert!(err.maybe_mounted, "a killed mount(8) may have mounted");
@@ -257,20 +274,27 @@ fn given_a_symlink_inside_the_base_when_preparing_a_mount_point_then_refused_and
     std::fs::create_dir_all(&base).unwrap();
     std::fs::create_dir_all(&outside).unwrap();
     std::os::unix::fs::symlink(&outside, base.join("evil")).unwrap();
-    let err = prepare_mount_point(&base, &base.join("evil/t1")).unwrap_err();
-    assert!(err.contains("is a symlink"), "{err}");
+    let err = prepare_mount_point(&mb(&base), &base.join("evil/t1")).unwrap_err();
+    assert!(matches!(err, MountPointError::Symlink { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("{} is a symlink; refusing to mount through it", base.join("evil").display())
+    );
     assert!(!outside.join("t1").exists(), "nothing was created through the symlink");
     std::os::unix::fs::symlink(&outside, base.join("t2")).unwrap();
-    assert!(prepare_mount_point(&base, &base.join("t2")).unwrap_err().contains("is a symlink"));
+    let err = prepare_mount_point(&mb(&base), &base.join("t2")).unwrap_err();
+    assert!(matches!(err, MountPointError::Symlink { .. }), "{err:?}");
     std::fs::write(base.join("file"), b"x").unwrap();
-    assert!(prepare_mount_point(&base, &base.join("file"))
-        .unwrap_err()
-        .contains("not a directory"));
-    assert!(prepare_mount_point(&base, &dir.path().join("elsewhere")).is_err());
-    assert!(prepare_mount_point(&base, &base).is_err(), "the base itself is not a mount point");
-    prepare_mount_point(&base, &base.join("a/b")).unwrap();
+    let err = prepare_mount_point(&mb(&base), &base.join("file")).unwrap_err();
+    assert!(err.to_string().ends_with("/file exists and is not a directory"), "{err}");
+    assert!(prepare_mount_point(&mb(&base), &dir.path().join("elsewhere")).is_err());
+    assert!(
+        prepare_mount_point(&mb(&base), &base).is_err(),
+        "the base itself is not a mount point"
+    );
+    prepare_mount_point(&mb(&base), &base.join("a/b")).unwrap();
     assert!(base.join("a/b").is_dir());
-    prepare_mount_point(&base, &base.join("a/b")).unwrap();
+    prepare_mount_point(&mb(&base), &base.join("a/b")).unwrap();
 }
 
 #[test]
@@ -302,7 +326,7 @@ fn given_a_component_swapped_for_a_symlink_meanwhile_when_preparing_then_nothing
         if i >= 3000 && (made > 0 || Instant::now() > deadline) {
             break;
         }
-        match prepare_mount_point(&base, &base.join(format!("x/t{i}"))) {
+        match prepare_mount_point(&mb(&base), &base.join(format!("x/t{i}"))) {
             Ok(_) => made += 1,
             Err(_) => refused += 1,
         }
@@ -322,6 +346,24 @@ fn given_a_bare_or_missing_path_when_detached_then_it_succeeds() {
     let m = mounter(dir.path());
     let bare = dir.path().join("bare");
     std::fs::create_dir(&bare).unwrap();
-    assert_eq!(m.detach(bare.to_str().unwrap()), Ok(()));
-    assert_eq!(m.detach(dir.path().join("missing").to_str().unwrap()), Ok(()));
+    m.detach(bare.to_str().unwrap()).unwrap();
+    m.detach(dir.path().join("missing").to_str().unwrap()).unwrap();
+}
+
+/// The typed errors render exactly the reasons the journal and the replies have always
+/// carried ("Unmount failed: still mounted", ...).
+#[test]
+fn given_each_unmount_failure_then_its_text_is_the_reason_as_before() {
+    let path = "/b/t".to_owned();
+    assert_eq!(MountError::StillMounted { path: path.clone() }.to_string(), "still mounted");
+    let busy = rustix::io::Errno::BUSY;
+    let detach = MountError::Detach { path: path.clone(), errno: busy };
+    assert_eq!(detach.to_string(), format!("cannot detach /b/t: {busy}"));
+    let tries = MountError::Detached { path, tries: DETACH_TRIES };
+    assert_eq!(tries.to_string(), "/b/t is still mounted after 4 detaches");
+    let timeout = Duration::from_secs(2);
+    let run = RunError::Timeout { program: "umount".into(), timeout };
+    assert_eq!(MountError::from(run).to_string(), "umount did not finish within 2s and was killed");
+    let outside = MountPointError::NotInside { path: "/x".into(), base: mb(Path::new("/b")) };
+    assert_eq!(MountError::from(outside).to_string(), "/x is not inside /b");
 }

@@ -8,9 +8,10 @@
 //! kept the old code reading output long past the deadline (20 s became 45 s).
 //!
 //! The rules, in order:
-//! - Output is read on this thread with `poll(2)` over both pipes and the leader's pidfd,
-//!   never past the deadline. Only the first 64 KiB of each stream is kept; the rest is read
-//!   and dropped, so a chatty program never blocks on a full pipe.
+//! - Everything is awaited on the runtime (`tokio::process`): the output pipes and the
+//!   leader's pidfd are watched by its reactor, never past the deadline, with no thread of
+//!   their own. Only the first 64 KiB of each stream is kept; the rest is read and dropped,
+//!   so a chatty program never blocks on a full pipe.
 //! - At the deadline the whole group is SIGKILLed, and the caller gets its answer then.
 //! - When the leader exits in time, its group gets [`STRAGGLER_GRACE`] (never past the
 //!   deadline) for its pipes to reach end-of-file, then the group is SIGKILLed anyway. A
@@ -23,23 +24,25 @@
 //! - A process that leaves the group (`setsid`) escapes the kill but not the deadline: its
 //!   pipes are closed under it when the call returns.
 //! - A leader that SIGKILL does not end at once (stuck in the kernel, e.g. on a hung NFS
-//!   server) is reaped by a thread of its own; the caller is not kept waiting for it.
+//!   server) is left to the runtime, which reaps a dropped child once it exits
+//!   (`kill_on_drop`); the caller is not kept waiting for it, and no thread waits either.
+//! - A run dropped before its end (its request abandoned) kills its group all the same.
 
-use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::fd::OwnedFd;
-use rustix::process::{kill_process_group, pidfd_open, Pid, PidfdFlags, Signal};
+use rustix::process::{kill_process_group, Pid, Signal};
 use std::collections::BTreeSet;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::time::{timeout, timeout_at, Instant};
 
 /// How long the rest of a group may keep its pipes open after its leader exited: enough
 /// for a child that is exiting too to flush its last line, short enough not to matter.
 pub const STRAGGLER_GRACE: Duration = Duration::from_millis(500);
 
 /// After the kill, how long to pick up what is still buffered in the pipes, and how long
-/// to wait for the leader to die before leaving it to a reaper thread.
+/// to wait for the leader to die before leaving it to the runtime to reap.
 const AFTER_KILL: Duration = Duration::from_millis(200);
 
 /// At most this much of each stream is kept.
@@ -92,9 +95,19 @@ impl Running {
 }
 
 /// Spawn `command` (stdin, stdout and stderr are set here) in a process group of its own
-/// and run it as the module documentation says.
-pub fn run(mut command: Command, deadline: Instant, running: &Running) -> std::io::Result<Outcome> {
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+/// and run it as the module documentation says. Dropped before it returns (its request
+/// abandoned), the group is killed all the same.
+pub async fn run(
+    mut command: Command,
+    deadline: Instant,
+    running: &Running,
+) -> std::io::Result<Outcome> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
     // Spawned and registered under one lock: a `close` cannot fall between the two and
     // miss a group whose program already runs.
     let (mut child, group) = {
@@ -103,100 +116,79 @@ pub fn run(mut command: Command, deadline: Instant, running: &Running) -> std::i
             return Err(std::io::Error::other("the daemon is stopping: no new program starts"));
         }
         let child = command.spawn()?;
-        let group = child.id() as i32;
+        let Some(group) = child.id().and_then(|pid| i32::try_from(pid).ok()) else {
+            return Err(std::io::Error::other("the spawned program has no pid"));
+        };
         groups.running.insert(group);
-        (child, group)
+        // Declared after `child`, so dropped before it: the group is killed while its
+        // leader is unreaped.
+        (child, Group { group, running })
     };
-    // The daemon needs pidfds anyway (Linux 5.3+, the helpers are watched through them).
-    let pidfd = match pidfd_open(Pid::from_child(&child), PidfdFlags::empty()) {
+    let pidfd = match exit_watch(group.group) {
         Ok(pidfd) => pidfd,
         Err(e) => {
-            let mut groups = running.lock();
-            kill_group(group);
-            groups.running.remove(&group);
-            drop(groups);
-            let _ = child.wait();
-            return Err(std::io::Error::other(format!("pidfd_open: {e}")));
+            drop(group);
+            let _ = child.wait().await;
+            return Err(e);
         }
     };
-    let mut out = Stream::new(child.stdout.take().map(OwnedFd::from));
-    let mut err = Stream::new(child.stderr.take().map(OwnedFd::from));
-    let exited = pump(&mut out, &mut err, Some(&pidfd), deadline);
-    // Leader exited or not: the group goes now, while the leader is unreaped.
-    {
-        let mut groups = running.lock();
-        kill_group(group);
-        groups.running.remove(&group);
+    let mut out = Stream::new(child.stdout.take());
+    let mut err = Stream::new(child.stderr.take());
+    // Until the leader exits or the deadline, reading both streams meanwhile.
+    let exited = {
+        let exit = timeout_at(deadline, pidfd.readable());
+        tokio::pin!(exit);
+        let mut ended = false;
+        loop {
+            tokio::select! {
+                exited = &mut exit => break exited.is_ok(),
+                _ = async { tokio::join!(out.pump(), err.pump()) }, if !ended => ended = true,
+            }
+        }
+    };
+    if exited {
+        // Stragglers get their grace to close the pipes, never past the deadline.
+        let grace = deadline.min(Instant::now() + STRAGGLER_GRACE);
+        let _ = timeout_at(grace, async { tokio::join!(out.pump(), err.pump()) }).await;
     }
-    pump(&mut out, &mut err, None, Instant::now() + AFTER_KILL);
-    let status = if exited {
-        child.wait().ok()
-    } else {
-        reap(child, &pidfd);
-        None
+    // Leader exited or not: the group goes now, while the leader is unreaped.
+    drop(group);
+    let _ = timeout(AFTER_KILL, async { tokio::join!(out.pump(), err.pump()) }).await;
+    let status = match exited {
+        true => child.wait().await.ok(),
+        // Killed with its group: reaped at once if it died, else left to the runtime's
+        // reaper when `child` is dropped (it may be stuck in the kernel on a hung server).
+        false => {
+            let _ = timeout(AFTER_KILL, child.wait()).await;
+            None
+        }
     };
     Ok(Outcome { status, stdout: out.text(), stderr: err.text() })
 }
 
-/// Read both streams until the leader (watched through `pidfd`) has exited and both
-/// streams ended, or the leader exited [`STRAGGLER_GRACE`] ago, or `deadline`. Returns
-/// whether the leader exited.
-fn pump(out: &mut Stream, err: &mut Stream, pidfd: Option<&OwnedFd>, deadline: Instant) -> bool {
-    let mut exited_at: Option<Instant> = None;
-    loop {
-        let now = Instant::now();
-        let limit = exited_at.map_or(deadline, |t| deadline.min(t + STRAGGLER_GRACE));
-        let watching = pidfd.filter(|_| exited_at.is_none());
-        if (exited_at.is_some() || pidfd.is_none()) && out.ended() && err.ended() {
-            break;
-        }
-        if now >= limit {
-            break;
-        }
-        let mut fds = Vec::with_capacity(3);
-        if let Some(fd) = watching {
-            fds.push(PollFd::new(fd, PollFlags::IN));
-        }
-        for stream in [&*out, &*err] {
-            if let Some(fd) = &stream.fd {
-                fds.push(PollFd::new(fd, PollFlags::IN));
-            }
-        }
-        let wait = Timespec::try_from(limit - now).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
-        if poll(&mut fds, Some(&wait)).is_err() {
-            // EINTR: go round again, the deadline still holds.
-            continue;
-        }
-        let ready: Vec<bool> = fds.iter().map(|fd| !fd.revents().is_empty()).collect();
-        drop(fds);
-        let mut ready = ready.into_iter();
-        if watching.is_some() && ready.next() == Some(true) {
-            exited_at = Some(Instant::now());
-        }
-        for stream in [&mut *out, &mut *err] {
-            if stream.fd.is_some() && ready.next() == Some(true) {
-                stream.read_some();
-            }
-        }
-    }
-    pidfd.is_none() || exited_at.is_some()
+/// A running group in the registry: killed and forgotten when dropped.
+struct Group<'a> {
+    group: i32,
+    running: &'a Running,
 }
 
-/// Reap a killed leader: at once if it dies within [`AFTER_KILL`], else on a thread of its
-/// own, so no zombie is left and the caller is not kept waiting.
-fn reap(mut child: Child, pidfd: &OwnedFd) {
-    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-    let wait = Timespec::try_from(AFTER_KILL).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 0 });
-    if matches!(poll(&mut fds, Some(&wait)), Ok(n) if n > 0) {
-        let _ = child.wait();
-        return;
+impl Drop for Group<'_> {
+    fn drop(&mut self) {
+        let mut groups = self.running.lock();
+        kill_group(self.group);
+        groups.running.remove(&self.group);
     }
-    let spawned = std::thread::Builder::new().name("dms-reap".into()).spawn(move || {
-        let _ = child.wait();
-    });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start a thread to reap a killed mount program");
-    }
+}
+
+/// The leader's pidfd, registered with the runtime: readable once it exited (and before it
+/// is reaped, which a wait on the child would do).
+fn exit_watch(pid: i32) -> std::io::Result<tokio::io::unix::AsyncFd<rustix::fd::OwnedFd>> {
+    use rustix::process::{pidfd_open, PidfdFlags};
+    let pid = Pid::from_raw(pid).ok_or_else(|| std::io::Error::other("pid 0"))?;
+    // The daemon needs pidfds anyway (Linux 5.3+, the helpers are watched through them).
+    let pidfd = pidfd_open(pid, PidfdFlags::NONBLOCK)
+        .map_err(|e| std::io::Error::other(format!("pidfd_open: {e}")))?;
+    super::helper::register(pidfd)
 }
 
 fn kill_group(group: i32) {
@@ -206,33 +198,30 @@ fn kill_group(group: i32) {
     }
 }
 
-/// One output pipe: open until end-of-file, the first [`KEEP`] bytes kept.
-struct Stream {
-    fd: Option<OwnedFd>,
+/// One output pipe: open until end-of-file, the first [`KEEP`] bytes kept, the rest read
+/// and dropped so the program never blocks on a full pipe.
+struct Stream<R> {
+    pipe: Option<R>,
     kept: Vec<u8>,
 }
 
-impl Stream {
-    fn new(fd: Option<OwnedFd>) -> Self {
-        Self { fd, kept: Vec::new() }
+impl<R: AsyncRead + Unpin> Stream<R> {
+    fn new(pipe: Option<R>) -> Self {
+        Self { pipe, kept: Vec::new() }
     }
 
-    fn ended(&self) -> bool {
-        self.fd.is_none()
-    }
-
-    /// One read (poll said it will not block); end-of-file or an error closes the stream.
-    fn read_some(&mut self) {
-        let Some(fd) = &self.fd else { return };
+    /// Read until end-of-file (or an error). Cancel-safe: a read cut short loses nothing,
+    /// and what was kept stays kept.
+    async fn pump(&mut self) {
         let mut buf = [0u8; 8192];
-        match rustix::io::read(fd, &mut buf) {
-            Ok(0) => self.fd = None,
-            Ok(n) => {
-                let room = KEEP.saturating_sub(self.kept.len());
-                self.kept.extend_from_slice(&buf[..n.min(room)]);
+        while let Some(pipe) = &mut self.pipe {
+            match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => self.pipe = None,
+                Ok(n) => {
+                    let room = KEEP.saturating_sub(self.kept.len());
+                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                }
             }
-            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
-            Err(_) => self.fd = None,
         }
     }
 

@@ -7,10 +7,11 @@
 //! reported dead rather than waited on.
 
 pub mod identity;
-pub mod mountinfo;
 pub mod pidfile;
 pub mod procfs;
 
+use crate::host::mount_table::{self, MountTableError};
+use crate::host::probe::{self, Probed};
 use dms_journal::reconcile::{Finding, MountEntry, Observations, Process};
 use dms_journal::{BootId, FsKind, FsTypes, JournalState, MountBase};
 use identity::{Claim, Proof};
@@ -27,7 +28,7 @@ pub enum ObserveError {
     #[error(transparent)]
     PidFile(#[from] PidFileError),
     #[error(transparent)]
-    MountInfo(#[from] mountinfo::MountInfoError),
+    MountTable(#[from] MountTableError),
 }
 
 /// What the gatherer needs to know about this node.
@@ -53,11 +54,8 @@ impl Host {
 
     /// Everything the reconcile plan looks at, read once.
     pub fn observe(&self, journal: &JournalState) -> Result<Observations, ObserveError> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| {
-            ProcError::Read { path: PathBuf::from("/proc/self/mountinfo"), source }
-        })?;
-        let table = mountinfo::parse(&text)?;
-        let found: Vec<_> = mountinfo::under(&table, &self.mount_base)
+        let table = mount_table::read()?;
+        let found: Vec<_> = mount_table::under(&table, &self.mount_base)
             .into_values()
             .filter(|m| m.mount_point != self.mount_base.as_str())
             .collect();
@@ -138,77 +136,29 @@ impl Host {
 /// many hung mounts is observed in (hung / batch) timeouts, not one timeout each.
 const PROBE_BATCH: usize = 64;
 
-/// Mount points whose last probe has not come back (a hung mount): not probed again until
-/// it does, so repeated passes (and `dms-ctl stats`) leave at most one thread per hung mount.
-fn stuck() -> &'static std::sync::Mutex<BTreeSet<String>> {
-    static STUCK: std::sync::OnceLock<std::sync::Mutex<BTreeSet<String>>> =
-        std::sync::OnceLock::new();
-    STUCK.get_or_init(Default::default)
-}
-
-/// Whether each path answers within `timeout`, probed in parallel batches. Only a timeout or
-/// an error that says the filesystem itself is gone counts as not answering; any other
-/// answer (EACCES from a root-squashed NFS export, EIO from a struggling helper) is an
-/// answer, and a probe that cannot even start is no evidence either way (counted alive, so
-/// nothing is detached on it).
+/// Whether each path answers within `timeout`, probed in parallel batches. Only a timeout
+/// (or a probe already stuck) or an error that says the filesystem itself is gone counts as
+/// not answering; any other answer (EACCES from a root-squashed NFS export, EIO from a
+/// struggling helper) is an answer, and a probe that cannot even start is no evidence
+/// either way (counted alive, so nothing is detached on it). (A `stat` may be answered
+/// from the kernel's attribute cache for a moment after a FUSE helper died; the helper's
+/// pidfd reports that death anyway, and the next pass sees the mount gone.)
 pub fn answer_all(paths: &[&str], timeout: Duration) -> Vec<bool> {
+    let stat = |path: &std::path::Path| std::fs::metadata(path).map(drop);
     let mut answered = Vec::with_capacity(paths.len());
     for batch in paths.chunks(PROBE_BATCH) {
-        let probes: Vec<_> = batch.iter().map(|p| probe(p)).collect();
+        let probes: Vec<_> = batch.iter().map(|p| probe::start(p, stat)).collect();
         let deadline = std::time::Instant::now() + timeout;
-        for probe in probes {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            answered.push(match probe {
-                Probe::Started(rx) => rx.recv_timeout(left).unwrap_or(false),
-                Probe::StillStuck => false,
-                Probe::NotStarted => true,
+        for pending in probes {
+            answered.push(match pending.wait(deadline) {
+                Probed::Answered(Ok(())) => true,
+                Probed::Answered(Err(e)) => !probe::is_gone(&e),
+                Probed::TimedOut | Probed::Stuck => false,
+                Probed::NoThread(_) => true,
             });
         }
     }
     answered
-}
-
-/// Errors that mean the filesystem behind a mount point is gone: a FUSE mount whose helper
-/// died (`ENOTCONN`, `ECONNABORTED`), a stale NFS handle.
-pub fn is_gone(error: &std::io::Error) -> bool {
-    use rustix::io::Errno;
-    let gone = [Errno::NOTCONN, Errno::CONNABORTED, Errno::STALE].map(|e| e.raw_os_error());
-    error.raw_os_error().is_some_and(|code| gone.contains(&code))
-}
-
-enum Probe {
-    Started(std::sync::mpsc::Receiver<bool>),
-    StillStuck,
-    NotStarted,
-}
-
-/// A `stat` of `path` on a thread of its own: a hung mount blocks the caller in the kernel,
-/// and that thread may be left behind. (A `stat` may be answered from the kernel's
-/// attribute cache for a moment after a FUSE helper died; the helper's pidfd reports that
-/// death anyway, and the next pass sees the mount gone.)
-fn probe(path: &str) -> Probe {
-    let mut pending = stuck().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !pending.insert(path.to_owned()) {
-        return Probe::StillStuck;
-    }
-    drop(pending);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let owned = path.to_owned();
-    let spawned = std::thread::Builder::new().name("dms-mount-probe".into()).spawn(move || {
-        let answered = match std::fs::metadata(&owned) {
-            Ok(_) => true,
-            Err(e) => !is_gone(&e),
-        };
-        stuck().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&owned);
-        let _ = tx.send(answered);
-    });
-    match spawned {
-        Ok(_) => Probe::Started(rx),
-        Err(_) => {
-            stuck().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(path);
-            Probe::NotStarted
-        }
-    }
 }
 
 #[cfg(test)]
@@ -226,14 +176,7 @@ mod tests {
             (0..PROBE_BATCH + 3).map(|i| format!("/nonexistent/{i}")).collect();
         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
         assert_eq!(answer_all(&paths, Duration::from_secs(5)), vec![true; PROBE_BATCH + 3]);
-        let errno = |e: rustix::io::Errno| std::io::Error::from_raw_os_error(e.raw_os_error());
-        assert!(is_gone(&errno(rustix::io::Errno::NOTCONN)));
-        assert!(is_gone(&errno(rustix::io::Errno::STALE)));
-        for answered in [rustix::io::Errno::ACCESS, rustix::io::Errno::IO, rustix::io::Errno::NOENT]
-        {
-            assert!(!is_gone(&errno(answered)), "{answered:?}");
-        }
-        assert!(stuck().lock().unwrap().is_empty(), "finished probes are forgotten");
+        assert!(probe::stuck_paths().is_empty(), "finished probes are forgotten");
     }
 
     #[test]

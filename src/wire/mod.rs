@@ -24,7 +24,7 @@ mod tests;
 pub use reply::{Reply, Status};
 pub use request::{parse, Action, ActionKind, Properties, Rejected, Request};
 
-use dms_journal::IdError;
+use dms_journal::{IdError, MountBase};
 use std::collections::BTreeSet;
 
 /// Bodies above this are refused before any parsing: a real request is well under 4 KiB, and
@@ -76,8 +76,8 @@ pub enum WireError {
 /// (`Config::wire_policy`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    /// Absolute and normalized (no trailing `/`, no `.`/`..`/empty components), never `/`.
-    pub mount_base: String,
+    /// Never `/` (the configuration refuses it); "inside" is [`MountBase`]'s one rule.
+    pub mount_base: MountBase,
     /// Names of the NFS mount options a request may use (`nosuid,nodev` are always added).
     pub nfs_allowed_options: BTreeSet<String>,
     /// When non-empty, every `secret_ref` must start with one of these (at a `/` boundary).
@@ -87,7 +87,8 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            mount_base: DEFAULT_MOUNT_BASE.to_owned(),
+            mount_base: MountBase::new(DEFAULT_MOUNT_BASE)
+                .unwrap_or_else(|e| unreachable!("the default mount base: {e}")),
             nfs_allowed_options: nfs::DEFAULT_ALLOWED_OPTIONS
                 .iter()
                 .map(|s| (*s).to_owned())

@@ -10,14 +10,15 @@
 //! follow a symlink planted inside the mount base.
 
 use super::{echo, WireError};
+use dms_journal::MountBase;
 
 /// Linux `PATH_MAX` includes the terminating NUL.
 const MAX_PATH_LEN: usize = 4095;
 /// Linux `NAME_MAX`.
 const MAX_COMPONENT_LEN: usize = 255;
 
-/// `raw` if it is a canonical path strictly inside `base` (itself canonical).
-pub(super) fn mount_path(raw: &str, base: &str) -> Result<String, WireError> {
+/// `raw` if it is a canonical path strictly inside `base`.
+pub(super) fn mount_path(raw: &str, base: &MountBase) -> Result<String, WireError> {
     let refuse = |reason: String| WireError::BadMountPath { path: echo(raw), reason };
     if raw.len() > MAX_PATH_LEN {
         return Err(refuse(format!("longer than {MAX_PATH_LEN} bytes")));
@@ -40,8 +41,8 @@ pub(super) fn mount_path(raw: &str, base: &str) -> Result<String, WireError> {
             _ => {}
         }
     }
-    match raw.strip_prefix(base).and_then(|below| below.strip_prefix('/')) {
-        Some(below) if !below.is_empty() => Ok(raw.to_owned()),
-        _ => Err(refuse(format!("must be inside the mount base {base}"))),
+    match base.contains(raw) {
+        true => Ok(raw.to_owned()),
+        false => Err(refuse(format!("must be inside the mount base {base}"))),
     }
 }

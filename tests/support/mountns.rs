@@ -95,8 +95,7 @@ pub struct MountEntry {
 /// The entries of `/proc/self/mountinfo`, read with the daemon's own parser (one copy of
 /// it: a test that parsed differently could agree with itself and not with the daemon).
 pub fn mounts() -> Vec<MountEntry> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("read mountinfo");
-    let table = dms::observe::mountinfo::parse(&text).expect("parse mountinfo");
+    let table = dms::host::mount_table::read().expect("read and parse mountinfo");
     table
         .into_iter()
         .map(|m| MountEntry { mount_point: m.mount_point, fs_type: m.fstype, source: m.source })
