@@ -53,7 +53,9 @@
 //!   first (the daemon inherits it).
 //!
 //! Knobs: `DMS_BENCH_LOG_LEVEL` (the daemon's `DMS_LOG_LEVEL`, default `info`),
-//! `DMS_BENCH_KEEP=1` keeps the temp directory (journal, daemon logs). Run as a test
+//! `DMS_BENCH_KEEP=1` keeps the temp directory (journal, daemon logs),
+//! `DMS_E2E_SERVER_BIN` runs another build of the daemon (the journal is built with this
+//! build's library, so both must read the same record format). Run as a test
 //! (`cargo test --benches`, no `--bench` argument) it does the quick run.
 #![allow(clippy::unwrap_used)]
 
@@ -344,7 +346,10 @@ impl Node {
     /// Spawn the daemon and time it to its `consuming` line (polled every millisecond).
     fn start(&self) -> (Daemon, Boot) {
         let log = self.dir.join(format!("dms-server-{}.log", uuid::Uuid::new_v4()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dms-server"));
+        // Another build of the daemon, if asked for (as the e2e benches do).
+        let bin = std::env::var_os("DMS_E2E_SERVER_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_dms-server").into());
+        let mut cmd = Command::new(bin);
         cmd.env_clear().envs(self.env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null());
         cmd.env("NOTIFY_SOCKET", &self.notify_path);
         while self.notify_ready() {} // left over from the last run
