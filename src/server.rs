@@ -4,13 +4,13 @@
 //! in-process harness drives with fakes.
 
 use crate::config::Config;
-use crate::engine::observer::HostObserver;
-use crate::engine::ports::{HostMounts, HostProcesses};
 use crate::engine::Executors;
 use crate::exec::command::Program;
 use crate::exec::credentials::{Barbican, BarbicanConfig};
 use crate::exec::helper::Helpers;
 use crate::exec::mounts::Mounter;
+use crate::exec::observer::HostObserver;
+use crate::exec::ports::{HostMounts, HostProcesses};
 use crate::node::{Intake, Ports};
 use crate::observe::pidfile::PidDir;
 use crate::observe::procfs::Procfs;

@@ -13,10 +13,10 @@
 //! step only if the target is still as in that snapshot, so a pass never undoes the work of
 //! a request that ran meanwhile.
 
-use crate::engine::observer::{ObservationError, Observer, Watch};
-use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::Engine;
 use crate::exec::helper::HelperExit;
+use crate::exec::observer::{ObservationError, Observer, Watch};
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use dms_journal::reconcile::{self, Plan};
 use dms_journal::{Clock, HelperIdentity, JournalState, Phase, TargetId};
 use std::collections::{BTreeSet, HashSet};

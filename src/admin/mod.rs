@@ -9,10 +9,10 @@ pub mod client;
 pub mod protocol;
 pub mod views;
 
-use crate::engine::observer::Observer;
-use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::Engine;
 use crate::engine::Job;
+use crate::exec::observer::Observer;
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::supervisor::PassNow;
 use crate::wire::Reply;
 use dms_journal::store::Problem;

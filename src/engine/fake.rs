@@ -2,10 +2,10 @@
 //! engine's logic beside the real-host tests. All three share one call log, so a test can
 //! assert the order of effects across boundaries.
 
-use super::ports::{Credentials, Mounts, Processes};
 use crate::exec::credentials::S3Credentials;
 use crate::exec::helper::HelperEnv;
 use crate::exec::mounts::{Heard, Ran};
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use dms_journal::machine::MountFailure;
 use dms_journal::{BootId, HelperIdentity, TargetId};
 use secrecy::{ExposeSecret, SecretString};
@@ -66,13 +66,19 @@ pub struct FakeError(pub String);
 pub struct FakeCredentials(pub Arc<World>);
 
 impl Credentials for FakeCredentials {
-    async fn fetch(&self, secret_ref: &str, token: &SecretString) -> Result<S3Credentials, String> {
+    type Error = FakeError;
+
+    async fn fetch(
+        &self,
+        secret_ref: &str,
+        token: &SecretString,
+    ) -> Result<S3Credentials, FakeError> {
         self.0.record(format!("fetch {secret_ref} token={}", !token.expose_secret().is_empty()));
         if let Some(e) = self.0.failure("fetch") {
-            return Err(e);
+            return Err(FakeError(e));
         }
         S3Credentials::parse(br#"{"aws_access_key_id":"AKIAFAKE","aws_secret_access_key":"fake-secret","bucket":"b"}"#)
-            .map_err(|e| e.to_string())
+            .map_err(|e| FakeError(e.to_string()))
     }
 }
 

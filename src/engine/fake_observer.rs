@@ -1,10 +1,10 @@
-//! A recording fake of the reconciler's port ([`super::observer::Observer`]): it shows the
+//! A recording fake of the reconciler's port ([`crate::exec::observer::Observer`]): it shows the
 //! fake host of [`super::fake::World`] as the reconciler would see the real one (mounts,
 //! PID files, helper processes), and lets a test kill a helper, which leaves its mount dead
 //! and fires its exit watch, as a crashed s3vaultfuse does.
 
 use super::fake::World;
-use super::observer::{ObservationError, Observer, Watch};
+use crate::exec::observer::{ObservationError, Observer, Watch};
 use dms_journal::reconcile::{MountEntry, Observations, PidFile, Process};
 use dms_journal::{BootId, FsKind, HelperIdentity, JournalState, MountBase, TargetState};
 use std::collections::{BTreeSet, HashMap};

@@ -19,21 +19,19 @@ pub mod fake;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake_observer;
 mod job;
-pub mod observer;
 mod oplines;
 mod perform;
 mod permits;
-pub mod ports;
 mod reconcile;
 mod supervise;
 mod turn;
 
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use dms_journal::store::{CompactionReport, Journal, StoreError, Ticket};
 use dms_journal::{
     decide, BootId, Cause, Clock, Command, Decision, Effect, JournalState, OperationId, Outcome,
     Phase, Record, TargetId, TargetState, Timestamp,
 };
-use ports::{Credentials, Mounts, Processes};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};

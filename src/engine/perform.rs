@@ -1,10 +1,10 @@
 //! One request's run: perform each effect, turn its outcome into the next command.
 
 use super::permits::{nfs_server, Pool};
-use super::ports::{Credentials, Mounts, Processes};
 use super::{oplines, Engine, EngineError, Executors, Job};
 use crate::exec::credentials::S3Credentials;
 use crate::exec::mounts::Heard;
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use dms_journal::machine::MountFailure;
 use dms_journal::store::Ticket;
 use dms_journal::{Cause, Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId, TargetKind};
@@ -156,7 +156,9 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
         match effect {
             Effect::FetchCredentials { op, secret_ref } => {
                 let result = match &self.token {
-                    Some(token) => self.engine.exec.credentials.fetch(&secret_ref, token).await,
+                    Some(token) => {
+                        reason(self.engine.exec.credentials.fetch(&secret_ref, token).await)
+                    }
                     None => Err("the request carries no keystone_token (a request resumed after \
                                   a restart has none: tokens are never written to disk; send \
                                   it again)"

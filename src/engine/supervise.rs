@@ -4,8 +4,8 @@
 //! that helper, the target is journaled `Lost` and its dead mount and PID file are cleaned
 //! up, so the next request sees the truth (DESIGN §3.4).
 
-use super::ports::{Credentials, Mounts, Processes};
 use super::{perform, Engine, EngineError};
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use dms_journal::{Command, HelperIdentity, TargetId};
 use tracing::Instrument;
 

@@ -1,8 +1,8 @@
 //! A target's turn: requests, reconcile steps and supervision of one target run one at a
 //! time; a request answered early keeps its turn until the rest of its run is done.
 
-use super::ports::{Credentials, Mounts, Processes};
 use super::{admission, breaker, lock, perform, EngineError};
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use dms_journal::{Outcome, TargetId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

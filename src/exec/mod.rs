@@ -6,5 +6,7 @@ pub mod credentials;
 pub mod helper;
 pub mod mount_point;
 pub mod mounts;
+pub mod observer;
 pub mod pgroup;
+pub mod ports;
 pub mod spawn;

@@ -2,9 +2,9 @@
 //! start-time extensions and keep-alives, journal compaction.
 
 use crate::admin::Admin;
-use crate::engine::observer::Observer;
-use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::Engine;
+use crate::exec::observer::Observer;
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::systemd::Notifier;
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! broker, each answered on its own. Only for tests (`cfg(test)` or the `testing` feature):
 //! the daemon's intake is the broker transport.
 
-use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Engine, EngineError, Job};
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::transport::TransportError;
 use dms_journal::Outcome;
 use std::sync::Arc;

@@ -15,10 +15,10 @@ mod tests;
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
-use crate::engine::observer::Observer;
-use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Engine, EngineError, Executors, Limits};
 use crate::exec::credentials::CredentialsError;
+use crate::exec::observer::Observer;
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::intake::{self, Resume};
 use crate::observe::ObserveError;
 use crate::supervisor::{Exits, SuperviseError, Supervisor};

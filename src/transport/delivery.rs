@@ -1,8 +1,8 @@
 //! One delivery: decode, serve, ack, reply — with one tracing span and one log line.
 
 use super::inbox::{Inbox, Ticket};
-use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Ask, Engine, EngineError, Job, Served};
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::metrics;
 use crate::wire::{self, ActionKind, Policy, Properties, Reply, Request};
 use dms_journal::{Outcome, RequestKey, TargetId};

@@ -14,8 +14,8 @@
 //! to answer them after a crash).
 
 use super::delivery::{publish, Publication};
-use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Ask, Engine, EngineError, Job};
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::wire::{Action, Reply, Request};
 use dms_journal::store::{InboxEntry, Journal, ParkId, Parked, ParkedAction};
 use dms_journal::RequestKey;

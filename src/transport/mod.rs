@@ -15,8 +15,8 @@
 mod delivery;
 mod inbox;
 
-use crate::engine::ports::{Credentials, Mounts, Processes};
 use crate::engine::{Engine, EngineError};
+use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::wire::Policy;
 use futures_lite::StreamExt;
 use lapin::options::{

@@ -1,12 +1,13 @@
-//! The engine's boundaries with the world: one small trait each, so the engine can be run
-//! against recording fakes ([`super::fake`]) as well as the host ([`HostProcesses`],
+//! The engine's boundaries with the world, beside the executors that implement them: one
+//! small trait each, so the engine can be run against recording fakes
+//! (`crate::engine::fake`, tests only) as well as the host ([`HostProcesses`],
 //! [`HostMounts`], [`Barbican`]).
 //!
 //! Process and mount operations that block (they wait for processes and the kernel) run on
 //! the engine's blocking pool; mount(8) and umount(8) are awaited instead (the runtime
 //! watches them). Each carries its own deadline.
 
-use crate::exec::credentials::{Barbican, S3Credentials};
+use crate::exec::credentials::{Barbican, CredentialsError, S3Credentials};
 use crate::exec::helper::{HelperEnv, HelperError, HelperExit, Helpers};
 use crate::exec::mounts::{self, MountError, Mounter, Ran};
 use dms_journal::machine::MountFailure;
@@ -16,14 +17,17 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where S3 credentials come from. The error is the reason after "Failed to fetch
-/// credentials: ".
+/// Where S3 credentials come from.
 pub trait Credentials: Send + Sync + 'static {
+    /// Why a fetch failed; its `Display` is the reason after "Failed to fetch credentials: "
+    /// (the host's is [`CredentialsError`]).
+    type Error: std::error::Error + Send + Sync + 'static;
+
     fn fetch(
         &self,
         secret_ref: &str,
         token: &SecretString,
-    ) -> impl Future<Output = Result<S3Credentials, String>> + Send;
+    ) -> impl Future<Output = Result<S3Credentials, Self::Error>> + Send;
 }
 
 /// Helper processes and their PID files.
@@ -86,8 +90,14 @@ pub trait Mounts: Send + Sync + 'static {
 }
 
 impl Credentials for Barbican {
-    async fn fetch(&self, secret_ref: &str, token: &SecretString) -> Result<S3Credentials, String> {
-        Barbican::fetch(self, secret_ref, token).await.map_err(|e| e.to_string())
+    type Error = CredentialsError;
+
+    async fn fetch(
+        &self,
+        secret_ref: &str,
+        token: &SecretString,
+    ) -> Result<S3Credentials, CredentialsError> {
+        Barbican::fetch(self, secret_ref, token).await
     }
 }
 

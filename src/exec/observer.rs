@@ -1,7 +1,7 @@
 //! The reconciler's port: what the supervisor and the admin socket read of the host (the
 //! boot, the [`Observations`] a reconcile plan is made from, a watch on each helper's exit).
 //! Beside the engine's three executor ports ([`super::ports`]), so supervision and the
-//! admin commands run against a recording fake (`super::fake_observer`, tests only) as
+//! admin commands run against a recording fake (`crate::engine::fake_observer`, tests only) as
 //! well as the host ([`HostObserver`]), and nothing above this trait reaches around it to
 //! `/proc` or a pidfd.
 
