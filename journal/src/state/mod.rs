@@ -204,7 +204,7 @@ impl JournalState {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::event::TargetKind;
+    use crate::event::{Event, TargetKind};
 
     fn record(target: &str, event: Event) -> Record {
         Record {
