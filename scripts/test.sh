@@ -25,7 +25,8 @@ cleanup() {
     [ -n "${services_pid:-}" ] && kill "$services_pid" 2>/dev/null
     [ -n "${bench_pid:-}" ] && kill "$bench_pid" 2>/dev/null
     [ -n "${package_pid:-}" ] && kill -- "-$package_pid" 2>/dev/null
-    rm -rf "$log" "$before" "${package_log:-}" "${services_dir:-}" "${bench_log:-}"
+    rm -rf "$log" "$before" "${package_log:-}" "${services_dir:-}" "${bench_log:-}" \
+        "${build_json:-}"
 }
 trap 'cleanup || true' EXIT
 leftovers_snapshot "$before"
