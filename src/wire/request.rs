@@ -10,7 +10,7 @@
 
 use super::json::{opt_str, parse_object, required_object, required_str};
 use super::{echo, nfs, path, secret, Policy, WireError, MAX_BODY_LEN};
-use dms_journal::{Command, OperationId, RequestKey, TargetId, TargetKind, TargetSpec};
+use dms_journal::{RequestKey, TargetId, TargetKind, TargetSpec};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
@@ -77,19 +77,6 @@ impl Action {
 }
 
 impl Request {
-    /// The journal command this request asks for, as operation `op`.
-    pub fn command(&self, op: OperationId) -> Command {
-        let request = self.key.clone();
-        match &self.action {
-            Action::Mount(spec) => {
-                Command::Mount { op, request, spec: spec.clone(), nested: None, outage: None }
-            }
-            Action::Unmount { mount_path } => {
-                Command::Unmount { op, request, mount_path: mount_path.clone() }
-            }
-        }
-    }
-
     pub fn mount_path(&self) -> &str {
         match &self.action {
             Action::Mount(spec) => &spec.mount_path,
