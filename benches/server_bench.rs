@@ -59,7 +59,8 @@
 //! uses it. `DMS_TESTFS_BIN=/path/to/dms-testfs` skips all that.
 //!
 //! Other knobs: `DMS_BENCH_LOG_LEVEL` (the daemon's `DMS_LOG_LEVEL`, default `info`);
-//! `DMS_BENCH_KEEP=1` keeps the daemon's temp directory (its log has one `Mount done`/`Unmount done`
+//! `DMS_BENCH_ONLY=scale` runs only the latency and footprint at scale (about a minute: what
+//! a change to the daemon's memory is measured with); `DMS_BENCH_KEEP=1` keeps the daemon's temp directory (its log has one `Mount done`/`Unmount done`
 //! line per request, with `elapsed_ms` inside the daemon). The daemon's journal lives under
 //! `/tmp` (the same disk as the target directory here, not tmpfs: its fsyncs count).
 //!
@@ -168,6 +169,21 @@ fn run(plan: Plan, quick: bool, testfs: &Path) {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
 
     let stand_in = common::start_stand_in_store(credentials());
+    if std::env::var("DMS_BENCH_ONLY").is_ok_and(|only| only == "scale") {
+        println!("\n== DMS_BENCH_ONLY=scale: only the latency and footprint at scale");
+        let at_scale = rt.block_on(scale::latency_at_scale(
+            broker,
+            &stand_in,
+            testfs,
+            &scale::sub(dir.path(), "scale"),
+            plan.live,
+            plan.daemon_cycles,
+            plan.scale_rounds,
+            !quick,
+        ));
+        println!("mount latency at {} live mounts / at none: {at_scale:.2}x", plan.live);
+        return;
+    }
     let proxy = start_queueing_proxy(barbican_port(&barbican), 4);
     let proxied_ref = secret_ref.replace(&barbican.url(), &format!("http://127.0.0.1:{proxy}"));
 

@@ -139,3 +139,65 @@ pub(super) async fn compact_periodically<C: Credentials, P: Processes, M: Mounts
         }
     }
 }
+
+/// How often [`release_freed_memory`] looks whether the journal was written.
+const MEMORY_LOOK: Duration = Duration::from_secs(5);
+
+/// Hands the memory a burst freed back to the kernel once the burst is over: every
+/// [`MEMORY_LOOK`] it reads the journal's flush count (every request flushes), and the
+/// first look that finds it unchanged after it moved trims the heap
+/// ([`crate::host::memory`]). An idle daemon does nothing here, and one under steady load
+/// keeps what it keeps reusing.
+pub(super) async fn release_freed_memory<C: Credentials, P: Processes, M: Mounts>(
+    engine: Arc<Engine<C, P, M>>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(MEMORY_LOOK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut quiet = Quiet::default();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if quiet.ended(engine.journal().flushes()) {
+            let released = crate::host::memory::release_freed();
+            tracing::debug!(released, "a burst is over: freed heap handed back");
+        }
+    }
+}
+
+/// The end of a burst, from successive looks at a count that grows with work.
+#[derive(Debug, Default)]
+struct Quiet {
+    last: Option<u64>,
+    busy: bool,
+}
+
+impl Quiet {
+    /// Whether this look ends a burst: the count did not move since the last look, and
+    /// did before. The first look counts as a move (the boot pass came before it).
+    fn ended(&mut self, count: u64) -> bool {
+        let moved = self.last != Some(count);
+        self.last = Some(count);
+        if moved {
+            self.busy = true;
+            false
+        } else {
+            std::mem::take(&mut self.busy)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Quiet;
+
+    #[test]
+    fn a_burst_ends_at_the_first_look_without_work() {
+        let mut quiet = Quiet::default();
+        let looks = [0, 0, 0, 3, 9, 9, 9, 10, 10];
+        let ended: Vec<bool> = looks.iter().map(|&count| quiet.ended(count)).collect();
+        assert_eq!(ended, [false, true, false, false, false, true, false, false, true]);
+    }
+}

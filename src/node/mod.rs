@@ -236,6 +236,10 @@ where
     let compaction =
         background::compact_periodically(Arc::clone(&engine), retention, engine_work.clone());
     tasks.spawn(compaction);
+    if owns_process {
+        // Trimming the heap is a matter for the process, not for a harness inside a test.
+        tasks.spawn(background::release_freed_memory(Arc::clone(&engine), cancel.clone()));
+    }
     if let Some(addr) = config.metrics_listen {
         let (admin, stop) = (Arc::clone(&admin), shutdown.clone());
         background::serve_metrics(addr, admin, stop, &tasks, cancel.clone()).await;
