@@ -706,7 +706,8 @@ fn breakdown(node: &Node) -> String {
     let observe = t1.elapsed();
     let t2 = Instant::now();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    let plan = reconcile::plan(&replay.state, &observed, Clock { now: Timestamp(now), boot });
+    let clock = Clock { now: Timestamp(now), boot };
+    let plan = reconcile::plan(&replay.state, &observed, clock, &dms::wire::Wire);
     let planned = t2.elapsed();
     drop(journal);
     format!(

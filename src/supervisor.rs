@@ -17,6 +17,7 @@ use crate::engine::Engine;
 use crate::exec::helper::HelperExit;
 use crate::exec::observer::{ObservationError, Observer, Watch};
 use crate::exec::ports::{Credentials, Mounts, Processes};
+use crate::wire::Wire;
 use dms_journal::reconcile::{self, Plan};
 use dms_journal::{Clock, HelperIdentity, JournalState, Phase, TargetId};
 use std::collections::{BTreeSet, HashSet};
@@ -165,7 +166,7 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
         let seen = self.engine.snapshot();
         let observed = self.observer.observe(seen.clone()).await?;
         let clock = self.engine.clock();
-        let plan = reconcile::plan(&seen, &observed, clock);
+        let plan = reconcile::plan(&seen, &observed, clock, &Wire);
         self.log_findings(&plan.findings);
         let (differ, _) = differences(&plan, &seen, clock, &self.engine.busy());
         self.last_pass.set(differ.into_iter().collect());
@@ -315,7 +316,7 @@ pub fn differences(
 
 /// What performing `step` would journal and do, as the machine decides it.
 fn step_line(step: &reconcile::Step, journal: &JournalState, clock: Clock) -> String {
-    let decision = match step.decision(journal, clock) {
+    let decision = match step.decision(journal, clock, &Wire) {
         Ok(decision) => decision,
         Err(rejection) => return format!("{}: cleanup refused: {rejection}", step.target),
     };

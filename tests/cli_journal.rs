@@ -70,7 +70,7 @@ impl Fixture {
         let id = tid(target);
         let state = self.states.entry(id.clone()).or_insert_with(|| TargetState::new(id));
         let clock = Clock { now: Timestamp(T0 + secs * 1000), boot: boot() };
-        let decision = decide(state, &command, clock).unwrap();
+        let decision = decide(state, &command, clock, &dms::wire::Wire).unwrap();
         self.journal.append(&decision.records).unwrap();
         for record in &decision.records {
             state.apply(record);

@@ -10,8 +10,8 @@ use dms_journal::machine::MountFailure;
 use dms_journal::reconcile::{self, MountEntry, Observations, PidFile, Process};
 use dms_journal::store::Journal;
 use dms_journal::{
-    decide, BootId, Clock, Command, FsKind, HelperIdentity, MountBase, OperationId, RequestKey,
-    TargetId, TargetKind, TargetSpec, Timestamp,
+    decide, BootId, Clock, Command, DebugWording, FsKind, HelperIdentity, MountBase, OperationId,
+    RequestKey, TargetId, TargetKind, TargetSpec, Timestamp,
 };
 use std::error::Error;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,7 +36,7 @@ fn main() -> Res<()> {
     let key1 = RequestKey::new(&uuid::Uuid::new_v4().to_string())?;
     let run = |target: &TargetId, cmd: Command| -> Res<()> {
         let state = replayed(&journal, target)?;
-        let decision = decide(&state, &cmd, clock()?)?;
+        let decision = decide(&state, &cmd, clock()?, &DebugWording)?;
         journal.append(&decision.records)?;
         for effect in decision.effects {
             println!("{target}: effect {effect:?}");
@@ -158,10 +158,10 @@ fn main() -> Res<()> {
         distrusted: vec![],
     };
     let clock = clock()?;
-    let plan = reconcile::plan(&replay.state, &observations, clock);
+    let plan = reconcile::plan(&replay.state, &observations, clock, &DebugWording);
     for step in &plan.steps {
         // Each step is a command: decided like a request's, against the replayed state.
-        let decision = step.decision(&replay.state, clock)?;
+        let decision = step.decision(&replay.state, clock, &DebugWording)?;
         journal.append(&decision.records)?;
         println!("{}: reconcile effects {:?}", step.target, decision.effects);
     }

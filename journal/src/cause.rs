@@ -1,18 +1,18 @@
-//! Why a request failed, typed; and its one rendering, the reply's `error_msg`.
+//! Why a request failed, typed, and who words it.
 //!
 //! The machine decides failures as [`Cause`]s, and the engine's own refusals (a rejected
-//! command, a decision the journal refused) are causes too, so every failure text a
-//! requester can read is written here, next to its siblings. The text is rendered when the
+//! command, a decision the journal refused) are causes too. What a requester reads is the
+//! wire's business: the daemon's wire module words every cause (and every success) in one
+//! place, and hands that [`Wording`] to [`crate::decide`]. The text is rendered when the
 //! failure is decided and the journal keeps it (`Failed { reason }`, `Answered`): a replay
 //! answers with the bytes the first answer had, even if a later version words a cause
-//! differently. Success texts are rendered from the typed [`Outcome`] by the wire codec.
+//! differently.
 
-use crate::event::{Cleanup, Outcome};
+use crate::event::Cleanup;
 use crate::ids::TargetId;
 use crate::machine::Rejection;
 use crate::nesting::Nesting;
 use crate::outage::Outage;
-use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
@@ -51,35 +51,18 @@ pub enum Cause {
     NoAnswer,
 }
 
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Cause::Credentials(e) => write!(f, "Failed to fetch credentials: {e}"),
-            Cause::HelperStart(e) => write!(f, "Failed to start helper: {e}"),
-            Cause::MountVerification(e) => write!(f, "Mount verification failed: {e}"),
-            Cause::NfsMount(e) => write!(f, "NFS mount failed: {e}"),
-            Cause::NfsOutage(outage) => write!(f, "NFS mount failed: {outage}"),
-            Cause::Unmount(e) => write!(f, "Unmount failed: {e}"),
-            Cause::MountedElsewhere { target, path } => {
-                write!(f, "Target {target} is already mounted at {path}; unmount it first")
-            }
-            Cause::NeedsCleanup { target, cleanup } => write!(
-                f,
-                "Target {target} needs cleanup after a failed operation ({cleanup}); send an \
-                 unmount or wait for the reconciler"
-            ),
-            Cause::Nests { path, nesting } => {
-                write!(f, "Mount path {path} {nesting}; targets never nest")
-            }
-            Cause::Refused(rejection) => write!(f, "{rejection}"),
-            Cause::Internal(illegal) => write!(f, "internal error: {illegal}; nothing was done"),
-            Cause::NoAnswer => f.write_str("the request ended without an answer"),
-        }
-    }
+/// How causes read to a requester (the reply's `error_msg`).
+pub trait Wording {
+    fn failure(&self, cause: &Cause) -> String;
 }
 
-impl From<Cause> for Outcome {
-    fn from(cause: Cause) -> Outcome {
-        Outcome::Failed { reason: cause.to_string() }
+/// A cause's `Debug` form: the wording of this crate's own tests and examples, which answer
+/// no requester.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DebugWording;
+
+impl Wording for DebugWording {
+    fn failure(&self, cause: &Cause) -> String {
+        format!("{cause:?}")
     }
 }

@@ -22,7 +22,7 @@ pub mod reconcile;
 pub mod state;
 pub mod store;
 
-pub use cause::Cause;
+pub use cause::{Cause, DebugWording, Wording};
 pub use event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
 pub use host::{FsKind, FsTypes, MountBase, MountBaseError};
 pub use ids::{BootId, HelperIdentity, IdError, OperationId, RequestKey, TargetId, Timestamp};

@@ -9,8 +9,9 @@
 use dms_journal::machine::MountFailure;
 use dms_journal::store::{CompactionReport, Journal, Seq};
 use dms_journal::{
-    decide, BootId, Clock, Command, Effect, HelperIdentity, JournalState, OperationId, Outcome,
-    Phase, RequestKey, TargetId, TargetKind, TargetSpec, TargetState, Timestamp,
+    decide, BootId, Clock, Command, DebugWording, Effect, HelperIdentity, JournalState,
+    OperationId, Outcome, Phase, RequestKey, TargetId, TargetKind, TargetSpec, TargetState,
+    Timestamp,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -169,7 +170,7 @@ impl Harness {
                 if state.op.is_some() {
                     let command = Command::UnmountDone { op: self.op_id(), result: Ok(()) };
                     assert!(
-                        decide(&state, &command, self.clock).is_err(),
+                        decide(&state, &command, self.clock, &DebugWording).is_err(),
                         "stale outcome accepted"
                     );
                 }
@@ -185,7 +186,7 @@ impl Harness {
     /// What the engine does: decide, append durably, then apply.
     fn run(&mut self, target: &TargetId, command: &Command) {
         let state = self.model.target_or_new(target);
-        let Ok(decision) = decide(&state, command, self.clock) else { return };
+        let Ok(decision) = decide(&state, command, self.clock, &DebugWording) else { return };
         let mut probe = state.clone();
         for record in &decision.records {
             if let Err(illegal) = probe.check(&record.event) {
@@ -235,7 +236,8 @@ impl Harness {
                 nested: None,
                 outage: None,
             };
-            let decision = decide(&state, &command, self.clock).expect("a repeat is answered");
+            let decision =
+                decide(&state, &command, self.clock, &DebugWording).expect("a repeat is answered");
             assert!(decision.records.is_empty(), "a repeat journals nothing");
             assert_eq!(decision.effects, [Effect::Reply { request: Some(key.clone()), outcome }]);
         }

@@ -6,8 +6,8 @@ mod support;
 
 use dms_journal::reconcile::{self, Finding, MountEntry, Observations, PidFile, Process};
 use dms_journal::{
-    Clock, Command, Effect, Event, FsTypes, JournalState, MountBase, Phase, TargetState, Timestamp,
-    UnmountStep,
+    Clock, Command, DebugWording, Effect, Event, FsTypes, JournalState, MountBase, Phase,
+    TargetState, Timestamp, UnmountStep,
 };
 use support::*;
 
@@ -138,12 +138,13 @@ struct Decided {
 /// The plan, each step decided against the journal it was made from (as the engine does
 /// under the target's turn).
 fn plan(journal: &JournalState, o: &Observations, clock: Clock) -> Planned {
-    let p = reconcile::plan(journal, o, clock);
+    let p = reconcile::plan(journal, o, clock, &DebugWording);
     let steps = p
         .steps
         .iter()
         .map(|s| {
-            let d = s.decision(journal, clock).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+            let d =
+                s.decision(journal, clock, &DebugWording).unwrap_or_else(|e| panic!("{s:?}: {e}"));
             Decided { target: s.target.clone(), records: d.records, effects: d.effects }
         })
         .collect();

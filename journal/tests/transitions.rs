@@ -5,8 +5,8 @@ mod support;
 
 use dms_journal::machine::MountFailure;
 use dms_journal::{
-    Cleanup, Command, Decision, Effect, Event, FailureClass, MountStep, Outage, Outcome, Phase,
-    Rejection, Timestamp,
+    Cause, Cleanup, Command, Decision, Effect, Event, FailureClass, MountStep, Outage, Outcome,
+    Phase, Rejection, Timestamp,
 };
 use support::*;
 
@@ -70,7 +70,7 @@ fn given_requested_when_credentials_fail_then_failed_final_and_error_reply() {
     rig.ok(mount(op(1), key("k1"), s3("t1")));
     let d =
         rig.ok(Command::CredsFetched { op: op(1), result: Err("Barbican returned 401".into()) });
-    let reason = "Failed to fetch credentials: Barbican returned 401".to_owned();
+    let reason = worded(Cause::Credentials("Barbican returned 401".into()));
     assert_eq!(
         Rig::last_event(&d),
         &Event::Failed { reason: reason.clone(), class: FailureClass::Final }
@@ -89,7 +89,7 @@ fn given_creds_fetched_when_spawn_fails_then_failed_final() {
     rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
     let d = rig.ok(Command::HelperSpawned { op: op(1), result: Err("ENOENT".into()) });
     assert!(
-        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Final, reason } if reason == "Failed to start helper: ENOENT")
+        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Final, reason } if *reason == worded(Cause::HelperStart("ENOENT".into())))
     );
     assert_eq!(rig.state.phase, Phase::Unmounted);
 }
@@ -108,7 +108,7 @@ fn given_spawned_when_verification_fails_then_uncertain_cleanup_then_cleaned() {
         }),
     });
     let cleanup = Cleanup { helper: Some(helper(7)), mount: true, pid_file: true };
-    let reason = "Mount verification failed: helper exited with status 0".to_owned();
+    let reason = worded(Cause::MountVerification("helper exited with status 0".into()));
     assert_eq!(
         Rig::last_event(&d),
         &Event::Failed { reason: reason.clone(), class: FailureClass::Uncertain(cleanup) }
@@ -144,7 +144,7 @@ fn given_nfs_requested_when_mount_fails_cleanly_or_times_out_then_final_or_uncer
         }),
     });
     assert!(
-        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Final, reason } if reason == "NFS mount failed: access denied by server")
+        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Final, reason } if *reason == worded(Cause::NfsMount("access denied by server".into())))
     );
 
     let mut rig = Rig::new("n2");
@@ -214,7 +214,7 @@ fn given_unmounting_when_detach_or_umount_fails_then_uncertain_dirty() {
     let d = rig.ok(Command::Detached { op: op(2), result: Err("Operation not permitted".into()) });
     let cleanup = Cleanup { helper: Some(helper(9)), mount: true, pid_file: true };
     assert!(
-        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Uncertain(c), reason } if *c == cleanup && reason == "Unmount failed: Operation not permitted")
+        matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Uncertain(c), reason } if *c == cleanup && *reason == worded(Cause::Unmount("Operation not permitted".into())))
     );
     assert_eq!(rig.state.phase, Phase::Dirty(cleanup));
 
@@ -243,9 +243,8 @@ fn given_mounted_when_mount_asks_for_another_path_then_error_and_nothing_changes
     let mut other = s3("t1");
     other.mount_path = path_of("elsewhere");
     let d = rig.ok(mount(op(2), key("k2"), other));
-    assert!(
-        matches!(Rig::last_event(&d), Event::Answered { outcome: Outcome::Failed { reason } } if reason.contains("already mounted at"))
-    );
+    let reason = worded(Cause::MountedElsewhere { target: target("t1"), path: path_of("t1") });
+    assert_eq!(Rig::last_event(&d), &Event::Answered { outcome: Outcome::Failed { reason } });
     assert_eq!(rig.state.mount_path(), Some(path_of("t1").as_str()));
 }
 
@@ -293,7 +292,7 @@ fn given_a_decided_request_when_it_is_redelivered_then_same_outcome_and_no_recor
     let again = rig.ok(mount(op(2), key("f1"), s3("t2")));
     assert!(again.records.is_empty());
     assert!(
-        matches!(&again.effects[..], [Effect::Reply { outcome: Outcome::Failed { reason }, .. }] if reason == "Failed to fetch credentials: 404")
+        matches!(&again.effects[..], [Effect::Reply { outcome: Outcome::Failed { reason }, .. }] if *reason == worded(Cause::Credentials("404".into())))
     );
 
     let mut rig = Rig::new("t3");
@@ -404,9 +403,9 @@ fn given_outcomes_that_do_not_fit_the_step_when_decided_then_unexpected() {
 fn given_dirty_when_mount_then_refused_with_reason_and_when_unmount_then_cleanup_chain() {
     let mut rig = Rig::dirty_s3("t1", 5);
     let d = rig.ok(mount(op(2), key("k2"), s3("t1")));
-    assert!(
-        matches!(Rig::last_event(&d), Event::Answered { outcome: Outcome::Failed { reason } } if reason.contains("needs cleanup"))
-    );
+    let Phase::Dirty(cleanup) = rig.state.phase else { panic!("{:?}", rig.state.phase) };
+    let reason = worded(Cause::NeedsCleanup { target: target("t1"), cleanup });
+    assert_eq!(Rig::last_event(&d), &Event::Answered { outcome: Outcome::Failed { reason } });
     assert!(matches!(rig.state.phase, Phase::Dirty(_)));
 
     let d = rig.ok(Command::Unmount { op: op(3), request: key("u3"), mount_path: path_of("t1") });
@@ -544,7 +543,7 @@ fn given_a_mount_that_would_nest_when_decided_then_refused_with_the_other_target
         op: op(1),
         request: key("k1"),
         spec: s3("inner"),
-        nested,
+        nested: nested.clone(),
         outage: None,
     });
     assert_eq!(Rig::events(&d), ["Answered"]);
@@ -552,14 +551,8 @@ fn given_a_mount_that_would_nest_when_decided_then_refused_with_the_other_target
     let Event::Answered { outcome: Outcome::Failed { reason } } = Rig::last_event(&d) else {
         panic!("{d:?}")
     };
-    assert_eq!(
-        reason,
-        &format!(
-            "Mount path {} lies inside the mount path of target outer ({}); targets never nest",
-            path_of("inner"),
-            path_of("outer")
-        )
-    );
+    let nesting = nested.clone().unwrap();
+    assert_eq!(reason, &worded(Cause::Nests { path: path_of("inner"), nesting }));
     assert_eq!(rig.state.phase, Phase::Unmounted);
     // The same request again: the same answer, from the journal.
     let again = rig.ok(mount(op(2), key("k1"), s3("inner")));
@@ -593,11 +586,7 @@ fn given_its_servers_breaker_open_when_an_nfs_mount_is_asked_then_answered_faile
         panic!("one failed reply and no mount(8): {:?}", d.effects);
     };
     assert_eq!(request, &key("k1"));
-    assert!(
-        reason.starts_with("NFS mount failed: NFS server 10.0.0.5 is not answering"),
-        "{reason}"
-    );
-    assert!(reason.contains("did not finish within 20s"), "says why: {reason}");
+    assert_eq!(reason, &worded(Cause::NfsOutage(outage())));
     assert_eq!(rig.state.phase, Phase::Unmounted);
     // The same key later (the breaker closed meanwhile) gets the same answer, not a mount.
     let again = rig.ok(mount(op(2), key("k1"), nfs("n1")));

@@ -15,6 +15,7 @@ use crate::exec::observer::Observer;
 use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::supervisor::PassNow;
 use crate::wire::Reply;
+use crate::wire::Wire;
 use dms_journal::store::Problem;
 use dms_journal::{reconcile, Phase, RequestKey, TargetId};
 use protocol::{AdminRequest, AdminResponse, MAX_REQUEST};
@@ -255,7 +256,7 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Admin<C, P, M, O> {
         let snapshot = self.engine.snapshot();
         let observed = self.observer.observe(snapshot.clone()).await.map_err(|e| e.to_string())?;
         let clock = self.engine.clock();
-        let plan = reconcile::plan(&snapshot, &observed, clock);
+        let plan = reconcile::plan(&snapshot, &observed, clock, &Wire);
         let alive = snapshot
             .targets
             .values()

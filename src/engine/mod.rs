@@ -27,6 +27,7 @@ mod supervise;
 mod turn;
 
 use crate::exec::ports::{Credentials, Mounts, Processes};
+use crate::wire::{failed, Wire};
 use dms_journal::store::{CompactionReport, Journal, StoreError, Ticket};
 use dms_journal::{
     decide, BootId, Cause, Clock, Command, Decision, Effect, JournalState, OperationId, Outcome,
@@ -223,7 +224,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         let admitted = self.admissions.admit(&lock(&self.state), &job.target, &mut command);
         let probe = self.gate(&mut command);
         let mut run = perform::Run::new(self, job, command);
-        let outcome = run.until_answer().await?.unwrap_or_else(|| Cause::NoAnswer.into());
+        let outcome = run.until_answer().await?.unwrap_or_else(|| failed(&Cause::NoAnswer));
         Ok(Served { outcome, run, _turn: (serial, admitted, probe) })
     }
 
@@ -271,7 +272,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         command: &Command,
     ) -> Result<Result<(Decision, Option<Ticket>), dms_journal::Rejection>, EngineError> {
         let state = self.target_state(target);
-        let decision = match decide(&state, command, self.clock()) {
+        let decision = match decide(&state, command, self.clock(), &Wire) {
             Ok(d) => d,
             Err(rejection) => return Ok(Err(rejection)),
         };

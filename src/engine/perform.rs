@@ -5,6 +5,7 @@ use super::{oplines, Engine, EngineError, Executors, Job};
 use crate::exec::credentials::S3Credentials;
 use crate::exec::mounts::Heard;
 use crate::exec::ports::{Credentials, Mounts, Processes};
+use crate::wire::failed;
 use dms_journal::machine::MountFailure;
 use dms_journal::store::Ticket;
 use dms_journal::{Cause, Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId, TargetKind};
@@ -96,14 +97,14 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 }
                 Ok(Err(rejection)) => {
                     self.settle().await?;
-                    return Ok(Some(Cause::Refused(rejection).into()));
+                    return Ok(Some(failed(&Cause::Refused(rejection))));
                 }
                 // The model decided something illegal: nothing of it was journaled or done,
                 // and the request is answered with the reason instead of stopping intake.
                 Err(EngineError::Illegal(illegal)) => {
                     tracing::error!(%illegal, "decision refused: {illegal}");
                     self.settle().await?;
-                    return Ok(Some(Cause::Internal(illegal.to_string()).into()));
+                    return Ok(Some(failed(&Cause::Internal(illegal.to_string()))));
                 }
                 Err(e) => return Err(e),
             }

@@ -2,6 +2,7 @@
 //! target's turn, like a request.
 
 use super::{perform, Credentials, Engine, EngineError, Mounts, Processes};
+use crate::wire::Wire;
 use dms_journal::reconcile::Plan;
 use dms_journal::{decide, JournalState};
 use tracing::Instrument;
@@ -36,7 +37,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             );
             let ran = async {
                 let state = self.target_state(&step.target);
-                let decision = match decide(&state, &step.command, self.clock()) {
+                let decision = match decide(&state, &step.command, self.clock(), &Wire) {
                     Ok(decision) => decision,
                     Err(rejection) => return Ok(Err(rejection)),
                 };

@@ -21,7 +21,7 @@ mod secret;
 #[cfg(test)]
 mod tests;
 
-pub use reply::{Reply, Status};
+pub use reply::{failed, Reply, Status, Wire};
 pub use request::{parse, Action, ActionKind, Properties, Rejected, Request};
 
 use dms_journal::{IdError, MountBase};

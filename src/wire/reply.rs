@@ -2,8 +2,14 @@
 //! keys, byte-compatible with the Python service's `json.dumps` output (`", "` and `": "`
 //! separators, non-ASCII escaped as `\uXXXX`), so a client that compared raw bodies or
 //! logged them keeps seeing the same text.
+//!
+//! Every text a requester reads is worded here: the successes from the typed [`Outcome`]
+//! ([`Reply::from_outcome`]), the failures from the typed [`Cause`] ([`Wire`], which the
+//! engine hands to `decide`: the journal keeps a failure's text as worded when it was
+//! decided, so a redelivery is answered with the same bytes even after a later version
+//! words that cause differently).
 
-use dms_journal::Outcome;
+use dms_journal::{Cause, Outcome, Wording};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +74,42 @@ impl Reply {
         out.push('}');
         out
     }
+}
+
+/// The daemon's wording of failures (the reply's `error_msg`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Wire;
+
+impl Wording for Wire {
+    fn failure(&self, cause: &Cause) -> String {
+        match cause {
+            Cause::Credentials(e) => format!("Failed to fetch credentials: {e}"),
+            Cause::HelperStart(e) => format!("Failed to start helper: {e}"),
+            Cause::MountVerification(e) => format!("Mount verification failed: {e}"),
+            Cause::NfsMount(e) => format!("NFS mount failed: {e}"),
+            Cause::NfsOutage(outage) => format!("NFS mount failed: {outage}"),
+            Cause::Unmount(e) => format!("Unmount failed: {e}"),
+            Cause::MountedElsewhere { target, path } => {
+                format!("Target {target} is already mounted at {path}; unmount it first")
+            }
+            Cause::NeedsCleanup { target, cleanup } => format!(
+                "Target {target} needs cleanup after a failed operation ({cleanup}); send an \
+                 unmount or wait for the reconciler"
+            ),
+            Cause::Nests { path, nesting } => {
+                format!("Mount path {path} {nesting}; targets never nest")
+            }
+            Cause::Refused(rejection) => rejection.to_string(),
+            Cause::Internal(illegal) => format!("internal error: {illegal}; nothing was done"),
+            Cause::NoAnswer => "the request ended without an answer".to_owned(),
+        }
+    }
+}
+
+/// A failed outcome, worded by [`Wire`]: the engine's own refusals, which no decision
+/// journals.
+pub fn failed(cause: &Cause) -> Outcome {
+    Outcome::Failed { reason: Wire.failure(cause) }
 }
 
 fn push_opt(out: &mut String, value: Option<&str>) {

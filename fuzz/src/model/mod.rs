@@ -52,7 +52,13 @@ pub type DecideFn = fn(&TargetState, &Command, Clock) -> Result<Decision, Reject
 /// Run `data` as a script against `dms_journal::decide`. Panics when an invariant does not
 /// hold.
 pub fn run(data: &[u8]) -> Trace {
-    run_with(data, decide)
+    run_with(data, decide_worded)
+}
+
+/// `decide` as the daemon calls it, with its wire wording (so the seeds carry the texts a
+/// requester reads).
+pub fn decide_worded(s: &TargetState, c: &Command, k: Clock) -> Result<Decision, Rejection> {
+    decide(s, c, k, &dms::wire::Wire)
 }
 
 /// [`run`] against another decision function (the tests use broken ones to show that the

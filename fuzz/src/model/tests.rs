@@ -40,7 +40,7 @@ fn the_real_machine_passes_every_seed() {
 #[test]
 fn catches_an_illegal_record() {
     fn verified_too(s: &TargetState, c: &Command, k: Clock) -> Result<Decision, Rejection> {
-        let mut d = decide(s, c, k)?;
+        let mut d = decide_worded(s, c, k)?;
         if let Some(first) = d.records.first().cloned() {
             d.records.push(Record { event: Event::Verified, ..first });
         }
@@ -54,7 +54,7 @@ fn catches_a_forgotten_request() {
     fn amnesiac(s: &TargetState, c: &Command, k: Clock) -> Result<Decision, Rejection> {
         let mut s = s.clone();
         s.requests.clear();
-        decide(&s, c, k)
+        decide_worded(&s, c, k)
     }
     caught(amnesiac, "decided");
 }
@@ -62,7 +62,7 @@ fn catches_a_forgotten_request() {
 #[test]
 fn catches_a_reply_that_differs_from_the_journal() {
     fn liar(s: &TargetState, c: &Command, k: Clock) -> Result<Decision, Rejection> {
-        let mut d = decide(s, c, k)?;
+        let mut d = decide_worded(s, c, k)?;
         for e in &mut d.effects {
             if let Effect::Reply { outcome: Outcome::Mounted { path, .. }, .. } = e {
                 path.push('/');
@@ -76,7 +76,7 @@ fn catches_a_reply_that_differs_from_the_journal() {
 #[test]
 fn catches_a_record_for_another_clock() {
     fn late(s: &TargetState, c: &Command, k: Clock) -> Result<Decision, Rejection> {
-        let mut d = decide(s, c, k)?;
+        let mut d = decide_worded(s, c, k)?;
         for r in &mut d.records {
             r.at = Timestamp(r.at.0 + 1);
         }
@@ -96,7 +96,7 @@ fn catches_a_rejection_that_should_not_be() {
                     since: String::new(),
                 })
             }
-            _ => decide(s, c, k),
+            _ => decide_worded(s, c, k),
         }
     }
     caught(grumpy, "Busy while");
@@ -109,7 +109,7 @@ fn catches_a_target_admitted_inside_another() {
         if let Command::Mount { nested, .. } = &mut c {
             *nested = None;
         }
-        decide(s, &c, k)
+        decide_worded(s, &c, k)
     }
     caught(nester, "nest");
 }
@@ -121,7 +121,7 @@ fn catches_a_mount_run_against_a_server_whose_breaker_is_open() {
         if let Command::Mount { outage, .. } = &mut c {
             *outage = None;
         }
-        decide(s, &c, k)
+        decide_worded(s, &c, k)
     }
     caught(reckless, "breaker is open");
 }

@@ -2,16 +2,22 @@
 //! effects against the target's state.
 
 use super::{Command, Decision, Effect, MountFailure, Rejection};
-use crate::cause::Cause;
+use crate::cause::{Cause, Wording};
 use crate::event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
 use crate::ids::{HelperIdentity, OperationId, RequestKey};
 use crate::nesting::Nesting;
 use crate::outage::Outage;
 use crate::state::{Action, MountStep, Phase, TargetState};
 
-/// Decide what `command` means for `state`. One match over (phase, command).
-pub fn decide(state: &TargetState, command: &Command, clock: Clock) -> Result<Decision, Rejection> {
-    let mut d = Draft { state, clock, decision: Decision::default() };
+/// Decide what `command` means for `state`. One match over (phase, command). A failure's
+/// text is worded by `wording` (the daemon's wire module) and journaled as worded.
+pub fn decide(
+    state: &TargetState,
+    command: &Command,
+    clock: Clock,
+    wording: &dyn Wording,
+) -> Result<Decision, Rejection> {
+    let mut d = Draft { state, clock, wording, decision: Decision::default() };
     match command {
         Command::Mount { op, request, spec, nested, outage } => {
             d.mount(*op, request, spec, nested, outage)?
@@ -33,6 +39,7 @@ pub fn decide(state: &TargetState, command: &Command, clock: Clock) -> Result<De
 pub(super) struct Draft<'a> {
     pub(super) state: &'a TargetState,
     pub(super) clock: Clock,
+    wording: &'a dyn Wording,
     decision: Decision,
 }
 
@@ -61,6 +68,12 @@ impl Draft<'_> {
     fn answer(&mut self, op: OperationId, request: &Option<RequestKey>, outcome: Outcome) {
         self.record(Some(op), request.clone(), Event::Answered { outcome: outcome.clone() });
         self.effect(Effect::Reply { request: request.clone(), outcome });
+    }
+
+    /// Journal a failure that needs no work, and send it.
+    fn refuse(&mut self, op: OperationId, request: &Option<RequestKey>, cause: Cause) {
+        let reason = self.wording.failure(&cause);
+        self.answer(op, request, Outcome::Failed { reason });
     }
 
     /// The request was decided before: send the same answer again, do nothing else.
@@ -114,7 +127,7 @@ impl Draft<'_> {
 
     /// End the current operation with an error reply.
     fn fail(&mut self, op: OperationId, cause: Cause, class: FailureClass) {
-        let reason = cause.to_string();
+        let reason = self.wording.failure(&cause);
         let request = self.request();
         self.record(Some(op), request.clone(), Event::Failed { reason: reason.clone(), class });
         if let FailureClass::Uncertain(cleanup) = class {
@@ -145,20 +158,20 @@ impl Draft<'_> {
             Phase::Mounted => {
                 let target = self.state.target.clone();
                 let path = current.unwrap_or("?").to_owned();
-                self.answer(op, request, Cause::MountedElsewhere { target, path }.into());
+                self.refuse(op, request, Cause::MountedElsewhere { target, path });
             }
             Phase::Dirty(cleanup) => {
                 let target = self.state.target.clone();
-                self.answer(op, request, Cause::NeedsCleanup { target, cleanup }.into());
+                self.refuse(op, request, Cause::NeedsCleanup { target, cleanup });
             }
             Phase::Unmounted => {
                 if let Some(nesting) = nested {
                     let (path, nesting) = (spec.mount_path.clone(), nesting.clone());
-                    self.answer(op, request, Cause::Nests { path, nesting }.into());
+                    self.refuse(op, request, Cause::Nests { path, nesting });
                     return Ok(());
                 }
                 if let (TargetKind::Nfs { .. }, Some(outage)) = (&spec.kind, outage) {
-                    self.answer(op, request, Cause::NfsOutage(outage.clone()).into());
+                    self.refuse(op, request, Cause::NfsOutage(outage.clone()));
                     return Ok(());
                 }
                 self.record(Some(op), request.clone(), Event::Requested { spec: spec.clone() });

@@ -21,6 +21,7 @@
 
 mod world;
 
+use crate::cause::Wording;
 use crate::event::Clock;
 use crate::host::{FsKind, MountBase};
 use crate::ids::TargetId;
@@ -91,8 +92,13 @@ impl Step {
 
     /// What the machine decides for this step against `journal` (what performing it would
     /// journal and do; the admin's differences show it).
-    pub fn decision(&self, journal: &JournalState, clock: Clock) -> Result<Decision, Rejection> {
-        decide(&journal.target_or_new(&self.target), &self.command, clock)
+    pub fn decision(
+        &self,
+        journal: &JournalState,
+        clock: Clock,
+        wording: &dyn Wording,
+    ) -> Result<Decision, Rejection> {
+        decide(&journal.target_or_new(&self.target), &self.command, clock, wording)
     }
 }
 
@@ -121,7 +127,12 @@ pub struct Plan {
 
 /// Compute the plan. Nothing destructive is decided before every target was looked at,
 /// and the plan is a value the caller can log or refuse before performing it.
-pub fn plan(journal: &JournalState, obs: &Observations, clock: Clock) -> Plan {
+pub fn plan(
+    journal: &JournalState,
+    obs: &Observations,
+    clock: Clock,
+    wording: &dyn Wording,
+) -> Plan {
     let world = World::new(obs, clock);
     let mut plan = Plan::default();
     let mut claimed: BTreeSet<&str> = BTreeSet::new();
@@ -132,11 +143,11 @@ pub fn plan(journal: &JournalState, obs: &Observations, clock: Clock) -> Plan {
             }
         }
         if let Some(seen) = world.target(state, &mut plan.findings) {
-            plan.push(journal, Step::new(&state.target, seen), clock);
+            plan.push(journal, Step::new(&state.target, seen), clock, wording);
         }
     }
     for (target, stray) in world.stray_pid_files(journal, &mut plan.findings, &mut claimed) {
-        plan.push(journal, Step::new(&target, Seen::StrayPidFile(stray)), clock);
+        plan.push(journal, Step::new(&target, Seen::StrayPidFile(stray)), clock, wording);
     }
     plan.findings.extend(obs.distrusted.iter().cloned());
     for m in &obs.mounts {
@@ -156,8 +167,8 @@ pub fn plan(journal: &JournalState, obs: &Observations, clock: Clock) -> Plan {
 impl Plan {
     /// Keep `step` if the machine would do something for it: a pass that finds the host as
     /// the journal says plans nothing.
-    fn push(&mut self, journal: &JournalState, step: Step, clock: Clock) {
-        match step.decision(journal, clock) {
+    fn push(&mut self, journal: &JournalState, step: Step, clock: Clock, wording: &dyn Wording) {
+        match step.decision(journal, clock, wording) {
             Ok(d) if d.records.is_empty() && d.effects.is_empty() => {}
             Ok(_) => self.steps.push(step),
             // The gatherer only sends what fits the phase; anything else is a model bug,

@@ -4,8 +4,9 @@
 
 use dms_journal::machine::MountFailure;
 use dms_journal::{
-    decide, BootId, Clock, Command, Decision, Event, HelperIdentity, OperationId, Record,
-    Rejection, RequestKey, TargetId, TargetKind, TargetSpec, TargetState, Timestamp,
+    decide, BootId, Cause, Clock, Command, DebugWording, Decision, Event, HelperIdentity,
+    OperationId, Record, Rejection, RequestKey, TargetId, TargetKind, TargetSpec, TargetState,
+    Timestamp, Wording,
 };
 use uuid::Uuid;
 
@@ -58,6 +59,12 @@ pub fn mount(op: OperationId, request: Option<RequestKey>, spec: TargetSpec) -> 
     Command::Mount { op, request, spec, nested: None, outage: None }
 }
 
+/// A failure's text as these tests word it: the cause's `Debug` form, so an assertion on
+/// the text is one on which cause was decided (the daemon's wording is tested beside it).
+pub fn worded(cause: Cause) -> String {
+    DebugWording.failure(&cause)
+}
+
 pub fn helper(pid: u32) -> HelperIdentity {
     HelperIdentity { pid, start_ticks: 1000 + u64::from(pid), boot: boot(1) }
 }
@@ -74,7 +81,7 @@ impl Rig {
 
     /// Decide, check every record is legal, apply it, return the decision.
     pub fn run(&mut self, cmd: Command) -> Result<Decision, Rejection> {
-        let d = decide(&self.state, &cmd, clock())?;
+        let d = decide(&self.state, &cmd, clock(), &DebugWording)?;
         for r in &d.records {
             self.state.check(&r.event).unwrap_or_else(|e| panic!("decide produced {e}"));
             self.state.apply(r);

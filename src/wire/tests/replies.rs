@@ -65,3 +65,57 @@ fn given_a_reply_when_serialized_with_serde_then_all_three_keys_are_present() {
         serde_json::json!({"status": "success", "error_msg": null, "success_msg": "ok"})
     );
 }
+
+#[test]
+fn given_each_cause_when_worded_then_the_requester_reads_the_known_text() {
+    use crate::wire::Wire;
+    use dms_journal::{Cause, Cleanup, Nesting, Outage, Relation, TargetId, Timestamp, Wording};
+    let target = |name: &str| TargetId::new(name).unwrap();
+    let nesting = Nesting { other: target("b"), other_path: path(), relation: Relation::Inside };
+    let cleanup = Cleanup { helper: None, mount: true, pid_file: true };
+    let cases = [
+        (Cause::Credentials("403".into()), "Failed to fetch credentials: 403".to_owned()),
+        (Cause::HelperStart("ENOENT".into()), "Failed to start helper: ENOENT".into()),
+        (
+            Cause::MountVerification("timed out".into()),
+            "Mount verification failed: timed out".into(),
+        ),
+        (Cause::NfsMount("exit 32".into()), "NFS mount failed: exit 32".into()),
+        (Cause::Unmount("EBUSY".into()), "Unmount failed: EBUSY".into()),
+        (
+            Cause::MountedElsewhere { target: target("a"), path: path() },
+            format!("Target a is already mounted at {}; unmount it first", path()),
+        ),
+        (
+            Cause::NeedsCleanup { target: target("a"), cleanup },
+            "Target a needs cleanup after a failed operation (detach mount, remove PID file); \
+             send an unmount or wait for the reconciler"
+                .into(),
+        ),
+        (
+            Cause::Nests { path: format!("{}/inner", path()), nesting },
+            format!(
+                "Mount path {0}/inner lies inside the mount path of target b ({0}); targets \
+                 never nest",
+                path()
+            ),
+        ),
+        (Cause::Internal("bad".into()), "internal error: bad; nothing was done".into()),
+        (Cause::NoAnswer, "the request ended without an answer".into()),
+    ];
+    let outage = Outage {
+        server: "10.0.0.5".into(),
+        cause: "mount(8) did not finish within 20s".into(),
+        since: Timestamp(1_000),
+        until: Timestamp(31_000),
+    };
+    let worded = Wire.failure(&Cause::NfsOutage(outage.clone()));
+    assert_eq!(worded, format!("NFS mount failed: {outage}"));
+    assert!(worded.starts_with("NFS mount failed: NFS server 10.0.0.5 is not answering"));
+    assert!(worded.contains("did not finish within 20s"), "says why: {worded}");
+    for (cause, expected) in cases {
+        assert_eq!(Wire.failure(&cause), expected, "{cause:?}");
+        let reply = Reply::from_outcome(&crate::wire::failed(&cause));
+        assert_eq!(reply.error_msg.as_deref(), Some(expected.as_str()), "{cause:?}");
+    }
+}
