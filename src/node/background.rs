@@ -143,61 +143,87 @@ pub(super) async fn compact_periodically<C: Credentials, P: Processes, M: Mounts
 /// How often [`release_freed_memory`] looks whether the journal was written.
 const MEMORY_LOOK: Duration = Duration::from_secs(5);
 
+/// Under steady work the heap is trimmed every this many looks (a minute) all the same: a
+/// trickle of requests after a burst keeps the journal moving, and would otherwise keep
+/// what the burst freed.
+const LOOKS_BETWEEN_BUSY_TRIMS: u32 = 12;
+
 /// Hands the memory a burst freed back to the kernel once the burst is over: every
 /// [`MEMORY_LOOK`] it reads the journal's flush count (every request flushes), and the
 /// first look that finds it unchanged after it moved trims the heap
-/// ([`crate::host::memory`]). An idle daemon does nothing here, and one under steady load
-/// keeps what it keeps reusing.
+/// ([`crate::host::memory`]); under steady work, once a minute. An idle daemon does
+/// nothing here.
 pub(super) async fn release_freed_memory<C: Credentials, P: Processes, M: Mounts>(
     engine: Arc<Engine<C, P, M>>,
     cancel: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(MEMORY_LOOK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut quiet = Quiet::default();
+    let mut trims = Trims::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if quiet.ended(engine.journal().flushes()) {
+        if trims.due(engine.journal().flushes()) {
             let released = crate::host::memory::release_freed();
-            tracing::debug!(released, "a burst is over: freed heap handed back");
+            tracing::debug!(released, "freed heap handed back to the kernel");
         }
     }
 }
 
-/// The end of a burst, from successive looks at a count that grows with work.
+/// When to trim, from successive looks at a count that grows with work.
 #[derive(Debug, Default)]
-struct Quiet {
+struct Trims {
     last: Option<u64>,
-    busy: bool,
+    /// The count moved since the last trim.
+    worked: bool,
+    looks_since_trim: u32,
 }
 
-impl Quiet {
-    /// Whether this look ends a burst: the count did not move since the last look, and
-    /// did before. The first look counts as a move (the boot pass came before it).
-    fn ended(&mut self, count: u64) -> bool {
+impl Trims {
+    /// Whether this look trims: work was done since the last trim, and either it stopped
+    /// (the count did not move since the last look) or it has gone on for
+    /// [`LOOKS_BETWEEN_BUSY_TRIMS`]. The first look counts as work (the boot pass came
+    /// before it).
+    fn due(&mut self, count: u64) -> bool {
         let moved = self.last != Some(count);
         self.last = Some(count);
-        if moved {
-            self.busy = true;
-            false
-        } else {
-            std::mem::take(&mut self.busy)
+        self.worked |= moved;
+        self.looks_since_trim = self.looks_since_trim.saturating_add(1);
+        let due = self.worked && (!moved || self.looks_since_trim >= LOOKS_BETWEEN_BUSY_TRIMS);
+        if due {
+            self.worked = false;
+            self.looks_since_trim = 0;
         }
+        due
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Quiet;
+    use super::{Trims, LOOKS_BETWEEN_BUSY_TRIMS};
+
+    fn trimmed_at(looks: impl IntoIterator<Item = u64>) -> Vec<usize> {
+        let mut trims = Trims::default();
+        looks
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, count)| trims.due(count))
+            .map(|(i, _)| i)
+            .collect()
+    }
 
     #[test]
-    fn a_burst_ends_at_the_first_look_without_work() {
-        let mut quiet = Quiet::default();
-        let looks = [0, 0, 0, 3, 9, 9, 9, 10, 10];
-        let ended: Vec<bool> = looks.iter().map(|&count| quiet.ended(count)).collect();
-        assert_eq!(ended, [false, true, false, false, false, true, false, false, true]);
+    fn a_burst_is_trimmed_at_the_first_look_without_work_and_idleness_never() {
+        assert_eq!(trimmed_at([0, 0, 0, 3, 9, 9, 9, 10, 10]), [1, 5, 8]);
+        assert_eq!(trimmed_at([7; 40]), [1]);
+    }
+
+    #[test]
+    fn steady_work_is_trimmed_once_a_minute() {
+        let n = LOOKS_BETWEEN_BUSY_TRIMS as usize;
+        let trims = trimmed_at(0..(3 * n as u64));
+        assert_eq!(trims, [n - 1, 2 * n - 1, 3 * n - 1]);
     }
 }
