@@ -59,9 +59,10 @@
 //! uses it. `DMS_TESTFS_BIN=/path/to/dms-testfs` skips all that.
 //!
 //! Other knobs: `DMS_BENCH_LOG_LEVEL` (the daemon's `DMS_LOG_LEVEL`, default `info`);
-//! `DMS_BENCH_ONLY=scale` runs only the latency and footprint at scale (about a minute: what
-//! a change to the daemon's memory is measured with); `DMS_BENCH_KEEP=1` keeps the daemon's temp directory (its log has one `Mount done`/`Unmount done`
-//! line per request, with `elapsed_ms` inside the daemon). The daemon's journal lives under
+//! `DMS_BENCH_ONLY=scale` runs only the latency and footprint at scale (about 30 s: what a
+//! change to the daemon's memory is measured with); `DMS_BENCH_KEEP=1` keeps the daemon's
+//! temp directory (its log has one `Mount done`/`Unmount done` line per request, with
+//! `elapsed_ms` inside the daemon). The daemon's journal lives under
 //! `/tmp` (the same disk as the target directory here, not tmpfs: its fsyncs count).
 //!
 //! Run as a test (`cargo test --benches`, no `--bench` argument) it does the quick run, with

@@ -14,7 +14,11 @@ use std::time::Duration;
 /// ([`Exit::Restart`]; the caller does that, see [`crate::intake::restart_in_place`]).
 pub fn serve(config: Config) -> Result<Exit, ServerError> {
     // Before the runtime starts any thread (crate::host::memory).
-    crate::host::memory::limit_arenas(crate::host::memory::ARENAS);
+    let arenas = crate::host::memory::ARENAS;
+    match crate::host::memory::limit_arenas(arenas) {
+        true => tracing::debug!(arenas, "malloc arenas capped"),
+        false => tracing::debug!("malloc arenas left to MALLOC_ARENA_MAX or the C library"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .thread_keep_alive(BLOCKING_KEEP_ALIVE)

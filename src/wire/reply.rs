@@ -3,11 +3,11 @@
 //! separators, non-ASCII escaped as `\uXXXX`), so a client that compared raw bodies or
 //! logged them keeps seeing the same text.
 //!
-//! Every text a requester reads is worded here: the successes from the typed [`Outcome`]
-//! ([`Reply::from_outcome`]), the failures from the typed [`Cause`] ([`Wire`], which the
-//! engine hands to `decide`: the journal keeps a failure's text as worded when it was
-//! decided, so a redelivery is answered with the same bytes even after a later version
-//! words that cause differently).
+//! Every outcome's text is worded here (a refused body's is the validator's, beside it):
+//! the successes from the typed [`Outcome`] ([`Reply::from_outcome`]), the failures from
+//! the typed [`Cause`] ([`Wire`], which the engine hands to `decide`: the journal keeps a
+//! failure's text as worded when it was decided, so a redelivery is answered with the same
+//! bytes even after a later version words that cause differently).
 
 use dms_journal::{Cause, Outcome, Wording};
 use serde::{Deserialize, Serialize};
