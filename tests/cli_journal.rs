@@ -4,6 +4,7 @@
 
 use dms_journal::machine::MountFailure;
 use dms_journal::store::Journal;
+use dms_journal::SpawnNonce;
 use dms_journal::{decide, BootId, Clock, Command, HelperIdentity, OperationId, RequestKey};
 use dms_journal::{Event, Record, TargetId, TargetKind, TargetSpec, TargetState, Timestamp};
 use std::collections::BTreeMap;
@@ -101,8 +102,11 @@ impl Fixture {
             secs,
             Command::Mount { op: o, request: r, spec: s3(target), nested: None, outage: None },
         );
-        self.step(target, secs + 1, Command::CredsFetched { op: o, result: Ok(()) });
-        self.step(target, secs + 2, Command::HelperSpawned { op: o, result: Ok(helper(pid)) });
+        // As daemons wrote it before spawn intents (`CredsFetched`, then `Spawned`): journals
+        // keep it, tools read it (today's chain, with `SpawnIntended`, is s3-busy's in
+        // checks.rs).
+        self.written(target, secs + 1, o, request, Event::CredsFetched);
+        self.written(target, secs + 2, o, request, Event::Spawned { helper: helper(pid) });
         self.step(target, secs + 3, Command::MountChecked { op: o, result: Ok(()) });
     }
 
@@ -147,7 +151,11 @@ impl Fixture {
             Command::Mount { op: o, request: key("req-gamma-1"), spec, nested: None, outage: None },
         );
         let refused = Err("Barbican returned 403 Forbidden".to_owned());
-        f.step("s3-gamma", 201, Command::CredsFetched { op: o, result: refused });
+        f.step(
+            "s3-gamma",
+            201,
+            Command::CredsFetched { op: o, result: refused, nonce: SpawnNonce::from_u128(7) },
+        );
         // s3-delta: mounted, then unmounted.
         f.mount_s3("s3-delta", 300, 5, "req-delta-1", 4343);
         let path = format!("{BASE}/s3-delta");
@@ -167,8 +175,8 @@ impl Fixture {
             500,
             Command::Mount { op: o, request: key("req-dirty-1"), spec, nested: None, outage: None },
         );
-        f.step("s3-dirty", 501, Command::CredsFetched { op: o, result: Ok(()) });
-        f.step("s3-dirty", 502, Command::HelperSpawned { op: o, result: Ok(helper(4444)) });
+        f.written("s3-dirty", 501, o, "req-dirty-1", Event::CredsFetched);
+        f.written("s3-dirty", 502, o, "req-dirty-1", Event::Spawned { helper: helper(4444) });
         let failure = MountFailure { reason: "no mount after 30s".into(), maybe_mounted: true };
         f.step("s3-dirty", 532, Command::MountChecked { op: o, result: Err(failure) });
         f

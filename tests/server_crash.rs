@@ -17,12 +17,12 @@ use dms::journal::store::Journal;
 use dms::journal::{Outcome, Phase, RequestKey, TargetId, TargetState};
 use e2e::host::{helpers_serving, start_ticks, HelperReaper};
 use e2e::{
-    mounted_msg, runtime, s3_mount, testfs_credentials, unmount, unmounted_msg, uuid, Client,
-    Daemon, T,
+    faulty_helper, mounted_msg, runtime, s3_mount, testfs_bin, testfs_credentials, unmount,
+    unmounted_msg, uuid, Client, Daemon, T,
 };
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use support::mountns::{self, run_isolated_with_timeout};
 use support::{Barbican, Broker};
@@ -37,6 +37,7 @@ const MOUNT_POINTS: &[&str] = &[
     "append:Requested",
     "effect:FetchCredentials",
     "append:CredsFetched",
+    "append:SpawnIntended",
     "effect:SpawnHelper",
     "append:Spawned",
     "effect:VerifyMount",
@@ -109,6 +110,8 @@ struct Case<'a> {
     secret_ref: String,
     dir: support::TestDir,
     node: String,
+    /// The configured helper program (dms-testfs itself, or a wrapper that `exec`s it).
+    helper: PathBuf,
 }
 
 impl<'a> Case<'a> {
@@ -123,17 +126,31 @@ impl<'a> Case<'a> {
             ),
             dir,
             node,
+            helper: testfs_bin(),
         }
     }
 
-    fn run(&self, point: &str, rt: &tokio::runtime::Runtime, unmount_too: bool) {
+    /// The logs of the killed daemon and of the one that converged.
+    fn run(
+        &self,
+        point: &str,
+        rt: &tokio::runtime::Runtime,
+        unmount_too: bool,
+    ) -> (String, String) {
         let target = "t-1";
         let _reaper = HelperReaper(self.dir.path().join("pids"));
         // A request slowed past `park_after` on a loaded machine would be parked, and a
         // parked mount resumed after the crash has no token: its own matrix covers that
         // (server_containment.rs); this one is about the delivery kept until the outcome.
         let armed = [("DMS_FAILPOINT", point.to_owned()), ("DMS_PARK_AFTER", "600".to_owned())];
-        let mut daemon = Daemon::start(self.broker, self.dir.path(), &self.node, &armed);
+        let mut daemon = Daemon::start_with(
+            self.broker,
+            self.dir.path(),
+            &self.node,
+            &self.helper,
+            "debug",
+            &armed,
+        );
         let path = daemon.path(target);
         let mount = s3_mount(target, &path, &self.secret_ref, TOKEN);
         let (mount_key, unmount_key) = (uuid(), uuid());
@@ -163,6 +180,7 @@ impl<'a> Case<'a> {
         let name = point.split('@').next().unwrap();
         assert!(daemon.log_text().contains(&format!("failpoint {name} reached")), "{point}");
 
+        let killed = daemon.log_text();
         let env: Vec<_> =
             daemon.env.iter().filter(|(k, _)| k != "DMS_FAILPOINT").cloned().collect();
         let daemon = Daemon::spawn(self.dir.path(), &self.node, env);
@@ -222,6 +240,7 @@ impl<'a> Case<'a> {
                 rustix::process::Signal::KILL,
             );
         }
+        (killed, log)
     }
 }
 
@@ -253,4 +272,38 @@ fn an_unmount_killed_at_every_failpoint_converges_after_restart_with_one_outcome
         UNMOUNT_POINTS,
         true,
     );
+}
+
+/// Issue 29, item 1: the helper is a wrapper that `exec`s dms-testfs, which then waits 4 s
+/// before it mounts (a site wrapper, a slow FUSE program), and the daemon is SIGKILLed right
+/// after the spawn, before `Spawned` is journaled. Until then the process neither runs the
+/// configured helper nor serves a FUSE mount, so the restarted daemon used to disown it
+/// (deleting the PID file it had written itself), start a second helper for the redelivered
+/// request and end with two helpers for one target. The spawn intent's nonce in the
+/// helper's environment makes it the daemon's own: its mount is waited for, the request is
+/// answered "mounted" once, and no second helper is ever started.
+#[test]
+fn a_mount_killed_after_spawning_a_slow_exec_wrapper_resumes_its_helper_and_starts_no_second() {
+    let name =
+        "a_mount_killed_after_spawning_a_slow_exec_wrapper_resumes_its_helper_and_starts_no_second";
+    run_isolated_with_timeout(name, LIMIT, || {
+        let (broker, barbican, rt) = (Broker::shared(), Barbican::shared(), runtime());
+        let point = "effect:SpawnHelper";
+        let mut case = Case::new(broker, &barbican, point);
+        case.node = "crash-wrapper-slow-mount".to_owned();
+        case.helper = faulty_helper(case.dir.path(), "mount-delay=4000");
+        let (killed, converged) = case.run(point, &rt, false);
+        let spawns = |log: &str| log.matches("Spawning s3vaultfuse for target t-1").count();
+        assert_eq!(spawns(&killed), 1, "the killed daemon spawned once\n{killed}");
+        assert_eq!(spawns(&converged), 0, "a second helper was started\n{converged}");
+        assert!(
+            !converged.contains("claims to be a helper"),
+            "its own helper was judged a stranger\n{converged}"
+        );
+        // The interrupted chain was resumed where the crash left it, not rolled back.
+        let history = e2e::journal::history(&case.dir.path().join("journal"), "t-1");
+        let events: Vec<&str> = history.iter().map(|s| s.record.event.name()).collect();
+        let chain = ["Requested", "CredsFetched", "SpawnIntended", "Spawned", "Verified"];
+        assert_eq!(events, chain, "{converged}");
+    });
 }

@@ -432,9 +432,12 @@ fn torn_last_journal_record_is_reported_with_target_and_seq_and_the_live_mount_i
         assert!(history.records.iter().all(Result::is_ok), "damage still in the history");
         let records: Vec<_> = history.records.into_iter().map(Result::unwrap).collect();
         let names = event_names(&records);
-        assert_eq!(names, ["Requested", "CredsFetched", "Spawned", "Adopted", "Answered"]);
-        assert!(records[3].seq > seq, "the adoption got a fresh seq");
-        match &records[3].record.event {
+        assert_eq!(
+            names,
+            ["Requested", "CredsFetched", "SpawnIntended", "Spawned", "Adopted", "Answered"]
+        );
+        assert!(records[4].seq > seq, "the adoption got a fresh seq");
+        match &records[4].record.event {
             Event::Adopted { reason, helper: h, .. } => {
                 assert!(reason.contains("interrupted mount had completed"), "{reason}");
                 assert_eq!(h.map(|h| h.pid), Some(helper));

@@ -9,6 +9,7 @@
 use dms_journal::machine::MountFailure;
 use dms_journal::reconcile::{self, MountEntry, Observations, PidFile, Process};
 use dms_journal::store::Journal;
+use dms_journal::SpawnNonce;
 use dms_journal::{
     decide, BootId, Clock, Command, DebugWording, FsKind, HelperIdentity, MountBase, OperationId,
     RequestKey, TargetId, TargetKind, TargetSpec, Timestamp,
@@ -53,7 +54,7 @@ fn main() -> Res<()> {
             outage: None,
         },
     )?;
-    run(&s3.id, Command::CredsFetched { op: op1, result: Ok(()) })?;
+    run(&s3.id, Command::CredsFetched { op: op1, result: Ok(()), nonce: SpawnNonce::random() })?;
     run(&s3.id, Command::HelperSpawned { op: op1, result: Ok(helper) })?;
     run(&s3.id, Command::MountChecked { op: op1, result: Ok(()) })?;
     let key2 = RequestKey::new(&uuid::Uuid::new_v4().to_string())?;
@@ -106,6 +107,7 @@ fn main() -> Res<()> {
         Command::CredsFetched {
             op: op3,
             result: Err("Barbican returned 403 Forbidden for the secret".into()),
+            nonce: SpawnNonce::random(),
         },
     )?;
 
@@ -123,7 +125,7 @@ fn main() -> Res<()> {
             outage: None,
         },
     )?;
-    run(&slow.id, Command::CredsFetched { op: op4, result: Ok(()) })?;
+    run(&slow.id, Command::CredsFetched { op: op4, result: Ok(()), nonce: SpawnNonce::random() })?;
     run(&slow.id, Command::HelperSpawned { op: op4, result: Ok(slow_helper) })?;
     let failure =
         MountFailure { reason: "no FUSE mount at the path after 30s".into(), maybe_mounted: true };
@@ -154,6 +156,7 @@ fn main() -> Res<()> {
             start_ticks: 1,
             helper_for: None,
             serves_mount: false,
+            nonce: None,
         }],
         distrusted: vec![],
     };

@@ -3,7 +3,9 @@
 //! Records describe what happened, never how to redo it with privileges: no keystone token
 //! and no credential ever appears here (the types have no field that could hold one).
 
-use crate::ids::{BootId, HelperIdentity, OperationId, RequestKey, TargetId, Timestamp};
+use crate::ids::{
+    BootId, HelperIdentity, OperationId, RequestKey, SpawnNonce, TargetId, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -198,6 +200,15 @@ pub enum Event {
     Detached {
         cleanup: Cleanup,
     },
+
+    /// A helper is about to be spawned with `nonce` in its environment; durable before the
+    /// spawn. After a crash before `Spawned`, the live process of the daemon's user whose
+    /// environment carries this nonce is that helper: resumed, not disowned (a wrapper that
+    /// `exec`s another program and is slow to mount proves nothing else in that window).
+    /// Appended after `Detached`: older variants keep their codec numbers.
+    SpawnIntended {
+        nonce: SpawnNonce,
+    },
 }
 
 impl Event {
@@ -218,6 +229,7 @@ impl Event {
             Event::Abandoned { .. } => "Abandoned",
             Event::Cleaned { .. } => "Cleaned",
             Event::Detached { .. } => "Detached",
+            Event::SpawnIntended { .. } => "SpawnIntended",
         }
     }
 
@@ -253,6 +265,8 @@ impl Event {
             }
             Event::Cleaned { what } => what.clone(),
             Event::Detached { cleanup } => format!("then: {cleanup}"),
+            // The nonce is the helper's proof of origin: never shown.
+            Event::SpawnIntended { .. } => "nonce set in the helper's environment".to_owned(),
         }
     }
 }

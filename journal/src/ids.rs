@@ -221,6 +221,66 @@ impl fmt::Display for HelperIdentity {
     }
 }
 
+/// The nonce of one helper spawn: journaled (`SpawnIntended`) before the helper starts and
+/// handed to the helper in its environment, so that after a crash between the spawn and
+/// its `Spawned` record the daemon knows its own helper by what the journal says, not by
+/// what the process runs (a wrapper that `exec`s another program, slow to mount, proves
+/// nothing else yet). Only a process of the daemon's user can carry it: a process of
+/// another user can read neither the journal nor a root process's environment.
+///
+/// Never printed: `Debug` shows no digits, `Display` does not exist, and the
+/// human-readable serde form (`dms-journal --json`) is redacted; only the binary record
+/// and the helper's environment hold the value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpawnNonce(Uuid);
+
+impl SpawnNonce {
+    /// The name of the environment variable that carries it to the helper.
+    pub const ENV: &'static str = "DMS_HELPER_NONCE";
+
+    /// 122 random bits from the OS (a v4 uuid).
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// A fixed nonce, for tests and fuzz seeds.
+    pub const fn from_u128(n: u128) -> Self {
+        Self(Uuid::from_u128(n))
+    }
+
+    /// The value set in the helper's environment: 32 lowercase hex digits.
+    pub fn env_value(&self) -> String {
+        self.0.simple().to_string()
+    }
+
+    /// The nonce a helper's environment value names, if it is one.
+    pub fn from_env_value(raw: &str) -> Option<Self> {
+        (raw.len() == 32).then(|| Uuid::try_parse(raw).ok().map(Self)).flatten()
+    }
+}
+
+impl fmt::Debug for SpawnNonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SpawnNonce(..)")
+    }
+}
+
+impl Serialize for SpawnNonce {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str("<redacted>")
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SpawnNonce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Uuid::deserialize(d).map(Self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +331,21 @@ mod tests {
         let b = BootId::parse("3f1b2c4d-1111-4222-8333-944455556666\n").expect("uuid");
         assert_eq!(b.to_string(), "3f1b2c4d-1111-4222-8333-944455556666");
         assert!(BootId::parse("nope").is_err());
+    }
+
+    #[test]
+    fn spawn_nonces_round_trip_through_the_environment_and_never_print() {
+        let nonce = SpawnNonce::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let value = nonce.env_value();
+        assert_eq!(value, "0123456789abcdef0011223344556677");
+        assert_eq!(SpawnNonce::from_env_value(&value), Some(nonce));
+        for bad in ["", "0123", "0123456789abcdef001122334455667g", &format!("{value}0")] {
+            assert_eq!(SpawnNonce::from_env_value(bad), None, "{bad:?}");
+        }
+        let hyphenated = "01234567-89ab-cdef-0011-223344556677";
+        assert_eq!(SpawnNonce::from_env_value(hyphenated), None, "only the form we set");
+        assert_eq!(format!("{nonce:?}"), "SpawnNonce(..)");
+        assert_eq!(serde_json::to_string(&nonce).expect("json"), "\"<redacted>\"");
+        assert_ne!(SpawnNonce::random(), SpawnNonce::random());
     }
 }

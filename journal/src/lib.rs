@@ -25,7 +25,9 @@ pub mod store;
 pub use cause::{Cause, DebugWording, Wording};
 pub use event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
 pub use host::{FsKind, FsTypes, MountBase, MountBaseError};
-pub use ids::{BootId, HelperIdentity, IdError, OperationId, RequestKey, TargetId, Timestamp};
+pub use ids::{
+    BootId, HelperIdentity, IdError, OperationId, RequestKey, SpawnNonce, TargetId, Timestamp,
+};
 pub use machine::{decide, Command, Decision, Effect, Rejection, Seen};
 pub use nesting::{Nesting, Relation};
 pub use outage::Outage;

@@ -8,6 +8,7 @@
 
 use dms_journal::machine::MountFailure;
 use dms_journal::store::{CompactionReport, Journal, Seq};
+use dms_journal::SpawnNonce;
 use dms_journal::{
     decide, BootId, Clock, Command, DebugWording, Effect, HelperIdentity, JournalState,
     OperationId, Outcome, Phase, RequestKey, TargetId, TargetKind, TargetSpec, TargetState,
@@ -332,12 +333,12 @@ fn outcome_for(
     use dms_journal::MountStep as M;
     Some(match state.phase {
         Phase::Mounting(M::Requested) if state.is_s3() => {
-            Command::CredsFetched { op, result: unit("barbican") }
+            Command::CredsFetched { op, result: unit("barbican"), nonce: SpawnNonce::from_u128(7) }
         }
         Phase::Mounting(M::Requested) | Phase::Mounting(M::Spawned) => {
             Command::MountChecked { op, result: checked }
         }
-        Phase::Mounting(M::CredsFetched) => {
+        Phase::Mounting(M::CredsFetched | M::SpawnIntended(_)) => {
             let helper = HelperIdentity { pid, start_ticks: u64::from(pid) * 7, boot: clock.boot };
             Command::HelperSpawned { op, result: if ok { Ok(helper) } else { Err(fail("spawn")) } }
         }

@@ -4,10 +4,11 @@
 
 mod support;
 
+use dms_journal::machine::MountFailure;
 use dms_journal::reconcile::{self, Finding, MountEntry, Observations, PidFile, Process};
 use dms_journal::{
-    Clock, Command, DebugWording, Effect, Event, FsTypes, JournalState, MountBase, Phase,
-    TargetState, Timestamp, UnmountStep,
+    Clock, Command, DebugWording, Effect, Event, FsTypes, JournalState, MountBase, MountStep,
+    Phase, SpawnNonce, TargetState, Timestamp, UnmountStep,
 };
 use support::*;
 
@@ -16,6 +17,9 @@ enum HelperIs {
     Alive,
     Exited,
     PidReused,
+    /// Alive, unproven by path (a wrapper that `exec`ed another program), but carrying the
+    /// nonce of the spawn intent the crash states journal ([`NONCE`]).
+    Intended,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,6 +30,8 @@ enum MountIs {
 }
 
 const PID: u32 = 4242;
+/// The nonce every spawn intent of these tests journals.
+const NONCE: SpawnNonce = SpawnNonce::from_u128(7);
 
 fn journal_of(states: Vec<TargetState>) -> JournalState {
     let mut j = JournalState::default();
@@ -62,6 +68,7 @@ fn reality(name: &str, s3: bool, h: HelperIs, m: MountIs) -> Observations {
                 start_ticks: helper(PID).start_ticks,
                 helper_for: Some(path_of(name)),
                 serves_mount: m == MountIs::Live,
+                nonce: None,
             }),
             HelperIs::Exited => {}
             HelperIs::PidReused => o.processes.push(Process {
@@ -69,6 +76,14 @@ fn reality(name: &str, s3: bool, h: HelperIs, m: MountIs) -> Observations {
                 start_ticks: 1,
                 helper_for: None,
                 serves_mount: false,
+                nonce: None,
+            }),
+            HelperIs::Intended => o.processes.push(Process {
+                pid: PID,
+                start_ticks: helper(PID).start_ticks,
+                helper_for: None,
+                serves_mount: false,
+                nonce: Some(NONCE),
             }),
         }
     }
@@ -95,8 +110,12 @@ fn crash_states() -> Vec<(&'static str, bool, TargetState)> {
     let mut r = Rig::new(name);
     step(&mut r, mount(op(1), key("k"), s3(name)));
     out.push(("s3 Requested", true, r.state.clone()));
-    step(&mut r, Command::CredsFetched { op: op(1), result: Ok(()) });
-    out.push(("s3 CredsFetched", true, r.state.clone()));
+    // Where an older daemon could crash: credentials fetched, no spawn intent journaled.
+    let mut old = Rig { state: r.state.clone() };
+    old.written(Event::CredsFetched);
+    out.push(("s3 CredsFetched (older daemon)", true, old.state));
+    step(&mut r, Command::CredsFetched { op: op(1), result: Ok(()), nonce: NONCE });
+    out.push(("s3 SpawnIntended", true, r.state.clone()));
     step(&mut r, Command::HelperSpawned { op: op(1), result: Ok(helper(PID)) });
     out.push(("s3 Spawned", true, r.state.clone()));
     step(&mut r, Command::MountChecked { op: op(1), result: Ok(()) });
@@ -181,7 +200,8 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
     use MountIs::*;
     let mut cells = 0;
     for (label, is_s3, state) in crash_states() {
-        for h in [Alive, Exited, PidReused] {
+        let intent = matches!(state.phase, Phase::Mounting(MountStep::SpawnIntended(_)));
+        for h in [Alive, Exited, PidReused, Intended] {
             for m in [Live, Absent, Dead] {
                 for new_boot in [false, true] {
                     cells += 1;
@@ -195,18 +215,27 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
                     let after = journal.target(&target("t")).unwrap();
 
                     // Only a proven helper of this boot is ever signalled.
-                    let may_signal = h == Alive && !new_boot && is_s3;
+                    // The nonce proves a helper ours only while its intent is open; the
+                    // journaled identity (the same PID and start time) proves it anyway.
+                    let named = state.helper.is_some();
+                    let proven = h == Alive || (h == Intended && (intent || named));
+                    let may_signal = proven && !new_boot && is_s3;
                     assert!(
                         signalled(&p).iter().all(|_| may_signal),
                         "{cell}: signalled {:?}",
                         signalled(&p)
                     );
-                    // Mounting never survives a reconcile; an unmount either resumes or ends.
-                    assert!(
-                        !matches!(after.phase, Phase::Mounting(_)),
-                        "{cell}: still {}",
-                        after.phase
-                    );
+                    // Mounting survives a reconcile only to wait for the mount of the helper its
+                    // intent spawned; an unmount either resumes or ends.
+                    if let Phase::Mounting(step) = after.phase {
+                        assert!(intent && h == Intended, "{cell}: still {}", after.phase);
+                        assert_eq!(step, MountStep::Spawned, "{cell}");
+                        assert_eq!(after.helper.map(|x| x.pid), Some(PID), "{cell}");
+                        let waits = effects(&p).iter().any(|e| {
+                            matches!(e, Effect::VerifyMount { helper, .. } if helper.pid == PID)
+                        });
+                        assert!(waits, "{cell}: resumed without waiting for the mount");
+                    }
                     if let Phase::Unmounting(_) = after.phase {
                         assert!(
                             effects(&p).iter().any(|e| matches!(
@@ -221,7 +250,7 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
                         assert!(!new_boot, "{cell}: a reboot must void mounted");
                         assert_eq!(m, Live, "{cell}: mounted without a live mount");
                         if is_s3 {
-                            assert_eq!(h, Alive, "{cell}: mounted without its helper");
+                            assert!(proven, "{cell}: mounted without its helper");
                             assert_eq!(after.helper.map(|x| x.pid), Some(PID), "{cell}");
                         }
                     }
@@ -269,7 +298,7 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
             }
         }
     }
-    assert_eq!(cells, 11 * 3 * 3 * 2);
+    assert_eq!(cells, 12 * 4 * 3 * 2);
 }
 
 fn only_step(p: &Planned) -> (Vec<dms_journal::Record>, Vec<Effect>) {
@@ -339,7 +368,7 @@ fn given_mounted_targets_when_the_boot_id_changed_then_every_one_is_lost() {
 fn given_spawned_with_live_helper_and_live_mount_when_planned_then_adopted_and_request_succeeds() {
     let mut r = Rig::new("t");
     r.ok(mount(op(1), key("k"), s3("t")));
-    r.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    r.ok(Command::CredsFetched { op: op(1), result: Ok(()), nonce: NONCE });
     r.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(PID)) });
     let mut j = journal_of(vec![r.state]);
     let p = plan(&j, &reality("t", true, HelperIs::Alive, MountIs::Live), clock_of(false));
@@ -355,7 +384,7 @@ fn given_creds_fetched_and_an_unjournaled_helper_when_planned_then_it_is_found_b
     // The daemon died between spawning the helper and journaling Spawned.
     let mut r = Rig::new("t");
     r.ok(mount(op(1), key("k"), s3("t")));
-    r.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    r.ok(Command::CredsFetched { op: op(1), result: Ok(()), nonce: NONCE });
     let mut j = journal_of(vec![r.state]);
     let mut o = reality("t", true, HelperIs::Alive, MountIs::Absent);
     o.pid_files.clear(); // it died before writing the PID file, too
@@ -366,6 +395,93 @@ fn given_creds_fetched_and_an_unjournaled_helper_when_planned_then_it_is_found_b
     assert!(matches!(t.phase, Phase::Dirty(c) if c.helper == Some(helper(PID))));
     // The request was never answered: a redelivery runs it again.
     assert!(t.requests.is_empty());
+}
+
+/// A target whose spawn intent is journaled, nothing after it: the daemon died between
+/// the durable intent and `Spawned` (issue 29: a wrapper helper, slow to mount, was
+/// disowned and a second one started).
+fn spawn_intended() -> Rig {
+    let mut r = Rig::new("t");
+    r.ok(mount(op(1), key("k"), s3("t")));
+    r.ok(Command::CredsFetched { op: op(1), result: Ok(()), nonce: NONCE });
+    r
+}
+
+#[test]
+fn given_a_spawn_intent_whose_helper_has_not_mounted_yet_when_planned_then_it_is_resumed_not_disowned(
+) {
+    let mut o = reality("t", true, HelperIs::Intended, MountIs::Absent);
+    o.pid_files.clear(); // the crash came before the PID file was written, too
+    let mut j = journal_of(vec![spawn_intended().state]);
+    let p = plan(&j, &o, clock_of(false));
+    let (records, effects) = only_step(&p);
+    let events: Vec<&Event> = records.iter().map(|r| &r.event).collect();
+    assert_eq!(events, [&Event::Spawned { helper: helper(PID) }]);
+    assert_eq!(records[0].request, key("k"), "journaled for the interrupted request");
+    let verify = Effect::VerifyMount { op: op(1), helper: helper(PID), mount_path: path_of("t") };
+    assert_eq!(effects, [Effect::WritePidFile { helper: helper(PID) }, verify]);
+    assert!(signalled(&p).is_empty(), "its own helper is not stopped while it may mount");
+
+    // It mounts within the deadline: the request's outcome is journaled, so its
+    // redelivery is answered "mounted" instead of starting a second helper.
+    apply(&mut j, &p);
+    let mut r = Rig { state: j.target(&target("t")).unwrap().clone() };
+    let d = r.ok(Command::MountChecked { op: op(1), result: Ok(()) });
+    assert_eq!(Rig::events(&d), ["Verified"]);
+    assert_eq!(r.state.phase, Phase::Mounted);
+    assert_eq!(r.state.helper, Some(helper(PID)));
+    assert!(r.state.requests[&key("k").unwrap()].outcome.is_success());
+    let again = r.ok(mount(op(2), key("k"), s3("t")));
+    assert!(again.records.is_empty(), "a redelivery is answered from the journal");
+}
+
+#[test]
+fn given_a_resumed_spawn_whose_helper_never_mounts_when_checked_then_it_and_its_group_are_stopped()
+{
+    let o = reality("t", true, HelperIs::Intended, MountIs::Absent);
+    let mut j = journal_of(vec![spawn_intended().state]);
+    let p = plan(&j, &o, clock_of(false));
+    apply(&mut j, &p);
+    let mut r = Rig { state: j.target(&target("t")).unwrap().clone() };
+    let failure = MountFailure { reason: "no mount within 30 s".into(), maybe_mounted: true };
+    let d = r.ok(Command::MountChecked { op: op(1), result: Err(failure) });
+    assert_eq!(Rig::events(&d), ["Failed"]);
+    let stops: Vec<_> = d
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Cleanup { cleanup, .. } => cleanup.helper,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops, [helper(PID)], "exactly the intent's helper is stopped");
+    assert!(!r.state.requests[&key("k").unwrap()].outcome.is_success());
+}
+
+#[test]
+fn given_a_spawn_intent_and_a_live_mount_served_by_its_helper_when_planned_then_adopted() {
+    let mut o = reality("t", true, HelperIs::Intended, MountIs::Live);
+    o.processes[0].serves_mount = true;
+    let mut j = journal_of(vec![spawn_intended().state]);
+    let p = plan(&j, &o, clock_of(false));
+    apply(&mut j, &p);
+    let t = j.target(&target("t")).unwrap();
+    assert_eq!((t.phase, t.helper), (Phase::Mounted, Some(helper(PID))));
+    assert!(t.requests[&key("k").unwrap()].outcome.is_success());
+    assert!(signalled(&p).is_empty());
+}
+
+#[test]
+fn given_a_spawn_intent_and_a_process_carrying_another_nonce_when_planned_then_it_is_a_stranger() {
+    let mut o = reality("t", true, HelperIs::Intended, MountIs::Absent);
+    o.processes[0].nonce = Some(SpawnNonce::from_u128(8));
+    let mut j = journal_of(vec![spawn_intended().state]);
+    let p = plan(&j, &o, clock_of(false));
+    assert!(signalled(&p).is_empty(), "a stranger is never signalled");
+    apply(&mut j, &p);
+    let t = j.target(&target("t")).unwrap();
+    assert!(matches!(t.phase, Phase::Dirty(c) if c.helper.is_none() && c.pid_file));
+    assert!(t.requests.is_empty(), "unanswered: a redelivery runs it again");
 }
 
 #[test]
@@ -505,7 +621,13 @@ fn given_dirty_target_whose_leftovers_are_gone_when_planned_then_cleaned() {
 /// A process that passed the gatherer's helper proof but does not hold the FUSE connection
 /// of the mount at its path (it only claims the path).
 fn claimant(pid: u32, name: &str) -> Process {
-    Process { pid, start_ticks: 5, helper_for: Some(path_of(name)), serves_mount: false }
+    Process {
+        pid,
+        start_ticks: 5,
+        helper_for: Some(path_of(name)),
+        serves_mount: false,
+        nonce: None,
+    }
 }
 
 #[test]

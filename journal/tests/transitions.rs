@@ -4,6 +4,7 @@
 mod support;
 
 use dms_journal::machine::MountFailure;
+use dms_journal::SpawnNonce;
 use dms_journal::{
     Cause, Cleanup, Command, Decision, Effect, Event, FailureClass, MountStep, Outage, Outcome,
     Phase, Rejection, Timestamp,
@@ -24,9 +25,14 @@ fn given_unmounted_when_s3_mount_runs_its_chain_then_requested_credsfetched_spaw
     );
     assert_eq!(rig.state.phase, Phase::Mounting(MountStep::Requested));
 
-    let d = rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
-    assert_eq!(Rig::events(&d), ["CredsFetched"]);
-    assert_eq!(d.effects, [Effect::SpawnHelper { op: op(1), mount_path: path_of("t1") }]);
+    // The spawn's nonce is journaled with the credentials' arrival, before the spawn.
+    let nonce = SpawnNonce::from_u128(7);
+    let d = rig.ok(Command::CredsFetched { op: op(1), result: Ok(()), nonce });
+    assert_eq!(Rig::events(&d), ["CredsFetched", "SpawnIntended"]);
+    assert_eq!(d.records[1].event, Event::SpawnIntended { nonce });
+    assert_eq!(d.effects, [Effect::SpawnHelper { op: op(1), mount_path: path_of("t1"), nonce }]);
+    assert!(d.effects[0].needs_write_ahead(), "the intent is durable before the spawn");
+    assert_eq!(rig.state.phase, Phase::Mounting(MountStep::SpawnIntended(nonce)));
 
     let d = rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(42)) });
     assert_eq!(Rig::events(&d), ["Spawned"]);
@@ -68,8 +74,11 @@ fn given_unmounted_when_nfs_mount_succeeds_then_requested_then_verified_without_
 fn given_requested_when_credentials_fail_then_failed_final_and_error_reply() {
     let mut rig = Rig::new("t1");
     rig.ok(mount(op(1), key("k1"), s3("t1")));
-    let d =
-        rig.ok(Command::CredsFetched { op: op(1), result: Err("Barbican returned 401".into()) });
+    let d = rig.ok(Command::CredsFetched {
+        op: op(1),
+        result: Err("Barbican returned 401".into()),
+        nonce: SpawnNonce::from_u128(7),
+    });
     let reason = worded(Cause::Credentials("Barbican returned 401".into()));
     assert_eq!(
         Rig::last_event(&d),
@@ -86,7 +95,7 @@ fn given_requested_when_credentials_fail_then_failed_final_and_error_reply() {
 fn given_creds_fetched_when_spawn_fails_then_failed_final() {
     let mut rig = Rig::new("t1");
     rig.ok(mount(op(1), key("k1"), s3("t1")));
-    rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    rig.ok(Command::CredsFetched { op: op(1), result: Ok(()), nonce: SpawnNonce::from_u128(7) });
     let d = rig.ok(Command::HelperSpawned { op: op(1), result: Err("ENOENT".into()) });
     assert!(
         matches!(Rig::last_event(&d), Event::Failed { class: FailureClass::Final, reason } if *reason == worded(Cause::HelperStart("ENOENT".into())))
@@ -98,7 +107,7 @@ fn given_creds_fetched_when_spawn_fails_then_failed_final() {
 fn given_spawned_when_verification_fails_then_uncertain_cleanup_then_cleaned() {
     let mut rig = Rig::new("t1");
     rig.ok(mount(op(1), key("k1"), s3("t1")));
-    rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    rig.ok(Command::CredsFetched { op: op(1), result: Ok(()), nonce: SpawnNonce::from_u128(7) });
     rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(7)) });
     let d = rig.ok(Command::MountChecked {
         op: op(1),
@@ -288,7 +297,11 @@ fn given_a_decided_request_when_it_is_redelivered_then_same_outcome_and_no_recor
 
     let mut rig = Rig::new("t2");
     rig.ok(mount(op(1), key("f1"), s3("t2")));
-    rig.ok(Command::CredsFetched { op: op(1), result: Err("404".into()) });
+    rig.ok(Command::CredsFetched {
+        op: op(1),
+        result: Err("404".into()),
+        nonce: SpawnNonce::from_u128(7),
+    });
     let again = rig.ok(mount(op(2), key("f1"), s3("t2")));
     assert!(again.records.is_empty());
     assert!(
@@ -312,7 +325,7 @@ fn given_a_newer_mount_when_an_old_unmount_is_redelivered_then_it_replays_and_th
     rig.ok(Command::Detached { op: op(2), result: Ok(()) });
     rig.ok(Command::CleanupDone { result: Ok("helper pid 9 stopped".into()) });
     rig.ok(mount(op(3), key("m-new"), s3("t1")));
-    rig.ok(Command::CredsFetched { op: op(3), result: Ok(()) });
+    rig.ok(Command::CredsFetched { op: op(3), result: Ok(()), nonce: SpawnNonce::from_u128(7) });
     rig.ok(Command::HelperSpawned { op: op(3), result: Ok(helper(77)) });
     rig.ok(Command::MountChecked { op: op(3), result: Ok(()) });
     assert_eq!(rig.state.phase, Phase::Mounted);
@@ -354,7 +367,11 @@ fn given_an_outcome_for_another_operation_when_decided_then_stale_and_nothing_ch
     rig.ok(mount(op(1), key("k1"), s3("t1")));
     let before = rig.state.clone();
     assert!(matches!(
-        rig.run(Command::CredsFetched { op: op(9), result: Ok(()) }),
+        rig.run(Command::CredsFetched {
+            op: op(9),
+            result: Ok(()),
+            nonce: SpawnNonce::from_u128(7)
+        }),
         Err(Rejection::StaleOutcome { .. })
     ));
     assert_eq!(rig.state, before);
@@ -370,7 +387,10 @@ fn given_outcomes_that_do_not_fit_the_step_when_decided_then_unexpected() {
     };
     // Nothing in flight: every effect outcome is unexpected.
     let mut idle = Rig::new("t0");
-    unexpected(&mut idle, Command::CredsFetched { op: op(1), result: Ok(()) });
+    unexpected(
+        &mut idle,
+        Command::CredsFetched { op: op(1), result: Ok(()), nonce: SpawnNonce::from_u128(7) },
+    );
     unexpected(&mut idle, Command::UnmountDone { op: op(1), result: Ok(()) });
     unexpected(&mut idle, Command::CleanupDone { result: Ok("x".into()) });
     // S3 at Requested: only credentials can come next.
@@ -383,11 +403,14 @@ fn given_outcomes_that_do_not_fit_the_step_when_decided_then_unexpected() {
     // NFS has no credential step.
     let mut rig = Rig::new("n1");
     rig.ok(mount(op(1), key("k1"), nfs("n1")));
-    unexpected(&mut rig, Command::CredsFetched { op: op(1), result: Ok(()) });
+    unexpected(
+        &mut rig,
+        Command::CredsFetched { op: op(1), result: Ok(()), nonce: SpawnNonce::from_u128(7) },
+    );
     // S3 at CredsFetched: not verified before spawned.
     let mut rig = Rig::new("t2");
     rig.ok(mount(op(1), key("k1"), s3("t2")));
-    rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+    rig.ok(Command::CredsFetched { op: op(1), result: Ok(()), nonce: SpawnNonce::from_u128(7) });
     unexpected(&mut rig, Command::MountChecked { op: op(1), result: Ok(()) });
     // Detached: the unmount is over, it cannot be detached twice; an S3 unmount never
     // goes through umount(8).
@@ -396,7 +419,10 @@ fn given_outcomes_that_do_not_fit_the_step_when_decided_then_unexpected() {
     unexpected(&mut rig, Command::UnmountDone { op: op(2), result: Ok(()) });
     rig.ok(Command::Detached { op: op(2), result: Ok(()) });
     unexpected(&mut rig, Command::Detached { op: op(2), result: Ok(()) });
-    unexpected(&mut rig, Command::CredsFetched { op: op(2), result: Ok(()) });
+    unexpected(
+        &mut rig,
+        Command::CredsFetched { op: op(2), result: Ok(()), nonce: SpawnNonce::from_u128(7) },
+    );
 }
 
 #[test]
@@ -472,7 +498,7 @@ fn given_every_phase_when_any_event_is_checked_then_only_the_table_allows_it() {
     };
     let creds = {
         let mut r = Rig { state: s3_requested.clone() };
-        r.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+        r.ok(Command::CredsFetched { op: op(1), result: Ok(()), nonce: SpawnNonce::from_u128(7) });
         r.state
     };
     let spawned = {

@@ -9,7 +9,7 @@ use crate::exec::ports::{Credentials, Mounts, Processes};
 use dms_journal::machine::MountFailure;
 use dms_journal::{BootId, HelperIdentity, TargetId};
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,6 +22,9 @@ pub struct World {
     pub mounted: Mutex<BTreeSet<String>>,
     pub helpers: Mutex<BTreeSet<u32>>,
     pub pid_files: Mutex<BTreeSet<String>>,
+    /// The spawn nonce each helper's environment carries, by PID (the fake observer reads
+    /// it as the gatherer reads `/proc/<pid>/environ`).
+    pub nonces: Mutex<BTreeMap<u32, String>>,
     /// Failures on demand, by operation name: "fetch", "spawn", "verify", "mount_nfs",
     /// "stop", "unmount". The value is the error text.
     pub fail: Mutex<Vec<(String, String)>>,
@@ -101,6 +104,9 @@ impl Processes for FakeProcesses {
         }
         let pid = self.world.next_pid.fetch_add(1, Ordering::SeqCst);
         lock(&self.world.helpers).insert(pid);
+        if let Some(nonce) = env.get(dms_journal::SpawnNonce::ENV) {
+            lock(&self.world.nonces).insert(pid, nonce.to_owned());
+        }
         lock(&self.world.pid_files).insert(target.to_string());
         Ok(HelperIdentity { pid, start_ticks: u64::from(pid) * 10, boot: self.boot })
     }

@@ -6,7 +6,9 @@
 use super::fake::World;
 use crate::exec::observer::{ObservationError, Observer, Watch};
 use dms_journal::reconcile::{MountEntry, Observations, PidFile, Process};
-use dms_journal::{BootId, FsKind, HelperIdentity, JournalState, MountBase, TargetState};
+use dms_journal::{
+    BootId, FsKind, HelperIdentity, JournalState, MountBase, SpawnNonce, TargetState,
+};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::oneshot;
@@ -92,7 +94,9 @@ impl FakeObserver {
             .map(|&pid| {
                 let helper_for = serving(pid).and_then(|t| t.mount_path()).map(str::to_owned);
                 let serves_mount = helper_for.as_ref().is_some_and(|p| mounted.contains(p));
-                Process { pid, start_ticks: u64::from(pid) * 10, helper_for, serves_mount }
+                let nonces = lock(&self.world.nonces);
+                let nonce = nonces.get(&pid).and_then(|n| SpawnNonce::from_env_value(n));
+                Process { pid, start_ticks: u64::from(pid) * 10, helper_for, serves_mount, nonce }
             })
             .collect();
         Observations {

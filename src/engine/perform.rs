@@ -8,7 +8,9 @@ use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::wire::failed;
 use dms_journal::machine::MountFailure;
 use dms_journal::store::Ticket;
-use dms_journal::{Cause, Cleanup, Command, Effect, HelperIdentity, Outcome, TargetId, TargetKind};
+use dms_journal::{
+    Cause, Cleanup, Command, Effect, HelperIdentity, Outcome, SpawnNonce, TargetId, TargetKind,
+};
 use secrecy::SecretString;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -168,13 +170,14 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 let result = result.map(|creds| {
                     self.creds = Some(creds);
                 });
-                Some(Command::CredsFetched { op, result })
+                Some(Command::CredsFetched { op, result, nonce: SpawnNonce::random() })
             }
-            Effect::SpawnHelper { op, mount_path } => {
+            Effect::SpawnHelper { op, mount_path, nonce } => {
                 let result = match self.creds.take() {
                     Some(creds) => {
                         oplines::spawning(&target);
-                        let env = creds.helper_env(&mount_path);
+                        let mut env = creds.helper_env(&mount_path);
+                        env.set(SpawnNonce::ENV, nonce.env_value());
                         let spawn = target.clone();
                         blocking(&self.engine.exec, move |x| {
                             reason(x.processes.spawn(&spawn, &env))

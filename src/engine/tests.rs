@@ -87,7 +87,10 @@ async fn given_an_s3_mount_when_handled_then_creds_spawn_verify_in_order_and_the
             format!("verify {BASE}/t1 pid 1000"),
         ]
     );
-    assert_eq!(history(&rig, "t1"), ["Requested", "CredsFetched", "Spawned", "Verified"]);
+    assert_eq!(
+        history(&rig, "t1"),
+        ["Requested", "CredsFetched", "SpawnIntended", "Spawned", "Verified"]
+    );
     assert_eq!(rig.engine.target_state(&TargetId::new("t1").unwrap()).phase, Phase::Mounted);
 
     // A redelivery is answered from the journal; nothing runs again.
@@ -114,7 +117,10 @@ async fn given_a_helper_that_never_mounts_when_handled_then_error_and_everything
             "remove pid file t1".to_owned(),
         ]
     );
-    assert_eq!(history(&rig, "t1"), ["Requested", "CredsFetched", "Spawned", "Failed", "Cleaned"]);
+    assert_eq!(
+        history(&rig, "t1"),
+        ["Requested", "CredsFetched", "SpawnIntended", "Spawned", "Failed", "Cleaned"]
+    );
     assert_eq!(rig.engine.target_state(&TargetId::new("t1").unwrap()).phase, Phase::Unmounted);
     assert!(rig.world.helpers.lock().unwrap().is_empty());
 }
@@ -149,7 +155,7 @@ async fn given_a_mounted_s3_target_when_unmounted_then_detach_stop_pid_file_and_
             format!("rmdir {BASE}/t1"),
         ]
     );
-    assert_eq!(history(&rig, "t1")[4..], ["UnmountRequested", "Detached", "Cleaned"]);
+    assert_eq!(history(&rig, "t1")[5..], ["UnmountRequested", "Detached", "Cleaned"]);
     assert_eq!(rig.engine.target_state(&TargetId::new("t1").unwrap()).phase, Phase::Unmounted);
     let outcome = rig.engine.handle(&unmount("t1", "u2")).await.unwrap();
     assert_eq!(outcome, Outcome::NotMounted { path: format!("{BASE}/t1") });
@@ -285,7 +291,7 @@ async fn given_a_mounted_helper_that_dies_when_its_exit_is_reported_then_lost_an
     );
     assert_eq!(
         history(&rig, "t1"),
-        ["Requested", "CredsFetched", "Spawned", "Verified", "Lost", "Cleaned"]
+        ["Requested", "CredsFetched", "SpawnIntended", "Spawned", "Verified", "Lost", "Cleaned"]
     );
     assert_eq!(rig.engine.target_state(&t1).phase, Phase::Unmounted);
     // The next request sees the truth and mounts again.

@@ -229,3 +229,44 @@ async fn given_an_idle_admin_client_when_the_node_stops_then_it_is_told_and_the_
     tokio::io::AsyncReadExt::read_to_string(&mut idle, &mut answer).await.unwrap();
     assert!(answer.contains("dms-server is stopping"), "{answer}");
 }
+
+/// A crash between the spawn and `Spawned` (issue 29): the journal ends at the spawn
+/// intent, and its helper runs without a mount yet, proven by nothing but the nonce in its
+/// environment. The boot pass journals what the crash lost and waits for its mount; the
+/// redelivered request is answered from the journal, and no second helper is started.
+#[tokio::test]
+async fn given_a_spawn_intent_and_its_helper_when_the_node_starts_then_the_helper_is_resumed() {
+    use dms_journal::{decide, Clock, Command, OperationId, SpawnNonce, TargetState, Timestamp};
+    let dir = tempfile::tempdir().unwrap();
+    let (boot, nonce, op) = (1, SpawnNonce::random(), OperationId::random());
+    {
+        let path = config(dir.path()).journal_path;
+        let (journal, _) = dms_journal::store::Journal::open(&path).unwrap();
+        let clock = Clock { now: Timestamp(1), boot: BootId(uuid::Uuid::from_u128(boot)) };
+        let mut state = TargetState::new(TargetId::new("t1").unwrap());
+        let Job { key, ask: Ask::Mount(spec), .. } = s3_mount("t1", "k1") else { unreachable!() };
+        let mount = Command::Mount { op, request: key, spec, nested: None, outage: None };
+        for command in [mount, Command::CredsFetched { op, result: Ok(()), nonce }] {
+            let decision = decide(&state, &command, clock, &crate::wire::Wire).unwrap();
+            journal.append(&decision.records).unwrap();
+            decision.records.iter().for_each(|r| state.apply(r));
+        }
+    }
+    let world = World::new();
+    world.helpers.lock().unwrap().insert(777);
+    world.nonces.lock().unwrap().insert(777, nonce.env_value());
+    // Another process of ours with a stale nonce is not taken for it.
+    world.helpers.lock().unwrap().insert(778);
+    world.nonces.lock().unwrap().insert(778, SpawnNonce::random().env_value());
+
+    let node = start(dir.path(), &world, boot);
+    let outcome = node.jobs.ask(s3_mount("t1", "k1")).await.unwrap();
+    assert_eq!(outcome, Outcome::Mounted { kind: "s3".into(), path: format!("{BASE}/t1") });
+    let calls = world.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("spawn ")), "a second helper: {calls:?}");
+    assert!(!calls.iter().any(|c| c.starts_with("stop ")), "{calls:?}");
+    assert!(calls.contains(&"write pid file t1 777".to_owned()), "{calls:?}");
+    assert!(calls.contains(&format!("verify {BASE}/t1 pid 777")), "{calls:?}");
+    assert_eq!(node.state_of("t1").await, "mounted");
+    assert_eq!(node.stop().await, Exit::Stopped);
+}

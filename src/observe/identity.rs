@@ -1,8 +1,10 @@
 //! Proof that a process the journal does not name is a helper for a mount path.
 //!
 //! The journal names the helpers the daemon spawned by PID, start time and boot id, and
-//! that identity is proof enough. Any other process (a helper spawned just before a crash,
-//! before its identity was journaled, or one an operator started by hand) claims a path
+//! that identity is proof enough; a helper spawned just before a crash, before its identity
+//! was journaled, is proven by the nonce of its journaled spawn intent (see
+//! [`super::Host::observe`]). Any other process (one an operator started by hand, or one
+//! whose wrapper dropped the nonce from its environment) claims a path
 //! through its environment (`vault_data_directory`), and anyone can set an environment or
 //! an `argv[0]`. So a claim counts only when
 //! 1. the process is owned by the daemon's user (all four of its uids), and

@@ -13,7 +13,7 @@ pub mod procfs;
 use crate::host::mount_table::{self, MountTableError};
 use crate::host::probe::{self, Probed};
 use dms_journal::reconcile::{Finding, MountEntry, Observations, Process};
-use dms_journal::{BootId, FsKind, FsTypes, JournalState, MountBase};
+use dms_journal::{BootId, FsKind, FsTypes, JournalState, MountBase, MountStep, Phase, SpawnNonce};
 use identity::{Claim, Proof};
 use pidfile::{PidDir, PidFileError};
 use procfs::{ProcError, Procfs};
@@ -93,15 +93,20 @@ impl Host {
                 .map(|t| t.target.clone())
         };
         let proof = Proof::new(&self.helper_bin);
+        let intents = open_intents(journal);
         let mut processes = Vec::new();
         for pid in self.procfs.pids()? {
+            let nonce = self.carried_nonce(pid, &intents);
             let (helper_for, serves_mount) =
                 match proof.check(&self.procfs, pid, |path| fuse.get(path).copied()) {
                     Claim::Helper { path, serves_mount } => (Some(path), serves_mount),
                     // The journal's own helpers are proven by their identity, whatever
-                    // they run (a wrapper may exec another program).
+                    // they run (a wrapper may exec another program), and those of an open
+                    // spawn intent by its nonce.
                     Claim::Unproven { path, why }
-                        if self.mount_base.contains(&path) && !journaled.contains(&pid) =>
+                        if self.mount_base.contains(&path)
+                            && !journaled.contains(&pid)
+                            && nonce.is_none() =>
                     {
                         distrusted.push(Finding {
                             target: target_at(&path),
@@ -114,12 +119,12 @@ impl Host {
                     }
                     Claim::Unproven { .. } | Claim::None => (None, false),
                 };
-            if helper_for.is_none() && !pids.contains(&pid) {
+            if helper_for.is_none() && nonce.is_none() && !pids.contains(&pid) {
                 continue;
             }
             // A process that exits while we look is simply not there.
             if let Ok(Some(start_ticks)) = self.procfs.start_ticks(pid) {
-                processes.push(Process { pid, start_ticks, helper_for, serves_mount });
+                processes.push(Process { pid, start_ticks, helper_for, serves_mount, nonce });
             }
         }
         Ok(Observations {
@@ -130,6 +135,31 @@ impl Host {
             distrusted,
         })
     }
+}
+
+impl Host {
+    /// The open spawn intent's nonce that `pid` carries, if it is a process of the daemon's
+    /// user leading its own process group (a helper is spawned as a session leader; its
+    /// children inherit the environment, not the leadership). Read only while some intent
+    /// is open: usually none is, and then no process's environment is read for it.
+    fn carried_nonce(&self, pid: u32, intents: &[SpawnNonce]) -> Option<SpawnNonce> {
+        if intents.is_empty() {
+            return None;
+        }
+        let nonce = SpawnNonce::from_env_value(&self.procfs.env_var(pid, SpawnNonce::ENV)?)?;
+        let uid = rustix::process::geteuid().as_raw();
+        let ours = self.procfs.uids(pid).is_some_and(|uids| uids.iter().all(|u| *u == uid));
+        (ours && intents.contains(&nonce) && self.procfs.leads_group(pid)).then_some(nonce)
+    }
+}
+
+/// The nonces of spawns the journal licensed whose `Spawned` it has not recorded.
+fn open_intents(journal: &JournalState) -> Vec<SpawnNonce> {
+    let open = |t: &dms_journal::TargetState| {
+        let Phase::Mounting(MountStep::SpawnIntended(nonce)) = t.phase else { return None };
+        Some(nonce)
+    };
+    journal.targets.values().filter_map(open).collect()
 }
 
 /// Probes at once, at most: hung mounts in one batch share one timeout, so a node with

@@ -78,6 +78,13 @@ impl Procfs {
         }
     }
 
+    /// Whether the process leads its process group (its pgrp, field 5 of its stat, is its
+    /// PID), as a helper started in its own session does. `false` when it is gone.
+    pub fn leads_group(&self, pid: u32) -> bool {
+        let raw = self.read(format!("{pid}/stat")).unwrap_or_default();
+        group_of(&raw) == Some(pid)
+    }
+
     /// The identity of a live process, or `None` if it is gone.
     pub fn identity(&self, pid: u32, boot: BootId) -> Result<Option<HelperIdentity>, ProcError> {
         Ok(self.start_ticks(pid)?.map(|start_ticks| HelperIdentity { pid, start_ticks, boot }))
@@ -194,6 +201,14 @@ fn parse_stat(stat: &[u8]) -> Stat {
     }
 }
 
+/// Field 5 of `/proc/<pid>/stat`, the process group (counted after the last `)`, as in
+/// [`parse_stat`]).
+fn group_of(stat: &[u8]) -> Option<u32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    rest.split_ascii_whitespace().nth(2)?.parse().ok()
+}
+
 fn env_lookup(environ: &[u8], name: &str) -> Option<String> {
     environ.split(|&b| b == 0).find_map(|entry| {
         let (key, value) = entry.split_at(entry.iter().position(|&b| b == b'=')?);
@@ -213,6 +228,8 @@ mod tests {
         assert_eq!(parse_stat(stat), Stat::Alive(987_654));
         assert_eq!(parse_stat(b"4242 (x) S 1"), Stat::Malformed);
         assert_eq!(parse_stat(b"garbage"), Stat::Malformed);
+        assert_eq!(group_of(stat), Some(4242), "field 5, after the name");
+        assert_eq!(group_of(b"7 (x) S 1"), None);
     }
 
     /// A helper that exits at once is a zombie until it is reaped, and one reaped while its

@@ -242,12 +242,24 @@ fn given_a_mount_in_flight_when_inspecting_its_request_then_it_is_in_flight() {
             outage: None,
         },
     );
-    f.step("s3-busy", 1, Command::CredsFetched { op: o, result: Ok(()) });
+    let nonce = SpawnNonce::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+    f.step("s3-busy", 1, Command::CredsFetched { op: o, result: Ok(()), nonce });
     let (_dir, path) = f.close();
     assert_eq!(
         ok(&path, &["inspect", "--summary"]),
-        "1 target: 0 mounted, 0 unmounted, 1 in flight, 0 dirty; 2 records; no problems\n"
+        "1 target: 0 mounted, 0 unmounted, 1 in flight, 0 dirty; 3 records; no problems\n"
     );
+    // The spawn intent is shown, its nonce (the helper's proof of origin) never is.
+    let history = ok(&path, &["inspect", "--target", "s3-busy"]);
+    assert!(history.contains("SpawnIntended"), "{history}");
+    assert!(history.contains("nonce set in the helper's environment"), "{history}");
+    let as_json = ok(&path, &["inspect", "--target", "s3-busy", "--json"]);
+    let exported = ok(&path, &["export"]);
+    for shown in [&history, &as_json, &exported] {
+        assert!(!shown.contains("0123456789abcdef"), "the nonce was shown:\n{shown}");
+        assert!(!shown.contains("01234567-89ab"), "the nonce was shown:\n{shown}");
+    }
+    assert!(as_json.contains("<redacted>"), "{as_json}");
     let out = ok(&path, &["inspect", "--request", "req-busy"]);
     assert!(
         out.contains(&format!(
@@ -261,7 +273,7 @@ fn given_a_mount_in_flight_when_inspecting_its_request_then_it_is_in_flight() {
     assert!(request["answer"].is_null());
     let all = json(&path, &["inspect", "--json"]);
     let busy = &all["targets"][0];
-    assert_eq!(busy["state"], "mounting (CredsFetched)");
+    assert_eq!(busy["state"], "mounting (SpawnIntended)");
     assert_eq!(busy["operation"]["action"], "mount");
     assert_eq!(busy["operation"]["request"], "req-busy");
     assert_eq!(busy["operation"]["started_at"], T0);

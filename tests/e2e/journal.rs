@@ -10,8 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The records of one mount and its unmount, as the daemon journals them.
-pub const MOUNT_UNMOUNT: [&str; 7] =
-    ["Requested", "CredsFetched", "Spawned", "Verified", "UnmountRequested", "Detached", "Cleaned"];
+pub const MOUNT_UNMOUNT: [&str; 8] = [
+    "Requested",
+    "CredsFetched",
+    "SpawnIntended",
+    "Spawned",
+    "Verified",
+    "UnmountRequested",
+    "Detached",
+    "Cleaned",
+];
 
 pub fn target(id: &str) -> TargetId {
     TargetId::new(id).unwrap()

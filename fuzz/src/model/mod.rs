@@ -19,6 +19,7 @@
 use crate::script::{Check, Op, OpRef, Script, KEYS, PATHS};
 use dms_journal::codec::{decode_record, decode_snapshot, encode_record, encode_snapshot};
 use dms_journal::machine::MountFailure;
+use dms_journal::SpawnNonce;
 use dms_journal::{
     decide, BootId, Clock, Command, Decision, Effect, HelperIdentity, JournalState, OperationId,
     Outage, Outcome, Phase, Record, Rejection, RequestKey, TargetId, TargetKind, TargetSpec,
@@ -162,7 +163,8 @@ impl Harness {
             }
             Op::CredsFetched { target, op, ok } => {
                 let op = self.op_id(&self.target(target), op);
-                (target, Command::CredsFetched { op, result: result(ok, ()) })
+                let nonce = SpawnNonce::from_u128(self.fresh_id().0.as_u128());
+                (target, Command::CredsFetched { op, result: result(ok, ()), nonce })
             }
             Op::HelperSpawned { target, op, ok, pid } => {
                 let op = self.op_id(&self.target(target), op);

@@ -137,6 +137,7 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Mounting(MountStep::Requested) => "mounting-requested",
         Phase::Mounting(MountStep::CredsFetched) => "mounting-creds-fetched",
         Phase::Mounting(MountStep::Spawned) => "mounting-spawned",
+        Phase::Mounting(MountStep::SpawnIntended(_)) => "mounting-spawn-intended",
         Phase::Mounted => "mounted",
         Phase::Unmounting(UnmountStep::Requested) => "unmounting-requested",
         Phase::Unmounting(UnmountStep::HelperStopped) => "unmounting-helper-stopped",

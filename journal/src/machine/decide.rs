@@ -4,7 +4,7 @@
 use super::{Command, Decision, Effect, MountFailure, Rejection};
 use crate::cause::{Cause, Wording};
 use crate::event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
-use crate::ids::{HelperIdentity, OperationId, RequestKey};
+use crate::ids::{HelperIdentity, OperationId, RequestKey, SpawnNonce};
 use crate::nesting::Nesting;
 use crate::outage::Outage;
 use crate::state::{Action, MountStep, Phase, TargetState};
@@ -23,7 +23,7 @@ pub fn decide(
             d.mount(*op, request, spec, nested, outage)?
         }
         Command::Unmount { op, request, mount_path } => d.unmount(*op, request, mount_path)?,
-        Command::CredsFetched { op, result } => d.creds_fetched(*op, result)?,
+        Command::CredsFetched { op, result, nonce } => d.creds_fetched(*op, result, *nonce)?,
         Command::HelperSpawned { op, result } => d.helper_spawned(*op, result)?,
         Command::MountChecked { op, result } => d.mount_checked(*op, result)?,
         Command::Detached { op, result } => d.detached(*op, result)?,
@@ -232,6 +232,7 @@ impl Draft<'_> {
         &mut self,
         op: OperationId,
         result: &Result<(), String>,
+        nonce: SpawnNonce,
     ) -> Result<(), Rejection> {
         self.current_op(op, "CredsFetched")?;
         if self.state.phase != Phase::Mounting(MountStep::Requested) || !self.state.is_s3() {
@@ -239,10 +240,13 @@ impl Draft<'_> {
         }
         match result {
             Ok(()) => {
+                // The intent is durable before the spawn (write-ahead), so a crash before
+                // `Spawned` leaves the helper known by its nonce, not a stranger.
                 let request = self.request();
-                self.record(Some(op), request, Event::CredsFetched);
+                self.record(Some(op), request.clone(), Event::CredsFetched);
+                self.record(Some(op), request, Event::SpawnIntended { nonce });
                 let mount_path = self.state.mount_path().unwrap_or_default().to_owned();
-                self.effect(Effect::SpawnHelper { op, mount_path });
+                self.effect(Effect::SpawnHelper { op, mount_path, nonce });
             }
             Err(e) => self.fail(op, Cause::Credentials(e.clone()), FailureClass::Final),
         }
@@ -255,8 +259,15 @@ impl Draft<'_> {
         result: &Result<HelperIdentity, String>,
     ) -> Result<(), Rejection> {
         self.current_op(op, "HelperSpawned")?;
-        if self.state.phase != Phase::Mounting(MountStep::CredsFetched) {
-            return Err(self.unexpected("HelperSpawned"));
+        match self.state.phase {
+            Phase::Mounting(MountStep::SpawnIntended(_)) => {}
+            Phase::Mounting(
+                MountStep::Requested | MountStep::CredsFetched | MountStep::Spawned,
+            )
+            | Phase::Unmounted
+            | Phase::Mounted
+            | Phase::Unmounting(_)
+            | Phase::Dirty(_) => return Err(self.unexpected("HelperSpawned")),
         }
         match result {
             Ok(helper) => {
@@ -281,7 +292,7 @@ impl Draft<'_> {
         let step_ok = match self.state.phase {
             Phase::Mounting(MountStep::Spawned) => s3,
             Phase::Mounting(MountStep::Requested) => !s3,
-            Phase::Mounting(MountStep::CredsFetched)
+            Phase::Mounting(MountStep::CredsFetched | MountStep::SpawnIntended(_))
             | Phase::Unmounted
             | Phase::Mounted
             | Phase::Unmounting(_)

@@ -31,6 +31,11 @@ pub struct TargetFacts {
     /// proven a helper for the path (holding the mount's FUSE connection if there is a mount).
     /// Whether it may be the target's is for `decide`.
     pub helper: Option<HelperIdentity>,
+    /// The live process whose environment carries the nonce of the target's journaled
+    /// spawn intent (`SpawnIntended`, not yet followed by `Spawned`): the helper the daemon
+    /// spawned just before a crash, whatever program it runs by now. Proof of origin, not of
+    /// a mount: whether it serves the path is `mount`.
+    pub intended: Option<HelperIdentity>,
     /// Some process runs with the journaled helper's PID (which, if not `helper`, means the PID
     /// was reused).
     pub journaled_pid_runs: bool,

@@ -6,7 +6,7 @@
 //! order; each effect's outcome comes back as another [`Command`].
 
 use crate::event::{Cleanup, Outcome, Record, TargetSpec};
-use crate::ids::{HelperIdentity, OperationId, RequestKey, TargetId};
+use crate::ids::{HelperIdentity, OperationId, RequestKey, SpawnNonce, TargetId};
 use crate::nesting::Nesting;
 use crate::outage::Outage;
 use crate::state::Action;
@@ -26,8 +26,9 @@ pub enum Command {
     },
     /// An unmount request for the target mounted at `mount_path`.
     Unmount { op: OperationId, request: Option<RequestKey>, mount_path: String },
-    /// Outcome of [`Effect::FetchCredentials`]. The credentials stay in the engine.
-    CredsFetched { op: OperationId, result: Result<(), String> },
+    /// Outcome of [`Effect::FetchCredentials`]. The credentials stay in the engine; `nonce`
+    /// is drawn by the engine for the spawn they license (randomness comes in, like time).
+    CredsFetched { op: OperationId, result: Result<(), String>, nonce: SpawnNonce },
     /// Outcome of [`Effect::SpawnHelper`].
     HelperSpawned { op: OperationId, result: Result<HelperIdentity, String> },
     /// Outcome of [`Effect::VerifyMount`] or [`Effect::MountNfs`]. `maybe_mounted` says
@@ -61,11 +62,12 @@ pub enum Effect {
         op: OperationId,
         secret_ref: String,
     },
-    /// Start the helper for `mount_path` with the credentials fetched for `op`; write its PID
-    /// file; report its identity.
+    /// Start the helper for `mount_path` with the credentials fetched for `op` and `nonce`
+    /// in its environment; write its PID file; report its identity.
     SpawnHelper {
         op: OperationId,
         mount_path: String,
+        nonce: SpawnNonce,
     },
     /// Wait (with a deadline) for the helper's mount to appear and answer.
     VerifyMount {

@@ -3,7 +3,9 @@
 //! - a process is the target's helper only with proof (the gatherer's), and never before a
 //!   spawn was licensed (`Requested`) or across a reboot;
 //! - interrupted mounts are rolled back (`Abandoned`) unless the host shows they completed
-//!   (`Adopted`); their requests stay unanswered, so a redelivery runs them again;
+//!   (`Adopted`); their requests stay unanswered, so a redelivery runs them again. One
+//!   interrupted after its spawn intent whose helper runs (known by its nonce) but has not
+//!   mounted yet is resumed: `Spawned`, then the wait for its mount;
 //! - interrupted unmounts are resumed (their effects are idempotent), and an S3 unmount
 //!   whose mount is gone has its answer (`Detached`) whatever became of the helper: the
 //!   requester may already have heard "unmounted", and a redelivery must hear the same;
@@ -41,7 +43,9 @@ impl Draft<'_> {
         // At `Requested` no spawn was licensed yet: a helper serving the path is not ours.
         let may_have_helper =
             s3 && !facts.new_boot && self.state.phase != Phase::Mounting(MountStep::Requested);
-        let helper = facts.helper.filter(|_| may_have_helper);
+        // The helper of a journaled spawn intent is ours by its nonce, whatever it runs.
+        let intended = facts.intended.filter(|_| may_have_helper);
+        let helper = intended.or(facts.helper.filter(|_| may_have_helper));
         // What would have to go if the target ends up unmounted now. After a reboot only a
         // dead mount is ours to detach: a live one was made by someone in this boot.
         let mount = facts.mount.is_some_and(|m| m == MountSeen::Dead || !facts.new_boot);
@@ -89,6 +93,8 @@ impl Draft<'_> {
                     if let Some(h) = helper {
                         self.restore_pid_file(facts, h);
                     }
+                } else if let (Some(h), None) = (intended, facts.mount) {
+                    self.resume_spawned(facts, h, path);
                 } else {
                     let reason = format!("mount interrupted at {step:?}; rolled back");
                     self.abandoned(reason, leftovers, &path);
@@ -103,6 +109,22 @@ impl Draft<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The helper of a spawn intent runs but has not mounted yet (a crash came between its
+    /// spawn and `Spawned`): journal what the crash lost and wait for its mount with the
+    /// usual deadline, as the interrupted request would have. It is adopted if it mounts,
+    /// else stopped (with its process group) by the failure's cleanup; either way the
+    /// request's outcome is journaled and a redelivery hears it. Never a second helper.
+    fn resume_spawned(&mut self, facts: &TargetFacts, helper: HelperIdentity, mount_path: String) {
+        let Some(op) = self.state.op.as_ref().and_then(|o| o.id) else {
+            let left = Cleanup { helper: Some(helper), mount: false, pid_file: true };
+            let reason = "spawn intent without an operation id".to_owned();
+            return self.abandoned(reason, left, &mount_path);
+        };
+        self.in_op(Event::Spawned { helper });
+        self.restore_pid_file(facts, helper);
+        self.effect(Effect::VerifyMount { op, helper, mount_path });
     }
 
     /// Continue an unmount: detach (S3) or unmount (NFS) a mount still present, else

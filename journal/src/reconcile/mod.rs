@@ -15,7 +15,9 @@
 //! - A new boot id voids every claim: no helper and no FUSE mount survives a reboot.
 //! - Interrupted mounts are rolled back (`Abandoned`) unless reality shows they completed
 //!   (`Adopted`); their requests stay unanswered, so a redelivery runs them again. Credentials
-//!   are never journaled, so a mount cannot be resumed without its request.
+//!   are never journaled, so a mount cannot be resumed without its request — except past its
+//!   spawn: the helper of an open spawn intent (found by the nonce in its environment) holds
+//!   its credentials already, and its mount is waited for as the request would have.
 //! - Interrupted unmounts are resumed: their effects are idempotent.
 //! - A mount nobody claims is reported, not touched: it may be someone else's.
 
@@ -24,7 +26,7 @@ mod world;
 use crate::cause::Wording;
 use crate::event::Clock;
 use crate::host::{FsKind, MountBase};
-use crate::ids::TargetId;
+use crate::ids::{SpawnNonce, TargetId};
 use crate::machine::{decide, Command, Decision, Rejection, Seen};
 use crate::state::{JournalState, Phase};
 use std::collections::BTreeSet;
@@ -51,7 +53,8 @@ pub struct PidFile {
 }
 
 /// A live process the gatherer looked at: every PID named by a PID file or by the journal,
-/// and every process running the helper binary.
+/// every process running the helper binary, and every one carrying an open spawn intent's
+/// nonce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process {
     pub pid: u32,
@@ -64,6 +67,10 @@ pub struct Process {
     /// mount. Required before a helper the journal does not name is adopted, or taken for
     /// a path where a mount exists.
     pub serves_mount: bool,
+    /// The spawn nonce in its environment, when the gatherer read one from a process of
+    /// the daemon's user that leads its own process group (a helper's children inherit the
+    /// environment, not the group leadership): one of the journal's open spawn intents.
+    pub nonce: Option<SpawnNonce>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

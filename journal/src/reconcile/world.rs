@@ -4,9 +4,9 @@
 use super::{Finding, MountEntry, Observations, PidFile, Process};
 use crate::event::{Clock, TargetKind};
 use crate::host::FsKind;
-use crate::ids::{HelperIdentity, TargetId};
+use crate::ids::{HelperIdentity, SpawnNonce, TargetId};
 use crate::machine::facts::{MountSeen, PidFileSeen, Seen, StrayPidFile, TargetFacts};
-use crate::state::{JournalState, Phase, TargetState};
+use crate::state::{JournalState, MountStep, Phase, TargetState};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) struct World<'a> {
@@ -57,6 +57,13 @@ impl<'a> World<'a> {
         candidates.first().map(|p| self.identity(p))
     }
 
+    /// The process that carries `nonce` (the gatherer reports only group leaders of the
+    /// daemon's user); the lowest PID if, against all odds, there are several.
+    fn carrying(&self, nonce: SpawnNonce) -> Option<HelperIdentity> {
+        let carriers = self.obs.processes.iter().filter(|p| p.nonce == Some(nonce));
+        carriers.min_by_key(|p| p.pid).map(|p| self.identity(p))
+    }
+
     /// The mount at `path` if it is of the kind the target expects, or dead.
     fn mount_of(&self, kind: &TargetKind, path: &str) -> Option<MountSeen> {
         let m = self.mounts.get(path)?;
@@ -92,11 +99,22 @@ impl<'a> World<'a> {
             }
         }
         let helper = if spec.kind.has_helper() { self.helper_for(state, path) } else { None };
+        let intended = match state.phase {
+            Phase::Mounting(MountStep::SpawnIntended(nonce)) => self.carrying(nonce),
+            Phase::Mounting(
+                MountStep::Requested | MountStep::CredsFetched | MountStep::Spawned,
+            )
+            | Phase::Unmounted
+            | Phase::Mounted
+            | Phase::Unmounting(_)
+            | Phase::Dirty(_) => None,
+        };
         let journaled_pid_runs = state.helper.is_some_and(|h| self.processes.contains_key(&h.pid));
         Some(Seen::Target(TargetFacts {
             new_boot: state.boot.is_some_and(|b| b != self.clock.boot),
             mount: self.mount_of(&spec.kind, path),
             helper,
+            intended,
             journaled_pid_runs,
             pid_file: self.pid_file(&state.target),
         }))

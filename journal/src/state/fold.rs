@@ -16,6 +16,9 @@ impl TargetState {
             (P::Unmounted, Event::Adopted { .. } | Event::Cleaned { .. }) => true,
             (P::Mounting(M::Requested), Event::CredsFetched) => s3,
             (P::Mounting(M::Requested), Event::Verified) => !s3,
+            (P::Mounting(M::CredsFetched), Event::SpawnIntended { .. }) => s3,
+            (P::Mounting(M::SpawnIntended(_)), Event::Spawned { .. }) => s3,
+            // `CredsFetched` then `Spawned` is what daemons wrote before spawn intents.
             (P::Mounting(M::CredsFetched), Event::Spawned { .. }) => s3,
             (P::Mounting(M::Spawned), Event::Verified) => true,
             (P::Mounting(_), Event::Failed { .. } | Event::Abandoned { .. }) => true,
@@ -45,7 +48,8 @@ impl TargetState {
                 | Event::Lost { .. }
                 | Event::Abandoned { .. }
                 | Event::Cleaned { .. }
-                | Event::Detached { .. },
+                | Event::Detached { .. }
+                | Event::SpawnIntended { .. },
             ) => false,
         };
         if ok {
@@ -72,6 +76,9 @@ impl TargetState {
                 self.phase = Phase::Mounting(MountStep::Requested);
             }
             Event::CredsFetched => self.phase = Phase::Mounting(MountStep::CredsFetched),
+            Event::SpawnIntended { nonce } => {
+                self.phase = Phase::Mounting(MountStep::SpawnIntended(*nonce))
+            }
             Event::Spawned { helper } => {
                 self.helper = Some(*helper);
                 self.phase = Phase::Mounting(MountStep::Spawned);

@@ -6,18 +6,35 @@
 //! exhaustive match; `dms-journal verify` and the model tests use it.
 
 use crate::event::{Cleanup, Outcome, Record, TargetKind, TargetSpec};
-use crate::ids::{BootId, HelperIdentity, OperationId, RequestKey, TargetId, Timestamp};
+use crate::ids::{
+    BootId, HelperIdentity, OperationId, RequestKey, SpawnNonce, TargetId, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
 mod fold;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MountStep {
     Requested,
     CredsFetched,
     Spawned,
+    /// The spawn is licensed and its nonce journaled (`SpawnIntended`); the helper may run
+    /// before its `Spawned` record. Last: older snapshots keep their variant numbers.
+    SpawnIntended(SpawnNonce),
+}
+
+/// The step's name, as phases show it (`mounting (Spawned)`); the nonce is never shown.
+impl fmt::Debug for MountStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MountStep::Requested => "Requested",
+            MountStep::CredsFetched => "CredsFetched",
+            MountStep::Spawned => "Spawned",
+            MountStep::SpawnIntended(_) => "SpawnIntended",
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

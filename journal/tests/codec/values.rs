@@ -5,8 +5,8 @@ use dms_journal::codec::{encode_record, encode_snapshot};
 use dms_journal::state::{Decided, Operation};
 use dms_journal::{
     Action, BootId, Cleanup, Event, FailureClass, HelperIdentity, MountStep, OperationId, Outcome,
-    Phase, Record, RequestKey, TargetId, TargetKind, TargetSpec, TargetState, Timestamp,
-    UnmountStep,
+    Phase, Record, RequestKey, SpawnNonce, TargetId, TargetKind, TargetSpec, TargetState,
+    Timestamp, UnmountStep,
 };
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -162,7 +162,13 @@ pub fn golden_records() -> Vec<(&'static str, Record)> {
         ),
         ("record-20-cleaned", observation(Event::Cleaned { what: "removed PID file".to_owned() })),
         ("record-21-detached", rec(Event::Detached { cleanup: full_cleanup() })),
+        ("record-22-spawn-intended", rec(Event::SpawnIntended { nonce: nonce() })),
     ]
+}
+
+/// A fixed spawn nonce (its bytes are pinned like every other value's).
+pub fn nonce() -> SpawnNonce {
+    SpawnNonce::from_u128(0x5a5a_0000_1111_4222_8333_4444_5555_6666)
 }
 
 pub fn decided(outcome: Outcome, at: u64) -> Decided {
@@ -255,6 +261,14 @@ pub fn golden_snapshots() -> Vec<(&'static str, TargetState)> {
         ),
         ("snapshot-7-unmounting-helper-stopped", helper_stopped),
         ("snapshot-8-dirty", dirty),
+        (
+            "snapshot-9-mounting-spawn-intended",
+            snapshot(
+                Phase::Mounting(MountStep::SpawnIntended(nonce())),
+                Some(s3_spec()),
+                Some(mount_op()),
+            ),
+        ),
     ]
 }
 
@@ -287,9 +301,10 @@ pub fn event_variant(e: &Event) -> u8 {
         Event::Abandoned { .. } => 11,
         Event::Cleaned { .. } => 12,
         Event::Detached { .. } => 13,
+        Event::SpawnIntended { .. } => 14,
     }
 }
-pub const EVENT_VARIANTS: u8 = 14;
+pub const EVENT_VARIANTS: u8 = 15;
 
 pub fn kind_variant(k: &TargetKind) -> u8 {
     match k {
@@ -325,6 +340,7 @@ pub fn phase_variant(p: &Phase) -> u8 {
         Phase::Unmounting(UnmountStep::Requested) => 5,
         Phase::Unmounting(UnmountStep::HelperStopped) => 6,
         Phase::Dirty(_) => 7,
+        Phase::Mounting(MountStep::SpawnIntended(_)) => 8,
     }
 }
 

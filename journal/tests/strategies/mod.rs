@@ -10,8 +10,8 @@
 use dms_journal::state::{Decided, Operation};
 use dms_journal::{
     Action, BootId, Cleanup, Event, FailureClass, HelperIdentity, MountStep, OperationId, Outcome,
-    Phase, Record, RequestKey, TargetId, TargetKind, TargetSpec, TargetState, Timestamp,
-    UnmountStep,
+    Phase, Record, RequestKey, SpawnNonce, TargetId, TargetKind, TargetSpec, TargetState,
+    Timestamp, UnmountStep,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::option;
@@ -109,6 +109,8 @@ pub fn event() -> impl Strategy<Value = Event> {
         (text(), cleanup()).prop_map(|(reason, cleanup)| Event::Lost { reason, cleanup }),
         (text(), cleanup()).prop_map(|(reason, cleanup)| Event::Abandoned { reason, cleanup }),
         text().prop_map(|what| Event::Cleaned { what }),
+        cleanup().prop_map(|cleanup| Event::Detached { cleanup }),
+        any::<u128>().prop_map(|n| Event::SpawnIntended { nonce: SpawnNonce::from_u128(n) }),
     ]
 }
 
@@ -141,6 +143,8 @@ pub fn phase() -> impl Strategy<Value = Phase> {
         Just(Phase::Unmounting(UnmountStep::Requested)),
         Just(Phase::Unmounting(UnmountStep::HelperStopped)),
         cleanup().prop_map(Phase::Dirty),
+        any::<u128>()
+            .prop_map(|n| Phase::Mounting(MountStep::SpawnIntended(SpawnNonce::from_u128(n)))),
     ]
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use dms_journal::machine::MountFailure;
+use dms_journal::SpawnNonce;
 use dms_journal::{
     decide, BootId, Cause, Clock, Command, DebugWording, Decision, Event, HelperIdentity,
     OperationId, Record, Rejection, RequestKey, TargetId, TargetKind, TargetSpec, TargetState,
@@ -101,7 +102,11 @@ impl Rig {
     pub fn mounted_s3(name: &str, pid: u32) -> Self {
         let mut rig = Self::new(name);
         rig.ok(mount(op(1), key("m1"), s3(name)));
-        rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+        rig.ok(Command::CredsFetched {
+            op: op(1),
+            result: Ok(()),
+            nonce: SpawnNonce::from_u128(7),
+        });
         rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(pid)) });
         rig.ok(Command::MountChecked { op: op(1), result: Ok(()) });
         rig
@@ -118,7 +123,11 @@ impl Rig {
     pub fn dirty_s3(name: &str, pid: u32) -> Self {
         let mut rig = Self::new(name);
         rig.ok(mount(op(1), key("m1"), s3(name)));
-        rig.ok(Command::CredsFetched { op: op(1), result: Ok(()) });
+        rig.ok(Command::CredsFetched {
+            op: op(1),
+            result: Ok(()),
+            nonce: SpawnNonce::from_u128(7),
+        });
         rig.ok(Command::HelperSpawned { op: op(1), result: Ok(helper(pid)) });
         rig.ok(Command::MountChecked {
             op: op(1),
