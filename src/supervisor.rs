@@ -13,7 +13,7 @@
 //! step only if the target is still as in that snapshot, so a pass never undoes the work of
 //! a request that ran meanwhile.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, ExitEffect};
 use crate::exec::helper::HelperExit;
 use crate::exec::observer::{ObservationError, Observer, Watch};
 use crate::exec::ports::{Credentials, Mounts, Processes};
@@ -224,6 +224,20 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
     fn watch_mounted(&mut self) {
         let snapshot = self.engine.snapshot();
         for state in snapshot.targets.values().filter(|t| t.phase == Phase::Mounted) {
+            // A helper adopted at boot: read what it was started with while it runs, so a
+            // replacement can be started the same way if it dies.
+            if let Some(helper) = state.helper {
+                if state.is_s3() && !self.engine.knows_environment(&state.target) {
+                    match self.observer.helper_env(helper) {
+                        Some(env) => self.engine.remember_environment(&state.target, env),
+                        None => tracing::warn!(
+                            target_id = %state.target, helper_pid = helper.pid,
+                            "cannot read the environment of helper pid {}: if it dies, target \
+                             {} cannot be healed", helper.pid, state.target
+                        ),
+                    }
+                }
+            }
             let Some(helper) = state.helper.filter(|h| !self.watched.contains(h)) else {
                 continue;
             };
@@ -273,11 +287,14 @@ async fn journal_exit<C: Credentials, P: Processes, M: Mounts>(
 ) {
     let (target, pid, status) = (exit.target.to_string(), exit.helper.pid, &exit.status);
     match engine.helper_exited(&exit.target, exit.helper, status).await {
-        Ok(true) => tracing::warn!(
-            target_id = %target, helper_pid = pid, %status,
-            "helper of target {target} died: target lost, dead mount detached"
+        // Healed: the engine logged the heal with its seed-style lines.
+        Ok(ExitEffect::Healed { .. }) => {}
+        Ok(ExitEffect::Lost { reason }) => tracing::error!(
+            target_id = %target, helper_pid = pid, %status, %reason,
+            "helper of target {target} died and the target was not healed: {reason}; target \
+             lost, dead mount detached"
         ),
-        Ok(false) => {
+        Ok(ExitEffect::None) => {
             tracing::debug!(target_id = %target, helper_pid = pid, %status, "helper exited")
         }
         Err(e) => tracing::error!(

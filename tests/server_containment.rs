@@ -369,7 +369,9 @@ fn on_ext4_a_bare_mount_point_refuses_writes_and_its_helper_mounts_over_it_and_a
         // The mount base on a real ext4 (a loop-mounted image in this namespace).
         let _disk =
             mountns::loop_ext4(&dir.path().join("disk.img"), 64 << 20, &dir.path().join("mounts"));
-        let fast = [("DMS_RESYNC_INTERVAL", "0.5".to_owned())];
+        // Healing off: what a target whose helper died and was not replaced leaves.
+        let fast =
+            [("DMS_RESYNC_INTERVAL", "0.5".to_owned()), ("DMS_HEAL_ATTEMPTS", "0".to_owned())];
         let daemon = Daemon::start(Broker::shared(), dir.path(), "contain-guard", &fast);
         let rt = runtime();
         let mut client = rt.block_on(Client::connect(Broker::shared()));

@@ -204,8 +204,8 @@ fn metrics_count_exactly_the_requests_served_and_follow_the_mounted_target() {
         }
         assert!(value(&body, "dms_reconcile_duration_seconds_count") >= passes);
 
-        // A helper killed under its mount: one loss, counted once (by the engine, where
-        // the `Lost` record is appended), and the target no longer mounted.
+        // A helper killed under its mount: one death by signal, one heal, and the target
+        // still mounted by its replacement; no loss.
         let path = daemon.path("metrics-2");
         rt.block_on(async {
             let mut client = Client::connect(broker).await;
@@ -217,14 +217,22 @@ fn metrics_count_exactly_the_requests_served_and_follow_the_mounted_target() {
         });
         assert_eq!(targets(&scrape(addr), "mounted"), 1.0);
         sigkill(pid_of(&daemon, "metrics-2"), "the helper");
-        let lost = support::wait_for("the loss to be counted", SETTLE, || {
+        let heals = |body: &str, outcome: &str| {
+            value(body, &format!("dms_helper_heals_total{{outcome=\"{outcome}\"}}"))
+        };
+        let deaths = |body: &str, cause: &str| {
+            value(body, &format!("dms_helper_deaths_total{{cause=\"{cause}\"}}"))
+        };
+        let healed = support::wait_for("the heal to be counted", SETTLE, || {
             let body = scrape(addr);
-            (targets(&body, "mounted") == 0.0 && value(&body, "dms_helper_losses_total") >= 1.0)
-                .then_some(body)
+            (heals(&body, "healed") >= 1.0).then_some(body)
         });
-        let body = lost.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
-        assert_eq!(value(&body, "dms_helper_losses_total"), 1.0, "{body}");
-        assert_eq!(value(&body, "dms_helpers_tracked"), 0.0, "{body}");
+        let body = healed.unwrap_or_else(|e| panic!("{e}\n{}", daemon.log_text()));
+        assert_eq!((heals(&body, "healed"), heals(&body, "given_up")), (1.0, 0.0), "{body}");
+        assert_eq!((deaths(&body, "signal"), deaths(&body, "oom")), (1.0, 0.0), "{body}");
+        assert_eq!(targets(&body, "mounted"), 1.0, "{body}");
+        assert_eq!(value(&body, "dms_helper_losses_total"), 0.0, "{body}");
+        assert_eq!(value(&body, "dms_helpers_tracked"), 1.0, "{body}");
         assert_eq!(all_requests(&body), [2.0, 0.0, 1.0, 0.0, 0.0, 1.0], "{body}");
 
         let (status, _) = get(addr, "/other");

@@ -79,6 +79,15 @@ impl fmt::Display for Cleanup {
     }
 }
 
+/// The deaths of a target's helpers that count against healing it: `count` within the
+/// window that began at `since` (this one included), of at most `limit` that are healed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deaths {
+    pub count: u32,
+    pub limit: u32,
+    pub since: Timestamp,
+}
+
 /// Whether a failed operation left anything behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FailureClass {
@@ -209,6 +218,17 @@ pub enum Event {
     SpawnIntended {
         nonce: SpawnNonce,
     },
+
+    /// The helper of a mounted target died (`cause`: its exit status, or why its
+    /// replacement failed) and the target is being healed: its dead mount detached, a new
+    /// helper spawned with the same environment, its mount verified (`SpawnIntended`,
+    /// `Spawned`, `Verified`, as for a mount). The target stays mounted for the requester.
+    /// A death past the bound is `Lost` instead.
+    HelperDied {
+        helper: HelperIdentity,
+        cause: String,
+        deaths: Deaths,
+    },
 }
 
 impl Event {
@@ -230,6 +250,7 @@ impl Event {
             Event::Cleaned { .. } => "Cleaned",
             Event::Detached { .. } => "Detached",
             Event::SpawnIntended { .. } => "SpawnIntended",
+            Event::HelperDied { .. } => "HelperDied",
         }
     }
 
@@ -267,6 +288,10 @@ impl Event {
             Event::Detached { cleanup } => format!("then: {cleanup}"),
             // The nonce is the helper's proof of origin: never shown.
             Event::SpawnIntended { .. } => "nonce set in the helper's environment".to_owned(),
+            Event::HelperDied { helper, cause, deaths } => format!(
+                "pid {} died ({cause}); death {} of {} healed since {}; healing",
+                helper.pid, deaths.count, deaths.limit, deaths.since
+            ),
         }
     }
 }

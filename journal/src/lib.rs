@@ -23,7 +23,9 @@ pub mod state;
 pub mod store;
 
 pub use cause::{Cause, DebugWording, Wording};
-pub use event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec};
+pub use event::{
+    Cleanup, Clock, Deaths, Event, FailureClass, Outcome, Record, TargetKind, TargetSpec,
+};
 pub use host::{FsKind, FsTypes, MountBase, MountBaseError};
 pub use ids::{
     BootId, HelperIdentity, IdError, OperationId, RequestKey, SpawnNonce, TargetId, Timestamp,
@@ -31,4 +33,6 @@ pub use ids::{
 pub use machine::{decide, Command, Decision, Effect, Rejection, Seen};
 pub use nesting::{Nesting, Relation};
 pub use outage::Outage;
-pub use state::{Action, Illegal, JournalState, MountStep, Phase, TargetState, UnmountStep};
+pub use state::{
+    Action, HealStep, Healing, Illegal, JournalState, MountStep, Phase, TargetState, UnmountStep,
+};

@@ -65,9 +65,11 @@ impl JournalState {
         self.targets.values().filter(|t| &t.target != target).find_map(|t| {
             let tracked = match t.phase {
                 Phase::Unmounted => false,
-                Phase::Mounting(_) | Phase::Mounted | Phase::Unmounting(_) | Phase::Dirty(_) => {
-                    true
-                }
+                Phase::Mounting(_)
+                | Phase::Mounted
+                | Phase::Unmounting(_)
+                | Phase::Dirty(_)
+                | Phase::Healing(_) => true,
             };
             let other_path = t.mount_path().filter(|_| tracked)?;
             relation(path, other_path).map(|relation| Nesting {

@@ -6,11 +6,12 @@
 //! cutoff, and the model adopts that (as a restarted daemon would).
 #![allow(clippy::unwrap_used)]
 
+use dms_journal::machine::HealFacts;
 use dms_journal::machine::MountFailure;
 use dms_journal::store::{CompactionReport, Journal, Seq};
 use dms_journal::SpawnNonce;
 use dms_journal::{
-    decide, BootId, Clock, Command, DebugWording, Effect, HelperIdentity, JournalState,
+    decide, BootId, Clock, Command, DebugWording, Effect, HealStep, HelperIdentity, JournalState,
     OperationId, Outcome, Phase, RequestKey, TargetId, TargetKind, TargetSpec, TargetState,
     Timestamp,
 };
@@ -52,6 +53,11 @@ enum Op {
     Tick {
         ms: u64,
     },
+    /// The target's current helper dies (healed within the bound, or lost).
+    Die {
+        target: usize,
+        heal: bool,
+    },
     Compact {
         retention_ms: u64,
     },
@@ -68,12 +74,14 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(target, key, path)| Op::Unmount { target, key, path }),
         6 => (target.clone(), proptest::bool::weighted(0.75), any::<bool>())
             .prop_map(|(target, ok, maybe_mounted)| Op::Outcome { target, ok, maybe_mounted }),
-        1 => target.prop_map(|target| Op::Stale { target }),
+        1 => target.clone().prop_map(|target| Op::Stale { target }),
         2 => (0..KEYS).prop_map(|key| Op::Repeat { key }),
         2 => (1..400u64).prop_map(|ms| Op::Tick { ms }),
         2 => prop_oneof![Just(0u64), Just(50), Just(300), Just(u64::MAX)]
             .prop_map(|retention_ms| Op::Compact { retention_ms }),
         1 => Just(Op::Reboot),
+        2 => (target.clone(), proptest::bool::weighted(0.8))
+            .prop_map(|(target, heal)| Op::Die { target, heal }),
     ]
 }
 
@@ -178,6 +186,21 @@ impl Harness {
             }
             Op::Repeat { key: k } => self.repeat(&key(k)),
             Op::Tick { ms } => self.clock.now = Timestamp(self.clock.now.0 + ms),
+            Op::Die { target: t, heal } => {
+                let state = self.model.target_or_new(&target(t));
+                if let Some(helper) = state.helper {
+                    let heal = HealFacts {
+                        op: self.op_id(),
+                        earlier: vec![],
+                        attempts: if heal { 2 } else { 0 },
+                        window_ms: 600_000,
+                        environment: true,
+                        clean_exit: false,
+                    };
+                    let status = "signal: 9 (SIGKILL)".to_owned();
+                    self.run(&target(t), &Command::HelperExited { helper, status, heal });
+                }
+            }
             Op::Compact { retention_ms } => self.compact(retention_ms),
             Op::Reboot => self.reboot(),
         }
@@ -342,6 +365,23 @@ fn outcome_for(
             let helper = HelperIdentity { pid, start_ticks: u64::from(pid) * 7, boot: clock.boot };
             Command::HelperSpawned { op, result: if ok { Ok(helper) } else { Err(fail("spawn")) } }
         }
+        Phase::Healing(h) => match h.step {
+            HealStep::Dead => {
+                let result =
+                    if ok { Ok("dead mount detached".to_owned()) } else { Err(fail("detach")) };
+                Command::CleanupDone { result }
+            }
+            HealStep::Detached => Command::Respawn { op, nonce: SpawnNonce::from_u128(8) },
+            HealStep::SpawnIntended(_) => {
+                let helper =
+                    HelperIdentity { pid, start_ticks: u64::from(pid) * 7, boot: clock.boot };
+                Command::HelperSpawned {
+                    op,
+                    result: if ok { Ok(helper) } else { Err(fail("spawn")) },
+                }
+            }
+            HealStep::Spawned => Command::MountChecked { op, result: checked },
+        },
         Phase::Unmounting(_) if state.is_s3() => Command::Detached { op, result: unit("detach") },
         Phase::Unmounting(_) => Command::UnmountDone { op, result: unit("umount") },
         Phase::Unmounted | Phase::Mounted | Phase::Dirty(_) => return None,

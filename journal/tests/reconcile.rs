@@ -7,8 +7,8 @@ mod support;
 use dms_journal::machine::MountFailure;
 use dms_journal::reconcile::{self, Finding, MountEntry, Observations, PidFile, Process};
 use dms_journal::{
-    Clock, Command, DebugWording, Effect, Event, FsTypes, JournalState, MountBase, MountStep,
-    Phase, SpawnNonce, TargetState, Timestamp, UnmountStep,
+    Clock, Command, DebugWording, Effect, Event, FsTypes, HealStep, Healing, JournalState,
+    MountBase, MountStep, Phase, SpawnNonce, TargetState, Timestamp, UnmountStep,
 };
 use support::*;
 
@@ -120,6 +120,18 @@ fn crash_states() -> Vec<(&'static str, bool, TargetState)> {
     out.push(("s3 Spawned", true, r.state.clone()));
     step(&mut r, Command::MountChecked { op: op(1), result: Ok(()) });
     out.push(("s3 Mounted", true, r.state.clone()));
+    // Its helper died and it is being healed: every step a crash can interrupt.
+    let mut heal = Rig { state: r.state.clone() };
+    let status = "signal: 9".to_owned();
+    let facts = heal_facts(3, vec![]);
+    step(&mut heal, Command::HelperExited { helper: helper(PID), status, heal: facts });
+    out.push(("s3 Healing Dead", true, heal.state.clone()));
+    step(&mut heal, Command::CleanupDone { result: Ok("unmounted".into()) });
+    out.push(("s3 Healing Detached", true, heal.state.clone()));
+    step(&mut heal, Command::Respawn { op: op(50), nonce: NONCE });
+    out.push(("s3 Healing SpawnIntended", true, heal.state.clone()));
+    step(&mut heal, Command::HelperSpawned { op: op(50), result: Ok(helper(PID)) });
+    out.push(("s3 Healing Spawned", true, heal.state.clone()));
     step(&mut r, Command::Unmount { op: op(2), request: key("u"), mount_path: path_of(name) });
     out.push(("s3 UnmountRequested", true, r.state.clone()));
     // Where an older daemon could crash: it stopped the helper before the unmount.
@@ -200,7 +212,11 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
     use MountIs::*;
     let mut cells = 0;
     for (label, is_s3, state) in crash_states() {
-        let intent = matches!(state.phase, Phase::Mounting(MountStep::SpawnIntended(_)));
+        let intent = matches!(
+            state.phase,
+            Phase::Mounting(MountStep::SpawnIntended(_))
+                | Phase::Healing(Healing { step: HealStep::SpawnIntended(_), .. })
+        );
         for h in [Alive, Exited, PidReused, Intended] {
             for m in [Live, Absent, Dead] {
                 for new_boot in [false, true] {
@@ -227,9 +243,14 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
                     );
                     // Mounting survives a reconcile only to wait for the mount of the helper its
                     // intent spawned; an unmount either resumes or ends.
-                    if let Phase::Mounting(step) = after.phase {
+                    let waiting = match after.phase {
+                        Phase::Mounting(step) => Some(step == MountStep::Spawned),
+                        Phase::Healing(h) => Some(h.step == HealStep::Spawned),
+                        _ => None,
+                    };
+                    if let Some(spawned) = waiting {
                         assert!(intent && h == Intended, "{cell}: still {}", after.phase);
-                        assert_eq!(step, MountStep::Spawned, "{cell}");
+                        assert!(spawned, "{cell}: {}", after.phase);
                         assert_eq!(after.helper.map(|x| x.pid), Some(PID), "{cell}");
                         let waits = effects(&p).iter().any(|e| {
                             matches!(e, Effect::VerifyMount { helper, .. } if helper.pid == PID)
@@ -298,7 +319,7 @@ fn given_any_crash_state_and_any_reality_when_planned_then_invariants_hold() {
             }
         }
     }
-    assert_eq!(cells, 12 * 4 * 3 * 2);
+    assert_eq!(cells, 16 * 4 * 3 * 2);
 }
 
 fn only_step(p: &Planned) -> (Vec<dms_journal::Record>, Vec<Effect>) {

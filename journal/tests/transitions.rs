@@ -634,11 +634,15 @@ fn given_an_outage_fact_when_an_s3_mount_is_asked_then_it_runs_as_usual() {
     assert!(matches!(&d.effects[..], [Effect::FetchCredentials { .. }]), "{:?}", d.effects);
 }
 
-/// A helper's exit is a command like any other outcome: the target is lost only when it is
-/// mounted by exactly that helper.
+/// A helper's exit is a command like any other outcome: with healing off, the target is lost
+/// only when it is mounted by exactly that helper (healing: tests/heal.rs).
 #[test]
 fn given_a_helper_exit_when_decided_then_lost_only_for_the_current_helper_of_a_mounted_target() {
-    let exited = |pid| Command::HelperExited { helper: helper(pid), status: "signal: 9".into() };
+    let exited = |pid| Command::HelperExited {
+        helper: helper(pid),
+        status: "signal: 9".into(),
+        heal: heal_facts(0, vec![]),
+    };
     let mut rig = Rig::mounted_s3("t1", 9);
     // Another process (an older helper, a PID reused): nothing.
     assert_eq!(rig.ok(exited(8)), Decision::default());

@@ -50,6 +50,8 @@ pub const KEYS: &[Key] = &[
     key("helper_log_dir", "DMS_HELPER_LOG_DIR", D("/var/log/dms/helpers"), "Directory of the helpers' stdout/stderr log files."),
     key("credentials_timeout", "DMS_CREDENTIALS_TIMEOUT", D("10"), "Seconds allowed for fetching credentials from Barbican."),
     key("helper_mount_timeout", "DMS_HELPER_MOUNT_TIMEOUT", D("30"), "Seconds a started helper has to make its mount appear."),
+    key("heal_attempts", "DMS_HEAL_ATTEMPTS", D("3"), "Deaths of a mounted target's helper that are healed within `heal_window` (0–100): the dead mount is detached and a new helper is started with the same environment at the same path, so the target stays mounted. Each death after the first in a window waits a backoff (1 s, doubling, at most 30 s). One more death in the window and the target is lost (`helper died N times in M s; not healed again`). 0 turns healing off."),
+    key("heal_window", "DMS_HEAL_WINDOW", D("600"), "Seconds over which a target's helper deaths count against `heal_attempts`."),
     key("helper_stop_grace", "DMS_HELPER_STOP_GRACE", D("10"), "Seconds between SIGTERM and SIGKILL when stopping a helper."),
     key("nfs_mount_timeout", "DMS_NFS_MOUNT_TIMEOUT", D("60"), "Seconds allowed for mount(8) of an NFS target, its output and its children included: at the deadline its whole process group is killed and the mount fails."),
     key("resync_interval", "DMS_RESYNC_INTERVAL", D("30"), "Seconds between two runtime resyncs: the journal compared with the mount table, the PID files and the live helpers, and converged (a mount removed or a PID file edited by hand, a hung mount)."),

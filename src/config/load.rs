@@ -3,7 +3,7 @@
 
 use super::keys::{self, Fallback, Key, CONFIG_ENV};
 use super::values::{self, AmqpUrl, LogFormat, LogLevel, NodeId};
-use super::{ini, Config, ConfigError, Origin, Problem, Rootwrap, Sources, Timeouts};
+use super::{ini, Config, ConfigError, Heal, Origin, Problem, Rootwrap, Sources, Timeouts};
 use crate::wire::nfs::DEFAULT_ALLOWED_OPTIONS;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -220,6 +220,8 @@ impl Loader {
         let credentials = self.value("credentials_timeout", values::seconds);
         let helper_mount = self.value("helper_mount_timeout", values::seconds);
         let helper_stop_grace = self.value("helper_stop_grace", values::seconds);
+        let heal_attempts = self.value("heal_attempts", |s| values::integer::<u32>(s, 0, 100));
+        let heal_window = self.value("heal_window", values::seconds);
         let nfs_mount = self.value("nfs_mount_timeout", values::seconds);
         let umount = self.value("umount_timeout", values::seconds);
         let resync = self.value("resync_interval", values::seconds);
@@ -315,6 +317,7 @@ impl Loader {
             max_concurrent_targets: max_concurrent_targets?,
             nfs_ops_per_server: nfs_ops_per_server?,
             nfs_breaker_backoff: nfs_breaker_backoff?,
+            heal: Heal { attempts: heal_attempts?, window: heal_window? },
             prefetch: prefetch?,
             park_after: park_after?,
             barbican_ca_file,

@@ -62,6 +62,8 @@ pub struct Config {
     pub nfs_ops_per_server: usize,
     /// The first fail-fast window of an NFS server's breaker.
     pub nfs_breaker_backoff: Duration,
+    /// How often a mounted target's dying helper is replaced.
+    pub heal: Heal,
     pub prefetch: u16,
     /// How long a keyed request keeps its delivery before it is parked.
     pub park_after: Duration,
@@ -80,6 +82,14 @@ pub struct Config {
 pub struct Rootwrap {
     pub bin: PathBuf,
     pub conf: PathBuf,
+}
+
+/// The bound on healing: a helper that keeps dying is not replaced forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heal {
+    /// Deaths healed within `window`; 0: healing is off.
+    pub attempts: u32,
+    pub window: Duration,
 }
 
 /// Deadlines for every operation that can block (DESIGN §3.5).

@@ -22,9 +22,9 @@ pub struct World {
     pub mounted: Mutex<BTreeSet<String>>,
     pub helpers: Mutex<BTreeSet<u32>>,
     pub pid_files: Mutex<BTreeSet<String>>,
-    /// The spawn nonce each helper's environment carries, by PID (the fake observer reads
-    /// it as the gatherer reads `/proc/<pid>/environ`).
-    pub nonces: Mutex<BTreeMap<u32, String>>,
+    /// Each helper's environment, by PID (the fake observer reads it as the host's reads
+    /// `/proc/<pid>/environ`: the spawn nonce, the environment a replacement gets).
+    pub envs: Mutex<BTreeMap<u32, HelperEnv>>,
     /// Failures on demand, by operation name: "fetch", "spawn", "verify", "mount_nfs",
     /// "stop", "unmount". The value is the error text.
     pub fail: Mutex<Vec<(String, String)>>,
@@ -104,9 +104,7 @@ impl Processes for FakeProcesses {
         }
         let pid = self.world.next_pid.fetch_add(1, Ordering::SeqCst);
         lock(&self.world.helpers).insert(pid);
-        if let Some(nonce) = env.get(dms_journal::SpawnNonce::ENV) {
-            lock(&self.world.nonces).insert(pid, nonce.to_owned());
-        }
+        lock(&self.world.envs).insert(pid, env.clone());
         lock(&self.world.pid_files).insert(target.to_string());
         Ok(HelperIdentity { pid, start_ticks: u64::from(pid) * 10, boot: self.boot })
     }

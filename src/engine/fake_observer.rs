@@ -4,6 +4,7 @@
 //! and fires its exit watch, as a crashed s3vaultfuse does.
 
 use super::fake::World;
+use crate::exec::helper::HelperEnv;
 use crate::exec::observer::{ObservationError, Observer, Watch};
 use dms_journal::reconcile::{MountEntry, Observations, PidFile, Process};
 use dms_journal::{
@@ -94,8 +95,9 @@ impl FakeObserver {
             .map(|&pid| {
                 let helper_for = serving(pid).and_then(|t| t.mount_path()).map(str::to_owned);
                 let serves_mount = helper_for.as_ref().is_some_and(|p| mounted.contains(p));
-                let nonces = lock(&self.world.nonces);
-                let nonce = nonces.get(&pid).and_then(|n| SpawnNonce::from_env_value(n));
+                let envs = lock(&self.world.envs);
+                let carried = envs.get(&pid).and_then(|e| e.get(SpawnNonce::ENV));
+                let nonce = carried.and_then(SpawnNonce::from_env_value);
                 Process { pid, start_ticks: u64::from(pid) * 10, helper_for, serves_mount, nonce }
             })
             .collect();
@@ -134,5 +136,15 @@ impl Observer for FakeObserver {
                 std::future::pending::<()>().await;
             }
         }))
+    }
+
+    fn helper_env(&self, helper: HelperIdentity) -> Option<HelperEnv> {
+        self.record(format!("read env pid {}", helper.pid));
+        if !lock(&self.world.helpers).contains(&helper.pid) {
+            return None;
+        }
+        let mut env = lock(&self.world.envs).get(&helper.pid).cloned()?;
+        env.set(SpawnNonce::ENV, ""); // only the helper's own names are read back
+        Some(env)
     }
 }

@@ -18,6 +18,7 @@ mod breaker;
 pub mod fake;
 #[cfg(any(test, feature = "testing"))]
 pub mod fake_observer;
+mod heal;
 mod job;
 mod oplines;
 mod perform;
@@ -40,6 +41,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::exec::mounts::Heard;
 pub use breaker::BreakerView;
 pub use job::{Ask, Job};
+pub use supervise::ExitEffect;
 pub use turn::Served;
 use turn::{Serial, TargetLocks};
 
@@ -72,6 +74,8 @@ pub struct Limits {
     pub nfs_per_server: usize,
     /// The first fail-fast window of an NFS server's breaker ([`breaker`]).
     pub nfs_breaker_backoff: std::time::Duration,
+    /// How often a mounted target's dying helper is replaced ([`supervise`]).
+    pub heal: crate::config::Heal,
 }
 
 pub struct Engine<C, P, M> {
@@ -84,6 +88,10 @@ pub struct Engine<C, P, M> {
     admissions: admission::Admissions,
     exec: Arc<Executors<C, P, M>>,
     boot: BootId,
+    /// How often a dying helper is replaced.
+    heal: crate::config::Heal,
+    /// The environments mounted targets' helpers were started with ([`heal`]).
+    environments: heal::Environments,
 }
 
 impl<C, P, M> std::fmt::Debug for Engine<C, P, M> {
@@ -112,6 +120,8 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             admissions: admission::Admissions::default(),
             exec: Arc::new(exec),
             boot,
+            heal: limits.heal,
+            environments: heal::Environments::default(),
         }
     }
 
@@ -338,6 +348,8 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         for record in records {
             state.apply(record);
         }
+        let phase_of = |t: &TargetId| state.target(t).map_or(Phase::Unmounted, |s| s.phase);
+        self.environments.forget_unmounted(records, phase_of);
     }
 }
 

@@ -38,6 +38,22 @@ pub(super) fn killed(target: &TargetId) {
     tracing::info!("✓ s3vaultfuse process killed for target {target}");
 }
 
+/// A mounted target's helper died: `s3vaultfuse for target T died (signal: 9 (SIGKILL),
+/// uptime 0:12:03); healing`.
+pub(super) fn died(target: &TargetId, status: &str, age: Option<Duration>, healing: bool) {
+    let uptime = age.map_or_else(|| "unknown".to_owned(), uptime_text);
+    let then = if healing { "healing" } else { "healing is off (heal_attempts = 0)" };
+    tracing::warn!(%status, "s3vaultfuse for target {target} died ({status}, uptime {uptime}); {then}");
+}
+
+pub(super) fn healed(target: &TargetId, pid: u32, mount_path: &str, took: Duration) {
+    let ms = took.as_millis() as u64;
+    tracing::info!(
+        heal_ms = ms,
+        "✓ healed target {target}: s3vaultfuse pid {pid} serves {mount_path} again ({ms} ms after its predecessor died)"
+    );
+}
+
 pub(super) fn pid_file_deleted(path: &Path) {
     tracing::info!("✓ PID file deleted: {}", path.display());
 }

@@ -173,10 +173,16 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 Some(Command::CredsFetched { op, result, nonce: SpawnNonce::random() })
             }
             Effect::SpawnHelper { op, mount_path, nonce } => {
-                let result = match self.creds.take() {
-                    Some(creds) => {
+                // A mount's helper gets the credentials just fetched; a heal's replacement,
+                // the environment its dead predecessor was started with.
+                let env = match self.creds.take() {
+                    Some(creds) => Some(creds.helper_env(&mount_path)),
+                    None => self.engine.environments.get(&target),
+                };
+                let result = match env {
+                    Some(mut env) => {
                         oplines::spawning(&target);
-                        let mut env = creds.helper_env(&mount_path);
+                        self.engine.environments.remember(&target, env.clone());
                         env.set(SpawnNonce::ENV, nonce.env_value());
                         let spawn = target.clone();
                         blocking(&self.engine.exec, move |x| {
@@ -261,6 +267,12 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                 })
                 .await;
                 None
+            }
+            Effect::Respawn { op, after_ms } => {
+                if after_ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(after_ms)).await;
+                }
+                Some(Command::Respawn { op, nonce: SpawnNonce::random() })
             }
             Effect::Reply { .. } => None,
         }

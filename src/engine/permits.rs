@@ -45,6 +45,7 @@ impl Pool {
             | Effect::RemoveMountPoint { .. }
             | Effect::RemoveStalePidFile { .. }
             | Effect::WritePidFile { .. }
+            | Effect::Respawn { .. }
             | Effect::Reply { .. } => Pool::None,
             Effect::FetchCredentials { .. } | Effect::SpawnHelper { .. } => Pool::Node,
             Effect::MountNfs { export, .. } => Pool::NfsServer(nfs_server(export).to_owned()),

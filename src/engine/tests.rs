@@ -9,8 +9,12 @@ use secrecy::SecretString;
 type TestEngine = Engine<FakeCredentials, FakeProcesses, FakeMounts>;
 
 const BASE: &str = "/var/lib/trilio/triliovault-mounts";
-const LIMITS: Limits =
-    Limits { node: 8, nfs_per_server: 4, nfs_breaker_backoff: std::time::Duration::from_secs(30) };
+const LIMITS: Limits = Limits {
+    node: 8,
+    nfs_per_server: 4,
+    nfs_breaker_backoff: std::time::Duration::from_secs(30),
+    heal: crate::config::Heal { attempts: 3, window: std::time::Duration::from_secs(600) },
+};
 
 struct Rig {
     _dir: tempfile::TempDir,
@@ -19,6 +23,10 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with(LIMITS)
+}
+
+fn rig_with(limits: Limits) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let (journal, replay) = Journal::open(&dir.path().join("journal")).unwrap();
     let world = World::new();
@@ -28,7 +36,7 @@ fn rig() -> Rig {
         processes: FakeProcesses { world: Arc::clone(&world), boot },
         mounts: FakeMounts(Arc::clone(&world)),
     };
-    let engine = Arc::new(Engine::new(Arc::new(journal), replay.state, exec, boot, LIMITS));
+    let engine = Arc::new(Engine::new(Arc::new(journal), replay.state, exec, boot, limits));
     Rig { _dir: dir, world, engine }
 }
 
@@ -274,17 +282,51 @@ async fn given_old_finished_history_when_compacted_then_journal_and_memory_forge
 }
 
 #[tokio::test]
-async fn given_a_mounted_helper_that_dies_when_its_exit_is_reported_then_lost_and_cleaned() {
+async fn given_a_mounted_helper_that_dies_when_its_exit_is_reported_then_it_is_healed() {
     let rig = rig();
+    rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
+    let t1 = TargetId::new("t1").unwrap();
+    let helper = rig.engine.target_state(&t1).helper.unwrap();
+    let before = rig.world.calls().len();
+    let effect = rig.engine.helper_exited(&t1, helper, "signal: 9 (SIGKILL)").await.unwrap();
+    let ExitEffect::Healed { helper: new } = effect else { panic!("{effect:?}") };
+    assert_ne!(new, helper);
+    // The dead mount goes, then a replacement starts with the dead one's environment (the
+    // credentials are not fetched again: nobody's token is at hand) and its mount is checked.
+    assert_eq!(
+        rig.world.calls()[before..],
+        [
+            format!("unmount {BASE}/t1 nfs=false"),
+            format!("spawn t1 {BASE}/t1 keys=true"),
+            format!("verify {BASE}/t1 pid {}", new.pid),
+        ]
+    );
+    assert_eq!(
+        history(&rig, "t1")[5..],
+        ["HelperDied", "Cleaned", "SpawnIntended", "Spawned", "Verified"]
+    );
+    let state = rig.engine.target_state(&t1);
+    assert_eq!((state.phase, state.helper), (Phase::Mounted, Some(new)));
+    let again = rig.engine.handle(&s3_mount("t1", "k2")).await.unwrap();
+    assert_eq!(again, Outcome::AlreadyMounted { path: format!("{BASE}/t1") });
+}
+
+#[tokio::test]
+async fn given_healing_off_when_a_mounted_helper_dies_then_lost_and_cleaned() {
+    let mut limits = LIMITS;
+    limits.heal.attempts = 0;
+    let rig = rig_with(limits);
     rig.engine.handle(&s3_mount("t1", "k1")).await.unwrap();
     let t1 = TargetId::new("t1").unwrap();
     let helper = rig.engine.target_state(&t1).helper.unwrap();
     // An exit of some other (stale) helper changes nothing.
     let stale = dms_journal::HelperIdentity { pid: 4242, ..helper };
-    assert!(!rig.engine.helper_exited(&t1, stale, "exit status: 1").await.unwrap());
+    let effect = rig.engine.helper_exited(&t1, stale, "exit status: 1").await.unwrap();
+    assert_eq!(effect, ExitEffect::None);
     assert_eq!(rig.engine.target_state(&t1).phase, Phase::Mounted);
 
-    assert!(rig.engine.helper_exited(&t1, helper, "signal: 9 (SIGKILL)").await.unwrap());
+    let effect = rig.engine.helper_exited(&t1, helper, "signal: 9 (SIGKILL)").await.unwrap();
+    assert!(matches!(effect, ExitEffect::Lost { .. }), "{effect:?}");
     assert_eq!(
         &rig.world.calls()[3..],
         [format!("unmount {BASE}/t1 nfs=false"), "remove pid file t1".to_owned()]
@@ -300,7 +342,8 @@ async fn given_a_mounted_helper_that_dies_when_its_exit_is_reported_then_lost_an
     // After an unmount, the exit of the helper the daemon stopped itself is ignored.
     rig.engine.handle(&unmount("t1", "u1")).await.unwrap();
     let second = dms_journal::HelperIdentity { pid: 1001, start_ticks: 10010, ..helper };
-    assert!(!rig.engine.helper_exited(&t1, second, "exit status: 0").await.unwrap());
+    let effect = rig.engine.helper_exited(&t1, second, "exit status: 0").await.unwrap();
+    assert_eq!(effect, ExitEffect::None);
 }
 
 /// `s3_mount` of `target` at `path` instead of its own directory.

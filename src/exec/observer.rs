@@ -5,7 +5,8 @@
 //! well as the host ([`HostObserver`]), and nothing above this trait reaches around it to
 //! `/proc` or a pidfd.
 
-use crate::exec::helper::{HelperError, Helpers};
+use crate::exec::credentials::payload::helper_env_from_environ;
+use crate::exec::helper::{HelperEnv, HelperError, Helpers};
 use crate::observe::{Host, ObserveError};
 use dms_journal::reconcile::Observations;
 use dms_journal::{BootId, HelperIdentity, JournalState};
@@ -58,6 +59,10 @@ pub trait Observer: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Observations, ObservationError>> + Send;
     /// A watch on `helper`'s exit (it must be the same process as journaled).
     fn watch(&self, helper: HelperIdentity) -> Watch;
+    /// The environment `helper` was started with (read while it runs: after a restart,
+    /// what a replacement would be started with if it died). `None` if it is not running
+    /// as journaled, or its environment holds no keys.
+    fn helper_env(&self, helper: HelperIdentity) -> Option<HelperEnv>;
 }
 
 /// This host: `/proc`, the PID directory and the mount table ([`Host`]), and the helpers'
@@ -103,5 +108,12 @@ impl Observer for HostObserver {
             }
             Err(e) => Watch::Unwatchable(e.to_string()),
         }
+    }
+
+    fn helper_env(&self, helper: HelperIdentity) -> Option<HelperEnv> {
+        let (procfs, boot) = (&self.host.procfs, self.helpers.boot);
+        let environ = procfs.environ(helper.pid).filter(|_| procfs.is_same(&helper, boot))?;
+        // Still the same process after the read: the environment read was its own.
+        procfs.is_same(&helper, boot).then(|| helper_env_from_environ(&environ)).flatten()
     }
 }

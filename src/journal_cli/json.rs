@@ -6,7 +6,7 @@
 //! milliseconds since the Unix epoch, with an RFC 3339 twin where a human may read them.
 
 use crate::journal_cli::view::TargetView;
-use dms_journal::state::{Action, TargetState};
+use dms_journal::state::TargetState;
 use dms_journal::store::{Problem, Seq, Stored};
 use dms_journal::{BootId, Event, HelperIdentity, OperationId, Outcome, RequestKey};
 use dms_journal::{TargetId, Timestamp};
@@ -102,10 +102,7 @@ impl<'a> TargetJson<'a> {
             mount_path: s.mount_path(),
             helper: s.helper,
             operation: s.op.as_ref().map(|op| OperationJson {
-                action: match op.action {
-                    Action::Mount => "mount",
-                    Action::Unmount => "unmount",
-                },
+                action: op.action.name(),
                 op: op.id,
                 request: op.request.as_ref(),
                 started_at: op.started_at,

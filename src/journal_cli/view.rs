@@ -3,7 +3,7 @@
 
 use crate::journal_cli::json::SummaryJson;
 use crate::journal_cli::table::{clean, count, or_dash, short, Table};
-use dms_journal::state::{Action, Phase, TargetState};
+use dms_journal::state::{Phase, TargetState};
 use dms_journal::store::{Problem, ProblemKind, Seq, Stored};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -64,7 +64,7 @@ pub fn summary<'a>(
         match state.phase {
             Phase::Mounted => s.mounted += 1,
             Phase::Unmounted => s.unmounted += 1,
-            Phase::Mounting(_) | Phase::Unmounting(_) => s.in_flight += 1,
+            Phase::Mounting(_) | Phase::Unmounting(_) | Phase::Healing(_) => s.in_flight += 1,
             Phase::Dirty(_) => s.dirty += 1,
         }
     }
@@ -135,10 +135,7 @@ pub fn state_block(s: &TargetState) -> String {
     field("mount path", or_dash(s.mount_path().map(str::to_owned)));
     field("helper", or_dash(s.helper.map(|h| h.to_string())));
     let op = s.op.as_ref().map(|op| {
-        let action = match op.action {
-            Action::Mount => "mount",
-            Action::Unmount => "unmount",
-        };
+        let action = op.action.name();
         format!(
             "{action} since {} (request {}, op {})",
             op.started_at,

@@ -70,6 +70,7 @@ impl Collector for Scraped {
             ("mounting", g.mounting),
             ("unmounting", g.unmounting),
             ("dirty", g.dirty),
+            ("healing", g.healing),
         ] {
             targets.add(vec![("phase", phase)], ConstGauge::new(n));
         }

@@ -99,6 +99,8 @@ pub struct Gauges {
     pub mounting: u64,
     pub unmounting: u64,
     pub dirty: u64,
+    /// Mounted targets whose helper died and is being replaced.
+    pub healing: u64,
     /// Targets whose journal names a helper (running, or possibly left behind).
     pub helpers_tracked: u64,
     /// NFS servers whose breaker is open or probing (their mounts fail fast).
@@ -130,6 +132,7 @@ impl Gauges {
                 Phase::Mounting(_) => &mut g.mounting,
                 Phase::Unmounting(_) => &mut g.unmounting,
                 Phase::Dirty(_) => &mut g.dirty,
+                Phase::Healing(_) => &mut g.healing,
             } += 1;
             g.helpers_tracked += u64::from(t.helper.is_some());
         }
@@ -161,6 +164,9 @@ pub struct Metrics {
     requests: [[Counter; 2]; 3],
     request_duration: [Histogram; 3],
     helper_losses: Counter,
+    /// Indexed as [`DeathCause::ALL`] and [`HealOutcome::ALL`].
+    helper_deaths: [Counter; 3],
+    helper_heals: [Counter; 3],
     nfs_breaker_trips: Counter,
     reconcile_duration: Histogram,
     reconcile_steps: Counter,
@@ -199,6 +205,8 @@ impl Metrics {
             requests: Default::default(),
             request_duration: [histogram(), histogram(), histogram()],
             helper_losses: Counter::default(),
+            helper_deaths: Default::default(),
+            helper_heals: Default::default(),
             nfs_breaker_trips: Counter::default(),
             reconcile_duration: histogram(),
             reconcile_steps: Counter::default(),
@@ -262,6 +270,22 @@ impl Metrics {
         }
         registry.register_collector(Box::new(requests));
         registry.register_collector(Box::new(durations));
+        let mut deaths = Fixed::new(
+            "dms_helper_deaths",
+            "Deaths of mounted targets' helpers, by cause (exit, signal, oom).",
+        );
+        for cause in DeathCause::ALL {
+            deaths.add(vec![("cause", cause.label())], m.helper_deaths[cause as usize].clone());
+        }
+        let mut heals = Fixed::new(
+            "dms_helper_heals",
+            "What became of targets whose helper died: healed, failed or given_up (lost).",
+        );
+        for outcome in HealOutcome::ALL {
+            heals.add(vec![("outcome", outcome.label())], m.helper_heals[outcome as usize].clone());
+        }
+        registry.register_collector(Box::new(deaths));
+        registry.register_collector(Box::new(heals));
         Metrics { registry, ..m }
     }
 
@@ -289,6 +313,19 @@ impl Metrics {
     }
 
     /// An NFS server's breaker opened (or reopened after a failed probe).
+    /// A mounted target's helper died, as `status` says.
+    pub fn helper_died(&self, status: &str) {
+        self.helper_deaths[DeathCause::of(status) as usize].inc();
+    }
+
+    pub fn helper_heal(&self, outcome: HealOutcome) {
+        self.helper_heals[outcome as usize].inc();
+    }
+
+    pub fn helper_heals(&self, outcome: HealOutcome) -> u64 {
+        self.helper_heals[outcome as usize].get()
+    }
+
     pub fn nfs_breaker_tripped(&self) {
         self.nfs_breaker_trips.inc();
     }
@@ -321,7 +358,9 @@ fn epoch_seconds(t: SystemTime) -> f64 {
 }
 
 mod collect;
+mod heals;
 use collect::{Fixed, Scraped};
+pub use heals::{DeathCause, HealOutcome};
 mod http;
 pub use http::{bind, serve, serve_registry};
 

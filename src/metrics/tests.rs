@@ -102,6 +102,16 @@ dms_request_duration_seconds_bucket{action="invalid",le="60"} 1
 dms_request_duration_seconds_bucket{action="invalid",le="+Inf"} 1
 dms_request_duration_seconds_sum{action="invalid"} 0.0005
 dms_request_duration_seconds_count{action="invalid"} 1
+# HELP dms_helper_deaths_total Deaths of mounted targets' helpers, by cause (exit, signal, oom).
+# TYPE dms_helper_deaths_total counter
+dms_helper_deaths_total{cause="exit"} 0
+dms_helper_deaths_total{cause="signal"} 1
+dms_helper_deaths_total{cause="oom"} 2
+# HELP dms_helper_heals_total What became of targets whose helper died: healed, failed or given_up (lost).
+# TYPE dms_helper_heals_total counter
+dms_helper_heals_total{outcome="healed"} 2
+dms_helper_heals_total{outcome="failed"} 0
+dms_helper_heals_total{outcome="given_up"} 1
 # HELP dms_targets Targets the journal tracks, by phase.
 # TYPE dms_targets gauge
 dms_targets{phase="mounted"} 2
@@ -109,6 +119,7 @@ dms_targets{phase="unmounted"} 1
 dms_targets{phase="mounting"} 0
 dms_targets{phase="unmounting"} 1
 dms_targets{phase="dirty"} 0
+dms_targets{phase="healing"} 1
 # HELP dms_helpers_tracked Targets whose journal names a helper process (running or to be cleaned up).
 # TYPE dms_helpers_tracked gauge
 dms_helpers_tracked 3
@@ -141,6 +152,12 @@ fn render_is_exact_text_for_known_observations() {
     m.request(Action::Invalid, Outcome::Error, Duration::from_micros(500));
     m.helpers_lost(2);
     m.helpers_lost(0);
+    m.helper_died("signal: 9 (SIGKILL)");
+    m.helper_died("killed by the OOM killer (signal 9)");
+    m.helper_died("killed by the OOM killer (signal 9)");
+    m.helper_heal(HealOutcome::Healed);
+    m.helper_heal(HealOutcome::Healed);
+    m.helper_heal(HealOutcome::GivenUp);
     m.reconcile_at(Duration::from_millis(40), 3, at(1_700_000_100, 500));
     m.reconcile_at(Duration::from_secs(90), 0, at(1_700_000_200, 0));
     let gauges = Gauges {
@@ -149,6 +166,7 @@ fn render_is_exact_text_for_known_observations() {
         mounting: 0,
         unmounting: 1,
         dirty: 0,
+        healing: 1,
         helpers_tracked: 3,
         nfs_breakers_open: 0,
         requests_parked: 5,
@@ -242,6 +260,7 @@ fn gauges_count_targets_by_phase_and_named_helpers() {
             mounting: 1,
             unmounting: 0,
             dirty: 1,
+            healing: 0,
             helpers_tracked: 3,
             nfs_breakers_open: 0,
             requests_parked: 0,

@@ -151,6 +151,7 @@ where
         node: config.max_concurrent_targets,
         nfs_per_server: config.nfs_ops_per_server,
         nfs_breaker_backoff: config.nfs_breaker_backoff,
+        heal: config.heal,
     };
     let engine = Arc::new(Engine::new(journal, replay.state, executors, boot, limits));
     let observer = Arc::new(observer);

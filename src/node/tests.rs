@@ -123,7 +123,7 @@ async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut
 }
 
 #[tokio::test]
-async fn given_a_mounted_helper_when_it_dies_then_its_watch_fires_and_the_loss_is_cleaned_up() {
+async fn given_a_mounted_helper_when_it_dies_then_its_watch_fires_and_the_target_is_healed() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), &World::new(), 1);
     let mounted = node.jobs.ask(s3_mount("t1", "k1")).await.unwrap();
@@ -133,13 +133,45 @@ async fn given_a_mounted_helper_when_it_dies_then_its_watch_fires_and_the_loss_i
     assert_eq!(node.observer.watched(), [1000].into());
 
     node.observer.kill(1000, &format!("{BASE}/t1"));
-    assert!(eventually(|| async { node.state_of("t1").await == "unmounted" }).await);
+    let verified = format!("verify {BASE}/t1 pid 1001");
+    assert!(eventually(|| async { node.world.calls().contains(&verified) }).await);
+    assert!(eventually(|| async { node.state_of("t1").await == "mounted" }).await);
     let calls = node.world.calls();
     let after_kill = &calls[calls.iter().position(|c| c == "kill pid 1000").unwrap() + 1..];
-    assert_eq!(after_kill, [format!("unmount {BASE}/t1 nfs=false"), "remove pid file t1".into()]);
-    // The next request sees the truth and mounts again.
+    let healed = [
+        format!("unmount {BASE}/t1 nfs=false"),
+        format!("spawn t1 {BASE}/t1 keys=true"),
+        format!("verify {BASE}/t1 pid 1001"),
+    ];
+    assert_eq!(after_kill[..3], healed);
+    // For the requester it never stopped being mounted.
     let again = node.jobs.ask(s3_mount("t1", "k2")).await.unwrap();
-    assert!(matches!(again, Outcome::Mounted { .. }), "{again:?}");
+    assert_eq!(again, Outcome::AlreadyMounted { path: format!("{BASE}/t1") });
+    assert_eq!(node.stop().await, Exit::Stopped);
+}
+
+/// After a restart the daemon holds no credentials: it reads the environment of the helper
+/// it adopts (the one it gave it), so a death after the restart is healed all the same.
+#[tokio::test]
+async fn given_a_restart_when_an_adopted_helper_dies_then_it_is_healed_with_its_own_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let node = start(dir.path(), &world, 1);
+    node.jobs.ask(s3_mount("t1", "k1")).await.unwrap();
+    assert_eq!(node.stop().await, Exit::Stopped);
+
+    let node = start(dir.path(), &world, 1);
+    // Jobs wait for the boot pass, which adopts the helper and reads its environment.
+    let again = node.jobs.ask(s3_mount("t1", "k2")).await.unwrap();
+    assert!(matches!(again, Outcome::AlreadyMounted { .. }), "{again:?}");
+    assert!(world.calls().contains(&"read env pid 1000".to_owned()), "{:?}", world.calls());
+    node.observer.kill(1000, &format!("{BASE}/t1"));
+    let spawned = format!("spawn t1 {BASE}/t1 keys=true");
+    assert!(
+        eventually(|| async { world.calls().iter().filter(|c| **c == spawned).count() == 2 }).await
+    );
+    assert!(eventually(|| async { node.state_of("t1").await == "mounted" }).await);
+    assert!(!world.calls().iter().any(|c| c.starts_with("fetch ") && c.contains("token=false")));
     assert_eq!(node.stop().await, Exit::Stopped);
 }
 
@@ -254,10 +286,14 @@ async fn given_a_spawn_intent_and_its_helper_when_the_node_starts_then_the_helpe
     }
     let world = World::new();
     world.helpers.lock().unwrap().insert(777);
-    world.nonces.lock().unwrap().insert(777, nonce.env_value());
+    let mut env = crate::exec::helper::HelperEnv::default();
+    env.set(SpawnNonce::ENV, nonce.env_value());
+    world.envs.lock().unwrap().insert(777, env);
     // Another process of ours with a stale nonce is not taken for it.
     world.helpers.lock().unwrap().insert(778);
-    world.nonces.lock().unwrap().insert(778, SpawnNonce::random().env_value());
+    let mut stale = crate::exec::helper::HelperEnv::default();
+    stale.set(SpawnNonce::ENV, SpawnNonce::random().env_value());
+    world.envs.lock().unwrap().insert(778, stale);
 
     let node = start(dir.path(), &world, boot);
     let outcome = node.jobs.ask(s3_mount("t1", "k1")).await.unwrap();

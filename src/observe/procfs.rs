@@ -103,6 +103,12 @@ impl Procfs {
         env_lookup(&raw, name)
     }
 
+    /// The process's whole environment as it was at exec (`NAME=value\0...`), zeroed when
+    /// dropped: a helper's holds its credentials. `None` when gone or unreadable.
+    pub fn environ(&self, pid: u32) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        self.read(format!("{pid}/environ")).ok().map(zeroize::Zeroizing::new)
+    }
+
     /// The process's real, effective, saved and filesystem uids (`Uid:` of its status).
     pub fn uids(&self, pid: u32) -> Option<[u32; 4]> {
         let raw = self.read(format!("{pid}/status")).ok()?;
@@ -151,6 +157,16 @@ impl Procfs {
             .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
             .collect())
     }
+}
+
+/// How long a process that started `start_ticks` after boot has been (or had been) running:
+/// the age of a helper that just died, for the operator's line about it.
+pub fn age(start_ticks: u64) -> Option<std::time::Duration> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let since_boot: f64 = text.split_whitespace().next()?.parse().ok()?;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    let started = start_ticks as f64 / hz.max(1.0);
+    Some(std::time::Duration::from_secs_f64((since_boot - started).max(0.0)))
 }
 
 /// Open `/dev/fuse` descriptors of a process. Linux 6.15 and later name each one's

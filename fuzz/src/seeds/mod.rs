@@ -142,6 +142,7 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Unmounting(UnmountStep::Requested) => "unmounting-requested",
         Phase::Unmounting(UnmountStep::HelperStopped) => "unmounting-helper-stopped",
         Phase::Dirty(_) => "dirty",
+        Phase::Healing(_) => "healing",
     }
 }
 

@@ -7,7 +7,7 @@ use crate::event::{Cleanup, Clock, Event, FailureClass, Outcome, Record, TargetK
 use crate::ids::{HelperIdentity, OperationId, RequestKey, SpawnNonce};
 use crate::nesting::Nesting;
 use crate::outage::Outage;
-use crate::state::{Action, MountStep, Phase, TargetState};
+use crate::state::{Action, HealStep, Healing, MountStep, Phase, TargetState};
 
 /// Decide what `command` means for `state`. One match over (phase, command). A failure's
 /// text is worded by `wording` (the daemon's wire module) and journaled as worded.
@@ -29,7 +29,8 @@ pub fn decide(
         Command::Detached { op, result } => d.detached(*op, result)?,
         Command::UnmountDone { op, result } => d.unmount_done(*op, result)?,
         Command::CleanupDone { result } => d.cleanup_done(result)?,
-        Command::HelperExited { helper, status } => d.helper_exited(*helper, status),
+        Command::HelperExited { helper, status, heal } => d.helper_exited(*helper, status, heal),
+        Command::Respawn { op, nonce } => d.respawn(*op, *nonce)?,
         Command::Reconcile { seen } => d.reconcile(seen)?,
     }
     Ok(d.decision)
@@ -105,7 +106,11 @@ impl Draft<'_> {
     }
 
     /// The operation an outcome must belong to.
-    fn current_op(&self, got: OperationId, outcome: &'static str) -> Result<(), Rejection> {
+    pub(super) fn current_op(
+        &self,
+        got: OperationId,
+        outcome: &'static str,
+    ) -> Result<(), Rejection> {
         match self.state.op.as_ref().and_then(|op| op.id) {
             Some(current) if current == got => Ok(()),
             Some(current) => Err(Rejection::StaleOutcome { got, current: current.to_string() }),
@@ -150,7 +155,9 @@ impl Draft<'_> {
         }
         let current = self.state.mount_path();
         match self.state.phase {
-            Phase::Mounting(_) | Phase::Unmounting(_) => return Err(self.busy(request)),
+            Phase::Mounting(_) | Phase::Unmounting(_) | Phase::Healing(_) => {
+                return Err(self.busy(request))
+            }
             Phase::Mounted if current == Some(spec.mount_path.as_str()) => {
                 let path = spec.mount_path.clone();
                 self.answer(op, request, Outcome::AlreadyMounted { path });
@@ -202,7 +209,9 @@ impl Draft<'_> {
         }
         let at_path = self.state.mount_path() == Some(mount_path);
         match self.state.phase {
-            Phase::Mounting(_) | Phase::Unmounting(_) => return Err(self.busy(request)),
+            Phase::Mounting(_) | Phase::Unmounting(_) | Phase::Healing(_) => {
+                return Err(self.busy(request))
+            }
             Phase::Unmounted => {
                 let path = mount_path.to_owned();
                 self.answer(op, request, Outcome::NotMounted { path });
@@ -261,9 +270,17 @@ impl Draft<'_> {
         self.current_op(op, "HelperSpawned")?;
         match self.state.phase {
             Phase::Mounting(MountStep::SpawnIntended(_)) => {}
+            Phase::Healing(Healing { step: HealStep::SpawnIntended(_), .. }) => {
+                self.heal_spawned(op, result);
+                return Ok(());
+            }
             Phase::Mounting(
                 MountStep::Requested | MountStep::CredsFetched | MountStep::Spawned,
             )
+            | Phase::Healing(Healing {
+                step: HealStep::Dead | HealStep::Detached | HealStep::Spawned,
+                ..
+            })
             | Phase::Unmounted
             | Phase::Mounted
             | Phase::Unmounting(_)
@@ -292,7 +309,15 @@ impl Draft<'_> {
         let step_ok = match self.state.phase {
             Phase::Mounting(MountStep::Spawned) => s3,
             Phase::Mounting(MountStep::Requested) => !s3,
+            Phase::Healing(Healing { step: HealStep::Spawned, deaths }) => {
+                self.heal_checked(result, deaths);
+                return Ok(());
+            }
             Phase::Mounting(MountStep::CredsFetched | MountStep::SpawnIntended(_))
+            | Phase::Healing(Healing {
+                step: HealStep::Dead | HealStep::Detached | HealStep::SpawnIntended(_),
+                ..
+            })
             | Phase::Unmounted
             | Phase::Mounted
             | Phase::Unmounting(_)
@@ -383,27 +408,18 @@ impl Draft<'_> {
         Ok(())
     }
 
-    fn helper_exited(&mut self, helper: HelperIdentity, status: &str) {
-        match self.state.phase {
-            Phase::Mounted if self.state.helper == Some(helper) => {
-                // Its mount is dead (ENOTCONN) and its PID file names nothing: both go.
-                let cleanup = Cleanup { helper: None, mount: true, pid_file: true };
-                let reason = format!("helper pid {} exited ({status})", helper.pid);
-                self.record(None, None, Event::Lost { reason, cleanup });
-                let mount_path = self.state.mount_path().map(str::to_owned);
-                self.effect(Effect::Cleanup { cleanup, mount_path });
-            }
-            Phase::Mounted
-            | Phase::Unmounted
-            | Phase::Mounting(_)
-            | Phase::Unmounting(_)
-            | Phase::Dirty(_) => {}
-        }
-    }
-
     fn cleanup_done(&mut self, result: &Result<String, String>) -> Result<(), Rejection> {
-        if !matches!(self.state.phase, Phase::Dirty(_)) {
-            return Err(self.unexpected("CleanupDone"));
+        match self.state.phase {
+            Phase::Dirty(_) => {}
+            Phase::Healing(Healing { step: HealStep::Dead, deaths }) => {
+                self.heal_detached(result, deaths);
+                return Ok(());
+            }
+            Phase::Unmounted
+            | Phase::Mounting(_)
+            | Phase::Mounted
+            | Phase::Unmounting(_)
+            | Phase::Healing(_) => return Err(self.unexpected("CleanupDone")),
         }
         // A failed cleanup changes nothing: the target stays dirty for the next attempt.
         if let Ok(what) = result {

@@ -6,7 +6,7 @@
 //! order; each effect's outcome comes back as another [`Command`].
 
 use crate::event::{Cleanup, Outcome, Record, TargetSpec};
-use crate::ids::{HelperIdentity, OperationId, RequestKey, SpawnNonce, TargetId};
+use crate::ids::{HelperIdentity, OperationId, RequestKey, SpawnNonce, TargetId, Timestamp};
 use crate::nesting::Nesting;
 use crate::outage::Outage;
 use crate::state::Action;
@@ -40,13 +40,36 @@ pub enum Command {
     UnmountDone { op: OperationId, result: Result<(), String> },
     /// Outcome of [`Effect::Cleanup`] for a dirty target.
     CleanupDone { result: Result<String, String> },
-    /// `helper` exited with `status` (reaped, or its pidfd polled readable). The target is
-    /// lost only if it is mounted by exactly that helper: a helper the daemon stopped
-    /// itself, or one no longer current, changes nothing.
-    HelperExited { helper: HelperIdentity, status: String },
+    /// `helper` exited with `status` (reaped, or its pidfd polled readable). It matters only
+    /// if the target is mounted by exactly that helper: a helper the daemon stopped itself,
+    /// or one no longer current, changes nothing. Then the target is healed, within the
+    /// bound `heal` gives, or lost.
+    HelperExited { helper: HelperIdentity, status: String, heal: HealFacts },
+    /// Outcome of [`Effect::Respawn`]: the backoff is over; `nonce` is drawn for the
+    /// replacement helper's spawn.
+    Respawn { op: OperationId, nonce: SpawnNonce },
     /// What a reconcile pass saw on the host for this target ([`facts`]): the machine
     /// decides what it means for the phase (lost, adopted, rolled back, resumed, cleaned).
     Reconcile { seen: Seen },
+}
+
+/// What the engine knows when a helper dies, for `decide` to choose between healing its
+/// target and giving it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealFacts {
+    /// The heal's operation id, drawn by the engine.
+    pub op: OperationId,
+    /// When this target's earlier helper deaths were journaled (its `HelperDied` records).
+    pub earlier: Vec<Timestamp>,
+    /// At most this many deaths within `window_ms` are healed (`heal_attempts`; 0: none).
+    pub attempts: u32,
+    pub window_ms: u64,
+    /// The engine holds the environment (with the credentials) the helper was started
+    /// with: a replacement can be started exactly like it.
+    pub environment: bool,
+    /// The helper exited by itself with status 0: a FUSE server does that when its
+    /// filesystem was unmounted (by hand, `fusermount -u`), which is no crash to undo.
+    pub clean_exit: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +136,12 @@ pub enum Effect {
     WritePidFile {
         helper: HelperIdentity,
     },
+    /// Wait `after_ms` (the backoff of a helper that keeps dying), then draw the nonce of
+    /// the replacement's spawn ([`Command::Respawn`]).
+    Respawn {
+        op: OperationId,
+        after_ms: u64,
+    },
     /// Answer the requester.
     Reply {
         request: Option<RequestKey>,
@@ -134,6 +163,7 @@ impl Effect {
             Effect::Cleanup { .. } => "Cleanup",
             Effect::RemoveStalePidFile { .. } => "RemoveStalePidFile",
             Effect::WritePidFile { .. } => "WritePidFile",
+            Effect::Respawn { .. } => "Respawn",
             Effect::Reply { .. } => "Reply",
         }
     }
@@ -145,7 +175,9 @@ impl Effect {
     /// redelivered.
     pub fn needs_write_ahead(&self) -> bool {
         match self {
-            Effect::FetchCredentials { .. } | Effect::VerifyMount { .. } => false,
+            Effect::FetchCredentials { .. }
+            | Effect::VerifyMount { .. }
+            | Effect::Respawn { .. } => false,
             Effect::SpawnHelper { .. }
             | Effect::MountNfs { .. }
             | Effect::Detach { .. }
@@ -183,6 +215,8 @@ pub enum Rejection {
 
 mod decide;
 pub mod facts;
+mod heal;
 mod reconciled;
 pub use decide::decide;
 pub use facts::Seen;
+pub use heal::{backoff_ms, NOT_HEALED_AGAIN};

@@ -29,7 +29,11 @@ impl Draft<'_> {
             // A target in any other phase has its PID file looked at by its own rules.
             (
                 Seen::StrayPidFile(_),
-                Phase::Mounting(_) | Phase::Mounted | Phase::Unmounting(_) | Phase::Dirty(_),
+                Phase::Mounting(_)
+                | Phase::Mounted
+                | Phase::Unmounting(_)
+                | Phase::Dirty(_)
+                | Phase::Healing(_),
             ) => Err(self.unexpected("StrayPidFile")),
         }
     }
@@ -98,6 +102,23 @@ impl Draft<'_> {
                 } else {
                     let reason = format!("mount interrupted at {step:?}; rolled back");
                     self.abandoned(reason, leftovers, &path);
+                }
+            }
+            Phase::Healing(_) if facts.new_boot => {
+                self.lost("host rebooted (boot id changed)".into(), leftovers, &path)
+            }
+            // A heal interrupted by a crash: completed, resumed (its replacement runs and is
+            // known by its nonce), or given up, as an interrupted mount would be.
+            Phase::Healing(healing) => {
+                if let (Some(h), Some(MountSeen::Live)) = (helper, facts.mount) {
+                    let reason = "interrupted heal had completed".to_owned();
+                    self.in_op(Event::Adopted { spec, helper: Some(h), reason });
+                    self.restore_pid_file(facts, h);
+                } else if let (Some(h), None) = (intended, facts.mount) {
+                    self.resume_spawned(facts, h, path);
+                } else {
+                    let reason = format!("heal interrupted at {:?}; not healed", healing.step);
+                    self.lost(reason, leftovers, &path);
                 }
             }
             Phase::Unmounting(_) => self.resume_unmount(facts, leftovers, path),
@@ -183,13 +204,13 @@ impl Draft<'_> {
     }
 
     /// A record in the context of the operation in flight, if any.
-    fn in_op(&mut self, event: Event) {
+    pub(super) fn in_op(&mut self, event: Event) {
         let op = self.state.op.as_ref();
         self.record(op.and_then(|o| o.id), op.and_then(|o| o.request.clone()), event);
     }
 
     /// The target is lost; what it left behind is cleaned right away.
-    fn lost(&mut self, reason: String, cleanup: Cleanup, path: &str) {
+    pub(super) fn lost(&mut self, reason: String, cleanup: Cleanup, path: &str) {
         self.in_op(Event::Lost { reason, cleanup });
         self.clean(cleanup, path);
     }

@@ -6,7 +6,7 @@ use crate::event::{Clock, TargetKind};
 use crate::host::FsKind;
 use crate::ids::{HelperIdentity, SpawnNonce, TargetId};
 use crate::machine::facts::{MountSeen, PidFileSeen, Seen, StrayPidFile, TargetFacts};
-use crate::state::{JournalState, MountStep, Phase, TargetState};
+use crate::state::{HealStep, Healing, JournalState, MountStep, Phase, TargetState};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) struct World<'a> {
@@ -100,10 +100,17 @@ impl<'a> World<'a> {
         }
         let helper = if spec.kind.has_helper() { self.helper_for(state, path) } else { None };
         let intended = match state.phase {
-            Phase::Mounting(MountStep::SpawnIntended(nonce)) => self.carrying(nonce),
+            Phase::Mounting(MountStep::SpawnIntended(nonce))
+            | Phase::Healing(Healing { step: HealStep::SpawnIntended(nonce), .. }) => {
+                self.carrying(nonce)
+            }
             Phase::Mounting(
                 MountStep::Requested | MountStep::CredsFetched | MountStep::Spawned,
             )
+            | Phase::Healing(Healing {
+                step: HealStep::Dead | HealStep::Detached | HealStep::Spawned,
+                ..
+            })
             | Phase::Unmounted
             | Phase::Mounted
             | Phase::Unmounting(_)

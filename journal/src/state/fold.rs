@@ -1,7 +1,10 @@
 //! The fold of records into a [`TargetState`]: [`TargetState::check`], whether a record is
 //! legal where it lands (one exhaustive match), and [`TargetState::apply`], total.
 
-use super::{Action, Decided, Illegal, MountStep, Operation, Phase, TargetState, UnmountStep};
+use super::{
+    Action, Decided, HealStep, Healing, Illegal, MountStep, Operation, Phase, TargetState,
+    UnmountStep,
+};
 use crate::event::{Event, FailureClass, Outcome, Record};
 
 impl TargetState {
@@ -31,11 +34,27 @@ impl TargetState {
             (P::Unmounting(_), Event::Detached { .. }) => s3,
             (P::Dirty(_), Event::UnmountRequested { .. } | Event::Cleaned { .. }) => true,
             (P::Dirty(_), Event::Adopted { .. }) => true,
+            // Healing: the chain of a mount, from a dead helper to a verified replacement;
+            // a replacement that fails is another death; a heal given up is `Lost`.
+            (P::Mounted, Event::HelperDied { .. }) => s3,
+            (P::Healing(h), Event::HelperDied { .. }) => h.step == HealStep::Spawned,
+            (P::Healing(h), Event::Cleaned { .. }) => h.step == HealStep::Dead,
+            (P::Healing(h), Event::SpawnIntended { .. }) => h.step == HealStep::Detached,
+            (P::Healing(h), Event::Spawned { .. }) => {
+                matches!(h.step, HealStep::SpawnIntended(_))
+            }
+            (P::Healing(h), Event::Verified) => h.step == HealStep::Spawned,
+            (P::Healing(_), Event::Lost { .. } | Event::Adopted { .. }) => true,
             // Answers change nothing and are legal whenever no operation is in flight.
             (P::Unmounted | P::Mounted | P::Dirty(_), Event::Answered { .. }) => true,
-            (P::Mounting(_) | P::Unmounting(_), Event::Answered { .. }) => false,
+            (P::Mounting(_) | P::Unmounting(_) | P::Healing(_), Event::Answered { .. }) => false,
             (
-                P::Unmounted | P::Mounting(_) | P::Mounted | P::Unmounting(_) | P::Dirty(_),
+                P::Unmounted
+                | P::Mounting(_)
+                | P::Mounted
+                | P::Unmounting(_)
+                | P::Dirty(_)
+                | P::Healing(_),
                 Event::Requested { .. }
                 | Event::CredsFetched
                 | Event::Spawned { .. }
@@ -49,7 +68,8 @@ impl TargetState {
                 | Event::Abandoned { .. }
                 | Event::Cleaned { .. }
                 | Event::Detached { .. }
-                | Event::SpawnIntended { .. },
+                | Event::SpawnIntended { .. }
+                | Event::HelperDied { .. },
             ) => false,
         };
         if ok {
@@ -77,11 +97,25 @@ impl TargetState {
             }
             Event::CredsFetched => self.phase = Phase::Mounting(MountStep::CredsFetched),
             Event::SpawnIntended { nonce } => {
-                self.phase = Phase::Mounting(MountStep::SpawnIntended(*nonce))
+                self.phase = match self.phase {
+                    Phase::Healing(h) => {
+                        Phase::Healing(Healing { step: HealStep::SpawnIntended(*nonce), ..h })
+                    }
+                    _ => Phase::Mounting(MountStep::SpawnIntended(*nonce)),
+                }
             }
             Event::Spawned { helper } => {
                 self.helper = Some(*helper);
-                self.phase = Phase::Mounting(MountStep::Spawned);
+                self.phase = match self.phase {
+                    Phase::Healing(h) => Phase::Healing(Healing { step: HealStep::Spawned, ..h }),
+                    _ => Phase::Mounting(MountStep::Spawned),
+                }
+            }
+            Event::HelperDied { deaths, .. } => {
+                // The dead helper is nobody's now; the heal is an operation of its own.
+                self.helper = None;
+                self.start(record, Action::Heal);
+                self.phase = Phase::Healing(Healing { step: HealStep::Dead, deaths: *deaths });
             }
             Event::Verified => {
                 self.phase = Phase::Mounted;
@@ -140,12 +174,16 @@ impl TargetState {
                 let path = self.mount_path().unwrap_or_default().to_owned();
                 self.finish(record, Outcome::Unmounted { path });
             }
-            Event::Cleaned { .. } => {
-                if matches!(self.phase, Phase::Dirty(_)) {
+            Event::Cleaned { .. } => match self.phase {
+                Phase::Dirty(_) => {
                     self.phase = Phase::Unmounted;
                     self.helper = None;
                 }
-            }
+                Phase::Healing(h) => {
+                    self.phase = Phase::Healing(Healing { step: HealStep::Detached, ..h })
+                }
+                Phase::Unmounted | Phase::Mounting(_) | Phase::Mounted | Phase::Unmounting(_) => {}
+            },
         }
     }
 

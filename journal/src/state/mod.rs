@@ -5,7 +5,7 @@
 //! appended to is a separate question, answered by [`TargetState::check`] with one
 //! exhaustive match; `dms-journal verify` and the model tests use it.
 
-use crate::event::{Cleanup, Outcome, Record, TargetKind, TargetSpec};
+use crate::event::{Cleanup, Deaths, Outcome, Record, TargetKind, TargetSpec};
 use crate::ids::{
     BootId, HelperIdentity, OperationId, RequestKey, SpawnNonce, TargetId, Timestamp,
 };
@@ -37,13 +37,43 @@ impl fmt::Debug for MountStep {
     }
 }
 
+/// Where the healing of a target whose helper died is: its dead mount being detached, then
+/// detached (`Cleaned`; the backoff runs), the replacement's spawn intent journaled, the
+/// replacement spawned and its mount awaited.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealStep {
+    Dead,
+    Detached,
+    SpawnIntended(SpawnNonce),
+    Spawned,
+}
+
+/// The step's name; the nonce is never shown.
+impl fmt::Debug for HealStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HealStep::Dead => "Dead",
+            HealStep::Detached => "Detached",
+            HealStep::SpawnIntended(_) => "SpawnIntended",
+            HealStep::Spawned => "Spawned",
+        })
+    }
+}
+
+/// A heal in progress and the deaths it answers (which bound the next attempts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Healing {
+    pub step: HealStep,
+    pub deaths: Deaths,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UnmountStep {
     Requested,
     HelperStopped,
 }
 
-/// Where a target is. In-flight phases (`Mounting`, `Unmounting`) always have an operation.
+/// Where a target is. In-flight phases (`Mounting`, `Unmounting`, `Healing`) always have an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     Unmounted,
@@ -52,6 +82,9 @@ pub enum Phase {
     Unmounting(UnmountStep),
     /// Something may be left behind (a helper, a mount, a PID file) and must be cleaned.
     Dirty(Cleanup),
+    /// Mounted, its helper dead and being replaced: still mounted for the requester, but
+    /// with an operation in flight. Last: older snapshots keep their variant numbers.
+    Healing(Healing),
 }
 
 impl Phase {
@@ -63,11 +96,12 @@ impl Phase {
             Phase::Mounted => "mounted",
             Phase::Unmounting(_) => "unmounting",
             Phase::Dirty(_) => "dirty",
+            Phase::Healing(_) => "healing",
         }
     }
 
     pub fn in_flight(&self) -> bool {
-        matches!(self, Phase::Mounting(_) | Phase::Unmounting(_))
+        matches!(self, Phase::Mounting(_) | Phase::Unmounting(_) | Phase::Healing(_))
     }
 }
 
@@ -79,6 +113,7 @@ impl fmt::Display for Phase {
             Phase::Mounted => f.write_str("mounted"),
             Phase::Unmounting(step) => write!(f, "unmounting ({step:?})"),
             Phase::Dirty(c) => write!(f, "dirty ({c})"),
+            Phase::Healing(h) => write!(f, "healing ({:?}, death {})", h.step, h.deaths.count),
         }
     }
 }
@@ -87,6 +122,19 @@ impl fmt::Display for Phase {
 pub enum Action {
     Mount,
     Unmount,
+    /// Replacing a mounted target's dead helper; no request asked for it.
+    Heal,
+}
+
+impl Action {
+    /// As tables and `--json` show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Mount => "mount",
+            Action::Unmount => "unmount",
+            Action::Heal => "heal",
+        }
+    }
 }
 
 /// The operation in flight on a target.

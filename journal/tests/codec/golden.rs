@@ -38,8 +38,8 @@ fn golden_set_covers_every_variant() {
         }
         with_requests |= s.requests.len() >= 2 && s.op.is_some() && s.helper.is_some();
     }
-    assert_eq!(phases, all(9), "every Phase and step has a golden snapshot");
-    assert_eq!(actions, all(2), "every Action has a golden snapshot");
+    assert_eq!(phases, all(13), "every Phase and step has a golden snapshot");
+    assert_eq!(actions, all(3), "every Action has a golden snapshot");
     assert!(with_requests, "one golden snapshot has requests, an op and a helper");
 }
 

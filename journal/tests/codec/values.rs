@@ -4,9 +4,9 @@
 use dms_journal::codec::{encode_record, encode_snapshot};
 use dms_journal::state::{Decided, Operation};
 use dms_journal::{
-    Action, BootId, Cleanup, Event, FailureClass, HelperIdentity, MountStep, OperationId, Outcome,
-    Phase, Record, RequestKey, SpawnNonce, TargetId, TargetKind, TargetSpec, TargetState,
-    Timestamp, UnmountStep,
+    Action, BootId, Cleanup, Deaths, Event, FailureClass, HealStep, Healing, HelperIdentity,
+    MountStep, OperationId, Outcome, Phase, Record, RequestKey, SpawnNonce, TargetId, TargetKind,
+    TargetSpec, TargetState, Timestamp, UnmountStep,
 };
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -163,7 +163,31 @@ pub fn golden_records() -> Vec<(&'static str, Record)> {
         ("record-20-cleaned", observation(Event::Cleaned { what: "removed PID file".to_owned() })),
         ("record-21-detached", rec(Event::Detached { cleanup: full_cleanup() })),
         ("record-22-spawn-intended", rec(Event::SpawnIntended { nonce: nonce() })),
+        (
+            "record-23-helper-died",
+            Record {
+                request: None,
+                ..rec(Event::HelperDied {
+                    helper: helper_identity(),
+                    cause: "signal: 9 (SIGKILL)".to_owned(),
+                    deaths: deaths(),
+                })
+            },
+        ),
     ]
+}
+
+/// Two deaths of three healed, in a window that began at `AT`.
+pub fn deaths() -> Deaths {
+    Deaths { count: 2, limit: 3, since: AT }
+}
+
+pub fn healing(step: HealStep) -> Phase {
+    Phase::Healing(Healing { step, deaths: deaths() })
+}
+
+pub fn heal_op() -> Operation {
+    Operation { id: Some(OP), request: None, action: Action::Heal, started_at: AT }
 }
 
 /// A fixed spawn nonce (its bytes are pinned like every other value's).
@@ -237,6 +261,9 @@ pub fn golden_snapshots() -> Vec<(&'static str, TargetState)> {
         key("req-y"),
         decided(Outcome::Unmounted { path: "/var/lib/dms/mnt/target-1".to_owned() }, 10),
     );
+    let mut healing_spawned =
+        snapshot(healing(HealStep::Spawned), Some(s3_spec()), Some(heal_op()));
+    healing_spawned.helper = Some(helper_identity());
     let mut dirty = snapshot(Phase::Dirty(full_cleanup()), Some(s3_spec()), None);
     dirty.helper = Some(helper_identity());
     vec![
@@ -261,6 +288,19 @@ pub fn golden_snapshots() -> Vec<(&'static str, TargetState)> {
         ),
         ("snapshot-7-unmounting-helper-stopped", helper_stopped),
         ("snapshot-8-dirty", dirty),
+        (
+            "snapshot-10-healing-dead",
+            snapshot(healing(HealStep::Dead), Some(s3_spec()), Some(heal_op())),
+        ),
+        (
+            "snapshot-11-healing-spawn-intended",
+            snapshot(healing(HealStep::SpawnIntended(nonce())), Some(s3_spec()), Some(heal_op())),
+        ),
+        ("snapshot-12-healing-spawned", healing_spawned),
+        (
+            "snapshot-13-healing-detached",
+            snapshot(healing(HealStep::Detached), Some(s3_spec()), Some(heal_op())),
+        ),
         (
             "snapshot-9-mounting-spawn-intended",
             snapshot(
@@ -302,9 +342,10 @@ pub fn event_variant(e: &Event) -> u8 {
         Event::Cleaned { .. } => 12,
         Event::Detached { .. } => 13,
         Event::SpawnIntended { .. } => 14,
+        Event::HelperDied { .. } => 15,
     }
 }
-pub const EVENT_VARIANTS: u8 = 15;
+pub const EVENT_VARIANTS: u8 = 16;
 
 pub fn kind_variant(k: &TargetKind) -> u8 {
     match k {
@@ -341,6 +382,10 @@ pub fn phase_variant(p: &Phase) -> u8 {
         Phase::Unmounting(UnmountStep::HelperStopped) => 6,
         Phase::Dirty(_) => 7,
         Phase::Mounting(MountStep::SpawnIntended(_)) => 8,
+        Phase::Healing(Healing { step: HealStep::Dead, .. }) => 9,
+        Phase::Healing(Healing { step: HealStep::SpawnIntended(_), .. }) => 10,
+        Phase::Healing(Healing { step: HealStep::Spawned, .. }) => 11,
+        Phase::Healing(Healing { step: HealStep::Detached, .. }) => 12,
     }
 }
 
@@ -348,6 +393,7 @@ pub fn action_variant(a: &Action) -> u8 {
     match a {
         Action::Mount => 0,
         Action::Unmount => 1,
+        Action::Heal => 2,
     }
 }
 

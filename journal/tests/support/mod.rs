@@ -156,3 +156,16 @@ impl Rig {
         &d.records.last().unwrap().event
     }
 }
+
+/// What the engine would know at a helper's death: `attempts` healed per 10 minutes (0:
+/// healing off), the environment known, and earlier deaths at these times.
+pub fn heal_facts(attempts: u32, earlier: Vec<Timestamp>) -> dms_journal::machine::HealFacts {
+    dms_journal::machine::HealFacts {
+        op: op(50),
+        earlier,
+        attempts,
+        window_ms: 600_000,
+        environment: true,
+        clean_exit: false,
+    }
+}

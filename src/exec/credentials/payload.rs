@@ -118,6 +118,49 @@ impl S3Credentials {
     }
 }
 
+/// Every name [`S3Credentials::helper_env`] may set: what a helper's environment is made
+/// of, and all that is read back from a running helper's (a wrapper's additions and the
+/// daemon's own markers are left out).
+pub const HELPER_ENV_NAMES: [&str; 17] = [
+    "vault_s3_bucket",
+    "vault_s3_region_name",
+    "vault_s3_auth_version",
+    "vault_s3_signature_version",
+    "vault_s3_ssl",
+    "vault_s3_ssl_verify",
+    "vault_storage_nfs_export",
+    "bucket_object_lock",
+    "use_manifest_suffix",
+    "vault_s3_ssl_cert",
+    "vault_s3_endpoint_url",
+    "vault_s3_max_pool_connections",
+    "vault_data_directory_old",
+    "vault_data_directory",
+    "log_config_append",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+];
+
+/// The environment a running helper was started with, from its `/proc/<pid>/environ`
+/// (`NAME=value\0...`): the [`HELPER_ENV_NAMES`] it holds. `None` without the keys: such a
+/// helper could not be replaced by one that reaches the bucket.
+pub fn helper_env_from_environ(environ: &[u8]) -> Option<HelperEnv> {
+    let mut env = HelperEnv::default();
+    for entry in environ.split(|&b| b == 0) {
+        let Some(eq) = entry.iter().position(|&b| b == b'=') else { continue };
+        let (Ok(name), Ok(value)) =
+            (std::str::from_utf8(&entry[..eq]), std::str::from_utf8(&entry[eq + 1..]))
+        else {
+            continue;
+        };
+        if HELPER_ENV_NAMES.contains(&name) {
+            env.set(name, value);
+        }
+    }
+    let keys = env.get("AWS_ACCESS_KEY_ID").is_some() && env.get("AWS_SECRET_ACCESS_KEY").is_some();
+    keys.then_some(env)
+}
+
 /// Zeroes every string of the parsed payload before it is freed: the keys were copied into
 /// [`SecretString`]s, and the JSON tree's own copies must not linger in freed memory.
 fn scrub(value: &mut Value) {
@@ -222,5 +265,30 @@ mod tests {
             value,
             serde_json::json!({"aws_secret_access_key":"","nested":{"list":["",1,null]}})
         );
+    }
+
+    #[test]
+    fn given_a_running_helpers_environ_when_read_back_then_it_is_the_environment_it_was_given() {
+        let creds = S3Credentials::parse(FULL.as_bytes()).unwrap();
+        let given = creds.helper_env("/var/lib/trilio/triliovault-mounts/t1");
+        // Every name the helper gets is one that is read back.
+        let listed = format!("{given:?}");
+        let names: Vec<&str> =
+            HELPER_ENV_NAMES.iter().copied().filter(|n| given.get(n).is_some()).collect();
+        assert_eq!(listed.matches("=***").count(), names.len(), "{listed}");
+        let mut environ = b"PATH=/usr/bin\0DMS_HELPER_NONCE=00ff\0DMS_HELPER_TARGET=t1\0".to_vec();
+        for name in &names {
+            environ.extend(format!("{name}={}\0", given.get(name).unwrap()).as_bytes());
+        }
+        environ.extend(b"not-an-entry\0\xff\xfe=x\0");
+        let read = helper_env_from_environ(&environ).unwrap();
+        for name in HELPER_ENV_NAMES {
+            assert_eq!(read.get(name), given.get(name), "{name}");
+        }
+        for other in ["PATH", "DMS_HELPER_NONCE", "DMS_HELPER_TARGET"] {
+            assert_eq!(read.get(other), None, "{other} is not the helper's own");
+        }
+        let without_keys = b"vault_s3_bucket=b\0vault_data_directory=/m\0";
+        assert!(helper_env_from_environ(without_keys).is_none(), "no keys: not replaceable");
     }
 }
