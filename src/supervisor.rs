@@ -232,6 +232,8 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
                 target: target.clone(),
                 helper,
                 status: status.to_owned(),
+                // Not this process's child: its exit status cannot be reaped.
+                cause: crate::exec::death::DeathCause::Unknown,
             };
             match self.observer.watch(helper) {
                 Watch::Reported => {}
