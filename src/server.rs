@@ -5,6 +5,7 @@
 
 use crate::config::Config;
 use crate::engine::Executors;
+use crate::exec::cgroup::HelperCgroups;
 use crate::exec::command::Program;
 use crate::exec::credentials::{Barbican, BarbicanConfig};
 use crate::exec::helper::Helpers;
@@ -41,6 +42,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         boot,
         stop_grace: config.timeouts.helper_stop_grace,
         reaping: Default::default(),
+        cgroups: helper_cgroups(&config),
     };
     let program = |p: &std::path::Path| Program {
         program: p.to_path_buf(),
@@ -89,6 +91,39 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<Exit
         owns_process: true,
     };
     crate::node::run(ports, config, shutdown).await
+}
+
+/// Each helper's cgroup, as this host offers it: one line at start either way, saying where
+/// or why not and what that costs.
+fn helper_cgroups(config: &Config) -> Option<HelperCgroups> {
+    let wanted = &config.helper_cgroup;
+    match HelperCgroups::detect(&wanted.root, wanted.limits) {
+        Ok(Some(cgroups)) => {
+            tracing::info!(
+                cgroups = %cgroups.layout(),
+                memory_max = ?wanted.limits.memory_max,
+                tasks_max = ?wanted.limits.tasks_max,
+                "each helper runs in a cgroup of its own"
+            );
+            Some(cgroups)
+        }
+        Ok(None) => {
+            tracing::info!(
+                "helper cgroups are off (helper_cgroup_root = off): no helper limits, and an \
+                 OOM kill is recognised from the kernel log only"
+            );
+            None
+        }
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "helpers run without cgroups: helper_memory_max and helper_tasks_max are not \
+                 applied, a helper's leftovers are found by its process group only, and an OOM \
+                 kill is recognised from the kernel log only"
+            );
+            None
+        }
+    }
 }
 
 /// One pidfd per watched helper, one PID file and log per target: a node with a thousand

@@ -246,6 +246,8 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
                 target: target.clone(),
                 helper,
                 status: status.to_owned(),
+                // Not this process's child: its exit status cannot be reaped.
+                cause: crate::exec::death::DeathCause::Unknown,
             };
             match self.observer.watch(helper) {
                 Watch::Reported => {}
@@ -286,7 +288,7 @@ async fn journal_exit<C: Credentials, P: Processes, M: Mounts>(
     exit: HelperExit,
 ) {
     let (target, pid, status) = (exit.target.to_string(), exit.helper.pid, &exit.status);
-    match engine.helper_exited(&exit.target, exit.helper, status).await {
+    match engine.helper_exited(&exit.target, exit.helper, status, exit.cause).await {
         // Healed: the engine logged the heal with its seed-style lines.
         Ok(ExitEffect::Healed { .. }) => {}
         Ok(ExitEffect::Lost { reason }) => tracing::error!(

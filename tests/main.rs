@@ -15,6 +15,7 @@ mod infra_barbican;
 mod infra_broker;
 mod infra_s3;
 mod packaging;
+mod server_cgroup;
 mod server_chaos;
 mod server_config;
 mod server_containment;

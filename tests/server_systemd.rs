@@ -294,6 +294,7 @@ fn unit_file_keeps_mounts_in_the_host_namespace_and_helpers_and_pid_files_across
     assert_eq!(one("Type"), "notify");
     assert_eq!(one("NotifyAccess"), "main");
     assert_eq!(one("KillMode"), "process", "a stop or restart would kill every helper");
+    assert_eq!(one("Delegate"), "yes", "cgroup v2 would refuse the helpers' own cgroups");
     assert_eq!(one("Restart"), "on-failure");
     assert_eq!(one("RuntimeDirectory"), "dms");
     assert_eq!(

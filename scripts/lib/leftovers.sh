@@ -1,9 +1,11 @@
 # What a test run must not leave behind, as a before/after comparison (sourced by
 # scripts/test.sh): processes of the suite (helpers, daemons, the mount(8) stand-in, the
 # private brokers and Barbicans and their janitors, all recognisable by their command line),
-# mounts under /tmp, and temp directories (`/tmp/dms-*` from the suite's support code,
-# `/tmp/.tmp*` from tempfile). Only what appeared during the run counts: a machine may
-# hold older leftovers of an interrupted run, and those are not this run's doing.
+# mounts under /tmp, temp directories (`/tmp/dms-*` from the suite's support code,
+# `/tmp/.tmp*` from tempfile), and helper cgroups (`dms-test-*` roots of the cgroup tests,
+# `dms-helpers` of a daemon left at `helper_cgroup_root = auto`, in any hierarchy, up to
+# three levels down). Only what appeared during the run counts: a machine may hold older
+# leftovers of an interrupted run, and those are not this run's doing.
 
 leftover_processes() {
     ps -eo pid=,args= |
@@ -19,12 +21,18 @@ leftover_dirs() {
     find /tmp -maxdepth 1 \( -name 'dms-*' -o -name '.tmp*' \) -print 2>/dev/null | sort || true
 }
 
+leftover_cgroups() {
+    find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d \( -name 'dms-test-*' -o -name 'dms-helpers' \) \
+        -print 2>/dev/null | sort || true
+}
+
 # leftovers_snapshot DIR: record what exists now.
 leftovers_snapshot() {
     local dir="$1"
     leftover_processes | awk '{print $1}' | sort > "$dir/processes"
     leftover_mounts | sort > "$dir/mounts"
     leftover_dirs > "$dir/dirs"
+    leftover_cgroups > "$dir/cgroups"
 }
 
 # What exists now and did not at the snapshot in DIR, one "kind: what" line each.
@@ -35,6 +43,7 @@ leftovers_new() {
     done
     leftover_mounts | sort | comm -13 "$dir/mounts" - | sed 's/^/mount: /'
     leftover_dirs | comm -13 "$dir/dirs" - | sed 's/^/temp directory: /'
+    leftover_cgroups | comm -13 "$dir/cgroups" - | sed 's/^/cgroup: /'
 }
 
 # leftovers_check DIR: fail (listing them) if the run left anything behind. Janitors stop
@@ -51,5 +60,5 @@ leftovers_check() {
         echo "$left" >&2
         return 1
     fi
-    echo "nothing left behind: no process, mount or temp directory of the suite survives"
+    echo "nothing left behind: no process, mount, temp directory or cgroup of the suite survives"
 }

@@ -3,7 +3,9 @@
 
 use super::keys::{self, Fallback, Key, CONFIG_ENV};
 use super::values::{self, AmqpUrl, LogFormat, LogLevel, NodeId};
-use super::{ini, Config, ConfigError, Heal, Origin, Problem, Rootwrap, Sources, Timeouts};
+use super::{
+    ini, Config, ConfigError, Heal, HelperCgroup, Origin, Problem, Rootwrap, Sources, Timeouts,
+};
 use crate::wire::nfs::DEFAULT_ALLOWED_OPTIONS;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -217,6 +219,11 @@ impl Loader {
         let helper_log_dir = self.value("helper_log_dir", values::abs_path);
         let journal_retention_days =
             self.value("journal_retention_days", |s| values::integer::<u32>(s, 1, 3650));
+        let helper_cgroup_root =
+            self.value("helper_cgroup_root", crate::exec::cgroup::CgroupRoot::parse);
+        let helper_memory_max = self.get("helper_memory_max", values::bytes);
+        let helper_tasks_max =
+            self.get("helper_tasks_max", |s| values::integer::<u64>(s, 1, 4_194_304));
         let credentials = self.value("credentials_timeout", values::seconds);
         let helper_mount = self.value("helper_mount_timeout", values::seconds);
         let helper_stop_grace = self.value("helper_stop_grace", values::seconds);
@@ -302,6 +309,13 @@ impl Loader {
             umount_program: umount_program?,
             rootwrap,
             helper_log_dir: helper_log_dir?,
+            helper_cgroup: HelperCgroup {
+                root: helper_cgroup_root?,
+                limits: crate::exec::cgroup::Limits {
+                    memory_max: helper_memory_max?,
+                    tasks_max: helper_tasks_max?,
+                },
+            },
             journal_retention: std::time::Duration::from_secs(
                 u64::from(journal_retention_days?) * 86_400,
             ),

@@ -55,6 +55,8 @@ pub struct Config {
     pub umount_program: PathBuf,
     pub rootwrap: Option<Rootwrap>,
     pub helper_log_dir: PathBuf,
+    /// Each helper's cgroup: where, and its limits.
+    pub helper_cgroup: HelperCgroup,
     /// Finished history older than this is compacted away.
     pub journal_retention: Duration,
     pub timeouts: Timeouts,
@@ -90,6 +92,13 @@ pub struct Heal {
     /// Deaths healed within `window`; 0: healing is off.
     pub attempts: u32,
     pub window: Duration,
+}
+
+/// Each helper in a cgroup of its own ([`crate::exec::cgroup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperCgroup {
+    pub root: crate::exec::cgroup::CgroupRoot,
+    pub limits: crate::exec::cgroup::Limits,
 }
 
 /// Deadlines for every operation that can block (DESIGN §3.5).

@@ -331,3 +331,16 @@ fn given_an_unspecified_metrics_address_when_loaded_then_it_is_refused_unless_ex
     let err = load(None, &e).unwrap_err();
     assert!(err.problems[0].to_string().starts_with("metrics_allow_any_address "), "{err}");
 }
+
+#[test]
+fn helper_memory_max_takes_bytes_and_binary_suffixes() {
+    use super::values::bytes;
+    assert_eq!(bytes("1048576"), Ok(1 << 20));
+    assert_eq!(bytes("64K").map(|_| ()), Err(bytes("1").unwrap_err()), "under 1M");
+    assert_eq!(bytes("512M"), Ok(512 << 20));
+    assert_eq!(bytes("2g"), Ok(2 << 30));
+    assert_eq!(bytes("1T"), Ok(1 << 40));
+    for bad in ["", "M", "1.5G", "-1G", "12 M", "1MB", "99999999999999999999", "16777216T"] {
+        assert!(bytes(bad).is_err(), "{bad:?} accepted");
+    }
+}

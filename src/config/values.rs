@@ -355,3 +355,25 @@ pub(super) fn fstypes(raw: &str) -> Result<Vec<String>, String> {
         })
         .collect()
 }
+
+/// Bytes, or a number with a `K`, `M`, `G` or `T` suffix (powers of 1024, any case), at
+/// least 1 MiB: a smaller memory limit only makes a helper die at start.
+pub(super) fn bytes(raw: &str) -> Result<u64, String> {
+    let err = || "must be a number of bytes, optionally with K, M, G or T (e.g. 512M), at least 1M";
+    let (digits, shift) = match raw.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&raw[..raw.len() - 1], 10),
+        Some(b'M') => (&raw[..raw.len() - 1], 20),
+        Some(b'G') => (&raw[..raw.len() - 1], 30),
+        Some(b'T') => (&raw[..raw.len() - 1], 40),
+        _ => (raw, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err().into());
+    }
+    let n: u64 = digits.parse().map_err(|_| err().to_owned())?;
+    let total = n.checked_mul(1 << shift).ok_or_else(|| "is too large".to_owned())?;
+    if total < 1 << 20 {
+        return Err(err().into());
+    }
+    Ok(total)
+}

@@ -8,6 +8,7 @@
 //! when it is dropped, which happens as soon as the target is no longer mounted.
 
 use super::{lock, Credentials, Engine, EngineError, Mounts, Processes};
+use crate::exec::death::DeathCause;
 use crate::exec::helper::HelperEnv;
 use dms_journal::machine::HealFacts;
 use dms_journal::{Event, OperationId, Phase, Record, TargetId, Timestamp};
@@ -72,7 +73,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
     pub(super) async fn heal_facts(
         &self,
         target: &TargetId,
-        status: &str,
+        cause: DeathCause,
     ) -> Result<HealFacts, EngineError> {
         let journal = Arc::clone(&self.journal);
         let id = target.clone();
@@ -92,7 +93,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             attempts: self.heal.attempts,
             window_ms: u64::try_from(self.heal.window.as_millis()).unwrap_or(u64::MAX),
             environment: self.environments.contains(target),
-            clean_exit: status == "exit status: 0",
+            clean_exit: cause == DeathCause::Exit(0),
         })
     }
 }

@@ -7,6 +7,7 @@
 //! and cleaned up, so the next request sees the truth (DESIGN §3.4).
 
 use super::{oplines, perform, Engine, EngineError};
+use crate::exec::death::DeathCause;
 use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::metrics::HealOutcome;
 use dms_journal::machine::NOT_HEALED_AGAIN;
@@ -32,6 +33,7 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
         target: &TargetId,
         helper: HelperIdentity,
         status: &str,
+        cause: DeathCause,
     ) -> Result<ExitEffect, EngineError> {
         let _serial = self.serialize(target).await;
         let before = self.target_state(target);
@@ -39,11 +41,11 @@ impl<C: Credentials, P: Processes, M: Mounts> Engine<C, P, M> {
             return Ok(ExitEffect::None);
         }
         let started = Instant::now();
-        crate::metrics::global().helper_died(status);
+        crate::metrics::global().helper_died(cause);
         let age = crate::observe::procfs::age(helper.start_ticks);
         oplines::died(target, status, age, self.heal.attempts > 0);
         let span = tracing::info_span!("supervise", target_id = %target, helper_pid = helper.pid);
-        let heal = self.heal_facts(target, status).await?;
+        let heal = self.heal_facts(target, cause).await?;
         let exited = Command::HelperExited { helper, status: status.to_owned(), heal };
         perform::Run::detached(self, target.clone()).drive(exited).instrument(span).await?;
         let after = self.target_state(target);

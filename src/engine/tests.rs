@@ -3,6 +3,7 @@
 
 use super::fake::{FakeCredentials, FakeMounts, FakeProcesses, World};
 use super::*;
+use crate::exec::death::DeathCause;
 use dms_journal::{Phase, RequestKey, TargetKind, TargetSpec};
 use secrecy::SecretString;
 
@@ -288,7 +289,11 @@ async fn given_a_mounted_helper_that_dies_when_its_exit_is_reported_then_it_is_h
     let t1 = TargetId::new("t1").unwrap();
     let helper = rig.engine.target_state(&t1).helper.unwrap();
     let before = rig.world.calls().len();
-    let effect = rig.engine.helper_exited(&t1, helper, "signal: 9 (SIGKILL)").await.unwrap();
+    let effect = rig
+        .engine
+        .helper_exited(&t1, helper, "signal: 9 (SIGKILL)", DeathCause::Signal(9))
+        .await
+        .unwrap();
     let ExitEffect::Healed { helper: new } = effect else { panic!("{effect:?}") };
     assert_ne!(new, helper);
     // The dead mount goes, then a replacement starts with the dead one's environment (the
@@ -321,11 +326,16 @@ async fn given_healing_off_when_a_mounted_helper_dies_then_lost_and_cleaned() {
     let helper = rig.engine.target_state(&t1).helper.unwrap();
     // An exit of some other (stale) helper changes nothing.
     let stale = dms_journal::HelperIdentity { pid: 4242, ..helper };
-    let effect = rig.engine.helper_exited(&t1, stale, "exit status: 1").await.unwrap();
+    let effect =
+        rig.engine.helper_exited(&t1, stale, "exit status: 1", DeathCause::Exit(1)).await.unwrap();
     assert_eq!(effect, ExitEffect::None);
     assert_eq!(rig.engine.target_state(&t1).phase, Phase::Mounted);
 
-    let effect = rig.engine.helper_exited(&t1, helper, "signal: 9 (SIGKILL)").await.unwrap();
+    let effect = rig
+        .engine
+        .helper_exited(&t1, helper, "signal: 9 (SIGKILL)", DeathCause::Signal(9))
+        .await
+        .unwrap();
     assert!(matches!(effect, ExitEffect::Lost { .. }), "{effect:?}");
     assert_eq!(
         &rig.world.calls()[3..],
@@ -342,7 +352,8 @@ async fn given_healing_off_when_a_mounted_helper_dies_then_lost_and_cleaned() {
     // After an unmount, the exit of the helper the daemon stopped itself is ignored.
     rig.engine.handle(&unmount("t1", "u1")).await.unwrap();
     let second = dms_journal::HelperIdentity { pid: 1001, start_ticks: 10010, ..helper };
-    let effect = rig.engine.helper_exited(&t1, second, "exit status: 0").await.unwrap();
+    let effect =
+        rig.engine.helper_exited(&t1, second, "exit status: 0", DeathCause::Exit(0)).await.unwrap();
     assert_eq!(effect, ExitEffect::None);
 }
 

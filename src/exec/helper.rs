@@ -15,7 +15,11 @@
 //!   runs (5 ms at 1,000 threads). So a helper is spawned only inside a runtime.
 //! - It is started by `posix_spawn`, not `fork` ([`super::spawn`]): a fork of a daemon
 //!   tracking 1,000 targets made every page it wrote next take a copy-on-write fault.
+//! - Where the host lets us, it runs in a cgroup of its own ([`super::cgroup`]): limits, a
+//!   stop that leaves nothing behind, and OOM kills named as such ([`super::death`]).
 
+use super::cgroup::{CgroupError, HelperCgroups};
+use super::death::{self, DeathCause};
 use super::spawn::{self, Child, Spawn};
 use crate::observe::pidfile::{PidDir, PidFileError};
 use crate::observe::procfs::{Procfs, TARGET_MARKER};
@@ -58,6 +62,9 @@ pub enum HelperError {
     /// Its exit could not be watched: such a helper is not started (or stopped at once).
     #[error("cannot watch the exit of helper {bin}: {reason}")]
     NoWatch { bin: PathBuf, reason: String },
+    /// What was left in the target's cgroup could not be cleared.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
 }
 
 /// The helper's environment: names and values, values never printed and zeroed when
@@ -91,7 +98,11 @@ impl fmt::Debug for HelperEnv {
 pub struct HelperExit {
     pub target: TargetId,
     pub helper: HelperIdentity,
+    /// In words, what the journal records as the cause: std's (`exit status: 1`,
+    /// `signal: 9 (SIGKILL)`), or [`death::OOM_TEXT`].
     pub status: String,
+    /// The same as data; [`DeathCause::label`] is the deaths metric's label.
+    pub cause: DeathCause,
 }
 
 /// Starts and stops helpers for this node.
@@ -106,6 +117,8 @@ pub struct Helpers {
     pub stop_grace: Duration,
     /// The helpers this process spawned and reaps.
     pub reaping: Reaping,
+    /// Each helper's own cgroup; `None` where the host offers none (or it is off).
+    pub cgroups: Option<HelperCgroups>,
 }
 
 /// The helpers this process spawned and still reaps (a task on each one's pidfd reports its
@@ -144,6 +157,8 @@ impl Helpers {
             .mode(0o640)
             .open(&log_path)
             .map_err(log_error)?;
+        // A cgroup that cannot be made costs the helper its cgroup, never its mount.
+        let cgroups = self.cgroups.as_ref().filter(|c| in_cgroup(target, 0, c.create(target)));
         let marker = [(TARGET_MARKER, target.as_str())];
         let spawn = Spawn {
             program: &self.bin,
@@ -153,6 +168,8 @@ impl Helpers {
         let child =
             spawn.spawn().map_err(|source| HelperError::Exec { bin: self.bin.clone(), source })?;
         let pid = child.id();
+        // Into its cgroup before anything else (see the window in `super::cgroup`).
+        let cgroups = cgroups.filter(|c| in_cgroup(target, pid, c.enter(target, pid)));
         // The child is not reaped yet, so its PID cannot have been reused: this is it.
         let helper = match self.procfs.identity(pid, self.boot).ok().flatten() {
             Some(helper) => helper,
@@ -163,7 +180,13 @@ impl Helpers {
             child.wait();
             return Err(e.into());
         }
-        let reaper = Reaper { target: target.clone(), helper, exits, reaping: &self.reaping };
+        let reaper = Reaper {
+            target: target.clone(),
+            helper,
+            exits,
+            reaping: &self.reaping,
+            cgroups: cgroups.cloned(),
+        };
         if let Err(source) = reaper.start(&runtime, child) {
             // Without a waiter the exit would go unnoticed: do not run such a helper.
             let _ = self.stop(target, helper);
@@ -191,7 +214,39 @@ impl Helpers {
                 }
             }
         }
+        if let Some(cgroups) = &self.cgroups {
+            self.clear_cgroup(cgroups, target, helper)?;
+        }
         Ok(self.pid_dir.remove_if(target, Some(helper.pid))?.removed())
+    }
+
+    /// After `helper` is stopped: kill what is left in the target's cgroup (its children,
+    /// forks that left its group) and remove it; not while another helper of the target (a
+    /// group leader with the target's marker) is in it: its own `stop` does that.
+    fn clear_cgroup(
+        &self,
+        cgroups: &HelperCgroups,
+        target: &TargetId,
+        helper: HelperIdentity,
+    ) -> Result<(), HelperError> {
+        let members = cgroups.pids(target)?;
+        let another = members.iter().find(|&&pid| {
+            pid != helper.pid
+                && self.procfs.leads_group(pid)
+                && self.procfs.env_var(pid, TARGET_MARKER).as_deref() == Some(target.as_str())
+        });
+        if let Some(other) = another {
+            tracing::debug!(
+                target_id = %target, helper_pid = other,
+                "another helper of the target is in its cgroup; the cgroup stays"
+            );
+            return Ok(());
+        }
+        if !members.is_empty() {
+            cgroups.kill_all(target, Duration::from_secs(5))?;
+        }
+        cgroups.remove(target)?;
+        Ok(())
     }
 
     /// `helper` still runs: its PID has the journaled start time, in this boot.
@@ -204,11 +259,7 @@ impl Helpers {
         if !self.is_running(helper) {
             return None;
         }
-        let text = std::fs::read_to_string("/proc/uptime").ok()?;
-        let since_boot: f64 = text.split_whitespace().next()?.parse().ok()?;
-        let hz = rustix::param::clock_ticks_per_second() as f64;
-        let started = helper.start_ticks as f64 / hz.max(1.0);
-        Some(Duration::from_secs_f64((since_boot - started).max(0.0)))
+        crate::observe::procfs::age(helper.start_ticks)
     }
 
     /// A pidfd for `helper` if it is alive and provably the same process, `None` if it is
@@ -237,6 +288,13 @@ impl Helpers {
     }
 }
 
+/// Whether a cgroup step worked; if not, logged once here (`pid` 0: not started yet).
+fn in_cgroup(target: &TargetId, pid: u32, done: Result<(), CgroupError>) -> bool {
+    let Err(error) = done else { return true };
+    tracing::warn!(target_id = %target, helper_pid = pid, %error, "helper runs without its cgroup");
+    false
+}
+
 /// The leader is signalled through its pidfd; its group (its own session's children, e.g.
 /// a wrapper script's s3fs) while the leader is alive, when its PID is its group's id.
 fn signal(pidfd: &OwnedFd, pid: u32, sig: Signal) -> Result<(), HelperError> {
@@ -257,13 +315,15 @@ struct Reaper<'a> {
     helper: HelperIdentity,
     exits: UnboundedSender<HelperExit>,
     reaping: &'a Reaping,
+    /// The helper's cgroup, if it is in one: its OOM counter says how it died.
+    cgroups: Option<HelperCgroups>,
 }
 
 impl Reaper<'_> {
     /// Reap `child` once it exits and report the exit: a task of `runtime` waiting on the
     /// child's pidfd (one descriptor, no thread). It is in `reaping` until then.
     fn start(self, runtime: &tokio::runtime::Handle, child: Child) -> std::io::Result<()> {
-        let Reaper { target, helper, exits, reaping } = self;
+        let Reaper { target, helper, exits, reaping, cgroups } = self;
         let _guard = runtime.enter();
         let watch = match register_or_return(child.into_pidfd()) {
             Ok(watch) => watch,
@@ -279,9 +339,17 @@ impl Reaper<'_> {
         runtime.spawn(async move {
             // Readable once the process has exited; the wait then returns at once.
             let _ = watch.readable().await;
-            let status = spawn::wait(watch.get_ref());
+            let ended = spawn::wait_ended(watch.get_ref());
+            let (cause, status) =
+                death::classify(&ended, || death::oom_killed(cgroups.as_ref(), &target, helper));
+            if let Some(cgroups) = &cgroups {
+                // Empty unless something of the helper outlived it (its stop clears that).
+                if let Err(error) = cgroups.remove(&target) {
+                    tracing::debug!(target_id = %target, %error, "helper cgroup stays");
+                }
+            }
             reaped.set().remove(&helper);
-            let _ = exits.send(HelperExit { target, helper, status });
+            let _ = exits.send(HelperExit { target, helper, status, cause });
         });
         Ok(())
     }

@@ -57,6 +57,7 @@ fn rig(script: &str) -> Rig {
         procfs,
         stop_grace: Duration::from_millis(300),
         reaping: Default::default(),
+        cgroups: None,
     };
     let (tx, exits) = unbounded_channel();
     let runtime =

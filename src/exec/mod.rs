@@ -1,8 +1,10 @@
 //! Executors: the code that performs the effects the journal's state machine decides on,
 //! one module per boundary with the host.
 
+pub mod cgroup;
 pub mod command;
 pub mod credentials;
+pub mod death;
 pub mod helper;
 pub mod mount_point;
 pub mod mounts;

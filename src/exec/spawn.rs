@@ -77,26 +77,57 @@ impl Child {
 /// Block until the child behind `pidfd` exits, reap it and say how it ended (see
 /// [`Child::wait`]); at once when it has exited already.
 pub fn wait(pidfd: &OwnedFd) -> String {
+    wait_ended(pidfd).to_string()
+}
+
+/// How a child ended, for whoever needs more than the words (the cause of a helper's death).
+/// `Display` gives std's words, as [`wait`] returns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled {
+        signal: i32,
+        core_dumped: bool,
+    },
+    /// The wait itself failed: why.
+    Unknown(String),
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let raw = match *self {
+            Ended::Exited(code) => (code & 0xff) << 8,
+            Ended::Signaled { signal, core_dumped } => {
+                (signal & 0x7f) | i32::from(core_dumped) << 7
+            }
+            Ended::Unknown(ref reason) => return f.write_str(reason),
+        };
+        write!(f, "{}", ExitStatus::from_raw(raw))
+    }
+}
+
+/// [`wait`], with the status as data.
+pub fn wait_ended(pidfd: &OwnedFd) -> Ended {
     loop {
         let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
         match poll(&mut fds, None) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return format!("cannot wait: {e}"),
+            Err(e) => return Ended::Unknown(format!("cannot wait: {e}")),
         }
         match waitid(WaitId::PidFd(pidfd.as_fd()), WaitIdOptions::EXITED) {
-            Ok(Some(status)) => return describe(&status).to_string(),
+            Ok(Some(status)) => return describe(&status),
             Ok(None) | Err(rustix::io::Errno::AGAIN) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return format!("cannot wait: {e}"),
+            Err(e) => return Ended::Unknown(format!("cannot wait: {e}")),
         }
     }
 }
 
-fn describe(status: &WaitIdStatus) -> ExitStatus {
+fn describe(status: &WaitIdStatus) -> Ended {
     if let Some(code) = status.exit_status() {
-        return ExitStatus::from_raw((code & 0xff) << 8);
+        return Ended::Exited(code);
     }
-    let signal = status.terminating_signal().unwrap_or(0) & 0x7f;
-    ExitStatus::from_raw(if status.dumped() { signal | 0x80 } else { signal })
+    let signal = status.terminating_signal().unwrap_or(0);
+    Ended::Signaled { signal, core_dumped: status.dumped() }
 }
 
 /// What to start: `program` with exactly `env`, stdin `/dev/null`, stdout and stderr

@@ -1,39 +1,20 @@
 //! Labels of the healing counters: `dms_helper_deaths_total{cause}` (why a mounted target's
-//! helper died) and `dms_helper_heals_total{outcome}` (what became of the target).
+//! helper died, as [`DeathCause`] words it) and `dms_helper_heals_total{outcome}` (what
+//! became of the target).
 
-/// Why a helper died, from its exit status as the reaper words it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeathCause {
-    /// It exited with a code (a crash it noticed itself, a failed mount).
-    Exit,
-    /// A signal ended it (SIGKILL, SIGSEGV, ...), other than the OOM killer's.
-    Signal,
-    /// The kernel's OOM killer ended it (its cgroup or the kernel log says so).
-    Oom,
-}
+use crate::exec::death::DeathCause;
 
-impl DeathCause {
-    pub const ALL: [DeathCause; 3] = [DeathCause::Exit, DeathCause::Signal, DeathCause::Oom];
+/// One of each cause, in the order the counters are kept and exposed.
+pub(super) const CAUSES: [DeathCause; 4] =
+    [DeathCause::Exit(0), DeathCause::Signal(0), DeathCause::Oom, DeathCause::Unknown];
 
-    pub fn label(self) -> &'static str {
-        match self {
-            DeathCause::Exit => "exit",
-            DeathCause::Signal => "signal",
-            DeathCause::Oom => "oom",
-        }
-    }
-
-    /// The cause a status text names: `killed by the OOM killer (...)`, `signal: 9
-    /// (SIGKILL)`, `exit status: 1`; anything else (an exit seen only through a pidfd,
-    /// without its status) is an exit.
-    pub fn of(status: &str) -> DeathCause {
-        if status.contains("OOM") {
-            DeathCause::Oom
-        } else if status.starts_with("signal") {
-            DeathCause::Signal
-        } else {
-            DeathCause::Exit
-        }
+/// Where `cause` is counted (its place in [`CAUSES`]).
+pub(super) fn cause_index(cause: DeathCause) -> usize {
+    match cause {
+        DeathCause::Exit(_) => 0,
+        DeathCause::Signal(_) => 1,
+        DeathCause::Oom => 2,
+        DeathCause::Unknown => 3,
     }
 }
 
@@ -42,8 +23,8 @@ impl DeathCause {
 pub enum HealOutcome {
     /// A replacement serves the path.
     Healed,
-    /// It could not be healed (no environment known, the spawn failed, the mount never
-    /// came): the target is lost.
+    /// It could not be healed (no environment known, a clean exit, the spawn failed, the
+    /// mount never came): the target is lost.
     Failed,
     /// Its helpers died more often than `heal_attempts` within `heal_window`: lost.
     GivenUp,
@@ -64,14 +45,15 @@ impl HealOutcome {
 
 #[cfg(test)]
 mod tests {
-    use super::DeathCause;
+    use super::*;
 
     #[test]
-    fn statuses_are_classified_by_what_ended_the_helper() {
-        assert_eq!(DeathCause::of("signal: 9 (SIGKILL)"), DeathCause::Signal);
-        assert_eq!(DeathCause::of("signal: 11 (SIGSEGV) (core dumped)"), DeathCause::Signal);
-        assert_eq!(DeathCause::of("killed by the OOM killer (signal 9)"), DeathCause::Oom);
-        assert_eq!(DeathCause::of("exit status: 1"), DeathCause::Exit);
-        assert_eq!(DeathCause::of("exited (seen through its pidfd)"), DeathCause::Exit);
+    fn every_cause_has_its_own_counter_in_label_order() {
+        for (i, cause) in CAUSES.into_iter().enumerate() {
+            assert_eq!(cause_index(cause), i, "{}", cause.label());
+        }
+        assert_eq!(cause_index(DeathCause::Signal(9)), cause_index(DeathCause::Signal(15)));
+        let labels: Vec<&str> = CAUSES.iter().map(|c| c.label()).collect();
+        assert_eq!(labels, ["exit", "signal", "oom", "unknown"]);
     }
 }

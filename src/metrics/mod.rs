@@ -164,8 +164,8 @@ pub struct Metrics {
     requests: [[Counter; 2]; 3],
     request_duration: [Histogram; 3],
     helper_losses: Counter,
-    /// Indexed as [`DeathCause::ALL`] and [`HealOutcome::ALL`].
-    helper_deaths: [Counter; 3],
+    /// Indexed as `heals::CAUSES` and [`HealOutcome::ALL`].
+    helper_deaths: [Counter; 4],
     helper_heals: [Counter; 3],
     nfs_breaker_trips: Counter,
     reconcile_duration: Histogram,
@@ -272,10 +272,11 @@ impl Metrics {
         registry.register_collector(Box::new(durations));
         let mut deaths = Fixed::new(
             "dms_helper_deaths",
-            "Deaths of mounted targets' helpers, by cause (exit, signal, oom).",
+            "Deaths of mounted targets' helpers, by cause (exit, signal, oom; unknown: an adopted helper, whose status only its parent could read).",
         );
-        for cause in DeathCause::ALL {
-            deaths.add(vec![("cause", cause.label())], m.helper_deaths[cause as usize].clone());
+        for cause in heals::CAUSES {
+            let counter = m.helper_deaths[heals::cause_index(cause)].clone();
+            deaths.add(vec![("cause", cause.label())], counter);
         }
         let mut heals = Fixed::new(
             "dms_helper_heals",
@@ -313,9 +314,9 @@ impl Metrics {
     }
 
     /// An NFS server's breaker opened (or reopened after a failed probe).
-    /// A mounted target's helper died, as `status` says.
-    pub fn helper_died(&self, status: &str) {
-        self.helper_deaths[DeathCause::of(status) as usize].inc();
+    /// A mounted target's helper died of `cause`.
+    pub fn helper_died(&self, cause: crate::exec::death::DeathCause) {
+        self.helper_deaths[heals::cause_index(cause)].inc();
     }
 
     pub fn helper_heal(&self, outcome: HealOutcome) {
@@ -360,7 +361,7 @@ fn epoch_seconds(t: SystemTime) -> f64 {
 mod collect;
 mod heals;
 use collect::{Fixed, Scraped};
-pub use heals::{DeathCause, HealOutcome};
+pub use heals::HealOutcome;
 mod http;
 pub use http::{bind, serve, serve_registry};
 

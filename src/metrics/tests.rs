@@ -102,11 +102,12 @@ dms_request_duration_seconds_bucket{action="invalid",le="60"} 1
 dms_request_duration_seconds_bucket{action="invalid",le="+Inf"} 1
 dms_request_duration_seconds_sum{action="invalid"} 0.0005
 dms_request_duration_seconds_count{action="invalid"} 1
-# HELP dms_helper_deaths_total Deaths of mounted targets' helpers, by cause (exit, signal, oom).
+# HELP dms_helper_deaths_total Deaths of mounted targets' helpers, by cause (exit, signal, oom; unknown: an adopted helper, whose status only its parent could read).
 # TYPE dms_helper_deaths_total counter
 dms_helper_deaths_total{cause="exit"} 0
 dms_helper_deaths_total{cause="signal"} 1
 dms_helper_deaths_total{cause="oom"} 2
+dms_helper_deaths_total{cause="unknown"} 0
 # HELP dms_helper_heals_total What became of targets whose helper died: healed, failed or given_up (lost).
 # TYPE dms_helper_heals_total counter
 dms_helper_heals_total{outcome="healed"} 2
@@ -152,9 +153,10 @@ fn render_is_exact_text_for_known_observations() {
     m.request(Action::Invalid, Outcome::Error, Duration::from_micros(500));
     m.helpers_lost(2);
     m.helpers_lost(0);
-    m.helper_died("signal: 9 (SIGKILL)");
-    m.helper_died("killed by the OOM killer (signal 9)");
-    m.helper_died("killed by the OOM killer (signal 9)");
+    use crate::exec::death::DeathCause;
+    m.helper_died(DeathCause::Signal(9));
+    m.helper_died(DeathCause::Oom);
+    m.helper_died(DeathCause::Oom);
     m.helper_heal(HealOutcome::Healed);
     m.helper_heal(HealOutcome::Healed);
     m.helper_heal(HealOutcome::GivenUp);

@@ -30,6 +30,9 @@ pub enum Fault {
     DieAfter(Duration),
     /// Wait this long before mounting.
     MountDelay(Duration),
+    /// Mount, then after this long allocate and touch memory without end (512 MiB at most,
+    /// then exit with status 3): the OOM killer of a memory-limited cgroup ends it.
+    OomAfter(Duration),
 }
 
 impl Fault {
@@ -47,6 +50,10 @@ impl Fault {
             Some(("die-after", secs)) => {
                 let secs: f64 = secs.trim().parse().map_err(|_| bad())?;
                 Duration::try_from_secs_f64(secs).map(Fault::DieAfter).map_err(|_| bad())
+            }
+            Some(("oom-after", secs)) => {
+                let secs: f64 = secs.trim().parse().map_err(|_| bad())?;
+                Duration::try_from_secs_f64(secs).map(Fault::OomAfter).map_err(|_| bad())
             }
             Some(("mount-delay", ms)) => {
                 let ms: u64 = ms.trim().parse().map_err(|_| bad())?;
@@ -85,7 +92,7 @@ impl fmt::Display for ConfigError {
             ConfigError::BadFault(v) => write!(
                 f,
                 "unknown {FAULT_VAR} value {v:?} (expected exit-at-once, never-mount, hang, \
-                 die-after=<secs> or mount-delay=<ms>)"
+                 die-after=<secs>, oom-after=<secs> or mount-delay=<ms>)"
             ),
             ConfigError::RelativeMountPath => {
                 write!(f, "{MOUNT_PATH_VAR} must be an absolute path")
@@ -154,6 +161,7 @@ mod tests {
             Fault::parse("mount-delay=250"),
             Ok(Fault::MountDelay(Duration::from_millis(250)))
         );
+        assert_eq!(Fault::parse("oom-after=1"), Ok(Fault::OomAfter(Duration::from_secs(1))));
         for bad in ["", "hang=1", "die-after=-1", "die-after=x", "mount-delay=1.5", "boom"] {
             assert!(Fault::parse(bad).is_err(), "{bad:?} accepted");
         }

@@ -144,10 +144,11 @@ fn run(cfg: &Config, tx: Sender<Event>, rx: &Receiver<Event>) -> ExitCode {
     };
 
     let die_at = match cfg.fault {
-        Some(Fault::DieAfter(after)) => Some(Instant::now() + after),
+        Some(Fault::DieAfter(after) | Fault::OomAfter(after)) => Some(Instant::now() + after),
         _ => None,
     };
     match next_event(rx, die_at) {
+        None if matches!(cfg.fault, Some(Fault::OomAfter(_))) => eat_memory(),
         None => {
             log("fault die-after: exiting with status 1 without unmounting");
             std::process::exit(1);
@@ -163,6 +164,18 @@ fn run(cfg: &Config, tx: Sender<Event>, rx: &Receiver<Event>) -> ExitCode {
         }
         Some(Event::Signal(sig)) => shut_down(path, &format!("{sig}")),
     }
+}
+
+/// Allocate and touch 1 MiB at a time until killed; 512 MiB at most (then exit 3), so a
+/// helper without a memory limit does not take the machine's memory.
+fn eat_memory() -> ExitCode {
+    log("fault oom-after: allocating memory until killed");
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    while held.len() < 512 {
+        held.push(std::hint::black_box(vec![0xa5; 1 << 20]));
+    }
+    log("fault oom-after: 512 MiB allocated and still alive: no memory limit stopped it");
+    std::process::exit(3);
 }
 
 fn shut_down(path: &Path, why: &str) -> ExitCode {

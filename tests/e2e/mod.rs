@@ -75,6 +75,10 @@ pub fn layout_env(
         ("DMS_JOURNAL_PATH".into(), dir.join("journal").display().to_string()),
         ("DMS_HELPER_LOG_DIR".into(), dir.join("helper-logs").display().to_string()),
         ("DMS_LOG_LEVEL".into(), log_level.into()),
+        // No cgroups unless a test asks for them with a private root it removes
+        // (tests/server_cgroup.rs): `auto` would leave `dms-helpers` under the test
+        // runner's own cgroup.
+        ("DMS_HELPER_CGROUP_ROOT".into(), "off".into()),
     ]
 }
 
