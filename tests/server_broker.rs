@@ -172,3 +172,49 @@ fn given_a_quorum_queue_when_the_daemon_declares_classic_then_one_clear_line_and
         served.stop();
     });
 }
+
+/// The daemon's `dms_broker_consumer_cancels_total`, from its metrics endpoint.
+fn consumer_cancels(daemon: &Daemon) -> String {
+    let log = daemon.log_text();
+    let line = log.lines().find(|l| l.contains("serving metrics")).unwrap();
+    let addr = line.split("metrics_addr=").nth(1).unwrap().split_whitespace().next().unwrap();
+    let body =
+        support::http::request("GET", &format!("http://{addr}/metrics"), &[], b"").unwrap().text();
+    let series = body.lines().find(|l| l.starts_with("dms_broker_consumer_cancels_total "));
+    series.unwrap_or_else(|| panic!("no consumer cancels series:\n{body}")).to_owned()
+}
+
+#[test]
+fn given_the_queue_deleted_under_the_daemon_when_the_broker_cancels_it_then_it_consumes_again() {
+    let name =
+        "given_the_queue_deleted_under_the_daemon_when_the_broker_cancels_it_then_it_consumes_again";
+    run_isolated_with_timeout(name, LIMIT, || {
+        let broker = Broker::shared();
+        let dir = support::temp_dir("dms-broker-cancel-");
+        let mut daemon = Daemon::start(broker, dir.path(), "cancel-1", &[]);
+        assert_eq!(consumer_cancels(&daemon), "dms_broker_consumer_cancels_total 0");
+        let rt = runtime();
+        rt.block_on(async {
+            let conn = Connection::connect(&broker.amqp_url(), ConnectionProperties::default())
+                .await
+                .unwrap();
+            let channel = conn.create_channel().await.unwrap();
+            let options = lapin::options::QueueDeleteOptions::default();
+            channel.queue_delete("dms.cancel-1".into(), options).await.unwrap();
+            let _ = conn.close(200, "deleted".into()).await;
+        });
+        daemon.wait_log("cancelled the consumer of dms.cancel-1");
+        let log = daemon.log_text();
+        assert!(!log.contains("broker connection lost"), "the session was dropped:\n{log}");
+        assert_eq!(consumer_cancels(&daemon), "dms_broker_consumer_cancels_total 1");
+        let path = daemon.path("t-c");
+        let reply = rt.block_on(async {
+            let mut client = Client::connect(broker).await;
+            let reply = client.call("cancel-1", &unmount("t-c", &path, "s3"), &uuid()).await;
+            client.close().await;
+            reply
+        });
+        assert_eq!(reply["success_msg"], format!("Target not mounted at {path}"));
+        daemon.stop();
+    });
+}

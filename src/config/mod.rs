@@ -20,6 +20,8 @@ mod values;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_broker;
+#[cfg(test)]
 mod tests_lookup;
 
 pub use broker_url::{AmqpUrl, HostUrl};

@@ -164,10 +164,12 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
                     // deleted, mirror promoted). Consume again on the same channel, so the
                     // deliveries in flight can still be acked where they came from.
                     None if channel.status().connected() => {
-                        report.consumer_cancelled(host.endpoint());
                         match session::consume(&channel, &config.queue, config.queue_type).await {
-                            Ok(c) => consumer = c,
-                            Err(e) => break format!("consuming again after the cancel failed: {e}"),
+                            Ok(c) => {
+                                consumer = c;
+                                report.consumer_cancelled(host.endpoint());
+                            }
+                            Err(e) => break format!("the broker cancelled the consumer and consuming again failed: {e}"),
                         }
                     }
                     None => break "the consumer was closed".into(),

@@ -113,13 +113,15 @@ impl<'a> Reporter<'a> {
         self.outage = Some(Outage::now());
     }
 
+    /// The broker cancelled the consumer, and it consumes again (logged once that worked;
+    /// otherwise the session ends and the loss says why).
     pub(super) fn consumer_cancelled(&self, host: &str) {
         metrics::global().broker_consumer_cancelled();
         let queue = self.queue;
         tracing::warn!(
             %queue,
             %host,
-            "the broker at {host} cancelled the consumer of {queue} (queue deleted or failed over); consuming it again"
+            "the broker at {host} cancelled the consumer of {queue} (queue deleted or failed over); declared it and consume it again"
         );
     }
 
