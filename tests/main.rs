@@ -15,6 +15,8 @@ mod infra_barbican;
 mod infra_broker;
 mod infra_s3;
 mod packaging;
+mod server_broker;
+mod server_broker_tls;
 mod server_cgroup;
 mod server_chaos;
 mod server_config;

@@ -54,6 +54,8 @@ pub struct Admin<C, P, M, O> {
     pub journal_path: PathBuf,
     pub journal_problems: Vec<Problem>,
     pub broker_connected: Arc<AtomicBool>,
+    /// The broker host of the session under way (`host:port`).
+    pub broker_host: crate::transport::BrokerHost,
     /// Requests parked by the transport right now.
     pub requests_parked: Arc<AtomicUsize>,
     /// Why intake is paused, if it is (the journal cannot be written).
@@ -199,6 +201,7 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Admin<C, P, M, O> {
             boot_id: self.observer.boot().to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
             broker_connected: self.broker_connected.load(Ordering::Relaxed),
+            broker_host: self.broker_host.lock().ok().and_then(|h| h.clone()),
             targets,
             mounted,
             journal_path: self.journal_path.display().to_string(),

@@ -16,6 +16,9 @@ pub struct Status {
     pub boot_id: String,
     pub uptime_secs: u64,
     pub broker_connected: bool,
+    /// The broker host consumed from (`host:port`, no credentials), while connected.
+    #[serde(default)]
+    pub broker_host: Option<String>,
     pub targets: usize,
     pub mounted: usize,
     pub journal_path: String,

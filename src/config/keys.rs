@@ -30,7 +30,7 @@ const fn key(name: &'static str, env: &'static str, fallback: Fallback, doc: &'s
 use Fallback::{Default as D, Optional as O, Required as R};
 
 pub const KEYS: &[Key] = &[
-    key("rabbitmq_url", "DMS_RABBITMQ_URL", R, "Broker URL, `amqp://` or `amqps://`. Its password is never logged."),
+    key("rabbitmq_url", "DMS_RABBITMQ_URL", R, "Broker URL, `amqp://`, `amqps://` or oslo.messaging's `rabbit://` (read as `amqp://`); a cluster as comma-separated `user:pass@host:port` entries sharing one virtual host and query (`rabbit://u:p@h1:5672,u:p@h2:5672/vhost`). Hosts are tried in a shuffled order, the next one at once when a connection is lost. Percent-encode `,` `@` `/` `?` `#` in passwords. No password is ever logged."),
     key("node_id", "DMS_NODE_ID", R, "This node's name (`A-Z a-z 0-9 . _ -`, no leading dot, at most 128 bytes); the daemon consumes queue `dms.<node_id>`."),
     key("auth_url", "DMS_AUTH_URL", O, "Keystone URL (`http(s)://`); informational, requests bring their own token."),
     key("mount_base_path", "DMS_MOUNT_BASE", D(DEFAULT_MOUNT_BASE), "Absolute directory every requested mount path must lie strictly inside."),
@@ -65,6 +65,11 @@ pub const KEYS: &[Key] = &[
     key("nfs_breaker_backoff", "DMS_NFS_BREAKER_BACKOFF", D("30"), "Seconds an NFS server's operations fail fast after one of them timed out; each failed probe doubles it, up to ten times this. Then one operation probes the server; an answer closes the breaker."),
     key("park_after", "DMS_PARK_AFTER", D("0.5"), "Seconds a keyed request may hold its AMQP delivery before it is parked in the journal's inbox and its delivery acked (at most 86400). A request resumed from the inbox after a restart has no keystone token: one that still had to fetch credentials fails and must be sent again."),
     key("prefetch", "DMS_PREFETCH", D("32"), "AMQP prefetch count: unacked deliveries in flight (1–65535)."),
+    key("queue_type", "DMS_QUEUE_TYPE", D("classic"), "How `dms.<node_id>` is declared: `classic` (no arguments, as clients declare it; mirrored or not by the broker's policy) or `quorum` (`x-queue-type: quorum`). Must match the queue as it exists: a mismatch is logged once with the value to set, and the daemon keeps retrying."),
+    key("rabbitmq_ca_file", "DMS_RABBITMQ_CA_FILE", O, "Absolute path of a PEM CA bundle to verify the broker's TLS certificate with (`amqps://`); unset: the system's trust store."),
+    key("rabbitmq_cert_file", "DMS_RABBITMQ_CERT_FILE", O, "Absolute path of a PEM client certificate (chain) for brokers that require one (`amqps://`); set together with `rabbitmq_key_file`."),
+    key("rabbitmq_key_file", "DMS_RABBITMQ_KEY_FILE", O, "Absolute path of the PEM private key of `rabbitmq_cert_file` (PKCS#8, PKCS#1 or SEC1); set together with it."),
+    key("rabbitmq_insecure", "DMS_RABBITMQ_INSECURE", D("false"), "`true` turns off verification of the broker's TLS certificate (`amqps://`). An explicit opt-out; logged at start-up."),
     key("barbican_ca_file", "DMS_BARBICAN_CA_FILE", O, "Absolute path of a PEM CA bundle to verify Barbican's TLS certificate with."),
     key("barbican_insecure", "DMS_BARBICAN_INSECURE", D("false"), "`true` turns off TLS verification towards Barbican. An explicit opt-out; logged at start-up."),
     key("secret_ref_prefixes", "DMS_SECRET_REF_PREFIXES", O, "Comma-separated `http(s)://` URL prefixes every `secret_ref` must start with (at a `/` boundary). Unset: any plain http(s) URL."),

@@ -1,8 +1,9 @@
 //! Sources → [`Config`]: file first, environment over it, then every key parsed, with each
 //! failure collected rather than returned, so one run reports all of them.
 
+use super::broker_url::AmqpUrl;
 use super::keys::{self, Fallback, Key, CONFIG_ENV};
-use super::values::{self, AmqpUrl, LogFormat, LogLevel, NodeId};
+use super::values::{self, LogFormat, LogLevel, NodeId, QueueType};
 use super::{
     ini, Config, ConfigError, Heal, HelperCgroup, Origin, Problem, Rootwrap, Sources, Timeouts,
 };
@@ -143,7 +144,7 @@ impl Loader {
         Ok(Some(path))
     }
 
-    fn problem(&mut self, key: &Key, origin: Origin, message: String) {
+    pub(super) fn problem(&mut self, key: &Key, origin: Origin, message: String) {
         self.problems.push(Problem { key: Some(key.name.to_owned()), origin, message });
     }
 
@@ -190,11 +191,15 @@ impl Loader {
     }
 
     /// A key with a default or required: always a value when no problem was recorded.
-    fn value<T>(&mut self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+    pub(super) fn value<T>(
+        &mut self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
         self.get(name, parse).flatten()
     }
 
-    fn origin(&self, name: &str) -> Origin {
+    pub(super) fn origin(&self, name: &str) -> Origin {
         self.values.get(name).map_or(Origin::Unset, |(_, origin)| origin.clone())
     }
 
@@ -239,6 +244,8 @@ impl Loader {
             self.value("nfs_ops_per_server", |s| values::integer::<usize>(s, 1, 64));
         let nfs_breaker_backoff = self.value("nfs_breaker_backoff", values::seconds);
         let prefetch = self.value("prefetch", |s| values::integer::<u16>(s, 1, 65535));
+        let queue_type = self.value("queue_type", QueueType::parse);
+        let rabbitmq_tls = self.broker_tls(rabbitmq_url.as_ref());
         let park_after = self.value("park_after", values::seconds);
         let barbican_ca_file = self.get("barbican_ca_file", values::abs_path);
         let barbican_insecure = self.value("barbican_insecure", values::boolean);
@@ -333,6 +340,8 @@ impl Loader {
             nfs_breaker_backoff: nfs_breaker_backoff?,
             heal: Heal { attempts: heal_attempts?, window: heal_window? },
             prefetch: prefetch?,
+            queue_type: queue_type?,
+            rabbitmq_tls: rabbitmq_tls?,
             park_after: park_after?,
             barbican_ca_file,
             barbican_insecure: barbican_insecure?,

@@ -9,6 +9,8 @@
 //! need one path of the daemon's (`dms-journal`: the journal, the admin socket) look it up
 //! with [`lookup_path`], the same loader applied to one key.
 
+mod broker_tls;
+mod broker_url;
 mod ini;
 pub mod keys;
 mod load;
@@ -18,12 +20,15 @@ mod values;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_broker;
+#[cfg(test)]
 mod tests_lookup;
 
+pub use broker_url::{AmqpUrl, HostUrl};
 pub use keys::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
 pub use load::{ChosenBy, FileError};
 pub use lookup::{lookup_path, LookupError, PathKey};
-pub use values::{AmqpUrl, LogFormat, LogLevel, NodeId};
+pub use values::{LogFormat, LogLevel, NodeId, QueueType};
 
 use crate::wire::Policy;
 use std::collections::{BTreeMap, BTreeSet};
@@ -67,6 +72,10 @@ pub struct Config {
     /// How often a mounted target's dying helper is replaced.
     pub heal: Heal,
     pub prefetch: u16,
+    /// How `dms.<node_id>` is declared.
+    pub queue_type: QueueType,
+    /// TLS towards the broker (`amqps://`).
+    pub rabbitmq_tls: BrokerTls,
     /// How long a keyed request keeps its delivery before it is parked.
     pub park_after: Duration,
     pub barbican_ca_file: Option<PathBuf>,
@@ -76,6 +85,24 @@ pub struct Config {
     pub nfs_allowed_options: BTreeSet<String>,
     /// What the mount table may call a mounted NFS target.
     pub nfs_fstypes: Vec<String>,
+}
+
+/// TLS settings towards the broker; checked at load to be consistent with each other and
+/// with the URL (set only for `amqps://`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerTls {
+    /// PEM CA bundle; `None`: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) and its key, presented when the broker asks.
+    pub client_cert: Option<ClientCert>,
+    /// No verification of the broker's certificate (an explicit, logged opt-out).
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// A command prefix for mount/umount (`<bin> <conf> mount ...`), as OpenStack rootwrap

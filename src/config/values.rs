@@ -2,105 +2,10 @@
 //! problem (the caller adds the key and where the value came from).
 
 use dms_journal::TargetId;
-use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// The broker URL. Its password must never reach a log line, so `Display` and `Debug` show
-/// it as `***`; [`AmqpUrl::expose`] is for the one place that connects. Held as a
-/// [`SecretString`] so that it is zeroed when dropped.
-#[derive(Clone)]
-pub struct AmqpUrl {
-    raw: SecretString,
-    /// Byte range of the password inside `raw`.
-    password: Option<(usize, usize)>,
-}
-
-impl AmqpUrl {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err("must not contain whitespace or control characters".into());
-        }
-        let Some((scheme, rest)) = raw.split_once("://") else {
-            return Err("must be an amqp:// or amqps:// URL".into());
-        };
-        match scheme {
-            "amqp" | "amqps" => {}
-            "rabbit" | "rabbitmq" => {
-                return Err(format!(
-                    "scheme '{scheme}://' is oslo.messaging's spelling; use amqp://"
-                ))
-            }
-            _ => return Err("must be an amqp:// or amqps:// URL".into()),
-        }
-        let offset = scheme.len() + 3;
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        let (password, host_port) = match authority.rsplit_once('@') {
-            Some((userinfo, host_port)) => {
-                let password = userinfo.split_once(':').map(|(user, pass)| {
-                    let start = offset + user.len() + 1;
-                    (start, start + pass.len())
-                });
-                (password, host_port)
-            }
-            None => (None, authority),
-        };
-        let (host, port) = match host_port.strip_prefix('[') {
-            Some(v6) => match v6.split_once(']') {
-                Some((host, port)) => (host, port.strip_prefix(':')),
-                None => return Err("has an unterminated IPv6 address".into()),
-            },
-            None => match host_port.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (host_port, None),
-            },
-        };
-        if host.is_empty() {
-            return Err("has no host".into());
-        }
-        if let Some(port) = port {
-            if port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err("has an invalid port".into());
-            }
-        }
-        Ok(Self { raw: SecretString::from(raw), password })
-    }
-
-    /// The URL with its password, for the broker connection only.
-    pub fn expose(&self) -> &str {
-        self.raw.expose_secret()
-    }
-
-    pub fn is_tls(&self) -> bool {
-        self.expose().starts_with("amqps://")
-    }
-}
-
-impl PartialEq for AmqpUrl {
-    fn eq(&self, other: &Self) -> bool {
-        self.expose() == other.expose()
-    }
-}
-
-impl Eq for AmqpUrl {}
-
-impl fmt::Display for AmqpUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let raw = self.expose();
-        match self.password {
-            Some((start, end)) => write!(f, "{}***{}", &raw[..start], &raw[end..]),
-            None => f.write_str(raw),
-        }
-    }
-}
-
-impl fmt::Debug for AmqpUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AmqpUrl({self})")
-    }
-}
 
 /// This node's name. It becomes the queue name `dms.<node_id>` shared with clients, so it
 /// follows the target-id rules: no surprises in `rabbitmqctl` output or in file names.
@@ -195,6 +100,34 @@ impl LogFormat {
             Self::Text => "text",
             Self::Json => "json",
             Self::Journal => "journal",
+        }
+    }
+}
+
+/// How the node's queue is declared (`queue_type`). It must match what the queue already
+/// is: RabbitMQ refuses a declaration whose `x-queue-type` differs (PRECONDITION_FAILED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// No arguments, as the Python service and its clients declare it (DESIGN §2); a
+    /// classic queue, mirrored or not by the broker's policy.
+    Classic,
+    /// `x-queue-type: quorum` (replicated by RabbitMQ itself; what Kolla enables).
+    Quorum,
+}
+
+impl QueueType {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "classic" => Ok(Self::Classic),
+            "quorum" => Ok(Self::Quorum),
+            _ => Err("must be classic or quorum".into()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
         }
     }
 }

@@ -18,7 +18,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use zeroize::Zeroizing;
 
 const DEFAULT_SOCKET: &str = "/run/dms/admin.sock";
 
@@ -268,9 +267,8 @@ fn send(action: &str, config: &Option<PathBuf>, args: RequestArgs) -> Result<u8,
         .enable_all()
         .build()
         .map_err(|e| (2, format!("cannot start a runtime: {e}")))?;
-    let url = Zeroizing::new(config.rabbitmq_url.expose().to_owned());
     let reply = runtime
-        .block_on(request::call(&url, &node, &body, timeout))
+        .block_on(request::call(&config.rabbitmq_url, &config.rabbitmq_tls, &node, &body, timeout))
         .map_err(|e| (2, e.to_string()))?;
     println!("{reply}");
     Ok(if reply.get("status").and_then(|s| s.as_str()) == Some("success") { 0 } else { 1 })

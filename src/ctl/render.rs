@@ -117,7 +117,11 @@ pub fn stats(s: &Stats) -> String {
 
 /// `dms-ctl status`.
 pub fn status(s: &Status) -> String {
-    let broker = if s.broker_connected { "connected" } else { "NOT connected (retrying)" };
+    let broker = match (s.broker_connected, &s.broker_host) {
+        (true, Some(host)) => format!("connected to {host}"),
+        (true, None) => "connected".to_owned(),
+        (false, _) => "NOT connected (retrying)".to_owned(),
+    };
     let problems = match s.journal_problems {
         0 => "no problems at replay".to_owned(),
         n => format!("{n} problem(s) at replay: dms-journal verify"),

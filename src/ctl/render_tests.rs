@@ -79,6 +79,7 @@ fn status(broker: bool, problems: usize) -> Status {
         boot_id: "6f1c2d3e-0000-4000-8000-000000000001".into(),
         uptime_secs: 303,
         broker_connected: broker,
+        broker_host: broker.then(|| "ctrl2:5671".into()),
         targets: 3,
         mounted: 1,
         journal_path: "/var/lib/dms/journal".into(),
@@ -128,7 +129,7 @@ memory vs. disk:    1 disagreement(s); `dms-ctl cleanup` converges them
         super::status(&status(true, 0)),
         "\
 dms-server 0.1.0 (pid 99), node compute-01, queue dms.compute-01
-broker:   connected
+broker:   connected to ctrl2:5671
 uptime:   5m03s
 targets:  3 in the journal, 1 mounted
 journal:  /var/lib/dms/journal (no problems at replay)

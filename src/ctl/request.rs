@@ -2,6 +2,7 @@
 //! existing Python clients (DESIGN §2), so an operator or a smoke test exercises exactly the
 //! path a backup job does.
 
+use crate::config::{AmqpUrl, BrokerTls};
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
@@ -15,6 +16,10 @@ use std::time::Duration;
 pub enum RequestError {
     #[error("cannot reach the broker: {0}")]
     Broker(lapin::Error),
+    #[error("rabbitmq_url names no host")]
+    NoHost,
+    #[error(transparent)]
+    Tls(#[from] crate::transport::TlsError),
     #[error("the broker refused the request (no publisher confirm)")]
     Refused,
     #[error("no reply within {0:?} (is dms-server consuming {1}?)")]
@@ -53,19 +58,32 @@ pub fn body(action: &str, target: &Target, token: Option<&str>) -> Value {
     body
 }
 
-/// Publish `body` to `dms.<node>` with a private reply queue and wait for the reply.
+/// Publish `body` to `dms.<node>` with a private reply queue and wait for the reply. The
+/// broker's hosts are tried in the order written, over TLS as the daemon would.
 pub async fn call(
-    url: &str,
+    url: &AmqpUrl,
+    tls: &BrokerTls,
     node: &str,
     body: &Value,
     timeout: Duration,
 ) -> Result<Value, RequestError> {
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .map_err(RequestError::Broker)?;
-    let result = call_on(&conn, node, body, timeout).await;
-    let _ = conn.close(200, "dms-ctl done".into()).await;
-    result
+    let tls = match url.is_tls() {
+        true => Some(crate::transport::client_config(tls)?),
+        false => None,
+    };
+    let mut last = None;
+    for host in url.hosts() {
+        let properties = ConnectionProperties::default();
+        match crate::transport::connect(host, 30, tls.as_ref(), properties).await {
+            Ok(conn) => {
+                let result = call_on(&conn, node, body, timeout).await;
+                let _ = conn.close(200, "dms-ctl done".into()).await;
+                return result;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.map_or(RequestError::NoHost, RequestError::Broker))
 }
 
 async fn call_on(

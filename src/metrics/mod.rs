@@ -168,6 +168,9 @@ pub struct Metrics {
     helper_deaths: [Counter; 4],
     helper_heals: [Counter; 3],
     nfs_breaker_trips: Counter,
+    broker_failovers: Counter,
+    broker_consumer_cancels: Counter,
+    broker_blocked: Counter,
     reconcile_duration: Histogram,
     reconcile_steps: Counter,
     /// Seconds since the epoch; 0 until the first pass.
@@ -208,6 +211,9 @@ impl Metrics {
             helper_deaths: Default::default(),
             helper_heals: Default::default(),
             nfs_breaker_trips: Counter::default(),
+            broker_failovers: Counter::default(),
+            broker_consumer_cancels: Counter::default(),
+            broker_blocked: Counter::default(),
             reconcile_duration: histogram(),
             reconcile_steps: Counter::default(),
             last_reconcile: Gauge::default(),
@@ -234,6 +240,21 @@ impl Metrics {
             "dms_nfs_breaker_trips",
             "Times an NFS server's breaker opened: an operation against it ran into its deadline",
             m.nfs_breaker_trips.clone(),
+        );
+        registry.register(
+            "dms_broker_failovers",
+            "Broker sessions that ended unasked (connection lost, or the queue's home node down); the next host of rabbitmq_url is tried",
+            m.broker_failovers.clone(),
+        );
+        registry.register(
+            "dms_broker_consumer_cancels",
+            "Times the broker cancelled the daemon's consumer (queue deleted, mirror promoted); it consumes again",
+            m.broker_consumer_cancels.clone(),
+        );
+        registry.register(
+            "dms_broker_blocked",
+            "Times the broker blocked the daemon's connection (its memory or disk alarm); replies wait until it unblocks",
+            m.broker_blocked.clone(),
         );
         registry.register(
             "dms_reconcile_duration_seconds",
@@ -329,6 +350,25 @@ impl Metrics {
 
     pub fn nfs_breaker_tripped(&self) {
         self.nfs_breaker_trips.inc();
+    }
+
+    /// A broker session ended unasked, or the queue's home node was down: the next host.
+    pub fn broker_failover(&self) {
+        self.broker_failovers.inc();
+    }
+
+    pub fn broker_failovers(&self) -> u64 {
+        self.broker_failovers.get()
+    }
+
+    /// The broker cancelled the consumer.
+    pub fn broker_consumer_cancelled(&self) {
+        self.broker_consumer_cancels.inc();
+    }
+
+    /// The broker blocked the connection (`connection.blocked`).
+    pub fn broker_blocked(&self) {
+        self.broker_blocked.inc();
     }
 
     /// One reconcile pass (boot or resync) finished now.

@@ -16,6 +16,15 @@ dms_helper_losses_total 2
 # HELP dms_nfs_breaker_trips_total Times an NFS server's breaker opened: an operation against it ran into its deadline.
 # TYPE dms_nfs_breaker_trips_total counter
 dms_nfs_breaker_trips_total 0
+# HELP dms_broker_failovers_total Broker sessions that ended unasked (connection lost, or the queue's home node down); the next host of rabbitmq_url is tried.
+# TYPE dms_broker_failovers_total counter
+dms_broker_failovers_total 1
+# HELP dms_broker_consumer_cancels_total Times the broker cancelled the daemon's consumer (queue deleted, mirror promoted); it consumes again.
+# TYPE dms_broker_consumer_cancels_total counter
+dms_broker_consumer_cancels_total 0
+# HELP dms_broker_blocked_total Times the broker blocked the daemon's connection (its memory or disk alarm); replies wait until it unblocks.
+# TYPE dms_broker_blocked_total counter
+dms_broker_blocked_total 2
 # HELP dms_reconcile_duration_seconds Duration of reconcile passes (boot and periodic resync).
 # TYPE dms_reconcile_duration_seconds histogram
 dms_reconcile_duration_seconds_bucket{le="0.001"} 0
@@ -160,6 +169,9 @@ fn render_is_exact_text_for_known_observations() {
     m.helper_heal(HealOutcome::Healed);
     m.helper_heal(HealOutcome::Healed);
     m.helper_heal(HealOutcome::GivenUp);
+    m.broker_failover();
+    m.broker_blocked();
+    m.broker_blocked();
     m.reconcile_at(Duration::from_millis(40), 3, at(1_700_000_100, 500));
     m.reconcile_at(Duration::from_secs(90), 0, at(1_700_000_200, 0));
     let gauges = Gauges {

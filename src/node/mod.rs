@@ -25,7 +25,6 @@ use crate::supervisor::{Exits, SuperviseError, Supervisor};
 use crate::systemd::Notifier;
 use crate::transport::{self, TransportConfig, TransportError};
 use dms_journal::store::{Journal, Replay, StoreError};
-use secrecy::SecretString;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,6 +167,7 @@ where
         tasks.clone(),
     );
     let broker_connected = Arc::new(AtomicBool::new(false));
+    let broker_host = transport::BrokerHost::default();
     let requests_parked = Arc::new(AtomicUsize::new(0));
     let pause = intake::Pause::default();
     let admin = Arc::new(Admin {
@@ -180,6 +180,7 @@ where
         journal_path: config.journal_path.clone(),
         journal_problems: replay.problems.clone(),
         broker_connected: Arc::clone(&broker_connected),
+        broker_host: Arc::clone(&broker_host),
         requests_parked: Arc::clone(&requests_parked),
         intake: pause.clone(),
         booted: AtomicBool::new(false),
@@ -248,13 +249,21 @@ where
     let served = match intake {
         Intake::Broker => {
             let transport = TransportConfig {
-                url: SecretString::from(config.rabbitmq_url.expose()),
+                url: config.rabbitmq_url.clone(),
+                tls: config.rabbitmq_tls.clone(),
                 queue: config.queue_name(),
+                queue_type: config.queue_type,
+                connection_name: format!(
+                    "dms-server {} pid {}",
+                    config.node_id.as_str(),
+                    std::process::id()
+                ),
                 prefetch: config.prefetch,
                 park_after: config.park_after,
                 heartbeat_secs: 30,
                 drain: crate::stop::DRAIN,
                 connected: broker_connected,
+                host: Arc::clone(&broker_host),
                 parked: Arc::clone(&requests_parked),
             };
             let policy = Arc::new(config.wire_policy());

@@ -13,6 +13,7 @@ use crate::engine::fake::{FakeCredentials, FakeMounts, FakeProcesses, World};
 use crate::engine::fake_observer::FakeObserver;
 use crate::engine::{Ask, Job};
 use dms_journal::{BootId, Outcome, RequestKey, TargetId, TargetKind, TargetSpec};
+use secrecy::SecretString;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

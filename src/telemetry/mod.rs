@@ -10,7 +10,9 @@
 //!
 //! Libraries log at WARN and above only, and the AMQP stack not at all: every broker event
 //! reaches the transport as an error or a closed consumer, and the transport logs it once,
-//! with what it does next. `RUST_LOG` replaces all of this for debugging: `level` and
+//! with what it does next. Nor does the platform certificate verifier, which would log an
+//! ERROR of its own for every refused certificate (the transport's line, or Barbican's
+//! reply, says it once). `RUST_LOG` replaces all of this for debugging: `level` and
 //! `target=level` directives (a `Targets` filter: no span or field filters, so no regular
 //! expression engine in the daemon, a sixth of its release build).
 
@@ -108,7 +110,7 @@ pub fn directives(level: LogLevel) -> String {
     let own = level.as_str();
     format!(
         "{libraries},lapin=off,amq_protocol=off,amq_protocol_tcp=off,\
-         dms={own},dms_server={own},dms_journal={own}"
+         rustls_platform_verifier=off,dms={own},dms_server={own},dms_journal={own}"
     )
 }
 
@@ -142,6 +144,8 @@ mod tests {
         assert_eq!(targets.default_level(), Some(tracing::level_filters::LevelFilter::WARN));
         assert!(targets.would_enable("dms::engine", &tracing::Level::DEBUG));
         assert!(!targets.would_enable("lapin::channel", &tracing::Level::ERROR));
+        let verifier = "rustls_platform_verifier::verification::others";
+        assert!(!targets.would_enable(verifier, &tracing::Level::ERROR));
         assert!(!targets.would_enable("hyper::proto", &tracing::Level::INFO));
     }
 }

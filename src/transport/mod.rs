@@ -13,31 +13,44 @@
 //!   [`serve`] returns the error.
 
 mod delivery;
+mod hosts;
 mod inbox;
+mod report;
+mod session;
+mod tls;
 
+pub use hosts::{Next, Rotation};
+pub use session::connect;
+pub use tls::{client_config, TlsError};
+
+use crate::config::{AmqpUrl, BrokerTls, QueueType};
 use crate::engine::{Engine, EngineError};
 use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::wire::Policy;
 use futures_lite::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
+use report::Reporter;
+use session::{Session, Settings};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use zeroize::Zeroizing;
+
+/// The broker host of the session under way (`host:port`, no credentials), for `dms-ctl
+/// status`; `None` while there is none.
+pub type BrokerHost = Arc<Mutex<Option<String>>>;
 
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
-    /// `amqp://...` with the broker password; `heartbeat` is added when the URL does not
-    /// set it.
-    pub url: SecretString,
+    /// Every broker host with its credentials; `heartbeat` and `frame_max` are added to a
+    /// host's URL when it does not set them.
+    pub url: AmqpUrl,
+    /// For `amqps://`: whom to trust, which client certificate to show.
+    pub tls: BrokerTls,
     pub queue: String,
+    pub queue_type: QueueType,
+    /// The `connection_name` client property (`dms-server <node_id> pid <N>`).
+    pub connection_name: String,
     pub prefetch: u16,
     /// How long a keyed request keeps its delivery before it is parked (see [`inbox`]).
     pub park_after: Duration,
@@ -46,6 +59,8 @@ pub struct TransportConfig {
     pub drain: Duration,
     /// True while a broker session consumes (for the admin socket's status and health).
     pub connected: Arc<AtomicBool>,
+    /// Which host that session is on.
+    pub host: BrokerHost,
     /// How many requests are parked right now (status and metrics).
     pub parked: Arc<AtomicUsize>,
 }
@@ -54,6 +69,8 @@ pub struct TransportConfig {
 pub enum TransportError {
     #[error("stopping intake: {0}")]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// Serve requests until `shutdown` turns true (then stop intake, let in-flight requests
@@ -64,6 +81,17 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
     config: TransportConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), TransportError> {
+    let tls = match config.url.is_tls() {
+        true => {
+            if config.tls.insecure {
+                tracing::warn!(
+                    "rabbitmq_insecure = true: the broker's TLS certificate is NOT verified"
+                );
+            }
+            Some(client_config(&config.tls)?)
+        }
+        false => None,
+    };
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<EngineError>(1);
     let mut in_flight = JoinSet::new();
     let (current_channel, channel_rx) = watch::channel(None);
@@ -77,56 +105,50 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
             }
         });
     }
-    let mut backoff = reconnect_backoff();
-    // Since when the broker has been out of reach, and how many attempts failed since.
-    let mut outage: Option<Outage> = None;
+    let hosts = config.url.hosts();
+    let settings = Settings {
+        queue: &config.queue,
+        queue_type: config.queue_type,
+        prefetch: config.prefetch,
+        heartbeat_secs: config.heartbeat_secs,
+        connection_name: &config.connection_name,
+        tls: tls.as_ref(),
+    };
+    let mut rotation = Rotation::new(hosts.len(), hosts::seed());
+    let mut report = Reporter::new(&config.queue);
     loop {
         if *shutdown.borrow() {
             break;
         }
-        let session = tokio::select! {
-            s = open(&config) => s,
+        let host = &hosts[rotation.current()];
+        let opened = tokio::select! {
+            s = session::open(host, &settings) => s,
             _ = shutdown.changed() => break,
         };
-        let (connection, channel, mut consumer) = match session {
+        let Session { connection, channel, mut consumer } = match opened {
             Ok(s) => {
-                match outage.take() {
-                    None => tracing::info!(
-                        queue = %config.queue,
-                        "connected to the broker; consuming {}", config.queue
-                    ),
-                    Some(o) => tracing::info!(
-                        queue = %config.queue,
-                        attempts = o.attempts,
-                        down_ms = o.since.elapsed().as_millis() as u64,
-                        "broker connection recovered after {} failed attempts ({:.1} s); consuming {}",
-                        o.attempts, o.since.elapsed().as_secs_f64(), config.queue
-                    ),
-                }
+                rotation.connected();
+                report.connected(host.endpoint());
                 config.connected.store(true, Ordering::Relaxed);
-                current_channel.send_replace(Some(s.1.clone()));
-                backoff = reconnect_backoff();
+                set_host(&config.host, Some(host.endpoint()));
+                current_channel.send_replace(Some(s.channel.clone()));
                 s
             }
             Err(e) => {
-                // Built without a limit of tries, so it never runs out; the cap if it did.
-                let wait = backoff.next().unwrap_or(RECONNECT_CAP);
-                let o = outage.get_or_insert_with(Outage::now);
-                o.attempts += 1;
-                tracing::warn!(
-                    attempt = o.attempts,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "cannot reach the broker (attempt {}): {e}; retrying in {:.1} s",
-                    o.attempts,
-                    wait.as_secs_f64()
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue,
-                    _ = shutdown.changed() => break,
+                let next = rotation.failed();
+                let wait =
+                    report.failed(&e, host.endpoint(), next, hosts[rotation.current()].endpoint());
+                match wait {
+                    None => continue,
+                    Some(wait) => tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = shutdown.changed() => break,
+                    },
                 }
             }
         };
-        loop {
+        let mut events = std::pin::pin!(connection.events_listener());
+        let ended: String = loop {
             tokio::select! {
                 next = consumer.next() => match next {
                     Some(Ok(d)) => {
@@ -137,39 +159,55 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
                             }
                         });
                     }
-                    Some(Err(e)) => {
-                        tracing::warn!("broker connection lost: {e}; reconnecting");
-                        outage = Some(Outage::now());
-                        break;
+                    Some(Err(e)) => break e.to_string(),
+                    // The channel is still open: the broker cancelled the consumer (queue
+                    // deleted, mirror promoted). Consume again on the same channel, so the
+                    // deliveries in flight can still be acked where they came from.
+                    None if channel.status().connected() => {
+                        match session::consume(&channel, &config.queue, config.queue_type).await {
+                            Ok(c) => {
+                                consumer = c;
+                                report.consumer_cancelled(host.endpoint());
+                            }
+                            Err(e) => break format!("the broker cancelled the consumer and consuming again failed: {e}"),
+                        }
                     }
-                    None => {
-                        tracing::warn!("broker connection lost: the consumer was closed; reconnecting");
-                        outage = Some(Outage::now());
-                        break;
-                    }
+                    None => break "the consumer was closed".into(),
                 },
+                Some(event) = events.next() => report.event(event, host.endpoint()),
                 Some(e) = fatal_rx.recv() => {
                     tracing::error!(error = %e, "journal failure: intake stopped");
                     config.connected.store(false, Ordering::Relaxed);
+                    set_host(&config.host, None);
                     current_channel.send_replace(None);
                     let _ = connection.close(320, "journal failure".into()).await;
                     return Err(e.into());
                 }
                 _ = shutdown.changed() => {
                     config.connected.store(false, Ordering::Relaxed);
+                    set_host(&config.host, None);
                     drain(&mut in_flight, config.drain).await;
                     let _ = connection.close(200, "dms-server stopping".into()).await;
                     return Ok(());
                 }
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
             }
-        }
+        };
         config.connected.store(false, Ordering::Relaxed);
+        set_host(&config.host, None);
         current_channel.send_replace(None);
+        rotation.lost();
+        report.lost(&ended, host.endpoint(), hosts[rotation.current()].endpoint());
         let _ = connection.close(200, "reconnecting".into()).await;
     }
     drain(&mut in_flight, config.drain).await;
     Ok(())
+}
+
+fn set_host(host: &BrokerHost, endpoint: Option<&str>) {
+    if let Ok(mut h) = host.lock() {
+        *h = endpoint.map(str::to_owned);
+    }
 }
 
 async fn drain(in_flight: &mut JoinSet<()>, bound: Duration) {
@@ -179,131 +217,5 @@ async fn drain(in_flight: &mut JoinSet<()>, bound: Duration) {
             left = in_flight.len(),
             "in-flight requests still running at shutdown; they will be redelivered"
         );
-    }
-}
-
-async fn open(
-    config: &TransportConfig,
-) -> Result<(Connection, Channel, lapin::Consumer), lapin::Error> {
-    // The URI with the password: exposed only here, its copy zeroed once lapin parsed it.
-    let url = Zeroizing::new(with_defaults(config.url.expose_secret(), config.heartbeat_secs));
-    let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    channel.basic_qos(config.prefetch, BasicQosOptions::default()).await?;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        exclusive: false,
-        auto_delete: false,
-        ..Default::default()
-    };
-    channel.queue_declare(config.queue.as_str().into(), durable, FieldTable::default()).await?;
-    let consumer = channel
-        .basic_consume(
-            config.queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok((connection, channel, consumer))
-}
-
-/// The frame size the daemon asks for: requests and replies are a few hundred bytes (a
-/// larger message is split into frames). lapin zero-fills a receive and a send buffer of 32
-/// frames each once the connection is tuned, so RabbitMQ's 128 KiB default costs 8 MiB of
-/// resident memory; 16 KiB costs 1 MiB.
-const FRAME_MAX: u32 = 16 * 1024;
-
-/// The broker URL with the daemon's connection settings added where the operator's URL does
-/// not set them: the heartbeat, and [`FRAME_MAX`].
-fn with_defaults(url: &str, heartbeat_secs: u16) -> String {
-    let mut url = url.to_owned();
-    for (key, value) in [("heartbeat", u32::from(heartbeat_secs)), ("frame_max", FRAME_MAX)] {
-        let query = url.split_once('?').map(|(_, query)| query);
-        let set = query.is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some(key)));
-        if !set {
-            url.push(if query.is_some() { '&' } else { '?' });
-            url.push_str(&format!("{key}={value}"));
-        }
-    }
-    url
-}
-
-/// The broker has been out of reach since `since`; `attempts` reconnections failed.
-#[derive(Debug)]
-struct Outage {
-    since: std::time::Instant,
-    attempts: u32,
-}
-
-impl Outage {
-    fn now() -> Self {
-        Self { since: std::time::Instant::now(), attempts: 0 }
-    }
-}
-
-/// Capped exponential backoff with jitter, so that many nodes reconnecting to a restarted
-/// broker do not arrive in lockstep: the n-th wait is drawn from [d, 2d) with d = 100 ms ·
-/// 2^(n-1), d capped at 7.5 s, so every wait lies within [100 ms, 15 s). backon's
-/// exponential backoff adds up to one more d as jitter, hence the halved bounds.
-fn reconnect_backoff() -> backon::ExponentialBackoff {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(RECONNECT_MIN / 2)
-        .with_max_delay(RECONNECT_CAP / 2)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-/// The first wait's ceiling and every wait's ceiling.
-const RECONNECT_MIN: Duration = Duration::from_millis(200);
-const RECONNECT_CAP: Duration = Duration::from_secs(15);
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn given_failures_when_backing_off_then_waits_grow_to_the_cap_with_jitter_and_reset() {
-        let mut b = reconnect_backoff();
-        let waits: Vec<Duration> = (0..12).map(|_| b.next().unwrap()).collect();
-        assert!(waits[0] >= RECONNECT_MIN / 2 && waits[0] < RECONNECT_MIN, "{waits:?}");
-        assert!(waits[3] >= Duration::from_millis(800) && waits[3] < Duration::from_millis(1600));
-        assert!(waits.iter().all(|w| *w < RECONNECT_CAP), "{waits:?}");
-        assert!(waits[11] >= RECONNECT_CAP / 2, "{waits:?}");
-        // Jittered: twelve draws are not all exactly the lower bound of their step.
-        assert!(waits
-            .iter()
-            .enumerate()
-            .any(|(i, w)| *w != (RECONNECT_MIN / 2 * (1 << i)).min(RECONNECT_CAP / 2)));
-        let mut fresh = reconnect_backoff();
-        assert!(fresh.next().unwrap() < RECONNECT_MIN);
-    }
-
-    #[test]
-    fn given_urls_when_adding_the_connection_settings_then_existing_settings_win() {
-        assert_eq!(
-            with_defaults("amqp://h:5672/%2f", 30),
-            "amqp://h:5672/%2f?heartbeat=30&frame_max=16384"
-        );
-        assert_eq!(
-            with_defaults("amqp://h/?frame_max=8192", 30),
-            "amqp://h/?frame_max=8192&heartbeat=30"
-        );
-        assert_eq!(
-            with_defaults("amqp://h/?heartbeat=5", 30),
-            "amqp://h/?heartbeat=5&frame_max=16384"
-        );
-        // A password that merely contains the words is not a setting.
-        assert_eq!(
-            with_defaults("amqp://u:heartbeat=1@h/", 30),
-            "amqp://u:heartbeat=1@h/?heartbeat=30&frame_max=16384"
-        );
-        let parsed: lapin::uri::AMQPUri = with_defaults("amqp://h/", 30).parse().unwrap();
-        assert_eq!(parsed.query.frame_max, Some(FRAME_MAX));
     }
 }

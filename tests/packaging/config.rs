@@ -53,7 +53,7 @@ fn example_config_is_valid_for_the_daemon_loader_and_changes_no_default() {
     let mut env = BTreeMap::new();
     env.insert("DMS_RABBITMQ_URL".to_owned(), "amqp://dms:s3cret@rabbit:5672".to_owned());
     let overridden = load(Some(example), &env);
-    assert_eq!(overridden.rabbitmq_url.expose(), "amqp://dms:s3cret@rabbit:5672");
+    assert_eq!(overridden.rabbitmq_url.hosts()[0].expose(), "amqp://dms:s3cret@rabbit:5672");
 }
 
 #[test]

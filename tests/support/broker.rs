@@ -63,6 +63,12 @@ impl Broker {
     }
 
     fn start_with(management: bool) -> Broker {
+        Self::start_configured(management, |_| String::new())
+    }
+
+    /// [`Broker::start`] with more `rabbitmq.conf` lines: `extra` gets the node's private
+    /// directory (for files the lines name, such as TLS certificates) and returns them.
+    pub fn start_configured(management: bool, extra: impl FnOnce(&Path) -> String) -> Broker {
         let server = Path::new(RABBIT_BIN).join("rabbitmq-server");
         super::require_file(&server);
         let dir = super::temp_dir("dms-broker-");
@@ -90,6 +96,7 @@ impl Broker {
         } else {
             (String::new(), "[].\n")
         };
+        let conf = conf + &extra(&b.path);
         std::fs::write(b.path.join("rabbitmq.conf"), conf).expect("write rabbitmq.conf");
         std::fs::write(b.path.join("rabbitmq-env.conf"), "").expect("write rabbitmq-env.conf");
         std::fs::write(b.path.join("enabled_plugins"), plugins).expect("write enabled_plugins");

@@ -30,6 +30,7 @@
 
 pub mod barbican;
 pub mod broker;
+pub mod broker_tls;
 pub mod http;
 pub mod mountns;
 pub mod proc;
@@ -37,6 +38,7 @@ pub mod s3;
 
 pub use barbican::{Barbican, Fault};
 pub use broker::Broker;
+pub use broker_tls::TlsBroker;
 pub use s3::S3;
 
 use std::net::TcpListener;
