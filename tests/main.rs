@@ -13,6 +13,7 @@ mod cli_journal;
 mod cli_journal_online;
 mod infra_barbican;
 mod infra_broker;
+mod infra_cluster;
 mod infra_s3;
 mod packaging;
 mod server_chaos;
