@@ -17,6 +17,8 @@ mod infra_cluster;
 mod infra_s3;
 mod packaging;
 mod server_chaos;
+mod server_cluster;
+mod server_cluster_quorum;
 mod server_config;
 mod server_containment;
 mod server_crash;
