@@ -52,8 +52,8 @@ fn finish(
         (daemon.journal.clone(), daemon.pid_dir.clone(), daemon.base.clone());
     let consumed = consuming_lines(&daemon);
     let log = daemon.stop();
-    assert_eq!(left, Vec::<String>::new(), "PID files left after the last unmounts\n{log}");
     let s = check_ledger(&ledger, window, &log);
+    assert_eq!(left, Vec::<String>::new(), "PID files left after the last unmounts\n{log}");
     eprintln!(
         "{} requests, {} replies, {} resends, {reconnects} client reconnects, worst latency {:.1} s, \
          {} first sent during the fault; the daemon started consuming {consumed} times",

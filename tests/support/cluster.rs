@@ -128,8 +128,10 @@ impl Cluster {
             }
         });
         let joined = t0.elapsed();
-        c.set_ha_policy("/");
-        c.wait_running(NODES);
+        std::thread::scope(|s| {
+            s.spawn(|| cr.set_ha_policy("/"));
+            cr.wait_running(1, NODES);
+        });
         c.startup = t0.elapsed();
         c.phases = format!(
             "{:.1} s: 3 nodes booted in parallel {:.1} s, nodes 2 and 3 joined {:.1} s, \

@@ -94,10 +94,15 @@ impl Cluster {
                 .map_err(|e| e.replace(&password, "<password>"))
                 .unwrap_or_else(|e| panic!("creating tenant {vhost}: {e}"))
         };
-        ctl(&["add_vhost", &vhost]);
-        ctl(&["add_user", &user, &password]);
-        ctl(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"]);
-        self.set_ha_policy(&vhost);
+        // Two rounds of two calls side by side (each call boots an Erlang VM).
+        std::thread::scope(|s| {
+            s.spawn(|| ctl(&["add_vhost", &vhost]));
+            ctl(&["add_user", &user, &password]);
+        });
+        std::thread::scope(|s| {
+            s.spawn(|| self.set_ha_policy(&vhost));
+            ctl(&["set_permissions", "-p", &vhost, &user, ".*", ".*", ".*"]);
+        });
         let ports = (1..=NODES).map(|n| self.amqp_port(n)).collect();
         Tenant { vhost, user, password, ports }
     }
@@ -111,23 +116,17 @@ impl Cluster {
         Ok(running.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
     }
 
-    /// Waits until every node with a live server reports all `count` of them running.
-    pub fn wait_running(&self, count: usize) {
-        let live: Vec<usize> = (1..=NODES).filter(|&n| self.is_up(n)).collect();
+    /// Waits until node `ask` reports `count` running nodes. (One node's view: each
+    /// `rabbitmqctl` call boots an Erlang VM, about a CPU-second on these machines.)
+    pub fn wait_running(&self, ask: usize, count: usize) {
         let mut last = String::new();
         let ok = super::wait_for(&format!("{count} running nodes"), START_TIMEOUT, || {
-            let all = live.iter().all(|&n| match self.running_nodes(n) {
-                Ok(running) if running.len() == count => true,
-                Ok(running) => {
-                    last = format!("node {n} reports {running:?}");
-                    false
-                }
-                Err(e) => {
-                    last = e;
-                    false
-                }
-            });
-            all.then_some(())
+            match self.running_nodes(ask) {
+                Ok(running) if running.len() == count => return Some(()),
+                Ok(running) => last = format!("node {ask} reports {running:?}"),
+                Err(e) => last = e,
+            }
+            None
         });
         ok.unwrap_or_else(|e| panic!("{e}: {last}"));
     }
@@ -203,7 +202,7 @@ impl Cluster {
     /// until it has rejoined: every node reports all of them running.
     pub fn restart(&self, n: usize) {
         self.launch(n).unwrap_or_else(|e| panic!("restart: {e}"));
-        self.wait_running(NODES);
+        self.wait_running(n, NODES);
     }
 
     /// `rabbitmqctl stop_app` on node `n`: its clients are disconnected, the Erlang node
@@ -220,7 +219,7 @@ impl Cluster {
         let pidfile = self.node(n).dir.join("rabbitmq.pid");
         self.rabbitmqctl(n, &["wait", &pidfile.to_string_lossy(), "--timeout", "60"])
             .unwrap_or_else(|e| panic!("wait after start_app on node {n}: {e}"));
-        self.wait_running(NODES);
+        self.wait_running(n, NODES);
     }
 
     /// Waits until stopping node `n` would leave every mirrored queue a synchronised copy
