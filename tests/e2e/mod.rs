@@ -3,11 +3,13 @@
 //! existing Python clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
 pub mod ctl;
 pub mod host;
 pub mod journal;
 pub mod recovery;
 pub mod stand_in;
+pub mod traffic;
 
 use crate::support::proc::GroupChild;
 use crate::support::{self, Broker};
@@ -64,10 +66,21 @@ pub fn layout_env(
     helper: &Path,
     log_level: &str,
 ) -> Vec<(String, String)> {
+    layout_env_for(&broker.amqp_url(), dir, node, helper, log_level)
+}
+
+/// [`layout_env`] with `url` as `DMS_RABBITMQ_URL` (a node of a cluster, or all of them).
+pub fn layout_env_for(
+    url: &str,
+    dir: &Path,
+    node: &str,
+    helper: &Path,
+    log_level: &str,
+) -> Vec<(String, String)> {
     let base = dir.join("mounts");
     std::fs::create_dir_all(&base).unwrap();
     vec![
-        ("DMS_RABBITMQ_URL".into(), broker.amqp_url()),
+        ("DMS_RABBITMQ_URL".into(), url.into()),
         ("DMS_NODE_ID".into(), node.into()),
         ("DMS_MOUNT_BASE".into(), base.display().to_string()),
         ("DMS_S3VAULTFUSE_BIN".into(), helper.display().to_string()),
@@ -92,7 +105,19 @@ pub fn standard_env(
     log_level: &str,
     extra: &[(&str, String)],
 ) -> Vec<(String, String)> {
-    let mut env = layout_env(broker, dir, node, helper, log_level);
+    standard_env_for(&broker.amqp_url(), dir, node, helper, log_level, extra)
+}
+
+/// [`standard_env`] with `url` as `DMS_RABBITMQ_URL`.
+pub fn standard_env_for(
+    url: &str,
+    dir: &Path,
+    node: &str,
+    helper: &Path,
+    log_level: &str,
+    extra: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let mut env = layout_env_for(url, dir, node, helper, log_level);
     env.push(("DMS_ADMIN_SOCKET".into(), dir.join("admin.sock").display().to_string()));
     env.push(("DMS_METRICS_LISTEN".into(), "127.0.0.1:0".into()));
     for (k, v) in extra {

@@ -18,6 +18,8 @@
 //! component FAILS the test, it never skips):
 //! - [`Broker`]: a private RabbitMQ node (Debian's rabbitmq-server) with its own ports,
 //!   node name and epmd port.
+//! - [`Cluster`]: three clustered RabbitMQ nodes (one epmd, one cookie, `join_cluster`)
+//!   with fault injection (`cluster_ops.rs`), and a [`Tenant`] per test.
 //! - [`S3`]: moto_server (PyPI `moto[server]` in the test venv) with a bucket.
 //! - [`Barbican`]: Barbican from PyPI behind `scripts/infra/barbican_launcher.py`, with
 //!   fault injection.
@@ -31,6 +33,8 @@
 pub mod barbican;
 pub mod broker;
 pub mod broker_tls;
+pub mod cluster;
+pub mod cluster_ops;
 pub mod http;
 pub mod mountns;
 pub mod proc;
@@ -39,6 +43,8 @@ pub mod s3;
 pub use barbican::{Barbican, Fault};
 pub use broker::Broker;
 pub use broker_tls::TlsBroker;
+pub use cluster::Cluster;
+pub use cluster_ops::Tenant;
 pub use s3::S3;
 
 use std::net::TcpListener;

@@ -63,7 +63,9 @@ pub fn run_isolated_with_timeout(name: &str, timeout: Duration, body: impl FnOnc
     let mut cmd = Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "--"])
         .arg(&exe)
-        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        // `--include-ignored`: an #[ignore]d test run on purpose (`--run-ignored`) runs in the
+        // child too; `--exact` already limits the child to this one test.
+        .args(["--exact", name, "--include-ignored", "--test-threads=1", "--nocapture"])
         .env(ENV, name);
     let mut child = GroupChild::spawn("isolated test child", cmd, &log);
     let status = child.wait_timeout(timeout);
