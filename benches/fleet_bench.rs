@@ -5,17 +5,16 @@
 //! ```text
 //! cargo bench -p dms --bench fleet_bench                            # N = 1, 10, 50
 //! DMS_BENCH_QUICK=1 cargo bench -p dms --bench fleet_bench          # N = 1, 3; ~2 min
-//! DMS_BENCH_FLEET_URL=cluster cargo bench -p dms --bench fleet_bench
+//! DMS_BENCH_FLEET_URL=node cargo bench -p dms --bench fleet_bench   # one node per daemon
 //! ```
 //!
 //! For each N: a tenant (virtual host and user) of its own on the cluster
 //! (`tests/support/cluster.rs`, started once, with the `ha-dms` mirroring policy), N
 //! `dms-server`s, each with its own node id, mount base, PID directory and journal, the
 //! release `dms-testfs` as helper and the in-process stand-in secret store (so the figures
-//! are the daemons' and the broker's, not the test Barbican's). Daemon `i` is given node
-//! `i % 3 + 1` (a single-host URL, what the daemon takes today), or with
-//! `DMS_BENCH_FLEET_URL=cluster` all three in a shuffled oslo.messaging URL (issue 28 item
-//! 1). The load is the same for every N: [`CLIENTS`] clients, each connected to the
+//! are the daemons' and the broker's, not the test Barbican's). Each daemon is given all
+//! three nodes in a shuffled oslo.messaging URL, as deployments configure it (issue 28 item
+//! 1), or with `DMS_BENCH_FLEET_URL=node` daemon `i` node `i % 3 + 1` alone. The load is the same for every N: [`CLIENTS`] clients, each connected to the
 //! cluster (all three URLs, starting at a different node, reconnecting on loss), mount and
 //! unmount a target of their own, moving round the daemons: the broker's side (N
 //! connections, consumers, heartbeats, mirrored queues) grows with N, the offered load does
@@ -78,7 +77,7 @@ fn main() {
             rolling: true,
         }
     };
-    let cluster_url = std::env::var("DMS_BENCH_FLEET_URL").is_ok_and(|v| v == "cluster");
+    let cluster_url = !std::env::var("DMS_BENCH_FLEET_URL").is_ok_and(|v| v == "node");
     println!(
         "fleet bench ({} run): N = {:?}, {CLIENTS} clients, daemons given {}; helper {}",
         if quick { "quick" } else { "full" },

@@ -12,7 +12,6 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::e2e;
-use crate::support;
 
 use e2e::cluster::{assert_no_secret, check_journal_and_host, consuming_lines, Stand, TOKEN};
 use e2e::traffic::{check_ledger, Ledger, SturdyClient};
@@ -32,82 +31,73 @@ fn queue_type(stand: &Stand, queue: &str) -> String {
     row.map(|r| r["type"].clone()).unwrap_or_else(|| panic!("no queue {queue}: {rows:?}"))
 }
 
-#[test]
-#[ignore = "needs the queue_type key (issue 28 item 2), un-ignore when merged"]
-fn a_quorum_queue_declared_first_is_refused_with_a_line_naming_queue_type_and_served_with_it() {
-    let name =
-        "a_quorum_queue_declared_first_is_refused_with_a_line_naming_queue_type_and_served_with_it";
-    support::mountns::run_isolated_with_timeout(name, Duration::from_secs(300), || {
-        let stand = Stand::up("quorum");
-        let node = "cl-quorum";
-        let queue = format!("dms.{node}");
-        let rt = runtime();
-        rt.block_on(async {
-            let conn =
-                Connection::connect(&stand.tenant.amqp_url(1), ConnectionProperties::default())
-                    .await
-                    .unwrap();
-            let ch = conn.create_channel().await.unwrap();
-            let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
-            let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-            ch.queue_declare(queue.as_str().into(), durable, args).await.unwrap();
-            conn.close(200, "bye".into()).await.unwrap();
-        });
-        assert_eq!(queue_type(&stand, &queue), "quorum");
-
-        // Without queue_type: one clear line, still running, not consuming.
-        let url = stand.tenant.amqp_url(2);
-        let mut refused = Daemon::launch(stand.dir.path(), node, stand.env(node, &url, &[]));
-        refused.wait_log("queue_type");
-        let text = refused.log_text();
-        let line = text.lines().find(|l| l.contains("queue_type")).unwrap();
-        assert!(line.contains("quorum"), "the line names the existing type: {line}");
-        // A request sent meanwhile, through node 3, waits in the queue.
-        let ledger = Ledger::default();
-        let base = refused.base.display().to_string();
-        let path = format!("{base}/t-quorum");
-        let mount = s3_mount("t-quorum", &path, &stand.secret_ref, TOKEN);
-        let mut client = SturdyClient::new(vec![stand.tenant.amqp_url(3)], 0);
-        let (q, l, expected) = (queue.clone(), ledger.clone(), mounted_msg(&path));
-        let pending = rt.spawn(async move {
-            let reply = client.call(&q, "t-quorum", &mount, expected, &l).await;
-            (client, reply)
-        });
-        let t0 = Instant::now();
-        std::thread::sleep(WATCH);
-        assert!(refused.child.try_wait().is_none(), "the daemon keeps retrying\n{text}");
-        assert_eq!(consuming_lines(&refused), 0, "it consumed nothing\n{}", refused.log_text());
-        let vhost = &stand.tenant.vhost;
-        assert_eq!(stand.cluster.consumer_node(1, vhost, &queue).unwrap(), None);
-        assert!(!pending.is_finished(), "the request was answered by a daemon that cannot consume");
-        let log = refused.stop();
-        assert_no_secret(&stand, "daemon log", &log);
-        assert_eq!(
-            queue_type(&stand, &queue),
-            "quorum",
-            "the daemon left the operator's queue alone"
-        );
-
-        // With queue_type = quorum: served, the waiting request first.
-        let quorum = [("DMS_QUEUE_TYPE", "quorum".to_owned())];
-        let daemon = stand.daemon(node, &url, &quorum);
-        let (mut client, reply) = rt.block_on(pending).unwrap();
-        assert_eq!(reply, Some(mounted_msg(&path)), "{}", daemon.log_text());
-        e2e::host::mounted(&path, "fuse.dms-testfs");
-        let unmount = unmount("t-quorum", &path, "s3");
-        let reply =
-            rt.block_on(client.call(&queue, "t-quorum", &unmount, unmounted_msg(&path), &ledger));
-        assert_eq!(reply, Some(unmounted_msg(&path)));
-        rt.block_on(client.finish(Duration::from_secs(1), &ledger));
-        assert_eq!(queue_type(&stand, &queue), "quorum");
-        let left = daemon.pid_files_after_cleanup();
-        assert_eq!(left, Vec::<String>::new());
-        let (journal, pid_dir) = (daemon.journal.clone(), daemon.pid_dir.clone());
-        let log = daemon.stop();
-        let s = check_ledger(&ledger, (t0, Instant::now()), &log);
-        eprintln!("quorum: {} requests, worst latency {:.1} s", s.requests, s.worst.as_secs_f64());
-        check_journal_and_host(&journal, &pid_dir, &base, &ledger);
-        assert_no_secret(&stand, "daemon log", &log);
+/// One scenario of `server_cluster`'s test (on its cluster, in its namespace).
+pub(crate) fn a_quorum_queue_declared_first_is_refused_with_a_line_naming_queue_type_and_served_with_it(
+) {
+    let stand = Stand::up("quorum");
+    let node = "cl-quorum";
+    let queue = format!("dms.{node}");
+    let rt = runtime();
+    rt.block_on(async {
+        let conn = Connection::connect(&stand.tenant.amqp_url(1), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        ch.queue_declare(queue.as_str().into(), durable, args).await.unwrap();
+        conn.close(200, "bye".into()).await.unwrap();
     });
+    assert_eq!(queue_type(&stand, &queue), "quorum");
+
+    // Without queue_type: one clear line, still running, not consuming.
+    let url = stand.tenant.amqp_url(2);
+    let mut refused = Daemon::launch(stand.dir.path(), node, stand.env(node, &url, &[]));
+    refused.wait_log("queue_type");
+    let text = refused.log_text();
+    let line = text.lines().find(|l| l.contains("queue_type")).unwrap();
+    assert!(line.contains("quorum"), "the line names the existing type: {line}");
+    // A request sent meanwhile, through node 3, waits in the queue.
+    let ledger = Ledger::default();
+    let base = refused.base.display().to_string();
+    let path = format!("{base}/t-quorum");
+    let mount = s3_mount("t-quorum", &path, &stand.secret_ref, TOKEN);
+    let mut client = SturdyClient::new(vec![stand.tenant.amqp_url(3)], 0);
+    let (q, l, expected) = (queue.clone(), ledger.clone(), mounted_msg(&path));
+    let pending = rt.spawn(async move {
+        let reply = client.call(&q, "t-quorum", &mount, expected, &l).await;
+        (client, reply)
+    });
+    let t0 = Instant::now();
+    std::thread::sleep(WATCH);
+    assert!(refused.child.try_wait().is_none(), "the daemon keeps retrying\n{text}");
+    assert_eq!(consuming_lines(&refused), 0, "it consumed nothing\n{}", refused.log_text());
+    let vhost = &stand.tenant.vhost;
+    assert_eq!(stand.cluster.consumer_node(1, vhost, &queue).unwrap(), None);
+    assert!(!pending.is_finished(), "the request was answered by a daemon that cannot consume");
+    let log = refused.stop();
+    assert_no_secret(&stand, "daemon log", &log);
+    assert_eq!(queue_type(&stand, &queue), "quorum", "the daemon left the operator's queue alone");
+
+    // With queue_type = quorum: served, the waiting request first.
+    let quorum = [("DMS_QUEUE_TYPE", "quorum".to_owned())];
+    let daemon = stand.daemon(node, &url, &quorum);
+    let (mut client, reply) = rt.block_on(pending).unwrap();
+    assert_eq!(reply, Some(mounted_msg(&path)), "{}", daemon.log_text());
+    e2e::host::mounted(&path, "fuse.dms-testfs");
+    let unmount = unmount("t-quorum", &path, "s3");
+    let reply =
+        rt.block_on(client.call(&queue, "t-quorum", &unmount, unmounted_msg(&path), &ledger));
+    assert_eq!(reply, Some(unmounted_msg(&path)));
+    rt.block_on(client.finish(Duration::from_secs(1), &ledger));
+    assert_eq!(queue_type(&stand, &queue), "quorum");
+    let left = daemon.pid_files_after_cleanup();
+    assert_eq!(left, Vec::<String>::new());
+    let (journal, pid_dir) = (daemon.journal.clone(), daemon.pid_dir.clone());
+    let log = daemon.stop();
+    let s = check_ledger(&ledger, (t0, Instant::now()), &log);
+    eprintln!("quorum: {} requests, worst latency {:.1} s", s.requests, s.worst.as_secs_f64());
+    check_journal_and_host(&journal, &pid_dir, &base, &ledger);
+    assert_no_secret(&stand, "daemon log", &log);
 }

@@ -10,7 +10,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::field::Empty;
 use tracing::Instrument;
 
@@ -191,7 +191,8 @@ async fn held<C: Credentials, P: Processes, M: Mounts>(
             served.finish().await
         }
         Err(e) => {
-            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+            let _ = tokio::time::timeout(BROKER_DEADLINE, delivery.nack(requeue)).await;
             Err(e)
         }
     }
@@ -267,6 +268,14 @@ fn properties(p: &BasicProperties) -> Properties {
     }
 }
 
+/// How long an ack, a nack or a reply's publish and confirm may take. A broker node that
+/// goes down under a request can leave lapin's futures pending until a heartbeat notices,
+/// or (seen in a rolling restart of a cluster) for good, holding the request's target and
+/// every redelivery of it. Past this a delivery is given up on: not acked, it comes back
+/// and is answered from the journal; a reply not confirmed is the requester's retry's to
+/// get, answered from the journal too.
+const BROKER_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Ack, then publish the reply (if there is anyone to reply to) and wait for the broker's
 /// confirm. The order gives at most one reply per request: the outcome is journaled before
 /// this runs, so a delivery that comes back (a crash or a lost connection before the ack)
@@ -292,10 +301,15 @@ async fn reply_and_ack(
 /// False when the ack did not reach the broker: the delivery comes back then and is
 /// answered from the journal (or, parked, by the parked request), not twice now.
 async fn ack(delivery: &Delivery) -> bool {
-    match delivery.ack(BasicAckOptions::default()).await {
-        Ok(_) => true,
-        Err(e) => {
+    match tokio::time::timeout(BROKER_DEADLINE, delivery.ack(BasicAckOptions::default())).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot ack; the delivery will come back and be answered from the journal");
+            false
+        }
+        Err(_) => {
+            let secs = BROKER_DEADLINE.as_secs();
+            tracing::warn!("the broker did not take the ack within {secs} s; the delivery will come back and be answered from the journal");
             false
         }
     }
@@ -317,24 +331,27 @@ pub(super) async fn publish(channel: &Channel, p: Publication<'_>) {
         out = out.with_correlation_id(id.into());
     }
     let body = p.reply.to_json();
-    let published = match channel
-        .basic_publish(
-            "".into(),
-            p.reply_to.into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            out,
-        )
-        .await
-    {
-        Ok(confirm) => confirm.await.map(|c| !c.is_nack()),
-        Err(e) => Err(e),
+    let publish = async {
+        let options = BasicPublishOptions::default();
+        match channel
+            .basic_publish("".into(), p.reply_to.into(), options, body.as_bytes(), out)
+            .await
+        {
+            Ok(confirm) => confirm.await.map(|c| !c.is_nack()),
+            Err(e) => Err(e),
+        }
     };
-    match published {
-        Ok(true) => crate::failpoint::hit("reply", "sent"),
-        Ok(false) => tracing::warn!("the broker refused the reply; the requester will time out"),
-        Err(e) => {
+    match tokio::time::timeout(BROKER_DEADLINE, publish).await {
+        Ok(Ok(true)) => crate::failpoint::hit("reply", "sent"),
+        Ok(Ok(false)) => {
+            tracing::warn!("the broker refused the reply; the requester will time out")
+        }
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot publish the reply; the requester will time out")
         }
+        Err(_) => tracing::warn!(
+            "the broker did not confirm the reply within {} s; the requester's retry is answered from the journal",
+            BROKER_DEADLINE.as_secs()
+        ),
     }
 }
