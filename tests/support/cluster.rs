@@ -6,8 +6,9 @@
 //!
 //! Start-up, measured on the 2-core test machine (shared with other builds): the three
 //! nodes boot in parallel in 14-18 s (one node alone boots in about 7 s), the two joins run
-//! side by side in 4-6 s, the policy and the readiness check take about 1 s: 20-26 s in
-//! all (up to 58 s while other jobs kept the load average above 20). Booting one after the
+//! one after the other (side by side, one node's boot failed in mnesia now and then under
+//! load), the policy and the readiness check take about 1 s: 20-30 s in all (up to 58 s
+//! while other jobs kept the load average above 20). Booting one after the
 //! other would cost 3 × 7 s before the joins. [`Cluster::startup_report`] gives the steps;
 //! the cluster tests print it.
 //!
@@ -123,12 +124,11 @@ impl Cluster {
             }
         });
         let booted = t0.elapsed();
-        std::thread::scope(|s| {
-            let joins: Vec<_> = (2..=NODES).map(|n| s.spawn(move || cr.join(n))).collect();
-            for join in joins {
-                join.join().expect("join thread").unwrap_or_else(|e| panic!("{e}"));
-            }
-        });
+        // One join at a time: two nodes changing the cluster's schema at once sometimes
+        // leave one failing its boot (mnesia, seen under load on two cores).
+        for n in 2..=NODES {
+            cr.join(n).unwrap_or_else(|e| panic!("{e}"));
+        }
         let joined = t0.elapsed();
         std::thread::scope(|s| {
             s.spawn(|| cr.set_ha_policy("/"));
@@ -136,7 +136,7 @@ impl Cluster {
         });
         c.startup = t0.elapsed();
         c.phases = format!(
-            "{:.1} s: 3 nodes booted in parallel {:.1} s, nodes 2 and 3 joined {:.1} s, \
+            "{:.1} s: 3 nodes booted in parallel {:.1} s, nodes 2 and 3 joined one after the other {:.1} s, \
              policy and cluster_status {:.1} s",
             c.startup.as_secs_f64(),
             booted.as_secs_f64(),
