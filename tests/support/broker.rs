@@ -216,30 +216,8 @@ impl Broker {
     }
 
     fn env(&self, cmd: &mut Command) {
-        let p = &self.path;
-        cmd.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LANG", "C.UTF-8")
-            .env("LC_ALL", "C.UTF-8")
-            .env("HOME", p)
-            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_CONF_ENV_FILE", p.join("rabbitmq-env.conf"))
-            .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.amqp_port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env(
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "-kernel inet_dist_use_interface {127,0,0,1}",
-            )
-            .env("RABBITMQ_MNESIA_BASE", p.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", p.join("log"))
-            .env("RABBITMQ_PID_FILE", p.join("rabbitmq.pid"))
-            .env("RABBITMQ_CONFIG_FILE", p.join("rabbitmq.conf"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", p.join("advanced.config"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", p.join("enabled_plugins"))
-            .current_dir(p);
+        let ports = NodePorts { epmd: self.epmd_port, amqp: self.amqp_port, dist: self.dist_port };
+        node_env(cmd, &self.node, ports, &self.path, &self.path);
     }
 
     /// Starts `rabbitmq-server` and waits for it (`rabbitmqctl wait <pidfile>`).
@@ -380,4 +358,38 @@ impl Drop for Broker {
             }
         }
     }
+}
+
+/// The ports of one private RabbitMQ node.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NodePorts {
+    pub(super) epmd: u16,
+    pub(super) amqp: u16,
+    pub(super) dist: u16,
+}
+
+/// The whole environment of a private node `name` (and of the CLI tools talking to it):
+/// nothing inherited. `home` holds the cookie and the configuration files, `data` the
+/// node's mnesia, logs and PID file (the same for a lone node, one each in a cluster).
+pub(super) fn node_env(cmd: &mut Command, name: &str, ports: NodePorts, home: &Path, data: &Path) {
+    cmd.env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LANG", "C.UTF-8")
+        .env("LC_ALL", "C.UTF-8")
+        .env("HOME", home)
+        .env("ERL_EPMD_PORT", ports.epmd.to_string())
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_CONF_ENV_FILE", home.join("rabbitmq-env.conf"))
+        .env("RABBITMQ_NODENAME", name)
+        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODE_PORT", ports.amqp.to_string())
+        .env("RABBITMQ_DIST_PORT", ports.dist.to_string())
+        .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}")
+        .env("RABBITMQ_MNESIA_BASE", data.join("mnesia"))
+        .env("RABBITMQ_LOG_BASE", data.join("log"))
+        .env("RABBITMQ_PID_FILE", data.join("rabbitmq.pid"))
+        .env("RABBITMQ_CONFIG_FILE", home.join("rabbitmq.conf"))
+        .env("RABBITMQ_ADVANCED_CONFIG_FILE", home.join("advanced.config"))
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", home.join("enabled_plugins"))
+        .current_dir(data);
 }

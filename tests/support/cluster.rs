@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::broker::{node_env, NodePorts};
 use super::proc::{dump_logs_if_panicking, record_pgids, run_with_timeout, GroupChild, Janitor};
 
 pub(super) const RABBIT_BIN: &str = "/usr/lib/rabbitmq/bin";
@@ -196,30 +197,9 @@ impl Cluster {
 
     /// The environment of node `n` (and of `rabbitmqctl` talking to it): nothing inherited.
     pub(super) fn env(&self, n: usize, cmd: &mut Command) {
-        let (node, p) = (self.node(n), &self.path);
-        cmd.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LANG", "C.UTF-8")
-            .env("LC_ALL", "C.UTF-8")
-            .env("HOME", p)
-            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_CONF_ENV_FILE", p.join("rabbitmq-env.conf"))
-            .env("RABBITMQ_NODENAME", &node.name)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", node.amqp_port.to_string())
-            .env("RABBITMQ_DIST_PORT", node.dist_port.to_string())
-            .env(
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "-kernel inet_dist_use_interface {127,0,0,1}",
-            )
-            .env("RABBITMQ_MNESIA_BASE", node.dir.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", node.dir.join("log"))
-            .env("RABBITMQ_PID_FILE", node.dir.join("rabbitmq.pid"))
-            .env("RABBITMQ_CONFIG_FILE", p.join("rabbitmq.conf"))
-            .env("RABBITMQ_ADVANCED_CONFIG_FILE", p.join("advanced.config"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", p.join("enabled_plugins"))
-            .current_dir(&node.dir);
+        let node = self.node(n);
+        let ports = NodePorts { epmd: self.epmd_port, amqp: node.amqp_port, dist: node.dist_port };
+        node_env(cmd, &node.name, ports, &self.path, &node.dir);
     }
 
     /// The shared epmd, in the foreground: a child of ours, stopped by PID.
