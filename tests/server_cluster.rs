@@ -170,12 +170,15 @@ fn rolling_restart_of_all_three_nodes_under_traffic_with_the_cluster_url() {
 }
 
 /// Every scenario on one cluster, one after the other, in one private mount namespace: a
-/// cluster start costs ~25 s of two busy cores, and each scenario leaves the cluster whole.
+/// cluster start costs ~25-45 s of two busy cores, and each scenario leaves the cluster
+/// whole (the fixture's own test first).
 #[test]
 fn one_cluster_rides_out_stop_app_a_sigkill_a_rolling_restart_and_serves_a_quorum_queue() {
     let name =
         "one_cluster_rides_out_stop_app_a_sigkill_a_rolling_restart_and_serves_a_quorum_queue";
     run_isolated_with_timeout(name, LIMIT, || {
+        eprintln!("--- the fixture: three nodes, mirrored dms queues, a killed master rejoins");
+        crate::infra_cluster::three_nodes_form_a_cluster_mirror_dms_queues_and_a_killed_master_node_rejoins();
         eprintln!("--- a daemon on node 2 while node 2 stops and starts its app");
         daemon_on_node_2_rides_out_stop_app_and_start_app_of_its_node_under_traffic_through_node_1(
         );

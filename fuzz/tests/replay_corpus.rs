@@ -179,6 +179,7 @@ fn seed_scripts_reach_every_decision() {
     let decided = [
         "Requested",
         "CredsFetched",
+        "SpawnIntended",
         "Spawned",
         "Verified",
         "UnmountRequested",
