@@ -170,3 +170,34 @@ fn a_helper_sigkilled_under_a_writer_is_healed_and_a_file_written_after_reaches_
         unmount_and_check_journal(daemon, "heal-1");
     });
 }
+
+#[test]
+fn after_a_daemon_restart_a_killed_adopted_helper_is_healed_with_its_own_environment() {
+    let name = "after_a_daemon_restart_a_killed_adopted_helper_is_healed_with_its_own_environment";
+    run_isolated_with_timeout(name, LIMIT, || {
+        // A Barbican of this test's own: its request log must show no second fetch.
+        let (broker, barbican, s3) = (Broker::shared(), Barbican::start(), S3::start());
+        let secret_ref = barbican.store_secret(TOKEN, &s3.credentials_json().to_string());
+        let secret_id = secret_ref.rsplit('/').next().unwrap().to_owned();
+        let fetches = || barbican.requests().iter().filter(|r| r.contains(&secret_id)).count();
+        let dir = support::temp_dir("dms-heal-");
+        let _reaper = HelperReaper(dir.path().join("pids"));
+        let node = "heal-restart";
+        let first = start(broker, dir.path(), node);
+        let original = mount(&first, "heal-r", &secret_ref);
+        let (adopted, env) = (pid_of(&first, "heal-r"), first.env.clone());
+        first.stop();
+        assert!(alive(adopted), "the helper outlives the daemon");
+        let fetched = fetches();
+        assert!(fetched > 0, "the mount fetched the secret: {:?}", barbican.requests());
+
+        let daemon = Daemon::spawn(dir.path(), node, env);
+        assert_eq!(pid_of(&daemon, "heal-r"), adopted, "adopted, not replaced");
+        kill_and_prove_healed(&daemon, &s3, "heal-r", &original);
+        assert_eq!(fetches(), fetched, "Barbican was asked again: {:?}", barbican.requests());
+        let log = daemon.log_text();
+        assert!(!log.contains("cannot read the environment"), "{log}");
+        assert!(log.contains("s3vaultfuse for target heal-r died ("), "{log}");
+        unmount_and_check_journal(daemon, "heal-r");
+    });
+}
