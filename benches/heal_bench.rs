@@ -94,7 +94,8 @@ fn main() {
 
     println!("\n== {n} helpers SIGKILLed at once");
     let t0 = Instant::now();
-    let killed: Vec<(String, u32)> = crowd.iter().map(|t| (t.clone(), kill(&daemon, t).0)).collect();
+    let killed: Vec<(String, u32)> =
+        crowd.iter().map(|t| (t.clone(), kill(&daemon, t).0)).collect();
     let last = wait_all_serving(&daemon, &killed, t0);
     println!("all {n} healed; the last one serves {} after the first SIGKILL", ms(last));
     println!("daemon's heal_ms  max {} ms", heal_ms(&daemon).into_iter().max().unwrap_or(0));

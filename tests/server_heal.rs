@@ -165,7 +165,10 @@ fn a_helper_sigkilled_under_a_writer_is_healed_and_a_file_written_after_reaches_
         let original = mount(&daemon, "heal-1", &secret_ref);
         kill_and_prove_healed(&daemon, &s3, "heal-1", &original);
         let log = daemon.log_text();
-        assert!(log.contains("s3vaultfuse for target heal-1 died (signal: 9 (SIGKILL), uptime "), "{log}");
+        assert!(
+            log.contains("s3vaultfuse for target heal-1 died (signal: 9 (SIGKILL), uptime "),
+            "{log}"
+        );
         assert!(!log.contains(s3.secret_access_key()), "the secret key reached the log");
         unmount_and_check_journal(daemon, "heal-1");
     });

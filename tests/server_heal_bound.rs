@@ -59,7 +59,8 @@ fn a_helper_that_dies_at_every_start_is_given_up_after_the_bound_and_the_alert_f
         let mut daemon = Daemon::start(Broker::shared(), dir.path(), "heal-bound", &extra);
         let addr = metrics_addr(&mut daemon);
         let (target, path) = ("bound-1", daemon.path("bound-1"));
-        let reply = call(&runtime(), &daemon, &s3_mount(target, &path, &secret_ref, TOKEN), &uuid());
+        let reply =
+            call(&runtime(), &daemon, &s3_mount(target, &path, &secret_ref, TOKEN), &uuid());
         assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
         mounted(&path, "fuse.dms-testfs");
         let before = scrape(addr);

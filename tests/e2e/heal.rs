@@ -14,7 +14,12 @@ pub const ONE_HEAL: [&str; 5] = ["HelperDied", "Cleaned", "SpawnIntended", "Spaw
 /// start and with `later` at every later one (`None`: no fault). Whether a start is the
 /// first is the existence of `<dir>/<name>.started`, made by the first start with a shell
 /// redirection (the helper's environment has no `PATH`, so no external program is used).
-pub fn changing_helper(dir: &Path, name: &str, first: Option<&str>, later: Option<&str>) -> PathBuf {
+pub fn changing_helper(
+    dir: &Path,
+    name: &str,
+    first: Option<&str>,
+    later: Option<&str>,
+) -> PathBuf {
     let path = dir.join(name);
     let marker = dir.join(format!("{name}.started"));
     let testfs = super::testfs_bin();
