@@ -28,6 +28,8 @@ mod server_crash;
 mod server_e2e;
 mod server_e2e_more;
 mod server_full_disk;
+mod server_heal;
+mod server_heal_bound;
 mod server_logs;
 mod server_metrics;
 mod server_recovery;

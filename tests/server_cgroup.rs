@@ -1,17 +1,21 @@
 //! Each helper in a cgroup of its own, through the real daemon on this host's hierarchy
 //! (the test machine: v1 `memory` and `pids`): the helper is in its target's cgroup while it
-//! serves, with the configured limits; past its memory limit the OOM killer ends it alone
-//! and its death is journaled as "killed by the OOM killer"; an unmount leaves no cgroup.
+//! serves, with the configured limits; past its memory limit the OOM killer ends it alone,
+//! its death is journaled as "killed by the OOM killer" and counted as such, and the target
+//! is healed (a replacement in a fresh cgroup); an unmount leaves no cgroup.
 //! Each test uses a private root `/dms-test-<uuid>` that a guard removes.
 #![allow(clippy::unwrap_used)]
 
 use crate::{e2e, support};
 
-use e2e::host::pid_of;
-use e2e::{mounted_msg, runtime, s3_mount, unmount, unmounted_msg, uuid, Client, Daemon};
+use crate::server_metrics::{metrics_addr, scrape, value};
+use dms_journal::Event;
+use e2e::heal::{changing_helper, heal_times};
+use e2e::host::{alive, pid_of, HelperReaper};
+use e2e::{mounted_msg, ok, runtime, s3_mount, unmount, unmounted_msg, uuid, Client, Daemon};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::mountns::{self, run_isolated};
+use support::mountns::run_isolated;
 use support::{Barbican, Broker};
 
 const TOKEN: &str = "gAAAAAB-e2e-cgroup-keystone-token";
@@ -77,16 +81,20 @@ fn start(broker: &Broker, dir: &Path, node: &str, root: &Root, helper: &Path) ->
 }
 
 #[test]
-fn a_helper_past_its_memory_limit_is_killed_alone_and_its_death_says_oom() {
-    run_isolated("a_helper_past_its_memory_limit_is_killed_alone_and_its_death_says_oom", || {
+fn a_helper_past_its_memory_limit_is_killed_alone_its_death_says_oom_and_it_is_healed() {
+    let name = "a_helper_past_its_memory_limit_is_killed_alone_its_death_says_oom_and_it_is_healed";
+    run_isolated(name, || {
         let broker = Broker::shared();
         let barbican = Barbican::shared();
         let creds = e2e::testfs_credentials("AKIACGROUP", "cgroup-secret-key", "bucket-oom");
         let secret_ref = barbican.store_secret(TOKEN, &creds);
         let dir = support::temp_dir("dms-e2e-");
+        let _reaper = HelperReaper(dir.path().join("pids"));
         let root = Root::new();
-        let helper = e2e::faulty_helper(dir.path(), "oom-after=1.5");
-        let daemon = start(broker, dir.path(), "e2e-cgroup-oom", &root, &helper);
+        // Past its limit at its first start only: the replacement serves.
+        let helper = changing_helper(dir.path(), "helper-oom-once", Some("oom-after=1.5"), None);
+        let mut daemon = start(broker, dir.path(), "e2e-cgroup-oom", &root, &helper);
+        let addr = metrics_addr(&mut daemon);
         let path = daemon.path("t-oom");
         let cgroup = root.dir("memory").join("t-oom");
         runtime().block_on(async {
@@ -96,32 +104,54 @@ fn a_helper_past_its_memory_limit_is_killed_alone_and_its_death_says_oom() {
                 .await;
             assert_eq!(reply, mounted_msg(&path), "{}", daemon.log_text());
             // The kernel says which process is the target's helper.
-            assert_eq!(members(&cgroup), [pid_of(&daemon, "t-oom")]);
+            let first = pid_of(&daemon, "t-oom");
+            assert_eq!(members(&cgroup), [first]);
             let limit = std::fs::read_to_string(cgroup.join("memory.limit_in_bytes")).unwrap();
             assert_eq!(limit.trim(), (64u64 << 20).to_string());
             let tasks = std::fs::read_to_string(root.dir("pids").join("t-oom/pids.max")).unwrap();
             assert_eq!(tasks.trim(), "256");
-            let lost = support::wait_for(
-                "the OOM-killed helper's mount to go",
+            let healed = support::wait_for(
+                "the OOM-killed helper to be replaced",
                 Duration::from_secs(30),
-                || {
-                    (mountns::mount_at(Path::new(&path)).is_none() && daemon.pid_files().is_empty())
-                        .then_some(())
-                },
+                || (!heal_times(&daemon, "t-oom").is_empty()).then_some(()),
             );
-            assert!(lost.is_ok(), "{lost:?}\n{}", daemon.log_text());
+            assert!(healed.is_ok(), "{healed:?}\n{}", daemon.log_text());
+            let second = pid_of(&daemon, "t-oom");
+            assert!(second != first && alive(second) && !alive(first), "{first} → {second}");
+            // The replacement runs alone in the target's cgroup, under the same limit.
+            assert_eq!(members(&cgroup), [second]);
+            std::fs::write(Path::new(&path).join("after-oom"), b"served again").unwrap();
+            let again = client
+                .call(&daemon.node, &s3_mount("t-oom", &path, &secret_ref, TOKEN), &uuid())
+                .await;
+            assert_eq!(again, ok(&format!("Already mounted at {path}")));
+            let body = scrape(addr);
+            let counted = |cause: &str| {
+                value(&body, &format!("dms_helper_deaths_total{{cause=\"{cause}\"}}"))
+            };
+            assert_eq!(counted("oom"), 1.0, "{body}");
+            assert_eq!(counted("signal"), 0.0, "an OOM kill is not counted as a signal: {body}");
+            let heals = value(&body, "dms_helper_heals_total{outcome=\"healed\"}");
+            assert_eq!(heals, 1.0, "{body}");
+            let reply = client.call(&daemon.node, &unmount("t-oom", &path, "s3"), &uuid()).await;
+            assert_eq!(reply, unmounted_msg(&path));
             client.close().await;
         });
         let log = daemon.log_text();
-        assert!(log.contains(OOM_TEXT), "the daemon's log does not name the OOM killer:\n{log}");
+        let died = format!("s3vaultfuse for target t-oom died ({OOM_TEXT}, uptime ");
+        assert!(log.contains(&died), "the daemon's log does not name the OOM killer:\n{log}");
         let journal = daemon.journal.clone();
+        assert!(daemon.pid_files_after_cleanup().is_empty());
         daemon.stop();
-        let reasons = e2e::journal::lost_reasons(&e2e::journal::history(&journal, "t-oom"));
-        assert!(
-            reasons.iter().any(|r| r.contains(&format!("exited ({OOM_TEXT})"))),
-            "journaled: {reasons:?}"
-        );
-        // The dead helper's cgroup went with it.
+        let causes: Vec<String> = e2e::journal::history(&journal, "t-oom")
+            .into_iter()
+            .filter_map(|s| match s.record.event {
+                Event::HelperDied { cause, .. } => Some(cause),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(causes, [OOM_TEXT], "the journaled death");
+        // The unmounted target's cgroup went with its last helper.
         assert!(!cgroup.exists(), "{} left behind", cgroup.display());
     });
 }

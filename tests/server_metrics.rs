@@ -31,7 +31,7 @@ fn credentials() -> String {
 }
 
 /// The bound address from the "serving metrics" line (`metrics_addr=<ip:port>`).
-fn metrics_addr(daemon: &mut Daemon) -> SocketAddr {
+pub(crate) fn metrics_addr(daemon: &mut Daemon) -> SocketAddr {
     daemon.wait_log("serving metrics");
     let log = daemon.log_text();
     let line = log
@@ -58,7 +58,7 @@ fn get(addr: SocketAddr, path: &str) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
 }
 
-fn scrape(addr: SocketAddr) -> String {
+pub(crate) fn scrape(addr: SocketAddr) -> String {
     let (status, body) = get(addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
     body
@@ -72,7 +72,7 @@ fn scrape_until(addr: SocketAddr, settled: impl Fn(&str) -> bool) -> String {
 }
 
 /// The value of one sample, named exactly (`name{labels}`).
-fn value(body: &str, series: &str) -> f64 {
+pub(crate) fn value(body: &str, series: &str) -> f64 {
     body.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("no sample {series}\n{body}"))

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod ctl;
+pub mod heal;
 pub mod host;
 pub mod journal;
 pub mod recovery;
