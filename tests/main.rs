@@ -25,6 +25,7 @@ mod server_cluster_quorum;
 mod server_config;
 mod server_containment;
 mod server_crash;
+mod server_crash_heal;
 mod server_e2e;
 mod server_e2e_more;
 mod server_full_disk;

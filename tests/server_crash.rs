@@ -61,13 +61,13 @@ const UNMOUNT_POINTS: &[&str] = &[
 ];
 
 /// What the journal says once the daemon has let go of it.
-struct Journaled {
-    state: TargetState,
+pub(crate) struct Journaled {
+    pub(crate) state: TargetState,
     /// Outcome-bearing records per request key.
-    outcomes: BTreeMap<String, usize>,
+    pub(crate) outcomes: BTreeMap<String, usize>,
 }
 
-fn read_journal(path: &Path, target: &str) -> Journaled {
+pub(crate) fn read_journal(path: &Path, target: &str) -> Journaled {
     let (journal, replay) = Journal::open(path).unwrap();
     assert!(replay.problems.is_empty(), "journal problems: {:?}", replay.problems);
     let id = TargetId::new(target).unwrap();
@@ -78,7 +78,7 @@ fn read_journal(path: &Path, target: &str) -> Journaled {
 }
 
 /// Host and journal agree, whatever the phase: the invariants of the crash matrix.
-fn assert_converged(dir: &Path, target: &str, journal: &Journaled, log: &str) {
+pub(crate) fn assert_converged(dir: &Path, target: &str, journal: &Journaled, log: &str) {
     let path = dir.join("mounts").join(target).display().to_string();
     let helpers = helpers_serving(&path);
     let mount = mountns::mount_at(Path::new(&path));
