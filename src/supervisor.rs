@@ -57,6 +57,9 @@ pub struct Supervisor<C, P, M, O> {
     exits: mpsc::UnboundedReceiver<HelperExit>,
     /// Helpers with a pidfd watch in place.
     watched: HashSet<HelperIdentity>,
+    /// Adopted helpers whose environment was looked for (once each: a helper whose
+    /// environment holds no keys is not read, nor reported, at every pass).
+    environment_read: HashSet<HelperIdentity>,
     /// Findings already logged, so a resync repeats nothing until it changes.
     findings: BTreeSet<String>,
     /// Where journal and host differed at the start of the last pass.
@@ -147,6 +150,7 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
             exits_tx: exits.tx,
             exits: exits.rx,
             watched: HashSet::new(),
+            environment_read: HashSet::new(),
             findings: BTreeSet::new(),
             last_pass: LastPass::default(),
         }
@@ -215,6 +219,7 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
     /// resync or an admin cleanup.
     fn helper_exited(&mut self, exit: HelperExit) {
         self.watched.remove(&exit.helper);
+        self.environment_read.remove(&exit.helper);
         let engine = Arc::clone(&self.engine);
         self.tasks.spawn(async move { journal_exit(&engine, exit).await });
     }
@@ -227,7 +232,10 @@ impl<C: Credentials, P: Processes, M: Mounts, O: Observer> Supervisor<C, P, M, O
             // A helper adopted at boot: read what it was started with while it runs, so a
             // replacement can be started the same way if it dies.
             if let Some(helper) = state.helper {
-                if state.is_s3() && !self.engine.knows_environment(&state.target) {
+                if state.is_s3()
+                    && !self.engine.knows_environment(&state.target)
+                    && self.environment_read.insert(helper)
+                {
                     match self.observer.helper_env(helper) {
                         Some(env) => self.engine.remember_environment(&state.target, env),
                         None => tracing::warn!(
