@@ -6,11 +6,15 @@ use crate::observe::pidfile::Content;
 use std::os::unix::fs::PermissionsExt;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
+/// Its child is started before it says it started, so a stop that follows the line reaches
+/// the child with the group's signal too (the other way round, a stop between the line and
+/// the fork left a `sleep` behind), and the trap takes the child along anyway.
 const SCRIPT: &str = r#"#!/bin/sh
-trap 'echo "got TERM"; exit 0' TERM
+trap 'echo "got TERM"; kill $child 2>/dev/null; exit 0' TERM
 env | sort
-echo "started for $vault_data_directory"
 sleep 1000 &
+child=$!
+echo "started for $vault_data_directory"
 wait
 "#;
 
