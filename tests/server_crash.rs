@@ -60,6 +60,19 @@ const UNMOUNT_POINTS: &[&str] = &[
     "append:Cleaned",
 ];
 
+/// The armed daemon dies at `point`, by SIGKILL, and says where; its environment without
+/// the failpoint, for the restart.
+pub(crate) fn killed_at(daemon: &mut Daemon, point: &str) -> Vec<(String, String)> {
+    let status = daemon
+        .child
+        .wait_timeout(T)
+        .unwrap_or_else(|| panic!("the daemon never reached {point}\n{}", daemon.log_text()));
+    assert_eq!(status.signal(), Some(9), "{point}: {status}\n{}", daemon.log_text());
+    let name = point.split('@').next().unwrap();
+    assert!(daemon.log_text().contains(&format!("failpoint {name} reached")), "{point}");
+    daemon.env.iter().filter(|(k, _)| k != "DMS_FAILPOINT").cloned().collect()
+}
+
 /// What the journal says once the daemon has let go of it.
 pub(crate) struct Journaled {
     pub(crate) state: TargetState,
@@ -171,18 +184,8 @@ impl<'a> Case<'a> {
             }
         });
 
-        // The armed daemon dies at the point, by SIGKILL, and says where.
-        let status = daemon
-            .child
-            .wait_timeout(T)
-            .unwrap_or_else(|| panic!("the daemon never reached {point}\n{}", daemon.log_text()));
-        assert_eq!(status.signal(), Some(9), "{point}: {status}\n{}", daemon.log_text());
-        let name = point.split('@').next().unwrap();
-        assert!(daemon.log_text().contains(&format!("failpoint {name} reached")), "{point}");
-
+        let env = killed_at(&mut daemon, point);
         let killed = daemon.log_text();
-        let env: Vec<_> =
-            daemon.env.iter().filter(|(k, _)| k != "DMS_FAILPOINT").cloned().collect();
         let daemon = Daemon::spawn(self.dir.path(), &self.node, env);
         rt.block_on(async {
             // Every reply that comes within the window after the last one expected.

@@ -9,12 +9,11 @@
 //! namespace, its own directory and node id.
 #![allow(clippy::unwrap_used)]
 
-use crate::server_crash::{assert_converged, read_journal};
+use crate::server_crash::{assert_converged, killed_at, read_journal};
 use crate::{e2e, support};
 
 use e2e::host::{helpers_serving, pid_of, sigkill, HelperReaper};
-use e2e::{mounted_msg, runtime, s3_mount, testfs_credentials, uuid, Client, Daemon, T};
-use std::os::unix::process::ExitStatusExt;
+use e2e::{mounted_msg, runtime, s3_mount, testfs_credentials, uuid, Client, Daemon};
 use std::path::Path;
 use std::time::Duration;
 use support::mountns::{self, run_isolated_with_timeout};
@@ -63,16 +62,8 @@ fn run(point: &str, broker: &Broker, secret_ref: &str, rt: &tokio::runtime::Runt
     let first = pid_of(&daemon, target);
     sigkill(first, "the helper");
 
-    // The daemon dies at the point of the heal, by SIGKILL, and says where.
-    let status = daemon
-        .child
-        .wait_timeout(T)
-        .unwrap_or_else(|| panic!("the daemon never reached {point}\n{}", daemon.log_text()));
-    assert_eq!(status.signal(), Some(9), "{point}: {status}\n{}", daemon.log_text());
-    let name = point.split('@').next().unwrap();
-    assert!(daemon.log_text().contains(&format!("failpoint {name} reached")), "{point}");
-
-    let env: Vec<_> = daemon.env.iter().filter(|(k, _)| k != "DMS_FAILPOINT").cloned().collect();
+    // The daemon dies at the point of the heal.
+    let env = killed_at(&mut daemon, point);
     let daemon = Daemon::spawn(dir.path(), &node, env);
     // The redelivery of nothing, a new request: answered from the truth the boot pass found.
     let settle = support::wait_for("the heal to settle", Duration::from_secs(60), || {

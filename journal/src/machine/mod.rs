@@ -219,4 +219,4 @@ mod heal;
 mod reconciled;
 pub use decide::decide;
 pub use facts::Seen;
-pub use heal::{backoff_ms, NOT_HEALED_AGAIN};
+pub use heal::NOT_HEALED_AGAIN;
