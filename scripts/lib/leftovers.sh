@@ -1,17 +1,33 @@
 # What a test run must not leave behind, as a before/after comparison (sourced by
 # scripts/test.sh): processes of the suite (helpers, daemons, the mount(8) stand-in, the
 # private brokers and Barbicans and their janitors, all recognisable by their command line;
-# and any Erlang VM or epmd, since a broker's epmd, the RabbitMQ cluster's own among them,
-# names no directory of the suite), mounts under /tmp, temp directories (`/tmp/dms-*` from
-# the suite's support code, `/tmp/.tmp*` from tempfile), and helper cgroups (`dms-test-*`
-# roots of the cgroup tests, `dms-helpers` of a daemon left at `helper_cgroup_root = auto`,
-# in any hierarchy, up to three levels down). Only what appeared during the run counts: a
-# machine may hold older leftovers of an interrupted run, and those are not this run's doing.
+# any process carrying a helper's environment, whatever its command line; and any Erlang VM
+# or epmd, since a broker's epmd, the RabbitMQ cluster's own among them, names no directory
+# of the suite), mounts under /tmp, temp directories (`/tmp/dms-*` from the suite's support
+# code, `/tmp/.tmp*` from tempfile), and helper cgroups (`dms-test-*` roots of the cgroup
+# tests, `dms-helpers` of a daemon left at `helper_cgroup_root = auto`, in any hierarchy, up
+# to three levels down). Only what appeared during the run counts: a machine may hold older
+# leftovers of an interrupted run, and those are not this run's doing.
 
 leftover_processes() {
-    ps -eo pid=,args= |
-        grep -E 'dms-testfs|dms-server|mount-stand-in|/tmp/dms-|barbican_launcher|janitor\.sh|beam\.smp|epmd' |
-        grep -v -E 'grep -E|leftovers' || true
+    {
+        ps -eo pid=,args= |
+            grep -E 'dms-testfs|dms-server|mount-stand-in|/tmp/dms-|barbican_launcher|janitor\.sh|beam\.smp|epmd' |
+            grep -v -E 'grep -E|leftovers' || true
+        helper_processes
+    } | sort -n -u
+}
+
+# Processes that carry a helper's environment (DMS_HELPER_TARGET, which the daemon gives
+# every helper and a helper's children inherit), whatever their command line: a stand-in
+# helper's `sleep`, an s3fs started by a wrapper script. "PID ARGS" lines.
+helper_processes() {
+    local environ pid
+    for environ in /proc/[0-9]*/environ; do
+        grep -qz '^DMS_HELPER_TARGET=' "$environ" 2>/dev/null || continue
+        pid="${environ#/proc/}" pid="${pid%/environ}"
+        printf '%s %s\n' "$pid" "$(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)"
+    done
 }
 
 leftover_mounts() {

@@ -196,14 +196,28 @@ impl Helpers {
     }
 
     /// SIGTERM the helper and its process group, wait up to the grace period, then SIGKILL.
-    /// Only if the identity still matches; a helper that is already gone is fine. The PID
-    /// file is removed if it still names this helper; its path is returned if it was.
+    /// Only if the identity still matches; a helper that is already gone is fine, and so
+    /// is one whose PID now names another process (the helper exited and the PID was
+    /// reused): that process is not signalled, and the stop has nothing left to do there.
+    /// Treating the reuse as a failure kept a target's cleanup failing until the next
+    /// resync, refusing its mounts in between. The PID file is removed if it still names
+    /// this helper; its path is returned if it was.
     pub fn stop(
         &self,
         target: &TargetId,
         helper: HelperIdentity,
     ) -> Result<Option<PathBuf>, HelperError> {
-        if let Some(pidfd) = self.pidfd(helper)? {
+        let pidfd = match self.pidfd(helper) {
+            Err(HelperError::NotOurs { pid }) => {
+                tracing::debug!(
+                    target_id = %target, helper_pid = pid,
+                    "the helper is gone and its PID names another process now; not signalled"
+                );
+                None
+            }
+            found => found?,
+        };
+        if let Some(pidfd) = pidfd {
             let pid = helper.pid;
             signal(&pidfd, pid, Signal::TERM)?;
             if !wait_exit(&pidfd, self.stop_grace) {

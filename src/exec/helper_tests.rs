@@ -32,12 +32,16 @@ struct Rig {
     exits: UnboundedReceiver<HelperExit>,
     tx: UnboundedSender<HelperExit>,
     runtime: tokio::runtime::Runtime,
+    /// Every helper the rig started, stopped when it is dropped: a failing test leaves none.
+    spawned: std::sync::Mutex<Vec<(TargetId, HelperIdentity)>>,
 }
 
 impl Rig {
     fn spawn(&self, target: &str, env: &HelperEnv) -> Result<HelperIdentity, HelperError> {
         let _inside = self.runtime.enter();
-        self.helpers.spawn(&t(target), env, self.tx.clone())
+        let helper = self.helpers.spawn(&t(target), env, self.tx.clone())?;
+        self.spawned.lock().unwrap().push((t(target), helper));
+        Ok(helper)
     }
 
     /// The next exit reported, if one comes within `timeout`.
@@ -66,7 +70,17 @@ fn rig(script: &str) -> Rig {
     let (tx, exits) = unbounded_channel();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    Rig { dir, helpers, exits, tx, runtime }
+    Rig { dir, helpers, exits, tx, runtime, spawned: Default::default() }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let spawned = std::mem::take(self.spawned.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (target, helper) in spawned {
+            // Already stopped by the test: gone, nothing signalled.
+            let _ = self.helpers.stop(&target, helper);
+        }
+    }
 }
 
 fn t(s: &str) -> TargetId {
@@ -140,21 +154,18 @@ fn given_a_helper_that_ignores_sigterm_when_stopped_then_sigkill_after_the_grace
 }
 
 #[test]
-fn given_an_identity_whose_pid_now_belongs_to_another_process_when_stopped_then_nothing_is_signalled(
+fn given_an_identity_whose_pid_now_belongs_to_another_process_when_stopped_then_nothing_is_signalled_and_the_stop_is_done(
 ) {
     let mut rig = rig(SCRIPT);
-    let helper = rig.spawn("t3", &env_for("/mnt/t3")).unwrap();
-    let impostor = HelperIdentity { start_ticks: helper.start_ticks + 1, ..helper };
-    let err = rig.helpers.stop(&t("t3"), impostor).unwrap_err();
-    assert!(matches!(err, HelperError::NotOurs { pid } if pid == helper.pid), "{err}");
+    let running = rig.spawn("t3", &env_for("/mnt/t3")).unwrap();
+    // The journaled helper exited and its PID was reused: the process there now is another.
+    let journaled = HelperIdentity { start_ticks: running.start_ticks + 1, ..running };
+    let removed = rig.helpers.stop(&t("t3"), journaled).unwrap();
     assert!(rig.next_exit(Duration::from_millis(300)).is_none(), "it was not signalled");
-    assert!(rig.helpers.procfs.is_same(&helper, rig.helpers.boot));
-    assert_eq!(
-        rig.helpers.pid_dir.read(&t("t3")).unwrap(),
-        Content::Pid(helper.pid),
-        "PID file kept"
-    );
-    rig.helpers.stop(&t("t3"), helper).unwrap();
+    assert!(rig.helpers.procfs.is_same(&running, rig.helpers.boot), "the other process runs");
+    assert!(removed.is_some(), "the PID file naming the journaled helper's PID was removed");
+    assert_eq!(rig.helpers.pid_dir.read(&t("t3")).unwrap(), Content::Absent);
+    rig.helpers.stop(&t("t3"), running).unwrap();
 }
 
 #[test]
