@@ -19,6 +19,8 @@ use std::time::Instant;
 use config::{Config, Fault};
 use nix::sys::signal::{SigSet, Signal};
 
+/// The mount source and FUSE subtype: the mount shows as `fuse.dms-testfs`.
+const FS_NAME: &str = "dms-testfs";
 /// Refused to start: bad or missing environment.
 const EXIT_CONFIG: u8 = 2;
 
@@ -117,7 +119,8 @@ fn run(cfg: &Config, tx: Sender<Event>, rx: &Receiver<Event>) -> ExitCode {
         _ => {}
     }
 
-    let session = match mount::mount(path) {
+    let (uid, gid) = mount::owner();
+    let session = match mount::mount(path, FS_NAME, fs::MemFs::new(uid, gid)) {
         Ok(session) => session,
         Err(e) => {
             log(&format!("cannot mount at {}: {e}", path.display()));

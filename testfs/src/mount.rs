@@ -1,8 +1,11 @@
 //! Mounting and unmounting. The helper mounts with mount(2) itself, the way a root FUSE
 //! server does, and hands the `/dev/fuse` descriptor to fuser with `Session::from_fd`:
-//! no libfuse, no `fusermount`, and the mount shows as `fuse.dms-testfs` (a FUSE subtype,
+//! no libfuse, no `fusermount`, and the mount shows as `fuse.<name>` (a FUSE subtype,
 //! like s3fs's `fuse.s3fs`) in `/proc/self/mountinfo`. This needs CAP_SYS_ADMIN, which the
 //! daemon (and so its helpers) has.
+//!
+//! Shared by both binaries of the crate (`dms-powercutfs` includes this file with
+//! `#[path]`), so it names nothing of either filesystem.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -10,52 +13,51 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use fuser::{Config, Session, SessionACL};
+use fuser::{Config, Filesystem, Session, SessionACL};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 
-use crate::fs::MemFs;
+/// The user and group the server runs as: the owner of a fresh filesystem's root.
+pub fn owner() -> (u32, u32) {
+    (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+}
 
-/// The mount source and the FUSE subtype.
-pub const FS_NAME: &str = "dms-testfs";
-/// The filesystem type as `/proc/self/mountinfo` shows it.
-pub const FS_TYPE: &str = "fuse.dms-testfs";
-
-/// Mounts a fresh in-memory filesystem at `path` and completes the FUSE handshake. The
-/// returned session is not yet serving requests: call `Session::run` (or never, to hang).
-pub fn mount(path: &Path) -> io::Result<Session<MemFs>> {
+/// Mounts `fs` at `path` with source `name` and type `fuse.<name>`, and completes the FUSE
+/// handshake. The returned session is not yet serving requests: call `Session::run` (or
+/// never, to hang).
+pub fn mount<FS: Filesystem>(path: &Path, name: &str, fs: FS) -> io::Result<Session<FS>> {
+    let fs_type = format!("fuse.{name}");
     let root_mode = std::fs::metadata(path)?.mode() & libc::S_IFMT;
     let dev = OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/fuse")
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open /dev/fuse: {e}")))?;
-    let uid = nix::unistd::getuid().as_raw();
-    let gid = nix::unistd::getgid().as_raw();
+    let (uid, gid) = owner();
     let data = format!(
         "fd={},rootmode={root_mode:o},user_id={uid},group_id={gid},allow_other,default_permissions",
         dev.as_raw_fd()
     );
     nix::mount::mount(
-        Some(FS_NAME),
+        Some(name),
         path,
-        Some(FS_TYPE),
+        Some(fs_type.as_str()),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(data.as_str()),
     )
     .map_err(|e| {
         let hint = if e == Errno::EPERM {
-            " (dms-testfs mounts with mount(2) and needs CAP_SYS_ADMIN)"
+            " (the server mounts with mount(2) and needs CAP_SYS_ADMIN)"
         } else {
             ""
         };
         io::Error::new(
             io::Error::from(e).kind(),
-            format!("mount(2) of {FS_TYPE} failed: {e}{hint}"),
+            format!("mount(2) of {fs_type} failed: {e}{hint}"),
         )
     })?;
     let fd = OwnedFd::from(dev);
-    match Session::from_fd(MemFs::new(uid, gid), fd, SessionACL::All, Config::default()) {
+    match Session::from_fd(fs, fd, SessionACL::All, Config::default()) {
         Ok(session) => Ok(session),
         Err(e) => {
             // Do not leave a mount behind that nobody serves.
