@@ -8,6 +8,8 @@
 //! every helper it started, so nothing outlives the test even if a Drop guard never runs.
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod powercut;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
