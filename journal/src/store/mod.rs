@@ -4,7 +4,8 @@
 //! index and per-target snapshots; [`keys`] describes the layout. What the store
 //! guarantees:
 //!
-//! - [`Journal::append`] is atomic (one sled batch) and durable (flushed) before it returns,
+//! - [`Journal::append`] is atomic (one sled batch) and durable (flushed, and its files
+//!   synced to stable storage: [`stable`]) before it returns,
 //!   which is what lets the engine perform the effects the records license (DESIGN §3.1).
 //!   Concurrent appends are combined into one batch and one flush ([`combine`]); flushes
 //!   are shared with compaction ([`commit`]).
@@ -26,6 +27,7 @@ mod keys;
 mod open;
 mod read;
 mod seal;
+mod stable;
 mod types;
 
 use crate::codec;
@@ -35,6 +37,7 @@ use combine::Combiner;
 use commit::{lock, GroupCommit};
 use damage::Damage;
 use seal::{Mark, Seal, Sidecar};
+use stable::Stable;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -62,6 +65,9 @@ pub struct Journal {
     compacting: Mutex<()>,
     /// Written after every flush with what it made durable ([`seal`]).
     sidecar: Mutex<Sidecar>,
+    /// Synced after every sled flush: sled's flush alone survives a crash of the process,
+    /// not a power cut ([`stable`]).
+    stable: Stable,
     /// The highest seq applied so far: a flush started after reading it covers it.
     applied_high_water: AtomicU64,
     seal_id: [u8; 16],
@@ -251,6 +257,12 @@ impl Journal {
         compact::run(self, now.saturating_sub_millis(retention_ms))
     }
 
+    /// The journal's identity: random, made when it was first sealed, kept for its life
+    /// (32 hex digits). What outside state that belongs to this journal is named by.
+    pub fn id(&self) -> String {
+        uuid::Uuid::from_bytes(self.seal_id).simple().to_string()
+    }
+
     /// Physical flushes performed so far (by appends, compaction and test writes).
     pub fn flushes(&self) -> u64 {
         self.commit.flushes()
@@ -316,6 +328,7 @@ impl Journal {
             self.db
                 .flush()
                 .map_err(|source| StoreError::Flush { path: self.path.clone(), source })?;
+            self.stable.sync()?;
             let id = self.seal_id;
             lock(&self.sidecar)
                 .write(Mark { id, high_water }, false)

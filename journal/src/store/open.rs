@@ -3,6 +3,7 @@
 use super::combine::Combiner;
 use super::commit::{lock, GroupCommit};
 use super::seal::{self, Found, Mark, Seal, Sidecar};
+use super::stable::Stable;
 use super::{read, Journal, Loss, Replay, Seq, StoreError, Writer};
 use crate::ids::Timestamp;
 use std::path::Path;
@@ -35,6 +36,7 @@ impl Journal {
             })?
             .map(|v| Seal::decode(&v));
         let (sidecar, mark) = Sidecar::open(path).map_err(seal_error)?;
+        let stable = Stable::open(path, || sidecar.sync())?;
         let found = Found {
             last_seq: replayed.last_seq,
             records: replayed.records_stored,
@@ -62,6 +64,7 @@ impl Journal {
             combiner: Combiner::default(),
             compacting: Mutex::new(()),
             sidecar: Mutex::new(sidecar),
+            stable,
             applied_high_water: AtomicU64::new(seal.high_water),
             seal_id: seal.id,
         };
@@ -77,6 +80,7 @@ impl Journal {
             .insert(seal::KEY, seal.encode())
             .map_err(|source| self.write_error("seal", source))?;
         self.db.flush().map_err(|source| StoreError::Flush { path: self.path.clone(), source })?;
+        self.stable.sync()?;
         let mark = Mark { id: seal.id, high_water: seal.high_water };
         lock(&self.sidecar).write(mark, true).map_err(|e| self.seal_error(e))
     }

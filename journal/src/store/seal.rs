@@ -228,6 +228,11 @@ impl Sidecar {
     pub(super) fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The file's content and size on stable storage (at open: a sidecar just created).
+    pub(super) fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
 }
 
 fn encode_slot(generation: u64, mark: Mark) -> Vec<u8> {

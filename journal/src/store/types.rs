@@ -136,6 +136,14 @@ pub enum StoreError {
     Unaccepted { path: PathBuf, losses: Vec<Loss> },
     #[error("journal {} is damaged: sled cannot read its own files (`conf` or `db`): {detail}; restore it from a backup, or move it aside to start an empty journal", path.display())]
     Damaged { path: PathBuf, detail: String },
+    /// An fsync after sled's flush failed ([`super::stable`]): the flush made nothing durable.
+    #[error("cannot make journal {} durable ({what}): {source}", path.display())]
+    Sync {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
     #[error("cannot write the seal {}: {source}", path.display())]
     Seal {
         path: PathBuf,
