@@ -433,3 +433,76 @@ fn on_ext4_a_bare_mount_point_refuses_writes_and_its_helper_mounts_over_it_and_a
 fn libc_eperm() -> i32 {
     rustix::io::Errno::PERM.raw_os_error()
 }
+
+/// Issue 30, item 4: a parked S3 mount that still has to fetch its credentials is served
+/// after a SIGKILL of the daemon, with the keystone token the kernel keyring kept for it
+/// (never a file, the journal or a log line). Target `t` is busy with a mount whose helper
+/// takes 6 s to mount; an unmount and a second mount of `t` wait behind it, parked.
+#[test]
+fn a_parked_s3_mount_keeps_its_token_across_a_sigkill_and_is_served_after_the_restart() {
+    let name = "a_parked_s3_mount_keeps_its_token_across_a_sigkill_and_is_served_after_the_restart";
+    run_isolated_with_timeout(name, Duration::from_secs(300), || {
+        let broker = Broker::shared();
+        let barbican = Barbican::shared();
+        let secret_ref = barbican.store_secret(TOKEN, &credentials());
+        let dir = support::temp_dir("dms-contain-");
+        let node = "contain-token";
+        let slow = e2e::faulty_helper(dir.path(), "mount-delay=6000");
+        let extra = [("DMS_S3VAULTFUSE_BIN", slow.display().to_string())];
+        let mut daemon = Daemon::start(broker, dir.path(), node, &extra);
+        let ctl = Ctl::new(&daemon, dir.path());
+        let path = daemon.path("t");
+        let rt = runtime();
+        let mut client = rt.block_on(Client::connect(broker));
+        let asks = [
+            ("first mount", s3_mount("t", &path, &secret_ref, TOKEN), mounted_msg(&path)),
+            ("unmount", unmount("t", &path, "s3"), unmounted_msg(&path)),
+            ("second mount", s3_mount("t", &path, &secret_ref, TOKEN), mounted_msg(&path)),
+        ];
+        let mut expected = BTreeMap::new();
+        for (what, body, reply) in &asks {
+            let corr = uuid();
+            rt.block_on(client.send(node, body.to_string().as_bytes(), &corr, true));
+            expected.insert(corr, (*what, reply.clone()));
+        }
+        wait_until("all three requests parked", &daemon, || status(&ctl)["requests_parked"] == 3);
+        daemon.child.signal_group(rustix::process::Signal::KILL);
+        assert!(daemon.child.wait_timeout(e2e::T).is_some(), "the daemon did not die");
+        let killed_log = daemon.log_text();
+
+        let daemon = Daemon::spawn(dir.path(), node, daemon.env.clone());
+        rt.block_on(async {
+            let mut got = BTreeMap::new();
+            while got.len() < expected.len() {
+                let wait = tokio::time::timeout(Duration::from_secs(60), client.reply()).await;
+                let (corr, reply) = wait.unwrap_or_else(|_| {
+                    panic!("replies so far {got:?}\n{}", daemon.log_text());
+                });
+                let (what, want) = &expected[&corr];
+                assert_eq!(&reply, want, "the {what}\n{}", daemon.log_text());
+                assert!(got.insert(corr, reply).is_none(), "two replies to one request");
+            }
+        });
+        let log = daemon.log_text();
+        assert!(!log.contains("without its keystone token"), "{log}");
+        let reply = rt.block_on(client.call(node, &unmount("t", &path, "s3"), &uuid()));
+        assert_eq!(reply, unmounted_msg(&path));
+        rt.block_on(client.close());
+        let log = daemon.stop();
+        for (what, text) in [("killed daemon's log", &killed_log), ("restarted daemon's log", &log)]
+        {
+            assert!(!text.contains(TOKEN), "the token is in the {what}");
+        }
+        let (journal, _) = e2e::journal::open(&dir.path().join("journal"));
+        assert!(journal.inbox().unwrap().is_empty(), "answered requests leave the inbox");
+        let ours = format!("dms-parked-token:{}:", journal.id());
+        drop(journal);
+        for file in std::fs::read_dir(dir.path().join("journal")).unwrap() {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap_or_default();
+            let found = bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes());
+            assert!(!found, "the token is in the journal's files");
+        }
+        let keys = std::fs::read_to_string("/proc/keys").unwrap();
+        assert!(!keys.contains(&ours), "a kept token outlived its request: {keys}");
+    });
+}

@@ -162,9 +162,9 @@ impl<'a, C: Credentials, P: Processes, M: Mounts> Run<'a, C, P, M> {
                     Some(token) => {
                         reason(self.engine.exec.credentials.fetch(&secret_ref, token).await)
                     }
-                    None => Err("the request carries no keystone_token (a request resumed after \
-                                  a restart has none: tokens are never written to disk; send \
-                                  it again)"
+                    None => Err("the request carries no keystone_token (a parked request \
+                                  resumed after a reboot has none: tokens are never written \
+                                  to disk; send it again)"
                         .into()),
                 };
                 let result = result.map(|creds| {

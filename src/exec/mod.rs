@@ -6,6 +6,7 @@ pub mod command;
 pub mod credentials;
 pub mod death;
 pub mod helper;
+pub mod keyring;
 pub mod mount_point;
 pub mod mounts;
 pub mod observer;

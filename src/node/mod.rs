@@ -265,6 +265,7 @@ where
                 connected: broker_connected,
                 host: Arc::clone(&broker_host),
                 parked: Arc::clone(&requests_parked),
+                tokens: Arc::new(crate::exec::keyring::KernelKeyring),
             };
             let policy = Arc::new(config.wire_policy());
             transport::serve(engine, policy, transport, shutdown.clone()).await

@@ -9,12 +9,18 @@
 //! every entry is resumed (see `dms_journal::store::inbox` for the order of removal and
 //! reply that keeps at most one reply per request).
 //!
+//! A parked request's keystone token is never in the inbox (nor anywhere on disk): it is
+//! kept in the kernel keyring ([`crate::exec::keyring`]), so a request resumed after a
+//! process crash still has it; after a reboot it has none, and one that still has to fetch
+//! credentials fails and asks to be sent again.
+//!
 //! Unkeyed requests are never parked: with no key, a resumed one could not be told apart
 //! from its own earlier outcome, so they keep their delivery (a redelivery is the only way
 //! to answer them after a crash).
 
 use super::delivery::{publish, Publication};
 use crate::engine::{Ask, Engine, EngineError, Job};
+use crate::exec::keyring::TokenKeep;
 use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::wire::{Action, Reply, Request};
 use dms_journal::store::{InboxEntry, Journal, ParkId, Parked, ParkedAction};
@@ -43,6 +49,43 @@ pub(super) struct Inbox {
     /// that a request answered at once (most are) costs no inbox write, short enough that a
     /// backlog frees the prefetch window within a second.
     park_after: Duration,
+    tokens: Tokens,
+}
+
+/// Where parked requests' tokens are kept, and the journal whose inbox ids name them.
+pub(super) struct Tokens {
+    pub(super) keep: Arc<dyn TokenKeep>,
+    /// [`Journal::id`]: inbox ids are this journal's.
+    pub(super) journal: String,
+}
+
+impl Tokens {
+    fn keep(&self, id: ParkId, token: &secrecy::SecretString, request: &Request) {
+        if let Err(error) = self.keep.keep(&self.journal, id.0, token) {
+            tracing::warn!(
+                target_id = %request.target, %error,
+                "parked without its keystone token kept: if the daemon restarts before it is \
+                 served, it fails and the client must send it again"
+            );
+        }
+    }
+
+    /// The kept token of a resumed request that had one.
+    fn find(&self, id: ParkId, parked: &Parked) -> Option<secrecy::SecretString> {
+        let found = self.keep.find(&self.journal, id.0);
+        let reason = match found {
+            Ok(Some(token)) => return Some(token),
+            Ok(None) => "it is not in the kernel keyring (a reboot, or it expired)".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(
+            target_id = %parked.target,
+            request_key = %parked.key,
+            "resuming a parked request without its keystone token ({reason}): if it still has \
+             to fetch credentials, it fails and the client must send it again"
+        );
+        None
+    }
 }
 
 /// The keys of the parked requests, and their count as status and metrics read it.
@@ -78,9 +121,10 @@ impl Inbox {
         channel: watch::Receiver<Option<Channel>>,
         count: Arc<AtomicUsize>,
         park_after: Duration,
+        tokens: Tokens,
     ) -> Self {
         let parked = Mutex::new(Keys { keys: HashSet::new(), count });
-        Self { parked, resumed: Mutex::new(HashSet::new()), channel, park_after }
+        Self { parked, resumed: Mutex::new(HashSet::new()), channel, park_after, tokens }
     }
 
     pub(super) fn park_after(&self) -> Duration {
@@ -139,7 +183,12 @@ impl Inbox {
         let journal = Arc::clone(engine.journal());
         let parked = tokio::task::spawn_blocking(move || journal.park(&entry)).await;
         match parked {
-            Ok(Ok(id)) => Ok(Some(Ticket { id, key, reply_to, correlation_id })),
+            Ok(Ok(id)) => {
+                if let Some(token) = &request.token {
+                    self.tokens.keep(id, token, request);
+                }
+                Ok(Some(Ticket { id, key, reply_to, correlation_id }))
+            }
             Ok(Err(e)) => {
                 lock(&self.parked).remove(&key);
                 Err(e.into())
@@ -172,6 +221,7 @@ impl Inbox {
             Err(_) => return Err(EngineError::Closed),
         };
         unpark(engine.journal(), ticket.id).await?;
+        self.tokens.keep.forget(&self.tokens.journal, ticket.id.0);
         lock(&self.parked).remove(&ticket.key);
         crate::failpoint::hit("reply", "unparked");
         if let (Some(channel), Some(reply_to)) = (channel, ticket.reply_to.as_deref()) {
@@ -198,22 +248,14 @@ impl Inbox {
                 InboxEntry::Parked(id, parked) => {
                     lock(&self.parked).insert(parked.key.clone());
                     lock(&self.resumed).insert(parked.key.clone());
-                    if parked.had_token {
-                        tracing::warn!(
-                            target_id = %parked.target,
-                            request_key = %parked.key,
-                            "resuming a parked request without its keystone token (tokens are \
-                             never written to disk): if it still has to fetch credentials, it \
-                             fails and the client must send it again"
-                        );
-                    }
+                    let token = parked.had_token.then(|| self.tokens.find(id, &parked)).flatten();
                     let ticket = Ticket {
                         id,
                         key: parked.key.clone(),
                         reply_to: parked.reply_to.clone(),
                         correlation_id: parked.correlation_id.clone(),
                     };
-                    out.push((ticket, job_of(parked)));
+                    out.push((ticket, job_of(parked, token)));
                 }
                 InboxEntry::Unreadable(id, error) => {
                     tracing::error!(
@@ -221,6 +263,7 @@ impl Inbox {
                         "a parked request cannot be read ({error}); it is removed unanswered"
                     );
                     unpark(journal, id).await?;
+                    self.tokens.keep.forget(&self.tokens.journal, id.0);
                 }
                 InboxEntry::ForeignKey(raw) => {
                     tracing::error!(
@@ -238,10 +281,10 @@ impl Inbox {
     }
 }
 
-/// A parked request as the engine serves it (its reply goes by the ticket). Its keystone
-/// token was never written, so a resumed S3 mount that still has to fetch credentials fails
-/// with that reason.
-fn job_of(parked: Parked) -> Job {
+/// A parked request as the engine serves it (its reply goes by the ticket), with the token
+/// kept for it, if any: without one, a resumed S3 mount that still has to fetch
+/// credentials fails with that reason.
+fn job_of(parked: Parked, token: Option<secrecy::SecretString>) -> Job {
     Job {
         key: Some(parked.key),
         target: parked.target,
@@ -249,7 +292,7 @@ fn job_of(parked: Parked) -> Job {
             ParkedAction::Mount(spec) => Ask::Mount(spec),
             ParkedAction::Unmount { mount_path } => Ask::Unmount { mount_path },
         },
-        token: None,
+        token,
     }
 }
 

@@ -25,6 +25,7 @@ pub use tls::{client_config, TlsError};
 
 use crate::config::{AmqpUrl, BrokerTls, QueueType};
 use crate::engine::{Engine, EngineError};
+use crate::exec::keyring::TokenKeep;
 use crate::exec::ports::{Credentials, Mounts, Processes};
 use crate::wire::Policy;
 use futures_lite::StreamExt;
@@ -63,6 +64,8 @@ pub struct TransportConfig {
     pub host: BrokerHost,
     /// How many requests are parked right now (status and metrics).
     pub parked: Arc<AtomicUsize>,
+    /// Where a parked request's keystone token waits across a restart.
+    pub tokens: Arc<dyn TokenKeep>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,8 +98,12 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
     let (fatal_tx, mut fatal_rx) = tokio::sync::mpsc::channel::<EngineError>(1);
     let mut in_flight = JoinSet::new();
     let (current_channel, channel_rx) = watch::channel(None);
-    let inbox =
-        Arc::new(inbox::Inbox::new(channel_rx, Arc::clone(&config.parked), config.park_after));
+    let inbox = Arc::new(inbox::Inbox::new(
+        channel_rx,
+        Arc::clone(&config.parked),
+        config.park_after,
+        inbox::Tokens { keep: Arc::clone(&config.tokens), journal: engine.journal().id() },
+    ));
     for (ticket, job) in inbox.resume(engine.journal()).await? {
         let (engine, inbox, fatal) = (Arc::clone(&engine), Arc::clone(&inbox), fatal_tx.clone());
         in_flight.spawn(async move {
