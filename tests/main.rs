@@ -33,6 +33,7 @@ mod server_heal;
 mod server_heal_bound;
 mod server_logs;
 mod server_metrics;
+mod server_power_cut;
 mod server_recovery;
 mod server_stop;
 mod server_supervision;

@@ -12,7 +12,7 @@
 leftover_processes() {
     {
         ps -eo pid=,args= |
-            grep -E 'dms-testfs|dms-server|mount-stand-in|/tmp/dms-|barbican_launcher|janitor\.sh|beam\.smp|epmd' |
+            grep -E 'dms-testfs|dms-powercutfs|dms-server|mount-stand-in|/tmp/dms-|barbican_launcher|janitor\.sh|beam\.smp|epmd' |
             grep -v -E 'grep -E|leftovers' || true
         helper_processes
     } | sort -n -u
