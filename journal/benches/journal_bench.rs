@@ -11,7 +11,7 @@
 //!
 //! - (a) append latency of one record by one writer: median and p99 over 2,000 appends,
 //!   each durable (flushed) before it returns;
-//! - (b) appends/s and physical flushes with 64 concurrent writers (200 appends each), with
+//! - (b) appends/s and physical flushes with 16 and with 64 concurrent writers (200 appends each), with
 //!   the one-writer rate of (a) as the baseline ratio: what group commit buys;
 //! - (c) replay: `Journal::open` of `$DMS_BENCH_EVENTS` records (default 1,000,000) over up to
 //!   10,000 targets, written as realistic chains (Requested → CredsFetched → Spawned →
@@ -39,7 +39,8 @@ use uuid::Uuid;
 type Res<T> = Result<T, Box<dyn Error>>;
 
 const LATENCY_APPENDS: usize = 2_000;
-const WRITERS: usize = 64;
+/// The writer counts of (b): a busy node's burst, and the engine's whole pool.
+const WRITERS: [usize; 2] = [16, 64];
 const APPENDS_PER_WRITER: u64 = 200;
 const MAX_TARGETS: u64 = 10_000;
 const BATCH: usize = 64;
@@ -62,7 +63,9 @@ fn main() -> Res<()> {
     println!("dms-journal bench: journals under {} ({})", base.display(), fs_type(&base));
 
     let one = latency(&dir.path().join("latency"))?;
-    concurrent(&dir.path().join("concurrent"), one)?;
+    for writers in WRITERS {
+        concurrent(&dir.path().join(format!("concurrent-{writers}")), writers, one)?;
+    }
     let big = dir.path().join("replay");
     replay(&big, events)?;
     binary(&bin, &big)?;
@@ -156,9 +159,9 @@ fn latency(path: &Path) -> Res<f64> {
 }
 
 /// (b) Many writers at once: group commit shares flushes between them.
-fn concurrent(path: &Path, baseline: f64) -> Res<()> {
+fn concurrent(path: &Path, writers: usize, baseline: f64) -> Res<()> {
     let (journal, _) = Journal::open(path)?;
-    let targets = (0..WRITERS as u64).map(|n| target("conc", n)).collect::<Res<Vec<_>>>()?;
+    let targets = (0..writers as u64).map(|n| target("conc", n)).collect::<Res<Vec<_>>>()?;
     let flushes = journal.flushes();
     let start = Instant::now();
     let failures = std::thread::scope(|s| {
@@ -186,11 +189,11 @@ fn concurrent(path: &Path, baseline: f64) -> Res<()> {
             .collect::<Vec<_>>()
     });
     let elapsed = start.elapsed();
-    let appends = WRITERS as u64 * APPENDS_PER_WRITER;
+    let appends = writers as u64 * APPENDS_PER_WRITER;
     let flushes = journal.flushes() - flushes;
     let rate = appends as f64 / elapsed.as_secs_f64();
     println!(
-        "(b) append, {WRITERS} writers x {APPENDS_PER_WRITER}: {appends} appends in {} = \
+        "(b) append, {writers} writers x {APPENDS_PER_WRITER}: {appends} appends in {} = \
          {rate:.0} appends/s ({:.1}x the 1-writer rate); {flushes} flushes ({:.1} appends per \
          flush); {} writers failed {:?}",
         secs(elapsed),

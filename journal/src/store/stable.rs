@@ -14,10 +14,17 @@
 //! they share the flush):
 //!
 //! - `fdatasync` of sled's data file `db`: its data and size;
-//! - `fsync` of the journal directory: sled renames snapshot files (`snap.<lsn>.generating`
-//!   to `snap.<lsn>`, `src/pagecache/snapshot.rs`) and then reuses the log segments they
-//!   cover, and a name is durable only once its directory is synced. A directory with
-//!   nothing new costs little to sync.
+//! - `fsync` of the journal directory when its entries changed since the last one: sled
+//!   renames snapshot files (`snap.<lsn>.generating` to `snap.<lsn>`,
+//!   `src/pagecache/snapshot.rs`) and then reuses the log segments they cover, and a name is
+//!   durable only once its directory is synced. Whether they changed is one `readdir`
+//!   (names and inode numbers) against the entries at the last sync: a directory fsync on
+//!   every flush cost a quarter to a third of the appends/s at 1 and 16 writers
+//!   (`journal_bench`), and the entries change only when sled snapshots;
+//! - the same for `blobs/`, where sled writes a value too large for its log (a big target
+//!   snapshot) as a file of its own without any sync (`src/pagecache/blob_io.rs`,
+//!   `write_blob`), the log then pointing at it: each new blob file is fdatasynced, then the
+//!   directory.
 //!
 //! At open, what a journal starts with: sled's `conf` (sled writes it without any sync),
 //! `db`, the seal's sidecar, the journal directory and its parent, so a journal created
@@ -35,15 +42,18 @@
 //! next open by the seal ([`super::seal`]).
 
 use super::StoreError;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// sled 0.34's data file and configuration inside the journal directory
 /// (`sled::Config::db_path`, `config_path`).
 const DATA_FILE: &str = "db";
 const CONF_FILE: &str = "conf";
+/// Where sled 0.34 writes values too large for its log (`sled::Config::blob_path`).
+const BLOBS_DIR: &str = "blobs";
 
 /// The journal's files that [`Stable::sync`] makes durable after each sled flush.
 #[derive(Debug)]
@@ -51,7 +61,18 @@ pub(super) struct Stable {
     journal: PathBuf,
     data: File,
     dir: File,
+    /// The entries (name, inode) of the journal directory and of `blobs/` at their last
+    /// fsync.
+    synced: Mutex<Synced>,
 }
+
+#[derive(Debug, Default)]
+struct Synced {
+    journal: Option<Entries>,
+    blobs: Option<Entries>,
+}
+
+type Entries = Vec<(OsString, u64)>;
 
 impl Stable {
     /// Opens sled's data file and the journal directory (after sled and the sidecar
@@ -68,7 +89,8 @@ impl Stable {
         };
         let data = File::open(journal.join(DATA_FILE)).map_err(failed("open its data file"))?;
         let dir = File::open(journal).map_err(failed("open its directory"))?;
-        let stable = Stable { journal: journal.to_path_buf(), data, dir };
+        let synced = Mutex::default();
+        let stable = Stable { journal: journal.to_path_buf(), data, dir, synced };
         File::open(journal.join(CONF_FILE))
             .and_then(|conf| conf.sync_all())
             .map_err(failed("sync sled's conf file"))?;
@@ -84,13 +106,50 @@ impl Stable {
     }
 
     /// After a sled flush: its data file's data and size, then the journal directory's
-    /// entries, on stable storage.
+    /// entries if they changed since their last sync, on stable storage.
     pub(super) fn sync(&self) -> Result<(), StoreError> {
         let failed = |what: &'static str| {
             let path = self.journal.clone();
             move |source| StoreError::Sync { path, what, source: Arc::new(source) }
         };
         self.data.sync_data().map_err(failed("fdatasync its data file"))?;
-        self.dir.sync_all().map_err(failed("fsync its directory"))
+        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        // Entries are read before their fsync: a change after the read is covered by this
+        // fsync or, not being in what is recorded, found by the next sync.
+        let blobs_dir = self.journal.join(BLOBS_DIR);
+        let blobs = entries(&blobs_dir);
+        if blobs.is_none() || blobs != synced.blobs {
+            let known = synced.blobs.take().unwrap_or_default();
+            for (name, _) in blobs.iter().flatten().filter(|e| !known.contains(e)) {
+                match File::open(blobs_dir.join(name)).and_then(|blob| blob.sync_data()) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {} // removed since
+                    done => done.map_err(failed("fdatasync a blob file"))?,
+                }
+            }
+            if blobs_dir.is_dir() {
+                File::open(&blobs_dir)
+                    .and_then(|dir| dir.sync_all())
+                    .map_err(failed("fsync its blobs directory"))?;
+            }
+            synced.blobs = blobs;
+        }
+        let now = entries(&self.journal);
+        if now.is_none() || now != synced.journal {
+            self.dir.sync_all().map_err(failed("fsync its directory"))?;
+            synced.journal = now;
+        }
+        Ok(())
     }
+}
+
+/// The directory's entries, sorted; `None` if they cannot be read (then it is synced).
+fn entries(dir: &Path) -> Option<Entries> {
+    use std::os::unix::fs::DirEntryExt;
+    let mut found = std::fs::read_dir(dir)
+        .ok()?
+        .map(|e| e.map(|e| (e.file_name(), e.ino())))
+        .collect::<io::Result<Entries>>()
+        .ok()?;
+    found.sort_unstable();
+    Some(found)
 }
