@@ -25,8 +25,10 @@ use crate::support;
 
 /// Clients mounting and unmounting at once (each its own target), each pausing [`PAUSE`]
 /// between its cycles: enough to have requests in flight through every fault (asserted),
-/// at a fraction of the CPU of six clients back to back (~6,400 requests a run, each
-/// costing the daemon, Barbican and a helper's start, on the same two cores as the nodes).
+/// at a fraction of the CPU of six clients back to back (~1,300 requests a run instead of
+/// ~6,400, each costing the daemon, Barbican and a helper's start, on the same two cores
+/// as the nodes; with the slower CLI polls and one SIGKILL less, the test went from ~200 s
+/// and ~250 CPU-s to ~140 s and ~140 CPU-s on a shared two-core machine).
 const CLIENTS: usize = 3;
 const PAUSE: Duration = Duration::from_millis(150);
 /// Traffic before a fault, and after the cluster is whole again (requests first sent
