@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench -p dms --bench fleet_bench                            # N = 1, 10, 50
-//! DMS_BENCH_QUICK=1 cargo bench -p dms --bench fleet_bench          # N = 2; ~1 min
+//! DMS_BENCH_QUICK=1 cargo bench -p dms --bench fleet_bench          # N = 2, paced; ~1 min
 //! DMS_BENCH_FLEET_URL=node cargo bench -p dms --bench fleet_bench   # one node per daemon
 //! ```
 //!
@@ -19,6 +19,9 @@
 //! unmount a target of their own, moving round the daemons: the broker's side (N
 //! connections, consumers, heartbeats, mirrored queues) grows with N, the offered load does
 //! not (one machine's two cores cannot stand for N compute nodes under N times the load).
+//! The quick run (a smoke run beside the suite's tests, on the same two cores) offers less:
+//! [`QUICK_CLIENTS`] clients, each pausing [`QUICK_PAUSE`] after a mount and unmount, enough
+//! for every window to have mounts to report; the full run's clients go back to back.
 //!
 //! Reported per N: the broker's connections and channels in the tenant
 //! (`rabbitmqctl list_connections` / `list_channels`: N daemons plus the clients), then
@@ -46,8 +49,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{Cluster, Tenant};
 
-/// Clients mounting at once, whatever N.
+/// Clients mounting at once, whatever N (full run).
 const CLIENTS: usize = 4;
+/// The quick run's clients, and their pause between two cycles (see the module docs).
+const QUICK_CLIENTS: usize = 2;
+const QUICK_PAUSE: Duration = Duration::from_millis(200);
 
 /// One mount: when it was sent, how long until its reply, whether it was the right reply.
 type Sample = (Instant, Duration, bool);
@@ -55,6 +61,9 @@ type Sample = (Instant, Duration, bool);
 /// The durations of one run.
 struct Plan {
     fleets: &'static [usize],
+    clients: usize,
+    /// A client's pause after each mount and unmount.
+    pause: Duration,
     steady: Duration,
     down: Duration,
     rolling: bool,
@@ -65,6 +74,8 @@ fn main() {
     let plan = if quick {
         Plan {
             fleets: &[2],
+            clients: QUICK_CLIENTS,
+            pause: QUICK_PAUSE,
             steady: Duration::from_secs(3),
             down: Duration::from_secs(2),
             rolling: false,
@@ -72,6 +83,8 @@ fn main() {
     } else {
         Plan {
             fleets: &[1, 10, 50],
+            clients: CLIENTS,
+            pause: Duration::ZERO,
             steady: Duration::from_secs(15),
             down: Duration::from_secs(5),
             rolling: true,
@@ -79,9 +92,11 @@ fn main() {
     };
     let cluster_url = !std::env::var("DMS_BENCH_FLEET_URL").is_ok_and(|v| v == "node");
     println!(
-        "fleet bench ({} run): N = {:?}, {CLIENTS} clients, daemons given {}; helper {}",
+        "fleet bench ({} run): N = {:?}, {} clients pausing {:?} between cycles, daemons given {}; helper {}",
         if quick { "quick" } else { "full" },
         plan.fleets,
+        plan.clients,
+        plan.pause,
         if cluster_url { "the cluster URL (all three nodes)" } else { "one node each (i % 3 + 1)" },
         testfs.display()
     );
@@ -115,7 +130,7 @@ fn main() {
         let started = t0.elapsed();
         let (connections, channels) =
             (count(&cluster, "connections", &tenant), count(&cluster, "channels", &tenant));
-        let load = Load::start(&rt, &tenant, &daemons, &secret_ref);
+        let load = Load::start(&rt, &tenant, &daemons, &secret_ref, &plan);
         std::thread::sleep(plan.steady);
         let steady = load.mark();
         println!(
@@ -194,18 +209,21 @@ impl Load {
         tenant: &Tenant,
         daemons: &[Daemon],
         secret_ref: &str,
+        plan: &Plan,
     ) -> Load {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let urls: Vec<String> = (1..=3).map(|n| tenant.amqp_url(n)).collect();
         let fleet: Vec<(String, PathBuf)> =
             daemons.iter().map(|d| (d.node.clone(), d.base.clone())).collect();
-        let tasks = (0..CLIENTS)
+        let (clients, pause) = (plan.clients, plan.pause);
+        let tasks = (0..clients)
             .map(|j| {
                 let (urls, fleet, secret_ref) =
                     (urls.clone(), fleet.clone(), secret_ref.to_owned());
                 let (samples, stop) = (Arc::clone(&samples), Arc::clone(&stop));
-                rt.spawn(client(j, urls, fleet, secret_ref, samples, stop))
+                let pace = (clients, pause);
+                rt.spawn(client(j, pace, urls, fleet, secret_ref, samples, stop))
             })
             .collect();
         Load { samples, stop, tasks }
@@ -232,10 +250,11 @@ impl Load {
     }
 }
 
-/// Client `j`: target `c<j>` on daemon `j`, `j + CLIENTS`, ... (mod N), mount then unmount
-/// each; returns how many of its requests went unanswered.
+/// Client `j` of `clients`: target `c<j>` on daemon `j`, `j + clients`, ... (mod N), mount
+/// then unmount each, then `pause`; returns how many of its requests went unanswered.
 async fn client(
     j: usize,
+    (clients, pause): (usize, Duration),
     urls: Vec<String>,
     fleet: Vec<(String, PathBuf)>,
     secret_ref: String,
@@ -247,7 +266,7 @@ async fn client(
     let target = format!("c{j}");
     let mut k = 0;
     while !stop.load(Ordering::Relaxed) {
-        let (node, base) = &fleet[(j + k * CLIENTS) % fleet.len()];
+        let (node, base) = &fleet[(j + k * clients) % fleet.len()];
         k += 1;
         let path = base.join(&target).display().to_string();
         let queue = format!("dms.{node}");
@@ -261,6 +280,9 @@ async fn client(
         let unmount = unmount(&target, &path, "s3");
         if sturdy.call(&queue, &target, &unmount, unmounted_msg(&path), &ledger).await.is_none() {
             return 1;
+        }
+        if !pause.is_zero() && !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(pause).await;
         }
     }
     sturdy.finish(Duration::from_millis(200), &ledger).await;

@@ -12,6 +12,7 @@ use crate::support::{self, mountns, Barbican, Cluster, Tenant, TestDir};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const TOKEN: &str = "gAAAAAB-cluster-keystone-token";
 const SECRET: &str = "cluster-secret-access-key";
@@ -52,13 +53,15 @@ impl Stand {
         Daemon::spawn(self.dir.path(), node, self.env(node, url, extra))
     }
 
-    /// `clients` clients of [`client_loop`] on `rt`, through `urls`, until `stop`.
+    /// `clients` clients of [`client_loop`] on `rt`, through `urls`, each pausing `pause`
+    /// between its cycles, until `stop`.
     pub fn traffic(
         &self,
         rt: &tokio::runtime::Runtime,
         daemon: &Daemon,
         urls: Vec<String>,
         clients: usize,
+        pause: Duration,
     ) -> Traffic {
         let load = Load {
             urls,
@@ -68,17 +71,20 @@ impl Stand {
             token: TOKEN.into(),
             ledger: Ledger::default(),
             stop: Arc::new(AtomicBool::new(false)),
+            pause,
         };
         let tasks =
             (0..clients).map(|n| rt.spawn(client_loop(load.clone(), "cl".into(), n))).collect();
         Traffic { load, tasks, clients }
     }
 
-    /// Which node (1-based) consumes `dms.<node>`, asked of node `ask`, once one does.
+    /// Which node (1-based) consumes `dms.<node>`, asked of node `ask` (every
+    /// [`support::CLI_POLL`]), once one does.
     pub fn wait_consumer(&self, ask: usize, node: &str) -> usize {
         let queue = format!("dms.{node}");
         let vhost = &self.tenant.vhost;
-        support::wait_for(&format!("a consumer of {queue}"), super::T, || {
+        let what = format!("a consumer of {queue}");
+        support::poll_every(&what, super::T, support::CLI_POLL, || {
             self.cluster.consumer_node(ask, vhost, &queue).ok().flatten()
         })
         .unwrap_or_else(|e| panic!("{e}"))

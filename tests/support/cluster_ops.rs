@@ -116,11 +116,12 @@ impl Cluster {
         Ok(running.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
     }
 
-    /// Waits until node `ask` reports `count` running nodes. (One node's view: each
-    /// `rabbitmqctl` call boots an Erlang VM, about a CPU-second on these machines.)
+    /// Waits until node `ask` reports `count` running nodes. (One node's view, asked every
+    /// [`super::CLI_POLL`]: each `rabbitmqctl` call boots an Erlang VM.)
     pub fn wait_running(&self, ask: usize, count: usize) {
         let mut last = String::new();
-        let ok = super::wait_for(&format!("{count} running nodes"), START_TIMEOUT, || {
+        let what = format!("{count} running nodes");
+        let ok = super::poll_every(&what, START_TIMEOUT, super::CLI_POLL, || {
             match self.running_nodes(ask) {
                 Ok(running) if running.len() == count => return Some(()),
                 Ok(running) => last = format!("node {ask} reports {running:?}"),
@@ -211,15 +212,23 @@ impl Cluster {
         self.rabbitmqctl(n, &["stop_app"]).unwrap_or_else(|e| panic!("stop_app on node {n}: {e}"));
     }
 
-    /// `rabbitmqctl start_app` on node `n`, then waits until it accepts AMQP connections
-    /// and every node reports all of them running.
+    /// `rabbitmqctl start_app` on node `n` (it returns once the app has started), then
+    /// waits until the node accepts AMQP connections (a TCP connect: no CLI call) and
+    /// every node reports all of them running.
     pub fn start_app(&self, n: usize) {
         self.rabbitmqctl(n, &["start_app"])
             .unwrap_or_else(|e| panic!("start_app on node {n}: {e}"));
-        let pidfile = self.node(n).dir.join("rabbitmq.pid");
-        self.rabbitmqctl(n, &["wait", &pidfile.to_string_lossy(), "--timeout", "60"])
-            .unwrap_or_else(|e| panic!("wait after start_app on node {n}: {e}"));
+        self.wait_amqp(n);
         self.wait_running(n, NODES);
+    }
+
+    /// Waits until node `n` accepts TCP connections on its AMQP port.
+    pub fn wait_amqp(&self, n: usize) {
+        let port = self.node(n).amqp_port;
+        super::wait_for(&format!("node {n} to accept AMQP connections"), START_TIMEOUT, || {
+            TcpStream::connect(("127.0.0.1", port)).ok().map(drop)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Waits until stopping node `n` would leave every mirrored queue a synchronised copy
@@ -227,7 +236,8 @@ impl Cluster {
     /// rolling upgrade runs before each node).
     pub fn wait_not_mirror_critical(&self, n: usize) {
         let mut last = String::new();
-        super::wait_for(&format!("node {n} not to be mirror-sync critical"), START_TIMEOUT, || {
+        let what = format!("node {n} not to be mirror-sync critical");
+        super::poll_every(&what, START_TIMEOUT, super::CLI_POLL, || {
             let check = ["check_if_node_is_mirror_sync_critical"];
             match self.tool(n, "rabbitmq-queues", &check, super::cluster::CTL_TIMEOUT) {
                 Ok(_) => Some(()),

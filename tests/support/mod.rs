@@ -132,6 +132,31 @@ pub fn wait_for<T>(
     }
 }
 
+/// A pause of [`poll_every`] between two calls of a RabbitMQ CLI tool: each call boots an
+/// Erlang VM (0.2-1 CPU-second on two loaded cores), so polling one at [`wait_for`]'s pace
+/// keeps a core busy.
+pub const CLI_POLL: Duration = Duration::from_secs(1);
+
+/// Like [`wait_for`], with a fixed `pause` between two checks (for checks that cost CPU,
+/// such as a RabbitMQ CLI call: see [`CLI_POLL`]).
+pub fn poll_every<T>(
+    what: &str,
+    timeout: Duration,
+    pause: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Ok(v);
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(pause);
+    }
+}
+
 /// The last `max_lines` lines of a log file, for failure messages.
 pub fn log_tail(path: &Path, max_lines: usize) -> String {
     match std::fs::read(path) {
