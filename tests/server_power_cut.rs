@@ -214,6 +214,7 @@ fn power_cuts_under_traffic_lose_no_acknowledged_request_and_the_daemon_restarts
             token: TOKEN.into(),
             ledger: Ledger::default(),
             stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            pause: Duration::from_millis(50),
         };
         let ledger = load.ledger.clone();
         let clients: Vec<_> =
