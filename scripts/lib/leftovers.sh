@@ -4,10 +4,11 @@
 # any process carrying a helper's environment, whatever its command line; and any Erlang VM
 # or epmd, since a broker's epmd, the RabbitMQ cluster's own among them, names no directory
 # of the suite), mounts under /tmp, temp directories (`/tmp/dms-*` from the suite's support
-# code, `/tmp/.tmp*` from tempfile), and helper cgroups (`dms-test-*` roots of the cgroup
+# code, `/tmp/.tmp*` from tempfile), helper cgroups (`dms-test-*` roots of the cgroup
 # tests, `dms-helpers` of a daemon left at `helper_cgroup_root = auto`, in any hierarchy, up
-# to three levels down). Only what appeared during the run counts: a machine may hold older
-# leftovers of an interrupted run, and those are not this run's doing.
+# to three levels down), and parked requests' tokens in the kernel keyring. Only what
+# appeared during the run counts: a machine may hold older leftovers of an interrupted run,
+# and those are not this run's doing.
 
 leftover_processes() {
     {
@@ -38,6 +39,13 @@ leftover_dirs() {
     find /tmp -maxdepth 1 \( -name 'dms-*' -o -name '.tmp*' \) -print 2>/dev/null | sort || true
 }
 
+# Keystone tokens a daemon kept in the kernel keyring for parked requests
+# (src/exec/keyring.rs): "key-id description" lines.
+leftover_keys() {
+    grep -o '^[0-9a-f]* .*dms-parked-token:[0-9a-f]*:[0-9]*' /proc/keys 2>/dev/null |
+        awk '{print $1, $NF}' | sort || true
+}
+
 leftover_cgroups() {
     find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d \( -name 'dms-test-*' -o -name 'dms-helpers' \) \
         -print 2>/dev/null | sort || true
@@ -50,6 +58,7 @@ leftovers_snapshot() {
     leftover_mounts | sort > "$dir/mounts"
     leftover_dirs > "$dir/dirs"
     leftover_cgroups > "$dir/cgroups"
+    leftover_keys > "$dir/keys"
 }
 
 # What exists now and did not at the snapshot in DIR, one "kind: what" line each.
@@ -61,6 +70,7 @@ leftovers_new() {
     leftover_mounts | sort | comm -13 "$dir/mounts" - | sed 's/^/mount: /'
     leftover_dirs | comm -13 "$dir/dirs" - | sed 's/^/temp directory: /'
     leftover_cgroups | comm -13 "$dir/cgroups" - | sed 's/^/cgroup: /'
+    leftover_keys | comm -13 "$dir/keys" - | sed 's/^/kept token (kernel keyring): /'
 }
 
 # leftovers_check DIR: fail (listing them) if the run left anything behind. Janitors stop

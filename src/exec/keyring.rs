@@ -49,6 +49,9 @@ pub trait TokenKeep: Send + Sync + std::fmt::Debug {
     fn find(&self, journal: &str, id: u64) -> Result<Option<SecretString>, KeyringError>;
     /// The request is answered (or will never be): its token is no longer needed.
     fn forget(&self, journal: &str, id: u64);
+    /// Every token kept for `journal` but those of `parked` (its inbox at start-up): what a
+    /// crash between a request's answer and its `forget` left behind.
+    fn forget_all_but(&self, journal: &str, parked: &[u64]);
 }
 
 fn name(journal: &str, id: u64) -> String {
@@ -96,7 +99,10 @@ impl TokenKeep for KernelKeyring {
         let key = match Self::ring()?.search(&name(journal, id)) {
             Ok(key) => key,
             Err(
-                linux_keyutils::KeyError::KeyDoesNotExist | linux_keyutils::KeyError::KeyExpired,
+                // Revoked: invalidated (answered), not yet collected by the kernel.
+                linux_keyutils::KeyError::KeyDoesNotExist
+                | linux_keyutils::KeyError::KeyExpired
+                | linux_keyutils::KeyError::KeyRevoked,
             ) => return Ok(None),
             Err(e) => return Err(refused("search for a key")(e)),
         };
@@ -112,6 +118,21 @@ impl TokenKeep for KernelKeyring {
             .and_then(|ring| ring.search(&name(journal, id)).map_err(refused("search for a key")))
         {
             let _ = key.invalidate();
+        }
+    }
+
+    fn forget_all_but(&self, journal: &str, parked: &[u64]) {
+        let Ok(links) = Self::ring().and_then(|r| r.get_links(4096).map_err(refused("list @u")))
+        else {
+            return;
+        };
+        let ours = format!("{PREFIX}:{journal}:");
+        for key in links.iter().filter_map(linux_keyutils::LinkNode::as_key) {
+            let Ok(meta) = key.metadata() else { continue };
+            let id = meta.get_description().strip_prefix(&ours).and_then(|id| id.parse().ok());
+            if id.is_some_and(|id| !parked.contains(&id)) {
+                let _ = key.invalidate();
+            }
         }
     }
 }
@@ -140,5 +161,14 @@ mod tests {
         assert_eq!(fields[4], "3f3f0000", "possessor and user only: {line}");
         keyring.forget(&journal, 7);
         assert!(keyring.find(&journal, 7).unwrap().is_none(), "forgotten");
+        // What a crash between an answer and its forget leaves is cleared at the next start.
+        for id in [1, 2, 3] {
+            keyring.keep(&journal, id, &token).unwrap();
+        }
+        keyring.forget_all_but(&journal, &[2]);
+        let kept: Vec<bool> =
+            [1, 2, 3].iter().map(|&id| keyring.find(&journal, id).unwrap().is_some()).collect();
+        assert_eq!(kept, [false, true, false]);
+        keyring.forget(&journal, 2);
     }
 }

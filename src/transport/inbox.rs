@@ -243,6 +243,14 @@ impl Inbox {
             .await
             .map_err(|_| EngineError::Closed)??;
         let mut out = Vec::new();
+        let parked: Vec<u64> = entries
+            .iter()
+            .filter_map(|e| match e {
+                InboxEntry::Parked(id, _) => Some(id.0),
+                _ => None,
+            })
+            .collect();
+        self.tokens.keep.forget_all_but(&self.tokens.journal, &parked);
         for entry in entries {
             match entry {
                 InboxEntry::Parked(id, parked) => {
