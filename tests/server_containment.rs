@@ -460,12 +460,16 @@ fn a_parked_s3_mount_keeps_its_token_across_a_sigkill_and_is_served_after_the_re
             ("second mount", s3_mount("t", &path, &secret_ref, TOKEN), mounted_msg(&path)),
         ];
         let mut expected = BTreeMap::new();
-        for (what, body, reply) in &asks {
+        // One at a time, each parked before the next is sent: a restart resumes parked
+        // requests in the order they were parked.
+        for (n, (what, body, reply)) in asks.iter().enumerate() {
             let corr = uuid();
             rt.block_on(client.send(node, body.to_string().as_bytes(), &corr, true));
             expected.insert(corr, (*what, reply.clone()));
+            wait_until(&format!("the {what} parked"), &daemon, || {
+                status(&ctl)["requests_parked"] == n + 1
+            });
         }
-        wait_until("all three requests parked", &daemon, || status(&ctl)["requests_parked"] == 3);
         daemon.child.signal_group(rustix::process::Signal::KILL);
         assert!(daemon.child.wait_timeout(e2e::T).is_some(), "the daemon did not die");
         let killed_log = daemon.log_text();

@@ -23,8 +23,10 @@
 //! Keeping the delivery unacked instead would hold a prefetch slot for as long as the
 //! request waits, which is what parking exists to avoid.
 //!
-//! A key's name says whose it is: `dms-parked-token:<journal id>:<inbox id>` (the journal's
-//! id is random per journal, so two daemons of one uid, as in the test suite, never meet).
+//! A key's name says whose it is: `dms-parked-token:<journal id>:<request key>` (the
+//! journal's id is random per journal, so two daemons of one uid, as in the test suite,
+//! never meet). It is kept before the request's inbox entry is written, so there is no
+//! moment at which a parked request is durable and its token is not kept.
 //! A keyring that refuses (no `CONFIG_KEYS`, a seccomp filter, the quota of the uid) costs
 //! only this: the request is parked as before, and resumed without its token.
 
@@ -41,21 +43,23 @@ pub enum KeyringError {
     Refused { op: &'static str, detail: String },
 }
 
-/// The token of parked request `id` of journal `journal`, kept outside the process.
+/// The token of the parked request with key `key` of journal `journal`, kept outside the
+/// process.
 pub trait TokenKeep: Send + Sync + std::fmt::Debug {
-    /// Keep `token` for parked request `id`.
-    fn keep(&self, journal: &str, id: u64, token: &SecretString) -> Result<(), KeyringError>;
-    /// The token kept for `id`, if any; it stays kept until [`TokenKeep::forget`].
-    fn find(&self, journal: &str, id: u64) -> Result<Option<SecretString>, KeyringError>;
+    /// Keep `token` for the request `key`.
+    fn keep(&self, journal: &str, key: &str, token: &SecretString) -> Result<(), KeyringError>;
+    /// The token kept for `key`, if any; it stays kept until [`TokenKeep::forget`].
+    fn find(&self, journal: &str, key: &str) -> Result<Option<SecretString>, KeyringError>;
     /// The request is answered (or will never be): its token is no longer needed.
-    fn forget(&self, journal: &str, id: u64);
+    fn forget(&self, journal: &str, key: &str);
     /// Every token kept for `journal` but those of `parked` (its inbox at start-up): what a
-    /// crash between a request's answer and its `forget` left behind.
-    fn forget_all_but(&self, journal: &str, parked: &[u64]);
+    /// crash between a request's answer and its `forget`, or between keeping a token and
+    /// parking its request, left behind.
+    fn forget_all_but(&self, journal: &str, parked: &[&str]);
 }
 
-fn name(journal: &str, id: u64) -> String {
-    format!("{PREFIX}:{journal}:{id}")
+fn name(journal: &str, key: &str) -> String {
+    format!("{PREFIX}:{journal}:{key}")
 }
 
 /// The real one: the user keyring of the daemon's uid.
@@ -74,10 +78,10 @@ fn refused(op: &'static str) -> impl Fn(linux_keyutils::KeyError) -> KeyringErro
 }
 
 impl TokenKeep for KernelKeyring {
-    fn keep(&self, journal: &str, id: u64, token: &SecretString) -> Result<(), KeyringError> {
+    fn keep(&self, journal: &str, key: &str, token: &SecretString) -> Result<(), KeyringError> {
         use linux_keyutils::{KeyPermissionsBuilder, Permission};
         let key = Self::ring()?
-            .add_key(&name(journal, id), token.expose_secret().as_bytes())
+            .add_key(&name(journal, key), token.expose_secret().as_bytes())
             .map_err(refused("add a key"))?;
         let kept = key
             .set_timeout(TOKEN_TTL_SECS)
@@ -95,8 +99,8 @@ impl TokenKeep for KernelKeyring {
         kept
     }
 
-    fn find(&self, journal: &str, id: u64) -> Result<Option<SecretString>, KeyringError> {
-        let key = match Self::ring()?.search(&name(journal, id)) {
+    fn find(&self, journal: &str, key: &str) -> Result<Option<SecretString>, KeyringError> {
+        let key = match Self::ring()?.search(&name(journal, key)) {
             Ok(key) => key,
             Err(
                 // Revoked: invalidated (answered), not yet collected by the kernel.
@@ -113,25 +117,25 @@ impl TokenKeep for KernelKeyring {
         Ok(Some(SecretString::from(text)))
     }
 
-    fn forget(&self, journal: &str, id: u64) {
+    fn forget(&self, journal: &str, key: &str) {
         if let Ok(key) = Self::ring()
-            .and_then(|ring| ring.search(&name(journal, id)).map_err(refused("search for a key")))
+            .and_then(|ring| ring.search(&name(journal, key)).map_err(refused("search for a key")))
         {
             let _ = key.invalidate();
         }
     }
 
-    fn forget_all_but(&self, journal: &str, parked: &[u64]) {
+    fn forget_all_but(&self, journal: &str, parked: &[&str]) {
         let Ok(links) = Self::ring().and_then(|r| r.get_links(4096).map_err(refused("list @u")))
         else {
             return;
         };
         let ours = format!("{PREFIX}:{journal}:");
-        for key in links.iter().filter_map(linux_keyutils::LinkNode::as_key) {
-            let Ok(meta) = key.metadata() else { continue };
-            let id = meta.get_description().strip_prefix(&ours).and_then(|id| id.parse().ok());
-            if id.is_some_and(|id| !parked.contains(&id)) {
-                let _ = key.invalidate();
+        for kept in links.iter().filter_map(linux_keyutils::LinkNode::as_key) {
+            let Ok(meta) = kept.metadata() else { continue };
+            let request = meta.get_description().strip_prefix(&ours);
+            if request.is_some_and(|request| !parked.contains(&request)) {
+                let _ = kept.invalidate();
             }
         }
     }
@@ -149,26 +153,27 @@ mod tests {
         let journal = uuid::Uuid::new_v4().simple().to_string();
         let keyring = KernelKeyring;
         let token = SecretString::from("gAAAAAB-keyring-test-token");
-        keyring.keep(&journal, 7, &token).unwrap();
-        let found = keyring.find(&journal, 7).unwrap().expect("the kept token");
+        keyring.keep(&journal, "req-7", &token).unwrap();
+        let found = keyring.find(&journal, "req-7").unwrap().expect("the kept token");
         assert_eq!(found.expose_secret(), token.expose_secret());
-        assert!(keyring.find(&journal, 8).unwrap().is_none(), "another id has none");
+        assert!(keyring.find(&journal, "req-8").unwrap().is_none(), "another key has none");
         let listed = std::fs::read_to_string("/proc/keys").unwrap();
-        let line = listed.lines().find(|l| l.contains(&name(&journal, 7))).expect("listed");
+        let line = listed.lines().find(|l| l.contains(&name(&journal, "req-7"))).expect("listed");
         // /proc/keys: id flags usage timeout perm uid gid type description
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert!(fields[3].ends_with('h') || fields[3].ends_with('m'), "a timeout: {line}");
         assert_eq!(fields[4], "3f3f0000", "possessor and user only: {line}");
-        keyring.forget(&journal, 7);
-        assert!(keyring.find(&journal, 7).unwrap().is_none(), "forgotten");
+        keyring.forget(&journal, "req-7");
+        assert!(keyring.find(&journal, "req-7").unwrap().is_none(), "forgotten");
         // What a crash between an answer and its forget leaves is cleared at the next start.
-        for id in [1, 2, 3] {
-            keyring.keep(&journal, id, &token).unwrap();
+        let keys = ["r-1", "r-2", "r-3"];
+        for key in keys {
+            keyring.keep(&journal, key, &token).unwrap();
         }
-        keyring.forget_all_but(&journal, &[2]);
+        keyring.forget_all_but(&journal, &["r-2"]);
         let kept: Vec<bool> =
-            [1, 2, 3].iter().map(|&id| keyring.find(&journal, id).unwrap().is_some()).collect();
+            keys.iter().map(|key| keyring.find(&journal, key).unwrap().is_some()).collect();
         assert_eq!(kept, [false, true, false]);
-        keyring.forget(&journal, 2);
+        keyring.forget(&journal, "r-2");
     }
 }

@@ -60,8 +60,8 @@ pub(super) struct Tokens {
 }
 
 impl Tokens {
-    fn keep(&self, id: ParkId, token: &secrecy::SecretString, request: &Request) {
-        if let Err(error) = self.keep.keep(&self.journal, id.0, token) {
+    fn keep(&self, key: &RequestKey, token: &secrecy::SecretString, request: &Request) {
+        if let Err(error) = self.keep.keep(&self.journal, key.as_str(), token) {
             tracing::warn!(
                 target_id = %request.target, %error,
                 "parked without its keystone token kept: if the daemon restarts before it is \
@@ -71,8 +71,8 @@ impl Tokens {
     }
 
     /// The kept token of a resumed request that had one.
-    fn find(&self, id: ParkId, parked: &Parked) -> Option<secrecy::SecretString> {
-        let found = self.keep.find(&self.journal, id.0);
+    fn find(&self, parked: &Parked) -> Option<secrecy::SecretString> {
+        let found = self.keep.find(&self.journal, parked.key.as_str());
         let reason = match found {
             Ok(Some(token)) => return Some(token),
             Ok(None) => "it is not in the kernel keyring (a reboot, or it expired)".to_owned(),
@@ -180,20 +180,22 @@ impl Inbox {
             parked_at: engine.clock().now,
         };
         let (reply_to, correlation_id) = (entry.reply_to.clone(), entry.correlation_id.clone());
+        // Kept before the entry is durable: a crash in between leaves a token without its
+        // request (forgotten at the next start), never a parked request without its token.
+        if let Some(token) = &request.token {
+            self.tokens.keep(&key, token, request);
+        }
         let journal = Arc::clone(engine.journal());
         let parked = tokio::task::spawn_blocking(move || journal.park(&entry)).await;
         match parked {
-            Ok(Ok(id)) => {
-                if let Some(token) = &request.token {
-                    self.tokens.keep(id, token, request);
-                }
-                Ok(Some(Ticket { id, key, reply_to, correlation_id }))
-            }
+            Ok(Ok(id)) => Ok(Some(Ticket { id, key, reply_to, correlation_id })),
             Ok(Err(e)) => {
+                self.tokens.keep.forget(&self.tokens.journal, key.as_str());
                 lock(&self.parked).remove(&key);
                 Err(e.into())
             }
             Err(_) => {
+                self.tokens.keep.forget(&self.tokens.journal, key.as_str());
                 lock(&self.parked).remove(&key);
                 Err(EngineError::Closed)
             }
@@ -221,7 +223,7 @@ impl Inbox {
             Err(_) => return Err(EngineError::Closed),
         };
         unpark(engine.journal(), ticket.id).await?;
-        self.tokens.keep.forget(&self.tokens.journal, ticket.id.0);
+        self.tokens.keep.forget(&self.tokens.journal, ticket.key.as_str());
         lock(&self.parked).remove(&ticket.key);
         crate::failpoint::hit("reply", "unparked");
         if let (Some(channel), Some(reply_to)) = (channel, ticket.reply_to.as_deref()) {
@@ -243,10 +245,10 @@ impl Inbox {
             .await
             .map_err(|_| EngineError::Closed)??;
         let mut out = Vec::new();
-        let parked: Vec<u64> = entries
+        let parked: Vec<&str> = entries
             .iter()
             .filter_map(|e| match e {
-                InboxEntry::Parked(id, _) => Some(id.0),
+                InboxEntry::Parked(_, parked) => Some(parked.key.as_str()),
                 _ => None,
             })
             .collect();
@@ -256,7 +258,7 @@ impl Inbox {
                 InboxEntry::Parked(id, parked) => {
                     lock(&self.parked).insert(parked.key.clone());
                     lock(&self.resumed).insert(parked.key.clone());
-                    let token = parked.had_token.then(|| self.tokens.find(id, &parked)).flatten();
+                    let token = parked.had_token.then(|| self.tokens.find(&parked)).flatten();
                     let ticket = Ticket {
                         id,
                         key: parked.key.clone(),
@@ -271,7 +273,6 @@ impl Inbox {
                         "a parked request cannot be read ({error}); it is removed unanswered"
                     );
                     unpark(journal, id).await?;
-                    self.tokens.keep.forget(&self.tokens.journal, id.0);
                 }
                 InboxEntry::ForeignKey(raw) => {
                     tracing::error!(

@@ -104,11 +104,25 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
         config.park_after,
         inbox::Tokens { keep: Arc::clone(&config.tokens), journal: engine.journal().id() },
     ));
+    // A target's parked requests are served in the order they were parked, as they would
+    // have been without the restart (one task per target; targets side by side): resumed
+    // as tasks of their own, they raced for the target's turn, and a mount, an unmount and
+    // a mount of one target could come out as mount, mount, unmount.
+    let mut by_target: Vec<(dms_journal::TargetId, Vec<_>)> = Vec::new();
     for (ticket, job) in inbox.resume(engine.journal()).await? {
+        match by_target.iter_mut().find(|(target, _)| *target == job.target) {
+            Some((_, queue)) => queue.push((ticket, job)),
+            None => by_target.push((job.target.clone(), vec![(ticket, job)])),
+        }
+    }
+    for (_, queue) in by_target {
         let (engine, inbox, fatal) = (Arc::clone(&engine), Arc::clone(&inbox), fatal_tx.clone());
         in_flight.spawn(async move {
-            if let Err(e) = delivery::resumed(&engine, &inbox, ticket, job).await {
-                let _ = fatal.try_send(e);
+            for (ticket, job) in queue {
+                if let Err(e) = delivery::resumed(&engine, &inbox, ticket, job).await {
+                    let _ = fatal.try_send(e);
+                    return;
+                }
             }
         });
     }
