@@ -41,11 +41,11 @@ cargo fmt --all -- --check
 
 # The packages' glibc-2.28 build is the suite's second compile: of `dev` binaries (the
 # release build's optimizing compile costs ~350 CPU-seconds, `dev` ~215; the packaging,
-# the linking against glibc 2.28 and its floor check are the same), gzip-compressed. It
+# the linking against glibc 2.28 and its floor check are the same), fast-compressed. It
 # runs from here on at the lowest CPU priority, on the cycles the rest leaves idle (the
 # debug build's serial stretches; the tests below mostly wait on brokers, daemons and
-# deadlines), and the package tests run once it is done. It has a target directory of its own (the 2.28
-# target), so the two builds share nothing but the crates' sources.
+# deadlines), and the package tests run once it is done. It has a target directory of its
+# own, so the two builds share nothing but the crates' sources.
 step "packages: scripts/package.sh started in the background (nice 19)"
 ensure_package_tools
 export DMS_PACKAGE_DIR="$target/packages"
@@ -53,7 +53,10 @@ package_log="$(mktemp /tmp/package-log.XXXXXX)"
 # setsid: a process group of its own to stop it by. A new session is also a new scheduler
 # autogroup, which would get as much CPU as this whole script whatever its nice value, so
 # the autogroup itself is set to nice 19 (/proc/self/autogroup; ignored where there is none).
-setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS sh -c \
+# A target directory of its own: the `dev` build's build scripts and proc macros (host
+# artifacts) would otherwise share target/debug with the debug build, whose next cargo call
+# then waited for this build's lock and recompiled the workspace.
+setsid env -u RUSTC_WORKSPACE_WRAPPER -u CLIPPY_ARGS CARGO_TARGET_DIR="$target/package-build" sh -c \
     'echo 19 > /proc/self/autogroup 2>/dev/null; exec nice -n 19 "$@"' package \
     scripts/package.sh --profile dev --fast --out "$DMS_PACKAGE_DIR" > "$package_log" 2>&1 &
 package_pid=$!
