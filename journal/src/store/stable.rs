@@ -24,7 +24,7 @@
 //! - the same for `blobs/`, where sled writes a value too large for its log (a big target
 //!   snapshot) as a file of its own without any sync (`src/pagecache/blob_io.rs`,
 //!   `write_blob`), the log then pointing at it: each new blob file is fdatasynced, then the
-//!   directory.
+//!   directory, before the data file (a log durable without its blob would be damage).
 //!
 //! At open, what a journal starts with: sled's `conf` (sled writes it without any sync),
 //! `db`, the seal's sidecar, the journal directory and its parent, so a journal created
@@ -105,15 +105,16 @@ impl Stable {
         Ok(stable)
     }
 
-    /// After a sled flush: its data file's data and size, then the journal directory's
-    /// entries if they changed since their last sync, on stable storage.
+    /// After a sled flush: new blob files and their directory, sled's data file (data and
+    /// size), then the journal directory's entries if they changed since their last sync,
+    /// on stable storage.
     pub(super) fn sync(&self) -> Result<(), StoreError> {
         let failed = |what: &'static str| {
             let path = self.journal.clone();
             move |source| StoreError::Sync { path, what, source: Arc::new(source) }
         };
-        self.data.sync_data().map_err(failed("fdatasync its data file"))?;
         let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        // New blobs first: the log that points at them must not be durable without them.
         // Entries are read before their fsync: a change after the read is covered by this
         // fsync or, not being in what is recorded, found by the next sync.
         let blobs_dir = self.journal.join(BLOBS_DIR);
@@ -133,6 +134,7 @@ impl Stable {
             }
             synced.blobs = blobs;
         }
+        self.data.sync_data().map_err(failed("fdatasync its data file"))?;
         let now = entries(&self.journal);
         if now.is_none() || now != synced.journal {
             self.dir.sync_all().map_err(failed("fsync its directory"))?;
