@@ -304,7 +304,7 @@ fn power_cuts_under_traffic_lose_no_acknowledged_request_and_the_daemon_restarts
         });
         let ledger_now = ledger.lock().unwrap().clone();
         // A client gives up on a request after 120 s (`ANSWER_BOUND`); across cuts under
-        // load a few did (2 of ~300 in one CI run, reason not yet established). Once the
+        // load a few did (2 in one CI run, reason not yet established). Once the
         // power stays on, each of them, sent again, must be answered (a request stuck for
         // good fails here: `Client::call` waits 60 s).
         let unanswered: Vec<(String, String, Value)> = ledger_now
