@@ -70,6 +70,11 @@ impl Tokens {
         }
     }
 
+    /// The request is answered (or was not parked after all): its token is not needed.
+    fn forget(&self, key: &RequestKey) {
+        self.keep.forget(&self.journal, key.as_str());
+    }
+
     /// The kept token of a resumed request that had one.
     fn find(&self, parked: &Parked) -> Option<secrecy::SecretString> {
         let found = self.keep.find(&self.journal, parked.key.as_str());
@@ -190,12 +195,12 @@ impl Inbox {
         match parked {
             Ok(Ok(id)) => Ok(Some(Ticket { id, key, reply_to, correlation_id })),
             Ok(Err(e)) => {
-                self.tokens.keep.forget(&self.tokens.journal, key.as_str());
+                self.tokens.forget(&key);
                 lock(&self.parked).remove(&key);
                 Err(e.into())
             }
             Err(_) => {
-                self.tokens.keep.forget(&self.tokens.journal, key.as_str());
+                self.tokens.forget(&key);
                 lock(&self.parked).remove(&key);
                 Err(EngineError::Closed)
             }
@@ -223,7 +228,7 @@ impl Inbox {
             Err(_) => return Err(EngineError::Closed),
         };
         unpark(engine.journal(), ticket.id).await?;
-        self.tokens.keep.forget(&self.tokens.journal, ticket.key.as_str());
+        self.tokens.forget(&ticket.key);
         lock(&self.parked).remove(&ticket.key);
         crate::failpoint::hit("reply", "unparked");
         if let (Some(channel), Some(reply_to)) = (channel, ticket.reply_to.as_deref()) {

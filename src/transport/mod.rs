@@ -108,14 +108,11 @@ pub async fn serve<C: Credentials, P: Processes, M: Mounts>(
     // have been without the restart (one task per target; targets side by side): resumed
     // as tasks of their own, they raced for the target's turn, and a mount, an unmount and
     // a mount of one target could come out as mount, mount, unmount.
-    let mut by_target: Vec<(dms_journal::TargetId, Vec<_>)> = Vec::new();
+    let mut by_target = std::collections::BTreeMap::<_, Vec<_>>::new();
     for (ticket, job) in inbox.resume(engine.journal()).await? {
-        match by_target.iter_mut().find(|(target, _)| *target == job.target) {
-            Some((_, queue)) => queue.push((ticket, job)),
-            None => by_target.push((job.target.clone(), vec![(ticket, job)])),
-        }
+        by_target.entry(job.target.clone()).or_default().push((ticket, job));
     }
-    for (_, queue) in by_target {
+    for queue in by_target.into_values() {
         let (engine, inbox, fatal) = (Arc::clone(&engine), Arc::clone(&inbox), fatal_tx.clone());
         in_flight.spawn(async move {
             for (ticket, job) in queue {

@@ -116,20 +116,13 @@ pub fn free_port() -> u16 {
 pub fn wait_for<T>(
     what: &str,
     timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
+    check: impl FnMut() -> Option<T>,
 ) -> Result<T, String> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(50);
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if start.elapsed() >= timeout {
-            return Err(format!("timed out after {timeout:?} waiting for {what}"));
-        }
-        std::thread::sleep(pause);
+    let mut pause = Duration::from_millis(25);
+    poll(what, timeout, check, move || {
         pause = (pause * 2).min(Duration::from_millis(200));
-    }
+        pause
+    })
 }
 
 /// A pause of [`poll_every`] between two calls of a RabbitMQ CLI tool: each call boots an
@@ -143,7 +136,17 @@ pub fn poll_every<T>(
     what: &str,
     timeout: Duration,
     pause: Duration,
+    check: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    poll(what, timeout, check, || pause)
+}
+
+/// `check` until it gives a value or `timeout` passes, sleeping `pause()` in between.
+fn poll<T>(
+    what: &str,
+    timeout: Duration,
     mut check: impl FnMut() -> Option<T>,
+    mut pause: impl FnMut() -> Duration,
 ) -> Result<T, String> {
     let start = Instant::now();
     loop {
@@ -153,7 +156,7 @@ pub fn poll_every<T>(
         if start.elapsed() >= timeout {
             return Err(format!("timed out after {timeout:?} waiting for {what}"));
         }
-        std::thread::sleep(pause);
+        std::thread::sleep(pause());
     }
 }
 
